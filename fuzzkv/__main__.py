@@ -1,0 +1,3 @@
+from fuzzkv.cli import main
+
+main()

@@ -1,0 +1,217 @@
+"""The HuggingFace transformers backend: drives the model directly, not through generate.
+
+The cached path prefills a cache object chunk by chunk, then decodes token by token,
+collecting every step's logits. The reference is ONE teacher-forced forward pass over
+the final sequence with no cache, which gives the uncached logits at every position.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from fuzzkv.backends import hf_loading  # noqa: F401  (sets offline mode before transformers loads)
+
+import torch  # noqa: E402
+from transformers import DynamicCache, StaticCache  # noqa: E402
+
+from fuzzkv.backends import Backend, ModelInfo, Trace  # noqa: E402
+from fuzzkv.case import Case  # noqa: E402
+from fuzzkv.errors import UsageError  # noqa: E402
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real tokens, so padding never shifts a position."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass
+class Batch:
+    """A case's prompts padded into tensors, plus the mask of the whole final sequence."""
+
+    ids: torch.Tensor  # [B, L]
+    full_mask: torch.Tensor  # [B, L + max_new_tokens]; generated tokens are always real
+
+    @property
+    def prompt_length(self) -> int:
+        return self.ids.shape[1]
+
+
+class HFBackend(Backend):
+    """Runs a ``transformers`` causal LM through cached, uncached and generate paths."""
+
+    name = "hf"
+
+    def __init__(self, loaded: "hf_loading.LoadedModel", *, dtype: str, device: str, attn: str):
+        self.loaded = loaded
+        self.model = loaded.model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
+        self.dtype, self.device, self.attn = dtype, device, attn
+        self.pad_id = _pad_id(self.model.config)
+        self.info = _model_info(loaded, self.model.config)
+        self._model64 = None
+        # What the reproduction script needs to rebuild a random-weights model exactly.
+        self.config_snapshot = _random_config(loaded)
+        self.weights_seed, self.init_std = loaded.seed, loaded.init_std
+
+    @classmethod
+    def from_config(cls, config) -> "HFBackend":
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {config.device} requested but CUDA is not available.", tip="use --device cpu")
+        try:
+            loaded = hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
+                                           init_std=config.init_std, attn=config.attn)
+        except (ValueError, ImportError) as exc:
+            if "attn" in str(exc) or "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
+                raise UsageError(f"{config.model} does not support --attn {config.attn}.",
+                                 tip="use --attn eager") from None
+            raise
+        if loaded.factory and config.attn:
+            _set_attention(loaded.model, config.attn, config.model)
+        return cls(loaded, dtype=config.dtype, device=config.device, attn=config.attn)
+
+    # -- batches -----------------------------------------------------------------------
+    def _batch(self, case: Case) -> Batch:
+        length = case.padded_length
+        ids = torch.full((case.batch_size, length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((case.batch_size, case.total_length), dtype=torch.long)
+        for row, prompt in enumerate(case.prompts):
+            start = length - len(prompt) if case.padding_side == "left" else 0
+            ids[row, start:start + len(prompt)] = torch.tensor(prompt)
+            mask[row, start:start + len(prompt)] = 1
+        mask[:, length:] = 1
+        return Batch(ids.to(self.device), mask.to(self.device))
+
+    def _new_cache(self, kind: str, max_len: int):
+        if kind == "static":
+            return StaticCache(config=self.model.config, max_cache_len=max_len)
+        return DynamicCache(config=self.model.config)
+
+    # -- paths -------------------------------------------------------------------------
+    @torch.inference_mode()
+    def cached(self, case, tokens=None, *, cache=None, chunks=None) -> Trace:
+        kind = cache or case.cache
+        store = self._new_cache(kind, case.total_length)
+        return self._prefill_and_decode(case, store, kind, tokens, chunks or case.prefill_chunks)
+
+    @torch.inference_mode()
+    def reused(self, case, tokens) -> Trace:
+        store = self._new_cache(case.cache, case.total_length)
+        rows = [case.prompts[i % case.batch_size] for i in range(max(case.reuse_batch, case.batch_size))]
+        primer = Case(prompts=tuple(rows), padding_side=case.padding_side, max_new_tokens=case.max_new_tokens,
+                      cache=case.cache, dtype=case.dtype)
+        self._prefill_and_decode(primer, store, case.cache, None, primer.prefill_chunks)
+        store.reset()  # the contract under test: a reset cache behaves like a fresh one
+        return self._prefill_and_decode(case, store, case.cache, tokens, case.prefill_chunks)
+
+    def _prefill_and_decode(self, case, store, kind, forced, chunks) -> Trace:
+        batch = self._batch(case)
+        positions = positions_from_mask(batch.full_mask)
+        static_len = case.total_length if kind == "static" else None
+        tokens = torch.cat([batch.ids, torch.zeros_like(batch.full_mask[:, batch.prompt_length:])], dim=1)
+        if forced is not None:
+            tokens = forced.to(self.device).clone()
+        step_logits, start = [], 0
+        for size in chunks:
+            step_logits.append(self._step(tokens, batch.full_mask, positions, start, size, store, static_len))
+            start += size
+        for pos in range(batch.prompt_length, case.total_length):
+            if forced is None:
+                tokens[:, pos] = step_logits[-1][:, -1].argmax(-1)
+            if pos < case.total_length - 1:
+                step_logits.append(self._step(tokens, batch.full_mask, positions, pos, 1, store, static_len))
+        logits = torch.cat(step_logits, dim=1).float()
+        return Trace(tokens, batch.full_mask, logits, batch.full_mask[:, :-1].bool())
+
+    def _step(self, tokens, mask, positions, start, size, store, static_len):
+        end = start + size
+        attention = mask[:, :end]
+        if static_len is not None:
+            # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
+            attention = torch.nn.functional.pad(attention, (0, static_len - end))
+        out = self.model(input_ids=tokens[:, start:end], attention_mask=attention,
+                         position_ids=positions[:, start:end], past_key_values=store, use_cache=True)
+        return out.logits
+
+    @torch.inference_mode()
+    def reference(self, tokens, attention_mask, *, float64=False):
+        model = self._float64_model() if float64 else self.model
+        inputs = tokens[:, :-1].to(self.device)
+        mask = attention_mask[:, :-1].to(self.device)
+        out = model(input_ids=inputs, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+        return out.logits.double() if float64 else out.logits.float()
+
+    def _float64_model(self):
+        if self._model64 is None:
+            self._model64 = copy.deepcopy(self.model).to(torch.float64)
+        return self._model64
+
+    def release_float64(self) -> None:
+        """Free the float64 twin used for calibration."""
+        self._model64 = None
+
+    @torch.inference_mode()
+    def generate(self, case) -> Trace:
+        batch = self._batch(case)
+        mask = batch.full_mask[:, :batch.prompt_length]
+        n = case.max_new_tokens
+        out = self.model.generate(
+            input_ids=batch.ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+            num_beams=1, cache_implementation=case.cache, output_logits=True, return_dict_in_generate=True,
+            pad_token_id=self.pad_id)
+        total = case.total_length
+        logits = torch.full((case.batch_size, total - 1, out.logits[0].shape[-1]), float("nan"), device=self.device)
+        checked = torch.zeros((case.batch_size, total - 1), dtype=torch.bool, device=self.device)
+        for i, step in enumerate(out.logits):
+            logits[:, batch.prompt_length - 1 + i] = step.float()
+            checked[:, batch.prompt_length - 1 + i] = True
+        return Trace(out.sequences, batch.full_mask, logits, checked)
+
+    def reproduction(self, oracle, case, tolerance) -> str:
+        from fuzzkv.backends.hf_repro import script
+
+        return script(self, oracle, case, tolerance)
+
+
+def _set_attention(model, attn: str, name: str) -> None:
+    try:
+        model.set_attn_implementation(attn)
+    except (ValueError, ImportError, AttributeError):
+        raise UsageError(f"{name} does not support --attn {attn}.", tip="use --attn eager") from None
+
+
+def _random_config(loaded) -> dict | None:
+    if loaded.spec is None or not loaded.random_weights:
+        return None
+    return loaded.config_dict
+
+
+def _pad_id(config) -> int:
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        value = getattr(config, key, None)
+        value = value[0] if isinstance(value, (list, tuple)) and value else value
+        if isinstance(value, int) and 0 <= value < config.vocab_size:
+            return value
+    return 0
+
+
+def _model_info(loaded, config) -> ModelInfo:
+    text = config.get_text_config()
+    vocab = text.vocab_size
+    specials = []
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+        value = getattr(text, key, None)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and 0 <= v < vocab and v not in specials:
+                specials.append(v)
+    max_positions = next((getattr(text, k) for k in ("max_position_embeddings", "n_positions", "max_seq_len")
+                          if isinstance(getattr(text, k, None), int)), None)
+    if getattr(text, "alibi", False) or text.model_type == "bloom":
+        max_positions = None  # ALiBi has no learned table to run past
+    window = getattr(text, "sliding_window", None)
+    windows = (window,) if isinstance(window, int) and window > 0 else ()
+    name = loaded.spec.name if loaded.spec else (loaded.factory or config.name_or_path or text.model_type)
+    return ModelInfo(name=name, architecture=(config.architectures or [type(loaded.model).__name__])[0],
+                     vocab_size=vocab, special_ids=tuple(specials), max_positions=max_positions,
+                     sliding_windows=windows, source=loaded.source)

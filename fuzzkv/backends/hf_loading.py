@@ -1,0 +1,128 @@
+"""Resolve ``--model`` to a HuggingFace causal LM, offline, every time.
+
+Forms accepted, tried in this order:
+1. ``package.module:factory`` - a zero-argument callable returning a ``PreTrainedModel``.
+   This runs the user's code by design; its weights are never re-initialised.
+2. a local directory written by ``save_pretrained``.
+3. a registry name (``fuzzkv models``): real weights if the local HuggingFace cache
+   holds them (full scale only), otherwise the real architecture with seeded random
+   weights.
+4. a hub id already in the local HuggingFace cache.
+No path ever makes a network call: ``local_files_only`` is always set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# Set before transformers is imported anywhere: fuzzkv never talks to the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+
+from fuzzkv import registry  # noqa: E402
+from fuzzkv.errors import UsageError  # noqa: E402
+
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+transformers.logging.set_verbosity_error()
+
+
+@dataclass
+class LoadedModel:
+    model: "transformers.PreTrainedModel"
+    source: str  # one line saying where the weights came from
+    spec: registry.ModelSpec | None = None
+    factory: str | None = None
+    random_weights: bool = False
+    config_dict: dict | None = None  # the config random weights were built from
+    seed: int = 0
+    init_std: float = 0.0
+
+
+def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) -> LoadedModel:
+    """Resolve ``name`` as described in the module docstring, in float32 on the CPU."""
+    if ":" in name and not Path(name).exists():
+        return _from_factory(name)
+    if Path(name).is_dir():
+        return LoadedModel(_pretrained(name, attn), f"weights from local directory {name}")
+    spec = registry.get(name)
+    if spec is not None:
+        return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn)
+    try:
+        return LoadedModel(_pretrained(name, attn), f"weights for {name} from the local HuggingFace cache")
+    except OSError:
+        close = registry.suggestions(name)
+        hint = f"did you mean {', '.join(close)}?" if close else "run 'fuzzkv models' for the registry names"
+        raise UsageError(f"unknown model {name!r}: not a registry name, a local directory, "
+                         "a module:factory, or a hub id in the local HuggingFace cache.", tip=hint) from None
+
+
+def _pretrained(path: str, attn: str):
+    # safetensors only and local files only: no pickle, no network.
+    return AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, use_safetensors=True, attn_implementation=attn, dtype=torch.float32)
+
+
+def _from_factory(name: str) -> LoadedModel:
+    if not FACTORY_PATTERN.match(name):
+        raise UsageError(f"malformed factory {name!r}.", tip="write it as package.module:function")
+    module_name, attr = name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # user code: any exception is a usage problem, reported in one line
+        raise UsageError(f"cannot import {module_name!r} for factory {name!r}: {type(exc).__name__}: {exc}",
+                         tip="check the module is importable (on PYTHONPATH) from this directory") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"{name!r} is not a callable in {module_name}.", tip="point at a zero-argument function")
+    model = factory()
+    if not isinstance(model, transformers.PreTrainedModel):
+        raise UsageError(f"factory {name!r} returned {type(model).__name__}, not a transformers PreTrainedModel.",
+                         tip="return a causal LM such as AutoModelForCausalLM.from_config(...)")
+    return LoadedModel(model, f"model from factory {name} (its weights are used as they are)", factory=name)
+
+
+def _from_registry(spec, *, scale, seed, init_std, attn) -> LoadedModel:
+    if scale == "full":
+        try:
+            model = _pretrained(spec.hub_id, attn)
+            return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache", spec=spec)
+        except OSError:
+            pass  # not cached locally: fall through to random weights, and say so
+    config = spec.config_for(scale)
+    model = build_random(config, seed=seed, init_std=init_std, attn=attn)
+    source = (f"no local weights for {spec.hub_id}: built the {scale} {spec.architecture} "
+              f"with seeded random weights (seed {seed}, init std {init_std})")
+    return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
+                       init_std=init_std)
+
+
+def build_random(config: dict, *, seed: int, init_std: float, attn: str):
+    """The architecture of ``config`` with seeded random weights.
+
+    Linear and Embedding weights are redrawn with std ``init_std``: transformers' own
+    init (std 0.02) makes logits so flat that an off-by-one position barely moves them.
+    """
+    config = dict(config)
+    model_type = config.pop("model_type")
+    cfg = AutoConfig.for_model(model_type, **config)
+    cfg.use_cache = True  # MPT ships use_cache=False
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, dtype=torch.float32)
+    sensitise(model, init_std)
+    return model
+
+
+def sensitise(model, init_std: float) -> None:
+    """Redraw Linear/Embedding weights with std ``init_std`` (biases and norms untouched)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, init_std)

@@ -1,0 +1,102 @@
+"""The `Case`: one fuzzed input, frozen and JSON-serialisable.
+
+A case is what Hypothesis generates, what an oracle checks, what the store keeps and
+what `replay` re-runs. It holds only plain values, so it can be printed, diffed and
+pasted into a reproduction script.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+PADDING_SIDES = ("left", "right")
+CACHES = ("dynamic", "static")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to an oracle.
+
+    prompts: token ids, one tuple per batch row; rows may differ in length (ragged),
+        and are padded on ``padding_side`` to the longest.
+    max_new_tokens: how many tokens greedy decoding produces (at least 1).
+    prefill_chunks: sizes of the pieces the padded prompt is fed in; they sum to the
+        padded prompt length. ``(L,)`` is a single prefill pass.
+    cache: the cache implementation, ``"dynamic"`` or ``"static"``.
+    dtype: the floating-point type the model runs in.
+    reuse_batch: for the ``cache-reuse`` oracle, the batch size the cache served
+        before it was reset and reused for this case (0 when unused).
+    """
+
+    prompts: tuple[tuple[int, ...], ...]
+    padding_side: str = "left"
+    max_new_tokens: int = 1
+    prefill_chunks: tuple[int, ...] = field(default=())
+    cache: str = "dynamic"
+    dtype: str = "float32"
+    reuse_batch: int = 0
+
+    def __post_init__(self) -> None:
+        # Normalise lists to tuples so equal cases hash and compare equal.
+        object.__setattr__(self, "prompts", tuple(tuple(int(t) for t in p) for p in self.prompts))
+        chunks = tuple(int(c) for c in self.prefill_chunks) or (self.padded_length,)
+        object.__setattr__(self, "prefill_chunks", chunks)
+        self._validate()
+
+    def _validate(self) -> None:
+        if not self.prompts or any(len(p) == 0 for p in self.prompts):
+            raise ValueError("a case needs at least one prompt, each of at least one token")
+        if self.padding_side not in PADDING_SIDES:
+            raise ValueError(f"padding_side must be one of {PADDING_SIDES}")
+        if self.cache not in CACHES:
+            raise ValueError(f"cache must be one of {CACHES}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}")
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if sum(self.prefill_chunks) != self.padded_length or min(self.prefill_chunks) < 1:
+            raise ValueError("prefill_chunks must be positive sizes summing to the padded prompt length")
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def padded_length(self) -> int:
+        return max(len(p) for p in self.prompts)
+
+    @property
+    def total_length(self) -> int:
+        """Padded prompt plus generated tokens: the longest sequence a cache holds."""
+        return self.padded_length + self.max_new_tokens
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["prompts"] = [list(p) for p in self.prompts]
+        data["prefill_chunks"] = list(self.prefill_chunks)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Case":
+        """Rebuild a case; raises ``ValueError`` (or ``TypeError``) on malformed data."""
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Case":
+        return cls.from_dict(json.loads(text))
+
+    def describe(self) -> str:
+        """A short human summary, e.g. ``batch 3 (lengths 1,1,2), left-padded, 2 new tokens``."""
+        lengths = ",".join(str(len(p)) for p in self.prompts)
+        chunks = "one prefill pass" if len(self.prefill_chunks) == 1 else f"prefill chunks {list(self.prefill_chunks)}"
+        reuse = f", cache reused after batch {self.reuse_batch}" if self.reuse_batch else ""
+        return (
+            f"batch {self.batch_size} (lengths {lengths}), {self.padding_side}-padded, "
+            f"{self.max_new_tokens} new token(s), {chunks}, {self.cache} cache, {self.dtype}{reuse}"
+        )

@@ -1,0 +1,74 @@
+"""The ``fuzzkv`` command line: parses options and delegates to :mod:`fuzzkv.app`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from fuzzkv import __version__, app
+from fuzzkv.case import DTYPES
+from fuzzkv.config import ATTNS, DEFAULT_ORACLES, SCALES, RunConfig, default_db_url
+from fuzzkv.errors import EXIT_INTERNAL, FuzzkvError
+from fuzzkv.oracles import ORACLES
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fuzzkv")
+def cli() -> None:
+    """Fuzz a language model's KV cache: cached outputs must equal uncached ones."""
+
+
+@cli.command()
+@click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, hub id in "
+              "the local HF cache, or package.module:factory. A factory runs your code by design.")
+@click.option("--backend", default="hf", show_default=True, type=click.Choice(["hf"]))
+@click.option("--oracle", "oracles", multiple=True, type=click.Choice(list(ORACLES)),
+              help="Oracle to run (repeatable). Default: all.")
+@click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
+              help="'tiny' shrinks a registry architecture, keeping every cache feature.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--attn", default="eager", show_default=True, type=click.Choice(ATTNS))
+@click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
+@click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
+@click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")
+@click.option("--db", "db_url", default=None, help="Store URL [default: $FUZZKV_DB or sqlite:///fuzzkv.db].")
+@click.option("--init-std", default=0.2, show_default=True, type=float,
+              help="Std of random weights; transformers' 0.02 hides small cache bugs.")
+@click.option("--tolerance", type=float, help="Fix the logit tolerance instead of calibrating it.")
+@click.option("--max-batch", default=4, show_default=True, type=int)
+@click.option("--max-prompt-len", type=int, help="Longest random prompt [default: 24 tiny, 16 full].")
+@click.option("--max-new-tokens", type=int, help="Most generated tokens [default: 12 tiny, 8 full].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, **options) -> None:
+    """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal error."""
+    _guarded(lambda: app.run_command(
+        RunConfig(oracles=oracles or DEFAULT_ORACLES, db_url=db_url or default_db_url(), **options), as_json=as_json))
+
+
+@cli.command()
+def models() -> None:
+    """List the bundled architectures and the cache features each exercises."""
+    click.echo(app.models_table())
+
+
+def _guarded(action) -> None:
+    """Run a command: one clear line for known errors (exit 2), a short report for our bugs (exit 3)."""
+    try:
+        code = action()
+    except FuzzkvError as exc:
+        click.echo(f"Error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - an internal error: say so, exit 3
+        click.echo(f"Internal error: {type(exc).__name__}: {exc}. Tip: please report this with the command you ran.",
+                   err=True)
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(code)
+
+
+def main() -> None:
+    cli(prog_name="fuzzkv")

@@ -1,0 +1,33 @@
+"""Errors that reach the user, and the exit codes they map to."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+class FuzzkvError(Exception):
+    """Base class: a problem fuzzkv explains in one line, with an optional tip."""
+
+    exit_code = EXIT_INTERNAL
+
+    def __init__(self, message: str, tip: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.tip = tip
+
+    def one_line(self) -> str:
+        """The message and its tip on one line, as printed by the CLI."""
+        return f"{self.message} Tip: {self.tip}" if self.tip else self.message
+
+
+class UsageError(FuzzkvError):
+    """Bad input: an unknown model, a malformed option, an unreadable path (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreError(UsageError):
+    """The database URL or file cannot be used as a fuzzkv store (exit 2)."""

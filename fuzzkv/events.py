@@ -1,0 +1,68 @@
+"""Events a run emits; console, JSON and (later) HTML/JUnit reporters consume them.
+
+The runner never prints. It calls ``emit(event)`` and reporters decide what to show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fuzzkv.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    settings: dict
+    versions: dict
+    model_source: str
+    backend: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToleranceChosen:
+    value: float
+    source: str
+
+
+@dataclass(frozen=True)
+class OracleStarted:
+    oracle: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ExampleChecked:
+    oracle: str
+    examples: int  # examples run for this oracle so far
+    total_examples: int
+    failures: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class FailureFound:
+    """A shrunk failure: the minimal case, its verdict and a standalone reproduction."""
+
+    verdict: Verdict
+    reproduction: str
+    fingerprint: str
+    stored_id: int | None = None
+
+
+@dataclass(frozen=True)
+class OracleFinished:
+    oracle: str
+    examples: int
+    failures: int
+    elapsed: float
+    stopped_by_time: bool = False
+    first_failure_at: int | None = None  # examples run when the first failure appeared (before shrinking)
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    examples: int
+    failures: list = field(default_factory=list)  # FailureFound events, in order
+    elapsed: float = 0.0
+    run_id: int | None = None

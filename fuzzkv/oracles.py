@@ -1,0 +1,113 @@
+"""Oracles: each states one property a KV cache must keep, as two paths that must agree.
+
+Every oracle returns a :class:`~fuzzkv.verdict.Verdict` with numbers. An exception in
+either path is itself a finding (kind "error"), never a crash of fuzzkv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+
+from fuzzkv.backends import Backend, PathError, Trace
+from fuzzkv.case import Case
+from fuzzkv.strategies import CaseSpace, cases
+from fuzzkv.verdict import Verdict, compare
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """A named property with the strategy that feeds it and the check that tests it."""
+
+    name: str
+    description: str
+    strategy: Callable[[CaseSpace], object]
+    pair: Callable[[Backend, Case], tuple[Trace, Trace]]  # (reference, candidate)
+
+    def check(self, backend: Backend, case: Case, tolerance: float) -> Verdict:
+        try:
+            reference, candidate = self.pair(backend, case)
+        except PathError as exc:
+            return Verdict(self.name, case, "error", tolerance, error=str(exc), error_type=type(exc.error).__name__)
+        metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, tolerance)
+        kind = "mismatch" if metrics.max_abs_diff > tolerance else "pass"
+        return Verdict(self.name, case, kind, tolerance, metrics=metrics)
+
+
+def run_path(path: str, fn, *args, **kwargs):
+    """Call one path; any exception becomes a :class:`PathError` naming the path."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a model's exception is a finding, not our crash
+        raise PathError(path, exc) from exc
+
+
+def teacher_forced(backend: Backend, trace: Trace, path: str = "uncached reference") -> Trace:
+    """The uncached reference for ``trace``'s final sequence: one forward pass."""
+    logits = run_path(path, backend.reference, trace.tokens, trace.attention_mask)
+    return Trace(trace.tokens, trace.attention_mask, logits, trace.attention_mask[:, :-1].bool())
+
+
+def _decode(backend, case):
+    cached = run_path("cached", backend.cached, case)
+    return teacher_forced(backend, cached), cached
+
+
+def _batch(backend, case):
+    batched = run_path("batched cached", backend.cached, case)
+    rows = []
+    for row, prompt in enumerate(case.prompts):
+        alone = replace(case, prompts=(prompt,), prefill_chunks=())
+        mask = batched.attention_mask[row].bool()
+        forced = batched.tokens[row][mask].unsqueeze(0)
+        rows.append(run_path(f"row {row} alone", backend.cached, alone, forced))
+    return batched, _scatter(batched, rows)
+
+
+def _scatter(batched: Trace, rows: list[Trace]) -> Trace:
+    """Place each single-row trace's logits at that row's real positions in the batch."""
+    logits = torch.full_like(batched.logits, float("nan"))
+    checked = torch.zeros_like(batched.checked)
+    for row, single in enumerate(rows):
+        where = batched.attention_mask[row, :-1].bool().nonzero().squeeze(-1)
+        logits[row, where] = single.logits[0, : len(where)]
+        checked[row, where] = True
+    return Trace(batched.tokens, batched.attention_mask, logits, checked)
+
+
+def _chunked(backend, case):
+    whole = run_path("single prefill", backend.cached, case, chunks=(case.padded_length,))
+    return whole, run_path("chunked prefill", backend.cached, case, whole.tokens)
+
+
+def _cache_impl(backend, case):
+    dynamic = run_path("dynamic cache", backend.cached, case, cache="dynamic")
+    return dynamic, run_path("static cache", backend.cached, case, dynamic.tokens, cache="static")
+
+
+def _cache_reuse(backend, case):
+    fresh = run_path("fresh cache", backend.cached, case)
+    return fresh, run_path("reused cache", backend.reused, case, fresh.tokens)
+
+
+def _generate(backend, case):
+    generated = run_path("generate", backend.generate, case)
+    return teacher_forced(backend, generated), generated
+
+
+ORACLES: dict[str, Oracle] = {o.name: o for o in (
+    Oracle("decode", "incremental cached decoding vs one teacher-forced uncached forward",
+           lambda s: cases(s), _decode),
+    Oracle("batch", "each row of a padded batch vs the same prompt alone at batch size 1",
+           lambda s: cases(s, min_batch=2, chunked=False), _batch),
+    Oracle("chunked", "prefill fed in chunks vs in one pass",
+           lambda s: cases(s, min_chunks=2), _chunked),
+    Oracle("cache-impl", "static cache vs dynamic cache",
+           lambda s: cases(s, caches=("static",)), _cache_impl),
+    Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
+           lambda s: cases(s, reuse=True), _cache_reuse),
+    Oracle("generate", "the library's generate (greedy, each cache implementation) vs the teacher-forced reference",
+           lambda s: cases(s, chunked=False, padding=("left",)), _generate),
+)}

@@ -1,0 +1,80 @@
+"""The console reporter: progress on a terminal, plain lines elsewhere, and every failure
+with its minimal case and how to reproduce it."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from fuzzkv import events
+
+
+class ConsoleReporter:
+    """Prints run events to a stream (stderr for progress, the stream itself for results)."""
+
+    def __init__(self, stream=None, *, tty: bool | None = None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty() if tty is None else tty
+        self._last_progress = 0.0
+        self._progress_shown = False
+
+    def __call__(self, event) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}", None)
+        if handler:
+            handler(event)
+
+    def _line(self, text: str = "") -> None:
+        if self._progress_shown:
+            self.stream.write("\r\033[K")
+            self._progress_shown = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _on_RunStarted(self, e: events.RunStarted) -> None:
+        v = e.versions
+        self._line(f"fuzzkv {v['fuzzkv']}: model {e.settings['model']} ({e.settings['scale']} scale), backend {e.backend}, "
+                   f"{e.settings['dtype']} on {e.settings['device']}, attention {e.settings['attn']}, seed {e.settings['seed']}")
+        self._line(f"  {e.model_source}")
+        self._line(f"  torch {v['torch']}, transformers {v['transformers']}, hypothesis {v['hypothesis']}")
+        for note in e.notes:
+            self._line(f"  note: {note}")
+
+    def _on_ToleranceChosen(self, e: events.ToleranceChosen) -> None:
+        self._line(f"  tolerance {e.value:.3g} ({e.source})")
+
+    def _on_OracleStarted(self, e: events.OracleStarted) -> None:
+        self._line(f"oracle {e.oracle}: {e.description}")
+
+    def _on_ExampleChecked(self, e: events.ExampleChecked) -> None:
+        if not self.tty or time.monotonic() - self._last_progress < 0.2:
+            return
+        self._last_progress = time.monotonic()
+        self.stream.write(f"\r\033[K  {e.oracle}: {e.examples} examples, {e.failures} failure(s), {e.elapsed:.1f}s")
+        self.stream.flush()
+        self._progress_shown = True
+
+    def _on_OracleFinished(self, e: events.OracleFinished) -> None:
+        timed = ", stopped by --max-time" if e.stopped_by_time else ""
+        status = f"{e.failures} failure(s)" if e.failures else "ok"
+        self._line(f"  {e.oracle}: {status} after {e.examples} examples in {e.elapsed:.1f}s{timed}")
+
+    def _on_FailureFound(self, e: events.FailureFound) -> None:
+        v = e.verdict
+        self._line(f"  FAILURE [{v.kind}] {v.summary()}")
+        self._line(f"    minimal case: {v.case.describe()}")
+        self._line(f"    case JSON: {v.case.to_json()}")
+        m = v.metrics
+        if m is not None and m.greedy_divergence_step is not None:
+            self._line(f"    greedy tokens diverge at position {m.greedy_divergence_step} (top-2 margin {m.top2_margin:.3g})")
+        stored = f" (stored as failure {e.stored_id}; 'fuzzkv show {e.stored_id}' prints the script)" if e.stored_id else ""
+        self._line(f"    reproduce: save the script below as repro.py and run 'python repro.py'{stored}")
+        for line in e.reproduction.splitlines():
+            self._line(f"      {line}")
+
+    def _on_RunFinished(self, e: events.RunFinished) -> None:
+        kinds = {}
+        for f in e.failures:
+            kinds[f.verdict.kind] = kinds.get(f.verdict.kind, 0) + 1
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        verdict = f"{len(e.failures)} failure(s) ({detail})" if e.failures else "no failures"
+        self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id})")

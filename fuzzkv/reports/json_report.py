@@ -1,0 +1,46 @@
+"""The ``--json`` reporter: collects the run and prints ONE JSON object at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from fuzzkv import events
+
+
+def failure_json(event: events.FailureFound) -> dict:
+    """The stable JSON shape of one failure (shared by ``run --json`` and later commands)."""
+    v = event.verdict
+    return {
+        "oracle": v.oracle, "kind": v.kind,
+        "max_abs_diff": v.metrics.max_abs_diff if v.metrics else None,
+        "tolerance": v.tolerance, "case": v.case.to_dict(),
+        "metrics": v.metrics.to_dict() if v.metrics else None,
+        "error": v.error, "summary": v.summary(), "fingerprint": event.fingerprint,
+        "stored_id": event.stored_id, "reproduction": event.reproduction,
+    }
+
+
+class JsonReporter:
+    """Collects events; :meth:`finish` prints the run as one JSON object."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.data: dict = {"failures": []}
+
+    def __call__(self, event) -> None:
+        if isinstance(event, events.RunStarted):
+            self.data.update(settings=event.settings, versions=event.versions, model_source=event.model_source,
+                             backend=event.backend, notes=list(event.notes))
+        elif isinstance(event, events.ToleranceChosen):
+            self.data["tolerance"] = {"value": event.value, "source": event.source}
+        elif isinstance(event, events.OracleFinished):
+            self.data.setdefault("oracles", {})[event.oracle] = {
+                "examples": event.examples, "failures": event.failures, "seconds": round(event.elapsed, 3),
+                "stopped_by_time": event.stopped_by_time, "first_failure_at": event.first_failure_at}
+        elif isinstance(event, events.FailureFound):
+            self.data["failures"].append(failure_json(event))
+        elif isinstance(event, events.RunFinished):
+            self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id)
+            self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
+            self.stream.flush()

@@ -1,0 +1,133 @@
+"""Public, composable Hypothesis strategies for KV-cache test cases.
+
+Use them in your own tests::
+
+    from hypothesis import given
+    from fuzzkv.strategies import CaseSpace, cases
+
+    space = CaseSpace(vocab_size=1000, special_ids=(0, 1, 2), sliding_windows=(8,))
+
+    @given(cases(space))
+    def test_my_cache(case): ...
+
+Every strategy shrinks toward the simplest case: batch 1, a one-token prompt, one new
+token, one prefill chunk, dynamic cache, left padding, token id 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+
+from fuzzkv.case import CACHES, PADDING_SIDES, Case
+
+
+@dataclass(frozen=True)
+class CaseSpace:
+    """The bounds cases are drawn from, derived from the model and the run's options."""
+
+    vocab_size: int
+    special_ids: tuple[int, ...] = ()
+    max_batch: int = 4
+    max_prompt_len: int = 16
+    max_new_tokens: int = 8
+    max_positions: int | None = None
+    sliding_windows: tuple[int, ...] = ()
+    caches: tuple[str, ...] = CACHES
+    padding_sides: tuple[str, ...] = PADDING_SIDES
+    dtype: str = "float32"
+    max_boundary_len: int = 128
+    extra_lengths: tuple[int, ...] = field(default=())
+
+    def boundary_lengths(self, new_tokens: int = 1) -> tuple[int, ...]:
+        """Prompt lengths where caches change behaviour: W-1, W, W+1 for every sliding
+        window, and the length that makes the sequence end exactly at the position limit.
+        Lengths beyond ``max_boundary_len`` are left out: they cost too much on big models."""
+        points = set(self.extra_lengths)
+        for w in self.sliding_windows:
+            points.update((w - 1, w, w + 1))
+        if self.max_positions:
+            points.add(self.max_positions - new_tokens)
+        return tuple(sorted(p for p in points if 1 <= p <= self.prompt_limit(new_tokens)))
+
+    def prompt_limit(self, new_tokens: int) -> int:
+        """The longest prompt that still fits the position limit and the boundary cap."""
+        limit = self.max_positions - new_tokens if self.max_positions else self.max_boundary_len
+        return max(1, min(limit, max(self.max_boundary_len, self.max_prompt_len)))
+
+
+def token_ids(space: CaseSpace) -> st.SearchStrategy[int]:
+    """Token ids: any id, biased toward special ids and the vocabulary's edges; shrinks to 0."""
+    edges = {0, 1, space.vocab_size - 2, space.vocab_size - 1}
+    special = sorted({t for t in (*space.special_ids, *edges) if 0 <= t < space.vocab_size})
+    return st.one_of(st.integers(0, space.vocab_size - 1), st.sampled_from(special))
+
+
+def lengths(space: CaseSpace, new_tokens: int = 1) -> st.SearchStrategy[int]:
+    """Prompt lengths up to ``max_prompt_len``, plus the boundary lengths.
+
+    One ``sampled_from`` over the sorted lengths, not a ``one_of``: a boundary length is
+    then a single choice the shrinker can lower step by step toward 1.
+    """
+    ordinary = range(1, max(1, min(space.max_prompt_len, space.prompt_limit(new_tokens))) + 1)
+    return st.sampled_from(sorted({*ordinary, *space.boundary_lengths(new_tokens)}))
+
+
+@st.composite
+def prompts(draw, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) -> tuple[int, ...]:
+    """One prompt: random ids, or a run of one repeated id."""
+    n = max(min_length, draw(lengths(space, new_tokens)))
+    if draw(st.booleans()):
+        return (draw(token_ids(space)),) * n
+    return tuple(draw(st.lists(token_ids(space), min_size=n, max_size=n)))
+
+
+def batches(space: CaseSpace, new_tokens: int = 1, min_size: int = 1, min_length: int = 1):
+    """Ragged batches of prompts (rows may differ in length)."""
+    rows = prompts(space, new_tokens, min_length)
+    return st.lists(rows, min_size=min_size, max_size=max(min_size, space.max_batch))
+
+
+def padding_sides(space: CaseSpace) -> st.SearchStrategy[str]:
+    return st.sampled_from(space.padding_sides)
+
+
+def cache_implementations(space: CaseSpace) -> st.SearchStrategy[str]:
+    return st.sampled_from(space.caches)
+
+
+def new_token_counts(space: CaseSpace) -> st.SearchStrategy[int]:
+    """How many tokens to generate, from 1 to ``max_new_tokens``."""
+    return st.integers(1, max(1, space.max_new_tokens))
+
+
+@st.composite
+def prefill_chunks(draw, length: int) -> tuple[int, ...]:
+    """A split of ``length`` prompt positions into consecutive chunks (shrinks to one chunk)."""
+    if length <= 1:
+        return (length,)
+    cuts = sorted(draw(st.sets(st.integers(1, length - 1), max_size=min(4, length - 1))))
+    bounds = [0, *cuts, length]
+    return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+
+@st.composite
+def cases(draw, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, min_chunks: int = 1,
+          padding: tuple[str, ...] | None = None, caches: tuple[str, ...] | None = None,
+          reuse: bool = False) -> Case:
+    """Whole cases; keyword arguments narrow the space to what an oracle needs."""
+    n_new = draw(new_token_counts(space))
+    rows = draw(batches(space, n_new, min_batch, min_length=2 if min_chunks > 1 else 1))
+    length = max(len(p) for p in rows)
+    chunks = draw(prefill_chunks(length)) if chunked else (length,)
+    if len(chunks) < min_chunks:
+        chunks = (length - 1, 1)  # an oracle that needs chunks gets the simplest split
+    cache = draw(st.sampled_from(caches or space.caches))
+    side = draw(st.sampled_from(padding or space.padding_sides))
+    reuse_batch = 0
+    if reuse:
+        # A static cache fixes its batch size at first use, so only same-batch reuse is its contract.
+        reuse_batch = len(rows) if cache == "static" else draw(st.integers(len(rows), len(rows) + space.max_batch))
+    return Case(prompts=tuple(rows), padding_side=side, max_new_tokens=n_new, prefill_chunks=chunks,
+                cache=cache, dtype=space.dtype, reuse_batch=reuse_batch)

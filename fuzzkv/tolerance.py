@@ -1,0 +1,69 @@
+"""Tolerances grounded in measurement, never one global constant.
+
+For a model, dtype, device and attention implementation, fuzzkv measures how far the
+*uncached* path in that dtype lies from a float64 evaluation of the same model on a few
+calibration prompts. That is the rounding noise of one evaluation; two evaluations in a
+different order (cached vs uncached) can differ by about twice that. The tolerance is
+the noise times a safety factor, with a floor of the dtype's resolution at the measured
+logit scale, so it grows with both dtype and logit magnitude.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+
+from fuzzkv.backends import Backend
+from fuzzkv.case import Case
+
+SAFETY_FACTOR = 16.0
+# Unit roundoff of each dtype: the floor is `resolution * logit scale * SAFETY_FACTOR`.
+RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A tolerance and the measurements behind it."""
+
+    value: float
+    source: str  # one line: how it was obtained
+    noise: float  # max |uncached(dtype) - uncached(float64)| over the calibration prompts
+    logit_scale: float
+    safety_factor: float
+    calibration_prompts: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def calibrate(backend: Backend, dtype: str, *, prompts: int = 4, length: int = 12, seed: int = 0) -> Tolerance:
+    """Measure the noise of ``backend``'s uncached path in ``dtype`` against float64."""
+    rng = random.Random(seed)
+    vocab = backend.info.vocab_size
+    limit = backend.info.max_positions or length + 1
+    noise, scale = 0.0, 0.0
+    for i in range(prompts):
+        n = max(2, min(length, limit - 1) - i)
+        # Unpadded single prompts: padded rows can be NaN in float64 eager attention.
+        case = Case(prompts=((rng.randrange(vocab) for _ in range(n)),), max_new_tokens=1, dtype=dtype)
+        tokens = torch.tensor([case.prompts[0]])
+        mask = torch.ones_like(tokens)
+        low = backend.reference(tokens, mask).double()
+        high = backend.reference(tokens, mask, float64=True)
+        noise = max(noise, float((low - high).abs().max()))
+        scale = max(scale, float(high.abs().max()))
+    release = getattr(backend, "release_float64", None)
+    if release:
+        release()
+    floor = RESOLUTION[dtype] * scale
+    value = SAFETY_FACTOR * max(noise, floor)
+    source = (f"calibrated: {SAFETY_FACTOR:g} x max(noise {noise:.2g} vs float64 over {prompts} prompts, "
+              f"{dtype} resolution x logit scale {scale:.3g})")
+    return Tolerance(value, source, noise, scale, SAFETY_FACTOR, prompts)
+
+
+def fixed(value: float) -> Tolerance:
+    """A tolerance the user set with ``--tolerance``."""
+    return Tolerance(value, f"set by --tolerance {value:g}", 0.0, 0.0, 1.0, 0)

@@ -1,0 +1,99 @@
+"""Deliberately broken models, loaded through fuzzkv's factory form (``tests.broken_models:NAME``).
+
+Each breaks the KV cache in one way that shows only for some shapes, like the real bugs
+in background.md. The test suite asserts fuzzkv finds each and shrinks it to its minimal shape.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from fuzzkv import registry
+from fuzzkv.backends.hf_loading import sensitise
+
+LONG_SEQUENCE = 10  # the cache breaks once it holds more than this many tokens
+
+
+def _cached_length(past_key_values) -> int:
+    if past_key_values is None:
+        return 0
+    return int(past_key_values.get_seq_length())
+
+
+class _Tiny(LlamaForCausalLM):
+    """A tiny Llama with fuzzkv's sensitive random init; subclasses break one thing."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, **kwargs):
+        past = _cached_length(past_key_values)
+        input_ids, attention_mask, position_ids = self.corrupt(past, input_ids, attention_mask, position_ids)
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               past_key_values=past_key_values, **kwargs)
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        return input_ids, attention_mask, position_ids
+
+
+class OffByOnePositions(_Tiny):
+    """Decoding with a cache uses positions one too far (a RoPE off-by-one)."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if past > 0 and position_ids is not None:
+            position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
+
+
+class MaskDroppedWhenCached(_Tiny):
+    """With a non-empty cache the padding mask is dropped: padded rows attend to padding."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if past > 0 and attention_mask is not None:
+            attention_mask = torch.ones_like(attention_mask)
+        return input_ids, attention_mask, position_ids
+
+
+class BatchOfThree(_Tiny):
+    """Only a batch of exactly three rows decodes wrongly (a cache sized for the wrong batch)."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if past > 0 and input_ids is not None and input_ids.shape[0] == 3 and position_ids is not None:
+            position_ids = position_ids.flip(0)
+        return input_ids, attention_mask, position_ids
+
+
+class PastLongSequence(_Tiny):
+    """Once the cache holds more than LONG_SEQUENCE tokens, new positions wrap around."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if past > LONG_SEQUENCE and position_ids is not None:
+            position_ids = position_ids - LONG_SEQUENCE
+        return input_ids, attention_mask, position_ids
+
+
+def _build(cls):
+    spec = registry.get("llama").config_for("tiny")
+    config = LlamaConfig(**{k: v for k, v in spec.items() if k != "model_type"})
+    torch.manual_seed(0)
+    model = cls(config)
+    sensitise(model, 0.2)
+    return model.eval()
+
+
+def clean():
+    return _build(_Tiny)
+
+
+def off_by_one_positions():
+    return _build(OffByOnePositions)
+
+
+def mask_dropped_when_cached():
+    return _build(MaskDroppedWhenCached)
+
+
+def batch_of_three():
+    return _build(BatchOfThree)
+
+
+def past_long_sequence():
+    return _build(PastLongSequence)

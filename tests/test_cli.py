@@ -1,0 +1,97 @@
+"""The command line: output checked by snapshots, bad input gets one line and exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fuzzkv.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fuzzkv(*args, cwd=None):
+    """Run the installed CLI in a subprocess, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "fuzzkv", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+def test_models_table(snapshot):
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0
+    assert result.output == snapshot
+
+
+def test_run_help_warns_that_factories_run_user_code(snapshot):
+    result = CliRunner().invoke(cli, ["run", "--help"], terminal_width=100)
+    assert "runs your code by design" in " ".join(result.output.split())
+    assert result.output == snapshot
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--model", "blom-560m"], "unknown model 'blom-560m'"),
+    (["run", "--model", "tests.broken_models:"], "malformed factory"),
+    (["run", "--model", "not a module:factory"], "malformed factory"),
+    (["run", "--model", "no_such_module_xyz:make"], "cannot import 'no_such_module_xyz'"),
+    (["run", "--model", "tests.broken_models:LONG_SEQUENCE"], "is not a callable"),
+    (["run", "--model", "llama", "--max-examples", "0"], "--max-examples must be between 1"),
+    (["run", "--model", "llama", "--max-time", "-5"], "--max-time must be between"),
+    (["run", "--model", "llama", "--db", "nosuchdialect://x"], "cannot use database URL"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = fuzzkv(*args, "--db" if "--db" not in args else "--seed", *(
+        [f"sqlite:///{tmp_path / 'x.db'}"] if "--db" not in args else ["0"]), cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert not (tmp_path / "x.db").exists()  # bad input writes nothing
+
+
+def test_unknown_model_suggests_close_names():
+    result = fuzzkv("run", "--model", "blom-560m", cwd=ROOT)
+    assert "Tip: did you mean bloom-560m?" in result.stderr
+
+
+def test_a_factory_returning_the_wrong_type_is_a_usage_error(tmp_path):
+    (tmp_path / "wrongtype.py").write_text("def make():\n    return 42\n")
+    env_root = f"{tmp_path}{os.pathsep}{ROOT}"
+    result = subprocess.run([sys.executable, "-m", "fuzzkv", "run", "--model", "wrongtype:make"],
+                            capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": env_root})
+    assert result.returncode == 2
+    assert "returned int, not a transformers PreTrainedModel" in result.stderr
+
+
+def test_run_json_on_a_clean_tiny_model(tmp_path):
+    db = tmp_path / "runs.db"
+    result = fuzzkv("run", "--model", "llama", "--scale", "tiny", "--max-examples", "5", "--oracle", "decode",
+                    "--oracle", "generate", "--db", f"sqlite:///{db}", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["failures"] == [] and data["examples"] >= 8
+    assert set(data["versions"]) >= {"torch", "transformers", "hypothesis"}
+    assert data["settings"]["model"] == "llama" and data["tolerance"]["value"] > 0
+    assert db.exists()
+
+
+def test_run_reports_a_shrunk_failure_with_a_reproduction(tmp_path):
+    db = tmp_path / "runs.db"
+    result = fuzzkv("run", "--model", "tests.broken_models:off_by_one_positions", "--oracle", "decode",
+                    "--max-examples", "30", "--db", f"sqlite:///{db}", "--json", cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    [failure] = json.loads(result.stdout)["failures"]
+    assert failure["oracle"] == "decode" and failure["kind"] == "mismatch"
+    assert failure["max_abs_diff"] > failure["tolerance"]
+    case = failure["case"]
+    assert case["prompts"] == [[0]] and case["max_new_tokens"] == 2
+    assert {"padding_side", "prefill_chunks", "cache", "dtype"} <= set(case)
+    script = tmp_path / "repro.py"
+    script.write_text(failure["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert repro.returncode == 0, repro.stderr
+    assert "FAILS" in repro.stdout

@@ -1,0 +1,64 @@
+"""fuzzkv finds deliberately broken caches and shrinks each failure to its minimal shape.
+
+The broken models live in tests/broken_models.py and load through the factory form, as a
+user's own modified model would.
+"""
+
+import pytest
+
+from tests.conftest import fuzz
+
+BUDGET = 60  # examples: each bug must be found within this many, then shrunk
+
+
+def only_failure(finished, oracle):
+    failures = [f.verdict for f in finished.failures]
+    assert [v.oracle for v in failures] == [oracle], [v.summary() for v in failures]
+    return failures[0]
+
+
+def first_failure_at(recorder, oracle):
+    [done] = [e for e in recorder.of("OracleFinished") if e.oracle == oracle]
+    return done.first_failure_at
+
+
+def test_off_by_one_positions_shrinks_to_one_token_and_one_decode_step():
+    finished, recorder, _ = fuzz("tests.broken_models:off_by_one_positions", oracles=("decode",), max_examples=BUDGET)
+    verdict = only_failure(finished, "decode")
+    assert verdict.kind == "mismatch"
+    assert first_failure_at(recorder, "decode") <= BUDGET
+    # Minimal: one prompt of one token, and the first decode step is where it breaks.
+    assert verdict.case.prompts == ((0,),) and verdict.case.max_new_tokens == 2
+    assert verdict.metrics.first_bad_position == 1
+
+
+def test_dropped_padding_mask_needs_exactly_two_rows_of_different_length():
+    finished, _, _ = fuzz("tests.broken_models:mask_dropped_when_cached", oracles=("decode",), max_examples=BUDGET)
+    case = only_failure(finished, "decode").case
+    assert case.batch_size == 2
+    assert sorted(len(p) for p in case.prompts) == [1, 2]  # one padding slot is enough
+    assert case.max_new_tokens == 2 and case.padding_side == "left"
+
+
+def test_batch_of_three_bug_shrinks_to_exactly_three_rows():
+    finished, _, _ = fuzz("tests.broken_models:batch_of_three", oracles=("batch",), max_examples=BUDGET)
+    case = only_failure(finished, "batch").case
+    assert case.batch_size == 3
+    assert sum(len(p) for p in case.prompts) == 4  # three one-token rows would need no padding: one row has two
+    assert case.max_new_tokens == 2
+
+
+def test_past_long_sequence_bug_shrinks_to_the_first_length_that_breaks():
+    from tests.broken_models import LONG_SEQUENCE
+
+    finished, _, _ = fuzz("tests.broken_models:past_long_sequence", oracles=("decode",), max_examples=BUDGET)
+    case = only_failure(finished, "decode").case
+    assert case.batch_size == 1
+    # The cache must hold more than LONG_SEQUENCE tokens before a decode step: no shorter case fails.
+    assert case.padded_length + case.max_new_tokens - 1 == LONG_SEQUENCE + 2
+
+
+@pytest.mark.parametrize("oracle", ["decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate"])
+def test_the_clean_twin_passes_every_oracle(oracle):
+    finished, _, _ = fuzz("tests.broken_models:clean", oracles=(oracle,), max_examples=40)
+    assert finished.failures == []

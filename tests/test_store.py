@@ -1,0 +1,97 @@
+"""The store keeps shrunk failures; SQLite and the in-memory twin behave alike."""
+
+import sqlite3
+
+import pytest
+
+from fuzzkv.case import Case
+from fuzzkv.db import FailureRecord, MemoryStore, open_store
+from fuzzkv.errors import StoreError
+
+
+def record(fingerprint="abc", model="llama", **overrides):
+    fields = dict(fingerprint=fingerprint, model=model, backend="hf", oracle="decode", kind="mismatch",
+                  case=Case(prompts=((1, 2), (3,)), max_new_tokens=2), max_abs_diff=0.5, tolerance=1e-4,
+                  metrics={"max_abs_diff": 0.5}, error=None, reproduction="print('repro')",
+                  versions={"torch": "2.13.0"})
+    fields.update(overrides)
+    return FailureRecord(**fields)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    s = MemoryStore() if request.param == "memory" else open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    yield s
+    s.close()
+
+
+def test_failures_round_trip(store):
+    run_id = store.start_run({"model": "llama"}, {"torch": "2.13.0"})
+    store.save_failure(record(run_id=run_id))
+    [got] = store.failures()
+    assert got.case == Case(prompts=((1, 2), (3,)), max_new_tokens=2)
+    assert (got.oracle, got.kind, got.max_abs_diff, got.run_id, got.status) == ("decode", "mismatch", 0.5, run_id, "open")
+    store.finish_run(run_id, 10, "failures")
+
+
+def test_same_fingerprint_updates_instead_of_duplicating(store):
+    first = store.save_failure(record())
+    again = store.save_failure(record())
+    assert first == again
+    [got] = store.failures()
+    assert got.times_seen == 2
+
+
+def test_failures_filter_by_model(store):
+    store.save_failure(record("a", model="llama"))
+    store.save_failure(record("b", model="gpt2"))
+    assert [r.model for r in store.failures(model="gpt2")] == ["gpt2"]
+
+
+def test_sqlite_survives_reopening(tmp_path):
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    open_store(url).save_failure(record())
+    assert len(open_store(url).failures()) == 1
+
+
+def test_an_unreadable_case_row_is_a_miss_not_a_crash(tmp_path):
+    path = tmp_path / "f.db"
+    store = open_store(f"sqlite:///{path}")
+    store.save_failure(record("good"))
+    store.save_failure(record("bad"))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE failures SET case_json = '{\"prompts\": []}' WHERE fingerprint = 'bad'")
+    assert [r.fingerprint for r in open_store(f"sqlite:///{path}").failures()] == ["good"]
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_text("my precious notes\n" * 100)
+    with pytest.raises(StoreError, match="cannot be opened as a database"):
+        open_store(f"sqlite:///{path}")
+    assert path.read_text() == "my precious notes\n" * 100
+
+
+def test_another_applications_database_is_refused_and_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a fuzzkv database"):
+        open_store(f"sqlite:///{path}")
+    assert path.read_bytes() == before
+
+
+def test_a_newer_schema_version_is_refused(tmp_path):
+    path = tmp_path / "f.db"
+    open_store(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE fuzzkv_schema SET version = 99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_store(f"sqlite:///{path}")
+
+
+@pytest.mark.parametrize("url", ["not a url", "nosuchdialect://x/y", f"sqlite:////nonexistent-dir-xyz/f.db"])
+def test_bad_urls_are_store_errors(url):
+    with pytest.raises(StoreError):
+        open_store(url)
