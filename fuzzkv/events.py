@@ -16,7 +16,6 @@ class RunStarted:
     versions: dict
     model_source: str
     backend: str
-    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -66,23 +66,11 @@ def fingerprint(model: str, backend: str, verdict: Verdict) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-RIGHT_PADDING_NOTE = ("sliding window: only left padding is fuzzed. Right padding puts padding between the prompt "
-                      "and the generated tokens, and transformers counts the window in cache slots, not real "
-                      "tokens (right padding is documented as unsupported for generation).")
-
-
 def case_space(config: RunConfig, backend: Backend) -> CaseSpace:
     info = backend.info
-    sides = ("left",) if info.sliding_windows else ("left", "right")
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=config.max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
-                     max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
-                     padding_sides=sides)
-
-
-def space_notes(backend: Backend) -> tuple[str, ...]:
-    """What the case space leaves out for this model, and why: said once per run."""
-    return (RIGHT_PADDING_NOTE,) if backend.info.sliding_windows else ()
+                     max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype)
 
 
 @dataclass
@@ -216,8 +204,7 @@ def _verdicts(exc: BaseException) -> list[Verdict]:
 def run(config: RunConfig, store: Store, emit: Emit, backend: Backend | None = None) -> events.RunFinished:
     """Run ``config``: the entry point the CLI and tests call."""
     backend = backend or load_backend(config)
-    emit(events.RunStarted(config.to_dict(), library_versions(), backend.info.source, backend.name,
-                           space_notes(backend)))
+    emit(events.RunStarted(config.to_dict(), library_versions(), backend.info.source, backend.name))
     finished = Run(config, backend, store, emit).execute()
     emit(finished)
     return finished

@@ -7,7 +7,7 @@ is reported but never failed on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -42,7 +42,6 @@ class Verdict:
     metrics: Metrics | None = None
     error: str | None = None  # "<path> path raised <Type>: <message>" for kind "error"
     error_type: str | None = None
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def failed(self) -> bool:

@@ -8,6 +8,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import torch  # noqa: E402
+
+# Tests run in parallel workers on 2 cores: more than one intra-op thread per worker makes
+# OpenMP threads spin against each other and a 5 ms forward takes 500 ms.
+torch.set_num_threads(1)
+
 from fuzzkv.config import RunConfig  # noqa: E402
 from fuzzkv.db import MemoryStore  # noqa: E402
 

@@ -91,7 +91,7 @@ def test_a_newer_schema_version_is_refused(tmp_path):
         open_store(f"sqlite:///{path}")
 
 
-@pytest.mark.parametrize("url", ["not a url", "nosuchdialect://x/y", f"sqlite:////nonexistent-dir-xyz/f.db"])
+@pytest.mark.parametrize("url", ["not a url", "nosuchdialect://x/y", "sqlite:////nonexistent-dir-xyz/f.db"])
 def test_bad_urls_are_store_errors(url):
     with pytest.raises(StoreError):
         open_store(url)

@@ -9,7 +9,7 @@ reference, cache reuse, and the library's own ``generate``. Every path returns a
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -28,7 +28,6 @@ class ModelInfo:
     sliding_windows: tuple[int, ...]
     source: str
     supports_static_cache: bool = True
-    notes: tuple[str, ...] = field(default=())
 
 
 @dataclass

@@ -36,8 +36,6 @@ class ConsoleReporter:
                    f"{e.settings['dtype']} on {e.settings['device']}, attention {e.settings['attn']}, seed {e.settings['seed']}")
         self._line(f"  {e.model_source}")
         self._line(f"  torch {v['torch']}, transformers {v['transformers']}, hypothesis {v['hypothesis']}")
-        for note in e.notes:
-            self._line(f"  note: {note}")
 
     def _on_ToleranceChosen(self, e: events.ToleranceChosen) -> None:
         self._line(f"  tolerance {e.value:.3g} ({e.source})")

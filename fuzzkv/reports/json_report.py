@@ -31,7 +31,7 @@ class JsonReporter:
     def __call__(self, event) -> None:
         if isinstance(event, events.RunStarted):
             self.data.update(settings=event.settings, versions=event.versions, model_source=event.model_source,
-                             backend=event.backend, notes=list(event.notes))
+                             backend=event.backend)
         elif isinstance(event, events.ToleranceChosen):
             self.data["tolerance"] = {"value": event.value, "source": event.source}
         elif isinstance(event, events.OracleFinished):

@@ -116,15 +116,22 @@ def prefill_chunks(draw, length: int) -> tuple[int, ...]:
 def cases(draw, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, min_chunks: int = 1,
           padding: tuple[str, ...] | None = None, caches: tuple[str, ...] | None = None,
           reuse: bool = False) -> Case:
-    """Whole cases; keyword arguments narrow the space to what an oracle needs."""
-    n_new = draw(new_token_counts(space))
+    """Whole cases; keyword arguments narrow the space to what an oracle needs.
+
+    Right-padded cases generate one token only: decoding after right padding leaves
+    padding between prompt and new tokens, where index-based schemes (sliding windows,
+    MPT's ALiBi) legitimately disagree with a lone prompt; transformers documents right
+    padding as unsupported for generation. Prefill with right padding is fuzzed fully.
+    """
+    side = draw(st.sampled_from(padding or space.padding_sides))
+    drawn = draw(new_token_counts(space))  # drawn either way, so left padding stays the simpler case
+    n_new = 1 if side == "right" else drawn
     rows = draw(batches(space, n_new, min_batch, min_length=2 if min_chunks > 1 else 1))
     length = max(len(p) for p in rows)
     chunks = draw(prefill_chunks(length)) if chunked else (length,)
     if len(chunks) < min_chunks:
         chunks = (length - 1, 1)  # an oracle that needs chunks gets the simplest split
     cache = draw(st.sampled_from(caches or space.caches))
-    side = draw(st.sampled_from(padding or space.padding_sides))
     reuse_batch = 0
     if reuse:
         # A static cache fixes its batch size at first use, so only same-batch reuse is its contract.
