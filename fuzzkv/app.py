@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 from fuzzkv import registry
 from fuzzkv.config import RunConfig
@@ -12,8 +14,20 @@ from fuzzkv.reports.console import ConsoleReporter
 from fuzzkv.reports.json_report import JsonReporter
 
 
+def _keep_hypothesis_files_out_of_cwd() -> None:
+    # Hypothesis caches files under ./.hypothesis by default; a CLI run should not litter
+    # the user's working directory, so use the user's cache unless they chose a place.
+    if "HYPOTHESIS_STORAGE_DIRECTORY" in os.environ:
+        return
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    set_hypothesis_home_dir(cache / "fuzzkv" / "hypothesis")
+
+
 def run_command(config: RunConfig, *, as_json: bool = False, stream=None) -> int:
     """``fuzzkv run``: fuzz, store, report. Returns the exit code (0 clean, 1 failures)."""
+    _keep_hypothesis_files_out_of_cwd()
     from fuzzkv.backends import load_backend  # heavy: imports torch only when running
     from fuzzkv.runner import run
 

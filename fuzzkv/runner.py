@@ -29,6 +29,10 @@ from fuzzkv.verdict import Verdict
 Emit = Callable[[object], None]
 
 
+class OutOfTime(BaseException):
+    """Stops a search at --max-time. A BaseException, so Hypothesis does not treat it as a failure."""
+
+
 class CaseFailed(Exception):
     """Raised inside the Hypothesis test so it shrinks; carries the verdict."""
 
@@ -150,7 +154,9 @@ class Search:
         verdict = self.seen.get(case)
         if verdict is None:
             if self._out_of_time():
-                return  # let Hypothesis wind down quickly; a known failure still replays above
+                if not self.failing:
+                    raise OutOfTime()  # nothing found yet: stop the search outright
+                return  # shrinking past its time: new candidates pass, known failures still replay
             verdict = self.oracle.check(self.run.backend, case, self.run.tolerance.value)
             self.seen[case] = verdict
             self.examples += 1
@@ -185,6 +191,8 @@ class Search:
         )(seed(config.seed)(given(self.oracle.strategy(space))(self.check)))
         try:
             test()
+            return []
+        except OutOfTime:
             return []
         except (CaseFailed, BaseExceptionGroup) as exc:
             return _verdicts(exc)
