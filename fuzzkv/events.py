@@ -22,6 +22,7 @@ class RunStarted:
 class ToleranceChosen:
     value: float
     source: str
+    regression: str | None = None  # set when the measured noise grew past the limit with new libraries
 
 
 @dataclass(frozen=True)

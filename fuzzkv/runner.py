@@ -14,46 +14,23 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
-
-from fuzzkv import __version__, events
+from fuzzkv import __version__, baselines, events
 from fuzzkv.backends import Backend, load_backend
 from fuzzkv.case import Case
 from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
+from fuzzkv.db.examples import StoreExampleDatabase
 from fuzzkv.oracles import ORACLES, Oracle
+from fuzzkv.search import Search, failure_key
 from fuzzkv.strategies import CaseSpace
-from fuzzkv.tolerance import Tolerance, calibrate, fixed
+from fuzzkv.tolerance import Tolerance
 from fuzzkv.verdict import Verdict
 
 Emit = Callable[[object], None]
+MODEL_SETTINGS = ("model", "backend", "scale", "dtype", "device", "attn", "init_std", "weights_seed")
 
 
-class OutOfTime(BaseException):
-    """Stops a search at --max-time. A BaseException, so Hypothesis does not treat it as a failure."""
-
-
-class CaseFailed(Exception):
-    """Raised inside the Hypothesis test so it shrinks; carries the verdict."""
-
-    def __init__(self, verdict: Verdict):
-        super().__init__(verdict.summary())
-        self.verdict = verdict
-
-
-_FAILURE_TYPES: dict[tuple, type] = {}
-
-
-def failure_type(verdict: Verdict) -> type:
-    """One exception class per (oracle, kind, error type): Hypothesis keeps distinct bugs apart by type."""
-    key = (verdict.oracle, verdict.kind, verdict.error_type)
-    if key not in _FAILURE_TYPES:
-        name = "".join(part.title() for part in f"{verdict.oracle}-{verdict.kind}".split("-"))
-        _FAILURE_TYPES[key] = type(f"{name}{verdict.error_type or ''}", (CaseFailed,), {})
-    return _FAILURE_TYPES[key]
-
-
-def library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str | None]:
     """Versions that decide whether a stored failure still reproduces."""
     versions = {"python": platform.python_version(), "fuzzkv": __version__}
     for package in ("torch", "transformers", "hypothesis", "transformer_lens"):
@@ -70,11 +47,23 @@ def fingerprint(model: str, backend: str, verdict: Verdict) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def case_size(case: Case) -> tuple:
+    """An order on cases, smallest first, to keep the smallest failing case while shrinking."""
+    return (case.batch_size, sum(map(len, case.prompts)), case.max_new_tokens, len(case.prefill_chunks),
+            case.reuse_batch, sum(map(sum, case.prompts)))
+
+
 def case_space(config: RunConfig, backend: Backend) -> CaseSpace:
     info = backend.info
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=config.max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype)
+
+
+def model_settings(config: RunConfig) -> dict:
+    """The settings that rebuild the model under test: stored with each failure for replay."""
+    data = config.to_dict()
+    return {k: data[k] for k in MODEL_SETTINGS}
 
 
 @dataclass
@@ -89,12 +78,13 @@ class Run:
     run_id: int | None = None
     found: list = field(default_factory=list)
     examples: int = 0
+    versions: dict = field(default_factory=library_versions)
+    _pending: dict = field(default_factory=dict)  # failure key -> (row id, case size) while shrinking
 
     def execute(self) -> events.RunFinished:
         started = time.monotonic()
-        self.tolerance = self.tolerance or self._tolerance()
-        self.emit(events.ToleranceChosen(self.tolerance.value, self.tolerance.source))
-        self.run_id = self.store.start_run(self.config.to_dict(), library_versions())
+        self._settle_tolerance()
+        self.run_id = self.store.start_run(self.config.to_dict(), self.versions)
         outcome = "interrupted"
         try:
             for i, name in enumerate(self.config.oracles):
@@ -108,105 +98,62 @@ class Run:
             self.store.finish_run(self.run_id, self.examples, outcome)
         return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id)
 
-    def _tolerance(self) -> Tolerance:
-        if self.config.tolerance is not None:
-            return fixed(self.config.tolerance)
-        return calibrate(self.backend, self.config.dtype)
+    def _settle_tolerance(self) -> None:
+        growth = None
+        if self.tolerance is None:
+            self.tolerance, growth = baselines.choose(self.config, self.backend, self.store, self.versions)
+        self.emit(events.ToleranceChosen(self.tolerance.value, self.tolerance.source,
+                                         growth.message() if growth else None))
 
     def _search(self, oracle: Oracle, budget: float | None) -> None:
         self.emit(events.OracleStarted(oracle.name, oracle.description))
-        search = Search(self, oracle, budget)
-        verdicts = search.execute()
+        search = Search(oracle, self.backend, self.tolerance.value, budget=budget,
+                        on_example=lambda n, elapsed: self._progress(oracle, n, elapsed),
+                        on_failure=self._keep_smallest)
+        verdicts = search.execute(case_space(self.config, self.backend), max_examples=self.config.max_examples,
+                                  seed_value=self.config.seed, database=self._examples_db(oracle))
         for verdict in verdicts:
             self._record(verdict)
         self.examples += search.examples
         self.emit(events.OracleFinished(oracle.name, search.examples, len(verdicts), search.elapsed,
                                         search.stopped_by_time, search.first_failure_at))
 
-    def _record(self, verdict: Verdict) -> None:
+    def _examples_db(self, oracle: Oracle) -> StoreExampleDatabase:
+        namespace = "|".join(str(v) for v in (*model_settings(self.config).values(), oracle.name))
+        return StoreExampleDatabase(self.store, namespace)
+
+    def _progress(self, oracle: Oracle, n: int, elapsed: float) -> None:
+        self.emit(events.ExampleChecked(oracle.name, n, self.examples + n, len(self.found), elapsed))
+
+    def _failure_record(self, verdict: Verdict) -> FailureRecord:
         model, backend = self.backend.info.name, self.backend.name
-        print_ = fingerprint(model, backend, verdict)
-        repro = self.backend.reproduction(verdict.oracle, verdict.case, verdict.tolerance)
-        record = FailureRecord(
-            fingerprint=print_, model=model, backend=backend, oracle=verdict.oracle, kind=verdict.kind,
-            case=verdict.case, max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None,
-            tolerance=verdict.tolerance, metrics=verdict.metrics.to_dict() if verdict.metrics else {},
-            error=verdict.error, reproduction=repro, versions=library_versions(), run_id=self.run_id)
-        stored_id = self.store.save_failure(record)  # committed now: a killed run keeps it
-        found = events.FailureFound(verdict, repro, print_, stored_id)
+        return FailureRecord(
+            fingerprint=fingerprint(model, backend, verdict), model=model, backend=backend, oracle=verdict.oracle,
+            kind=verdict.kind, case=verdict.case,
+            max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None, tolerance=verdict.tolerance,
+            metrics=verdict.metrics.to_dict() if verdict.metrics else {}, error=verdict.error,
+            reproduction=self.backend.reproduction(verdict.oracle, verdict.case, verdict.tolerance),
+            versions=self.versions, settings=model_settings(self.config),
+            tolerance_source=self.tolerance.source, run_id=self.run_id)
+
+    def _keep_smallest(self, verdict: Verdict) -> None:
+        """Commit each failing case the moment it is seen, if smaller than the one stored: a run
+        killed mid-shrink keeps the smallest case it had."""
+        key, size = failure_key(verdict), case_size(verdict.case)
+        pending = self._pending.get(key)
+        if pending is not None and size > pending[1]:
+            return
+        record = self._failure_record(verdict)
+        row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
+        self._pending[key] = (row, size)
+
+    def _record(self, verdict: Verdict) -> None:
+        record = self._failure_record(verdict)
+        pending = self._pending.pop(failure_key(verdict), None)
+        row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
+        found = events.FailureFound(verdict, record.reproduction, record.fingerprint, row)
         self.found.append(found)
         self.emit(found)
-
-
-class Search:
-    """The Hypothesis search for one oracle, bounded by examples and time."""
-
-    def __init__(self, run: Run, oracle: Oracle, budget: float | None):
-        self.run, self.oracle, self.budget = run, oracle, budget
-        self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
-        self.started = time.monotonic()
-        self.seen: dict[Case, Verdict] = {}
-        self.failing = False
-        self.first_failure_at: int | None = None  # examples run when the first failure appeared
-
-    def check(self, case: Case) -> None:
-        """The Hypothesis test body: check one case, raise if it fails."""
-        verdict = self.seen.get(case)
-        if verdict is None:
-            if self._out_of_time():
-                if not self.failing:
-                    raise OutOfTime()  # nothing found yet: stop the search outright
-                return  # shrinking past its time: new candidates pass, known failures still replay
-            verdict = self.oracle.check(self.run.backend, case, self.run.tolerance.value)
-            self.seen[case] = verdict
-            self.examples += 1
-            self.run.emit(events.ExampleChecked(self.oracle.name, self.examples, self.run.examples + self.examples,
-                                                len(self.run.found), time.monotonic() - self.started))
-        if verdict.metrics is not None:
-            target(verdict.score, label=self.oracle.name)
-        if verdict.failed:
-            if not self.failing:
-                self.failing, self.first_failure_at = True, self.examples
-            raise failure_type(verdict)(verdict)
-
-    def _out_of_time(self) -> bool:
-        if self.budget is None:
-            return False
-        elapsed = time.monotonic() - self.started
-        # Shrinking a found failure may take up to twice the budget more: a minimal case is worth it.
-        limit = self.budget * (3 if self.failing else 1)
-        if elapsed > limit:
-            self.stopped_by_time = True
-            return True
-        return False
-
-    def execute(self) -> list[Verdict]:
-        self.started = time.monotonic()
-        config = self.run.config
-        space = case_space(config, self.run.backend)
-        test = settings(
-            max_examples=config.max_examples, deadline=None, database=None, verbosity=Verbosity.quiet,
-            suppress_health_check=list(HealthCheck), report_multiple_bugs=True,
-            phases=(Phase.explicit, Phase.generate, Phase.target, Phase.shrink),
-        )(seed(config.seed)(given(self.oracle.strategy(space))(self.check)))
-        try:
-            test()
-            return []
-        except OutOfTime:
-            return []
-        except (CaseFailed, BaseExceptionGroup) as exc:
-            return _verdicts(exc)
-        finally:
-            self.elapsed = time.monotonic() - self.started
-
-
-def _verdicts(exc: BaseException) -> list[Verdict]:
-    """The shrunk verdicts inside what Hypothesis raised; anything else is our own bug."""
-    if isinstance(exc, CaseFailed):
-        return [exc.verdict]
-    if isinstance(exc, BaseExceptionGroup):
-        return [v for inner in exc.exceptions for v in _verdicts(inner)]
-    raise exc
 
 
 def run(config: RunConfig, store: Store, emit: Emit, backend: Backend | None = None) -> events.RunFinished:

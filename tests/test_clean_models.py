@@ -17,10 +17,11 @@ KNOWN_FINDINGS = {("falcon-rw", "generate")}
 @pytest.mark.slow
 @pytest.mark.parametrize("model", registry.names())
 def test_registry_model_at_tiny_scale_has_no_false_failure(model):
-    finished, recorder, _ = fuzz(model, max_examples=100)
+    # 125 Hypothesis examples give at least 100 distinct cases per oracle (some draws repeat a case).
+    finished, recorder, _ = fuzz(model, max_examples=125)
     for done in recorder.of("OracleFinished"):
         if (model, done.oracle) not in KNOWN_FINDINGS:  # a search that found a bug stops early
-            assert done.examples >= 90, (done.oracle, done.examples)
+            assert done.examples >= 100, (done.oracle, done.examples)
     assert len(recorder.of("OracleFinished")) == len(DEFAULT_ORACLES)
     unexpected = [f.verdict.summary() for f in finished.failures
                   if (model, f.verdict.oracle) not in KNOWN_FINDINGS]

@@ -26,7 +26,8 @@ def test_max_time_bounds_the_search():
 
 def test_a_run_is_recorded_in_the_store():
     finished, _, store = fuzz("tests.broken_models:off_by_one_positions", oracles=("decode",), max_examples=20)
-    assert store.runs[finished.run_id]["outcome"] == "failures"
+    [stored_run] = store.runs()
+    assert stored_run["id"] == finished.run_id and stored_run["outcome"] == "failures"
     [record] = store.failures()
     assert record.run_id == finished.run_id and record.oracle == "decode"
     assert "transformers" in record.versions and record.reproduction.startswith("# fuzzkv reproduction")

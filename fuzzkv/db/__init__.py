@@ -1,8 +1,10 @@
-"""The store: where runs and their shrunk failures are kept.
+"""The store: fuzzkv's memory of runs, shrunk failures and tolerance baselines.
 
 Modelled on Hypothesis's ``database.py``: a small abstract class, small implementations
-(:class:`MemoryStore` for tests, :class:`~fuzzkv.db.sql.SqlStore` for SQLite), and bad
-stored data treated as a miss, never a crash. Only this package imports sqlalchemy.
+(:class:`MemoryStore` for tests, :class:`~fuzzkv.db.sql.SqlStore` for SQLite and other
+SQLAlchemy URLs), and bad stored data treated as a miss, never a crash. Only this
+package imports sqlalchemy. The readable :class:`~fuzzkv.case.Case` rows are the source
+of truth; Hypothesis's own example bytes (kept beside them) are only a head start.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import itertools
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 
 from fuzzkv.case import Case
+
+STATUSES = ("open", "fixed", "flaky")
 
 
 def now() -> datetime:
@@ -22,7 +26,11 @@ def now() -> datetime:
 
 @dataclass(frozen=True)
 class FailureRecord:
-    """One shrunk failure as stored: readable JSON fields, never pickled objects."""
+    """One shrunk failure as stored: readable JSON fields, never pickled objects.
+
+    ``settings`` holds what rebuilds the model for ``replay`` (model, backend, scale,
+    dtype, device, attn, init_std, weights_seed).
+    """
 
     fingerprint: str
     model: str
@@ -36,6 +44,8 @@ class FailureRecord:
     error: str | None
     reproduction: str
     versions: dict
+    settings: dict = field(default_factory=dict)
+    tolerance_source: str = ""
     id: int | None = None
     run_id: int | None = None
     status: str = "open"
@@ -44,19 +54,39 @@ class FailureRecord:
     last_seen: datetime = field(default_factory=now)
 
     def to_dict(self) -> dict:
-        return {
-            "id": self.id, "fingerprint": self.fingerprint, "model": self.model, "backend": self.backend,
-            "oracle": self.oracle, "kind": self.kind, "case": self.case.to_dict(),
-            "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance, "metrics": self.metrics,
-            "error": self.error, "reproduction": self.reproduction, "versions": self.versions,
-            "run_id": self.run_id, "status": self.status, "times_seen": self.times_seen,
-            "first_seen": self.first_seen.isoformat(), "last_seen": self.last_seen.isoformat(),
-        }
+        data = asdict(self)
+        data.update(case=self.case.to_dict(), first_seen=self.first_seen.isoformat(),
+                    last_seen=self.last_seen.isoformat())
+        return data
+
+
+@dataclass(frozen=True)
+class BaselineRecord:
+    """A measured tolerance for one model configuration and one set of library versions."""
+
+    model: str
+    scale: str
+    backend: str
+    dtype: str
+    device: str
+    attn: str
+    versions: dict
+    value: float
+    noise: float
+    logit_scale: float
+    safety_factor: float
+    calibration_prompts: int
+    id: int | None = None
+    created: datetime = field(default_factory=now)
+
+    def key(self) -> tuple:
+        return (self.model, self.scale, self.backend, self.dtype, self.device, self.attn)
 
 
 class Store(ABC):
-    """Abstract store of runs and failures."""
+    """Abstract store of runs, failures, baselines and Hypothesis examples."""
 
+    # -- runs ------------------------------------------------------------------------
     @abstractmethod
     def start_run(self, settings: dict, versions: dict) -> int:
         """Record a run's start; returns its id."""
@@ -66,45 +96,142 @@ class Store(ABC):
         """Record a run's end."""
 
     @abstractmethod
+    def runs(self) -> list[dict]:
+        """Every run, oldest first, as plain dicts."""
+
+    # -- failures --------------------------------------------------------------------
+    @abstractmethod
     def save_failure(self, record: FailureRecord) -> int:
-        """Store a failure at once (committed); a known fingerprint updates the existing row."""
+        """Commit a failure now. A known fingerprint updates that row (times seen, last seen, reopened)."""
 
     @abstractmethod
-    def failures(self, model: str | None = None) -> list[FailureRecord]:
+    def replace_failure(self, failure_id: int, record: FailureRecord) -> int:
+        """Swap a stored failure's case for a smaller one found while shrinking; returns the row's id
+        (another row's, when the smaller case is a failure already known: the two are merged)."""
+
+    @abstractmethod
+    def failures(self, model: str | None = None, status: str | None = None) -> list[FailureRecord]:
         """Stored failures, oldest first; rows that cannot be read are skipped."""
+
+    @abstractmethod
+    def failure(self, failure_id: int) -> FailureRecord | None:
+        """One failure, or None when missing or unreadable."""
+
+    @abstractmethod
+    def mark(self, failure_id: int, status: str, *, seen: bool = False) -> None:
+        """Set a failure's status; ``seen`` also bumps last seen and times seen."""
+
+    # -- baselines -------------------------------------------------------------------
+    @abstractmethod
+    def save_baseline(self, baseline: BaselineRecord) -> int:
+        """Store a measured baseline."""
+
+    @abstractmethod
+    def baselines(self, key: tuple) -> list[BaselineRecord]:
+        """Baselines for a configuration key (see ``BaselineRecord.key``), newest first."""
+
+    # -- Hypothesis example bytes ----------------------------------------------------
+    @abstractmethod
+    def example_fetch(self, key: bytes) -> list[bytes]:
+        """Hypothesis example values saved under ``key``."""
+
+    @abstractmethod
+    def example_save(self, key: bytes, value: bytes) -> None:
+        """Save a Hypothesis example value (idempotent)."""
+
+    @abstractmethod
+    def example_delete(self, key: bytes, value: bytes) -> None:
+        """Delete a Hypothesis example value (no error when absent)."""
 
     def close(self) -> None:
         """Release connections."""
 
 
 class MemoryStore(Store):
-    """An in-memory store with the same behaviour as the SQL store: for tests."""
+    """An in-memory store with the same behaviour as :class:`~fuzzkv.db.sql.SqlStore`: for tests."""
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self.runs: dict[int, dict] = {}
-        self._failures: dict[str, FailureRecord] = {}
+        self._runs: dict[int, dict] = {}
+        self._failures: dict[int, FailureRecord] = {}
+        self._baselines: list[BaselineRecord] = []
+        self._examples: dict[bytes, list[bytes]] = {}
+
+    @property
+    def runs_by_id(self) -> dict[int, dict]:
+        return self._runs
 
     def start_run(self, settings, versions):
         run_id = next(self._ids)
-        self.runs[run_id] = {"settings": json.loads(json.dumps(settings)), "versions": dict(versions),
-                             "started": now(), "finished": None, "examples": 0, "outcome": "running"}
+        self._runs[run_id] = {"id": run_id, "settings": json.loads(json.dumps(settings)), "versions": dict(versions),
+                              "started": now(), "finished": None, "examples": 0, "outcome": "running"}
         return run_id
 
     def finish_run(self, run_id, examples, outcome):
-        self.runs[run_id].update(finished=now(), examples=examples, outcome=outcome)
+        self._runs[run_id].update(finished=now(), examples=examples, outcome=outcome)
+
+    def runs(self):
+        return [dict(r) for r in self._runs.values()]
+
+    def _by_fingerprint(self, fingerprint: str) -> FailureRecord | None:
+        return next((r for r in self._failures.values() if r.fingerprint == fingerprint), None)
 
     def save_failure(self, record):
-        known = self._failures.get(record.fingerprint)
+        known = self._by_fingerprint(record.fingerprint)
         if known:
-            record = replace(known, times_seen=known.times_seen + 1, last_seen=now(), status="open")
-        else:
-            record = replace(record, id=len(self._failures) + 1)
-        self._failures[record.fingerprint] = record
-        return record.id
+            self._failures[known.id] = replace(known, times_seen=known.times_seen + 1, last_seen=now(), status="open")
+            return known.id
+        new_id = max(self._failures, default=0) + 1
+        self._failures[new_id] = replace(record, id=new_id)
+        return new_id
 
-    def failures(self, model=None):
-        return [r for r in self._failures.values() if model is None or r.model == model]
+    def replace_failure(self, failure_id, record):
+        current = self._failures.get(failure_id)
+        known = self._by_fingerprint(record.fingerprint)
+        if known and known.id != failure_id:
+            self._failures.pop(failure_id, None)
+            return self.save_failure(record)
+        if current is None:
+            return self.save_failure(record)
+        self._failures[failure_id] = replace(record, id=failure_id, times_seen=current.times_seen,
+                                             first_seen=current.first_seen, last_seen=now(), status=current.status)
+        return failure_id
+
+    def failures(self, model=None, status=None):
+        return [r for _, r in sorted(self._failures.items())
+                if (model is None or r.model == model) and (status is None or r.status == status)]
+
+    def failure(self, failure_id):
+        return self._failures.get(failure_id)
+
+    def mark(self, failure_id, status, *, seen=False):
+        record = self._failures.get(failure_id)
+        if record is None:
+            return
+        if seen:
+            record = replace(record, times_seen=record.times_seen + 1, last_seen=now())
+        self._failures[failure_id] = replace(record, status=status)
+
+    def save_baseline(self, baseline):
+        stored = replace(baseline, id=len(self._baselines) + 1)
+        self._baselines.append(stored)
+        return stored.id
+
+    def baselines(self, key):
+        return [b for b in reversed(self._baselines) if b.key() == tuple(key)]
+
+    def example_fetch(self, key):
+        return list(self._examples.get(key, []))
+
+    def example_save(self, key, value):
+        values = self._examples.setdefault(key, [])
+        if value not in values:
+            values.append(value)
+
+    def example_delete(self, key, value):
+        values = self._examples.get(key, [])
+        if value in values:
+            values.remove(value)
 
 
 def check_url(url: str) -> None:

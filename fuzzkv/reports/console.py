@@ -39,6 +39,8 @@ class ConsoleReporter:
 
     def _on_ToleranceChosen(self, e: events.ToleranceChosen) -> None:
         self._line(f"  tolerance {e.value:.3g} ({e.source})")
+        if e.regression:
+            self._line(f"  WARNING: {e.regression}")
 
     def _on_OracleStarted(self, e: events.OracleStarted) -> None:
         self._line(f"oracle {e.oracle}: {e.description}")

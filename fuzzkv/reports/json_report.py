@@ -33,7 +33,7 @@ class JsonReporter:
             self.data.update(settings=event.settings, versions=event.versions, model_source=event.model_source,
                              backend=event.backend)
         elif isinstance(event, events.ToleranceChosen):
-            self.data["tolerance"] = {"value": event.value, "source": event.source}
+            self.data["tolerance"] = {"value": event.value, "source": event.source, "regression": event.regression}
         elif isinstance(event, events.OracleFinished):
             self.data.setdefault("oracles", {})[event.oracle] = {
                 "examples": event.examples, "failures": event.failures, "seconds": round(event.elapsed, 3),

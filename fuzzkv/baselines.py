@@ -1,0 +1,76 @@
+"""Tolerance baselines: measured once per model configuration and library versions, then reused.
+
+``fuzzkv calibrate`` measures and stores one; ``fuzzkv run`` uses the stored baseline whose
+configuration and library versions match, or measures and stores a new one. A newer
+library whose measured noise grew by more than ``NOISE_GROWTH_LIMIT`` times is itself a
+regression, and is reported as one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fuzzkv.backends import Backend
+from fuzzkv.config import RunConfig
+from fuzzkv.db import BaselineRecord, Store
+from fuzzkv.tolerance import Tolerance, calibrate, fixed
+
+NOISE_GROWTH_LIMIT = 4.0
+# Only these change the numbers a model computes; a new Python or Hypothesis does not.
+NUMERIC_LIBRARIES = ("torch", "transformers", "transformer_lens")
+
+
+def baseline_key(config: RunConfig, backend: Backend) -> tuple:
+    return (backend.info.name, config.scale, backend.name, config.dtype, config.device, config.attn)
+
+
+def same_numerics(a: dict, b: dict) -> bool:
+    return all(a.get(lib) == b.get(lib) for lib in NUMERIC_LIBRARIES)
+
+
+@dataclass(frozen=True)
+class NoiseGrowth:
+    """Measured noise grew past the limit between two library versions."""
+
+    factor: float
+    before: BaselineRecord
+    after: BaselineRecord
+
+    def message(self) -> str:
+        changed = ", ".join(f"{lib} {self.before.versions.get(lib)} -> {self.after.versions.get(lib)}"
+                            for lib in NUMERIC_LIBRARIES if self.before.versions.get(lib) != self.after.versions.get(lib))
+        return (f"numerical noise grew {self.factor:.1f}x ({self.before.noise:.2g} -> {self.after.noise:.2g}) "
+                f"after {changed or 'a library change'}: that is itself a regression")
+
+
+def from_baseline(baseline: BaselineRecord) -> Tolerance:
+    when = baseline.created.strftime("%Y-%m-%d %H:%M UTC")
+    source = (f"stored baseline #{baseline.id} measured {when}: {baseline.safety_factor:g} x noise "
+              f"{baseline.noise:.2g} at logit scale {baseline.logit_scale:.3g}")
+    return Tolerance(baseline.value, source, baseline.noise, baseline.logit_scale, baseline.safety_factor,
+                     baseline.calibration_prompts)
+
+
+def measure(config: RunConfig, backend: Backend, store: Store, versions: dict) -> tuple[Tolerance, NoiseGrowth | None]:
+    """Calibrate now, store the baseline, and compare with the last one from other library versions."""
+    tolerance = calibrate(backend, config.dtype)
+    key = baseline_key(config, backend)
+    record = BaselineRecord(*key, versions=versions, value=tolerance.value, noise=tolerance.noise,
+                            logit_scale=tolerance.logit_scale, safety_factor=tolerance.safety_factor,
+                            calibration_prompts=tolerance.calibration_prompts)
+    earlier = next((b for b in store.baselines(key) if not same_numerics(b.versions, versions)), None)
+    store.save_baseline(record)
+    growth = None
+    if earlier is not None and earlier.noise > 0 and tolerance.noise > NOISE_GROWTH_LIMIT * earlier.noise:
+        growth = NoiseGrowth(tolerance.noise / earlier.noise, earlier, store.baselines(key)[0])
+    return tolerance, growth
+
+
+def choose(config: RunConfig, backend: Backend, store: Store, versions: dict) -> tuple[Tolerance, NoiseGrowth | None]:
+    """The tolerance for a run: --tolerance, else a matching stored baseline, else a new measurement."""
+    if config.tolerance is not None:
+        return fixed(config.tolerance), None
+    for baseline in store.baselines(baseline_key(config, backend)):
+        if same_numerics(baseline.versions, versions):
+            return from_baseline(baseline), None
+    return measure(config, backend, store, versions)

@@ -1,0 +1,127 @@
+"""One oracle's Hypothesis search: generate, target, shrink; bounded by examples and time.
+
+The test body checks a case with the oracle and raises when it fails, so Hypothesis
+shrinks it. Each failing verdict is handed to ``on_failure`` at once, so the store holds
+the smallest case found so far even if the process is killed mid-shrink.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
+from hypothesis.database import ExampleDatabase
+
+from fuzzkv.backends import Backend
+from fuzzkv.case import Case
+from fuzzkv.oracles import Oracle
+from fuzzkv.strategies import CaseSpace
+from fuzzkv.verdict import Verdict
+
+
+class OutOfTime(BaseException):
+    """Stops a search at --max-time. A BaseException, so Hypothesis does not treat it as a failure."""
+
+
+class CaseFailed(Exception):
+    """Raised inside the Hypothesis test so it shrinks; carries the verdict."""
+
+    def __init__(self, verdict: Verdict):
+        super().__init__(verdict.summary())
+        self.verdict = verdict
+
+
+_FAILURE_TYPES: dict[tuple, type] = {}
+
+
+def failure_key(verdict: Verdict) -> tuple:
+    """What makes two failures distinct bugs: the oracle, the kind, and the exception type."""
+    return (verdict.oracle, verdict.kind, verdict.error_type)
+
+
+def failure_type(verdict: Verdict) -> type:
+    """One exception class per failure key: Hypothesis keeps distinct bugs apart by type."""
+    key = failure_key(verdict)
+    if key not in _FAILURE_TYPES:
+        name = "".join(part.title() for part in f"{verdict.oracle}-{verdict.kind}".split("-"))
+        _FAILURE_TYPES[key] = type(f"{name}{verdict.error_type or ''}", (CaseFailed,), {})
+    return _FAILURE_TYPES[key]
+
+
+class Search:
+    """The Hypothesis search for one oracle."""
+
+    def __init__(self, oracle: Oracle, backend: Backend, tolerance: float, *, budget: float | None,
+                 on_example: Callable[[int, float], None], on_failure: Callable[[Verdict], None]):
+        self.oracle, self.backend, self.tolerance, self.budget = oracle, backend, tolerance, budget
+        self.on_example, self.on_failure = on_example, on_failure
+        self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
+        self.started = time.monotonic()
+        self.seen: dict[Case, Verdict] = {}
+        self.failing = False
+        self.first_failure_at: int | None = None  # examples run when the first failure appeared
+
+    def check(self, case: Case) -> None:
+        """The Hypothesis test body: check one case, raise if it fails."""
+        verdict = self.seen.get(case)
+        if verdict is None:
+            if self._out_of_time():
+                if not self.failing:
+                    raise OutOfTime()  # nothing found yet: stop the search outright
+                return  # shrinking past its time: new candidates pass, known failures still replay
+            verdict = self._fresh(case)
+        if verdict.metrics is not None:
+            target(verdict.score, label=self.oracle.name)
+        if verdict.failed:
+            raise failure_type(verdict)(verdict)
+
+    def _fresh(self, case: Case) -> Verdict:
+        verdict = self.oracle.check(self.backend, case, self.tolerance)
+        self.seen[case] = verdict
+        self.examples += 1
+        self.on_example(self.examples, time.monotonic() - self.started)
+        if verdict.failed:
+            if not self.failing:
+                self.failing, self.first_failure_at = True, self.examples
+            self.on_failure(verdict)
+        return verdict
+
+    def _out_of_time(self) -> bool:
+        if self.budget is None:
+            return False
+        # Shrinking a found failure may take up to twice the budget more: a minimal case is worth it.
+        limit = self.budget * (3 if self.failing else 1)
+        if time.monotonic() - self.started > limit:
+            self.stopped_by_time = True
+            return True
+        return False
+
+    def execute(self, space: CaseSpace, *, max_examples: int, seed_value: int,
+                database: ExampleDatabase | None) -> list[Verdict]:
+        """Run the search; returns the shrunk verdicts of every distinct failure."""
+        self.started = time.monotonic()
+        phases = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+        test = settings(
+            max_examples=max_examples, deadline=None, database=database, verbosity=Verbosity.quiet,
+            suppress_health_check=list(HealthCheck), report_multiple_bugs=True,
+            phases=phases if database is not None else phases[:1] + phases[2:],
+        )(seed(seed_value)(given(self.oracle.strategy(space))(self.check)))
+        try:
+            test()
+            return []
+        except OutOfTime:
+            return []
+        except (CaseFailed, BaseExceptionGroup) as exc:
+            return _verdicts(exc)
+        finally:
+            self.elapsed = time.monotonic() - self.started
+
+
+def _verdicts(exc: BaseException) -> list[Verdict]:
+    """The shrunk verdicts inside what Hypothesis raised; anything else is our own bug."""
+    if isinstance(exc, CaseFailed):
+        return [exc.verdict]
+    if isinstance(exc, BaseExceptionGroup):
+        return [v for inner in exc.exceptions for v in _verdicts(inner)]
+    raise exc
