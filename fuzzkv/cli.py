@@ -12,6 +12,31 @@ from fuzzkv.config import ATTNS, DEFAULT_ORACLES, SCALES, RunConfig, default_db_
 from fuzzkv.errors import EXIT_INTERNAL, FuzzkvError
 from fuzzkv.oracles import ORACLES
 
+DB_HELP = "Store URL [default: $FUZZKV_DB or sqlite:///fuzzkv.db]."
+
+
+def db_option(command):
+    return click.option("--db", "db_url", default=None, help=DB_HELP)(command)
+
+
+def model_options(command):
+    """Options that choose and build the model under test (shared by run and calibrate)."""
+    options = [
+        click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, hub "
+                     "id in the local HF cache, or package.module:factory. A factory runs your code by design."),
+        click.option("--backend", default="hf", show_default=True, type=click.Choice(["hf"])),
+        click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
+                     help="'tiny' shrinks a registry architecture, keeping every cache feature."),
+        click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES)),
+        click.option("--device", default="cpu", show_default=True),
+        click.option("--attn", default="eager", show_default=True, type=click.Choice(ATTNS)),
+        click.option("--init-std", default=0.2, show_default=True, type=float,
+                     help="Std of random weights; transformers' 0.02 hides small cache bugs."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fuzzkv")
@@ -20,23 +45,14 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, hub id in "
-              "the local HF cache, or package.module:factory. A factory runs your code by design.")
-@click.option("--backend", default="hf", show_default=True, type=click.Choice(["hf"]))
+@model_options
 @click.option("--oracle", "oracles", multiple=True, type=click.Choice(list(ORACLES)),
               help="Oracle to run (repeatable). Default: all.")
-@click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
-              help="'tiny' shrinks a registry architecture, keeping every cache feature.")
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--attn", default="eager", show_default=True, type=click.Choice(ATTNS))
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
 @click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
 @click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")
-@click.option("--db", "db_url", default=None, help="Store URL [default: $FUZZKV_DB or sqlite:///fuzzkv.db].")
-@click.option("--init-std", default=0.2, show_default=True, type=float,
-              help="Std of random weights; transformers' 0.02 hides small cache bugs.")
-@click.option("--tolerance", type=float, help="Fix the logit tolerance instead of calibrating it.")
+@db_option
+@click.option("--tolerance", type=float, help="Fix the logit tolerance instead of using the calibrated baseline.")
 @click.option("--max-batch", default=4, show_default=True, type=int)
 @click.option("--max-prompt-len", type=int, help="Longest random prompt [default: 24 tiny, 16 full].")
 @click.option("--max-new-tokens", type=int, help="Most generated tokens [default: 12 tiny, 8 full].")
@@ -45,6 +61,42 @@ def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, **options) 
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal error."""
     _guarded(lambda: app.run_command(
         RunConfig(oracles=oracles or DEFAULT_ORACLES, db_url=db_url or default_db_url(), **options), as_json=as_json))
+
+
+@cli.command()
+@click.option("--model", "-m", help="Only this model's failures.")
+@click.option("--status", default="open", show_default=True, type=click.Choice(app.STATUS_CHOICES))
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def failures(model: str | None, status: str, db_url: str | None, as_json: bool) -> None:
+    """List stored failures."""
+    _guarded(lambda: app.failures_command(db_url or default_db_url(), model=model, status=status, as_json=as_json))
+
+
+@cli.command()
+@click.argument("failure_id", type=int)
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def show(failure_id: int, db_url: str | None, as_json: bool) -> None:
+    """Show one stored failure and its standalone reproduction script."""
+    _guarded(lambda: app.show_command(db_url or default_db_url(), failure_id, as_json=as_json))
+
+
+@cli.command()
+@click.option("--model", "-m", help="Only this model's failures.")
+@db_option
+@click.option("--json", "as_json", is_flag=True)
+def replay(model: str | None, db_url: str | None, as_json: bool) -> None:
+    """Re-run every open stored failure (no Hypothesis). Marks passing ones fixed; exit 1 if any still fails."""
+    _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json))
+
+
+@cli.command()
+@model_options
+@db_option
+def calibrate(db_url: str | None, **options) -> None:
+    """Measure and store MODEL's tolerance baseline; exit 1 if noise grew past the limit since other versions."""
+    _guarded(lambda: app.calibrate_command(RunConfig(db_url=db_url or default_db_url(), **options)))
 
 
 @cli.command()

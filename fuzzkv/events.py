@@ -66,3 +66,28 @@ class RunFinished:
     failures: list = field(default_factory=list)  # FailureFound events, in order
     elapsed: float = 0.0
     run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplayChecked:
+    """One stored failure re-run against the installed versions."""
+
+    record: object  # the FailureRecord as it was stored
+    verdict: Verdict
+    outcome: str  # "fails" or "fixed"
+
+
+@dataclass(frozen=True)
+class ReplaySkipped:
+    """Stored failures whose model could not be rebuilt here."""
+
+    failure_ids: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReplayFinished:
+    failing: int
+    fixed: int
+    skipped: int
+    elapsed: float

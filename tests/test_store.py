@@ -87,7 +87,7 @@ def test_a_newer_schema_version_is_refused(tmp_path):
     open_store(f"sqlite:///{path}").close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE fuzzkv_schema SET version = 99")
-    with pytest.raises(StoreError, match="schema version 99"):
+    with pytest.raises(StoreError, match="a newer fuzzkv .schema version 99"):
         open_store(f"sqlite:///{path}")
 
 
@@ -95,3 +95,62 @@ def test_a_newer_schema_version_is_refused(tmp_path):
 def test_bad_urls_are_store_errors(url):
     with pytest.raises(StoreError):
         open_store(url)
+
+
+def test_replacing_with_a_smaller_case_keeps_one_row(store):
+    first = store.save_failure(record("big", case=Case(prompts=((1, 2, 3),))))
+    same = store.replace_failure(first, record("small", case=Case(prompts=((1,),))))
+    assert same == first
+    [got] = store.failures()
+    assert got.fingerprint == "small" and got.case == Case(prompts=((1,),)) and got.times_seen == 1
+
+
+def test_shrinking_onto_a_known_failure_merges_into_it(store):
+    known = store.save_failure(record("minimal"))
+    provisional = store.save_failure(record("big"))
+    merged = store.replace_failure(provisional, record("minimal"))
+    assert merged == known
+    [got] = store.failures()
+    assert got.fingerprint == "minimal" and got.times_seen == 2
+
+
+def test_mark_sets_status_and_seen_bumps_history(store):
+    failure_id = store.save_failure(record())
+    store.mark(failure_id, "fixed")
+    assert store.failure(failure_id).status == "fixed"
+    assert store.failures(status="open") == []
+    store.mark(failure_id, "open", seen=True)
+    assert store.failure(failure_id).times_seen == 2
+    assert store.failure(12345) is None
+
+
+def test_baselines_newest_first_per_configuration(store):
+    from fuzzkv.db import BaselineRecord
+
+    def baseline(noise, model="llama"):
+        return BaselineRecord(model, "tiny", "hf", "float32", "cpu", "eager", {"torch": "2.13.0"}, noise * 16, noise,
+                              7.0, 16.0, 4)
+
+    store.save_baseline(baseline(1e-6))
+    store.save_baseline(baseline(2e-6))
+    store.save_baseline(baseline(9e-6, model="gpt2"))
+    found = store.baselines(("llama", "tiny", "hf", "float32", "cpu", "eager"))
+    assert [b.noise for b in found] == [2e-6, 1e-6]
+    assert store.baselines(("llama", "full", "hf", "float32", "cpu", "eager")) == []
+
+
+def test_hypothesis_examples_are_kept_idempotently(store):
+    store.example_save(b"k", b"v1")
+    store.example_save(b"k", b"v1")
+    store.example_save(b"k", b"v2")
+    assert store.example_fetch(b"k") == [b"v1", b"v2"]
+    store.example_delete(b"k", b"v1")
+    store.example_delete(b"k", b"absent")
+    assert store.example_fetch(b"k") == [b"v2"] and store.example_fetch(b"other") == []
+
+
+def test_read_only_opening_never_creates_a_file(tmp_path):
+    path = tmp_path / "absent.db"
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(f"sqlite:///{path}", create=False)
+    assert not path.exists()

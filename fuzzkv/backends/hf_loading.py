@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def _from_factory(name: str) -> LoadedModel:
     if not FACTORY_PATTERN.match(name):
         raise UsageError(f"malformed factory {name!r}.", tip="write it as package.module:function")
     module_name, attr = name.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like uvicorn and gunicorn: factories import from the current directory
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # user code: any exception is a usage problem, reported in one line

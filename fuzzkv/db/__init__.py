@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from fuzzkv.case import Case
 
 STATUSES = ("open", "fixed", "flaky")
+# What ``replace_failure`` swaps in: the case and its numbers. Identity and history stay.
+REPLACED_FIELDS = ("fingerprint", "case", "max_abs_diff", "tolerance", "tolerance_source", "metrics", "error",
+                   "reproduction", "kind")
 
 
 def now() -> datetime:
@@ -193,8 +196,8 @@ class MemoryStore(Store):
             return self.save_failure(record)
         if current is None:
             return self.save_failure(record)
-        self._failures[failure_id] = replace(record, id=failure_id, times_seen=current.times_seen,
-                                             first_seen=current.first_seen, last_seen=now(), status=current.status)
+        fields = {name: getattr(record, name) for name in REPLACED_FIELDS}
+        self._failures[failure_id] = replace(current, **fields, last_seen=now())
         return failure_id
 
     def failures(self, model=None, status=None):
@@ -242,10 +245,13 @@ def check_url(url: str) -> None:
         check_sql_url(url)
 
 
-def open_store(url: str) -> Store:
-    """Open the store at ``url``: ``memory:`` or an SQLAlchemy URL (SQLite by default)."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the store at ``url``: ``memory:`` or an SQLAlchemy URL (SQLite by default).
+
+    With ``create=False`` (read-only commands) a missing SQLite file is an error, not a new file.
+    """
     if url == "memory:":
         return MemoryStore()
     from fuzzkv.db.sql import SqlStore
 
-    return SqlStore(url)
+    return SqlStore(url, create=create)

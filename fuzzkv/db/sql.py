@@ -13,7 +13,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from fuzzkv.case import Case
-from fuzzkv.db import BaselineRecord, FailureRecord, Store, now
+from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Store, now
 from fuzzkv.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -97,8 +97,11 @@ class ExampleRow(Base):
 class SqlStore(Store):
     """The default store: one SQLite file (``sqlite:///fuzzkv.db``) or another SQLAlchemy URL."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, create: bool = True):
         self.engine = _engine(url)
+        path = _sqlite_path(self.engine.url)
+        if not create and path is not None and not path.exists():
+            raise StoreError(f"{self._where()} does not exist.", tip="run 'fuzzkv run' first, or pass --db")
         self._prepare()
 
     def _prepare(self) -> None:
@@ -112,6 +115,11 @@ class SqlStore(Store):
                 with Session(self.engine) as session, session.begin():
                     session.add(SchemaRow(version=SCHEMA_VERSION))
             self._check_version()
+            if self.engine.url.get_backend_name() == "sqlite":
+                # WAL lets readers and one writer work at once; it is a property of the file,
+                # so it is switched on only now that the file is known to be a fuzzkv store.
+                with self.engine.connect() as connection:
+                    connection.exec_driver_sql("PRAGMA journal_mode = WAL")
         except DatabaseError as exc:
             raise StoreError(f"{self._where()} cannot be opened as a database ({_reason(exc)}); it was left untouched.",
                              tip="point --db at a new file, or restore the file from a backup") from None
@@ -175,8 +183,8 @@ class SqlStore(Store):
                     session.flush()
                 return self._upsert(session, record)
             fresh = _to_row(record)
-            for column in ("fingerprint", "case_json", "max_abs_diff", "tolerance", "tolerance_source", "metrics",
-                           "error", "reproduction", "kind"):
+            for name in REPLACED_FIELDS:
+                column = "case_json" if name == "case" else name
                 setattr(current, column, getattr(fresh, column))
             current.last_seen = now()
             return current.id
@@ -271,9 +279,17 @@ def _engine(url: str):
     return engine
 
 
+def _sqlite_path(url) -> Path | None:
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database)
+    return None
+
+
 def _sqlite_pragmas(connection, _record) -> None:
-    # Wait for a concurrent writer instead of failing at once.
+    # Wait for a concurrent writer instead of failing at once. synchronous=NORMAL is safe
+    # in WAL mode (set once the file is known to be ours, see SqlStore._prepare).
     connection.execute("PRAGMA busy_timeout = 30000")
+    connection.execute("PRAGMA synchronous = NORMAL")
 
 
 def _reason(exc: Exception) -> str:

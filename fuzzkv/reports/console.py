@@ -78,3 +78,18 @@ class ConsoleReporter:
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         verdict = f"{len(e.failures)} failure(s) ({detail})" if e.failures else "no failures"
         self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id})")
+
+
+class ReplayConsoleReporter(ConsoleReporter):
+    """Console lines for ``fuzzkv replay``."""
+
+    def _on_ReplayChecked(self, e) -> None:
+        r, v = e.record, e.verdict
+        detail = v.summary() if v.failed else "passes now"
+        self._line(f"failure {r.id} [{r.model} / {r.oracle}]: {'STILL FAILS' if v.failed else 'fixed'} - {detail}")
+
+    def _on_ReplaySkipped(self, e) -> None:
+        self._line(f"failures {', '.join(map(str, e.failure_ids))}: skipped - {e.reason}")
+
+    def _on_ReplayFinished(self, e) -> None:
+        self._line(f"replay: {e.failing} still failing, {e.fixed} fixed, {e.skipped} skipped in {e.elapsed:.1f}s")

@@ -44,3 +44,31 @@ class JsonReporter:
             self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id)
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
+
+
+class ReplayJsonReporter:
+    """Collects ``fuzzkv replay`` events; prints one JSON object at the end."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.data: dict = {"replayed": [], "skipped": []}
+
+    def __call__(self, event) -> None:
+        from fuzzkv.reports.failures import record_json
+
+        if isinstance(event, events.ReplayChecked):
+            entry = record_json(event.record)
+            entry.update(outcome=event.outcome, now=_verdict_numbers(event.verdict))
+            self.data["replayed"].append(entry)
+        elif isinstance(event, events.ReplaySkipped):
+            self.data["skipped"].append({"ids": list(event.failure_ids), "reason": event.reason})
+        elif isinstance(event, events.ReplayFinished):
+            self.data.update(failing=event.failing, fixed=event.fixed, skipped_count=event.skipped,
+                             seconds=round(event.elapsed, 3))
+            self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
+            self.stream.flush()
+
+
+def _verdict_numbers(verdict) -> dict:
+    return {"kind": verdict.kind, "max_abs_diff": verdict.metrics.max_abs_diff if verdict.metrics else None,
+            "tolerance": verdict.tolerance, "error": verdict.error}
