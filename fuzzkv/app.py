@@ -30,16 +30,16 @@ def _keep_hypothesis_files_out_of_cwd() -> None:
 def run_command(config: RunConfig, *, as_json: bool = False, stream=None) -> int:
     """``fuzzkv run``: fuzz, store, report. Returns the exit code (0 clean, 1 failures)."""
     _keep_hypothesis_files_out_of_cwd()
-    from fuzzkv.backends import load_backend  # heavy: imports torch only when running
+    from fuzzkv.backends import load_lanes  # heavy: imports torch only when running
     from fuzzkv.runner import run
 
     stream = stream or sys.stdout
     check_url(config.db_url)
-    backend = load_backend(config)  # bad model names fail here, before the store is created
+    lanes = load_lanes(config)  # bad model names fail here, before the store is created
     store = open_store(config.db_url)
     reporter = JsonReporter(stream) if as_json else ConsoleReporter(stream)
     try:
-        finished = run(config, store, reporter, backend=backend)
+        finished = run(config, store, reporter, lanes=lanes)
     finally:
         store.close()
     return EXIT_FAILURES if finished.failures else EXIT_OK
@@ -88,11 +88,15 @@ def replay_command(db_url: str, *, model: str | None, as_json: bool) -> int:
 def calibrate_command(config: RunConfig) -> int:
     """``fuzzkv calibrate``: measure and store a tolerance baseline; exit 1 if noise regressed."""
     from fuzzkv import baselines
-    from fuzzkv.backends import load_backend
+    from fuzzkv.backends import load_lanes
     from fuzzkv.runner import library_versions
 
     check_url(config.db_url)
-    backend = load_backend(config)
+    lanes = load_lanes(config)
+    backend = lanes.backends.get(config.backend)
+    if backend is None:
+        raise UsageError(f"backend {config.backend} cannot calibrate {config.model}: "
+                         f"{lanes.unsupported.get(config.backend, 'use --backend hf or tl')}.")
     store = open_store(config.db_url)
     try:
         tolerance, growth = baselines.measure(config, backend, store, library_versions())

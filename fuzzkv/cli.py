@@ -8,7 +8,7 @@ import click
 
 from fuzzkv import __version__, app
 from fuzzkv.case import DTYPES
-from fuzzkv.config import ATTNS, DEFAULT_ORACLES, SCALES, RunConfig, default_db_url
+from fuzzkv.config import ATTNS, BACKENDS, SCALES, RunConfig, default_db_url
 from fuzzkv.errors import EXIT_INTERNAL, FuzzkvError
 from fuzzkv.oracles import ORACLES
 
@@ -24,7 +24,8 @@ def model_options(command):
     options = [
         click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, hub "
                      "id in the local HF cache, or package.module:factory. A factory runs your code by design."),
-        click.option("--backend", default="hf", show_default=True, type=click.Choice(["hf"])),
+        click.option("--backend", default="hf", show_default=True, type=click.Choice(BACKENDS),
+                     help="hf: transformers; tl: TransformerLens; both: each, plus the cross oracle."),
         click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
                      help="'tiny' shrinks a registry architecture, keeping every cache feature."),
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES)),
@@ -47,7 +48,7 @@ def cli() -> None:
 @cli.command()
 @model_options
 @click.option("--oracle", "oracles", multiple=True, type=click.Choice(list(ORACLES)),
-              help="Oracle to run (repeatable). Default: all.")
+              help="Oracle to run (repeatable). Default: all that apply to --backend.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
 @click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
 @click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")
@@ -60,7 +61,7 @@ def cli() -> None:
 def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal error."""
     _guarded(lambda: app.run_command(
-        RunConfig(oracles=oracles or DEFAULT_ORACLES, db_url=db_url or default_db_url(), **options), as_json=as_json))
+        RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options), as_json=as_json))
 
 
 @cli.command()

@@ -12,7 +12,7 @@ DEFAULT_DB = "sqlite:///fuzzkv.db"
 DB_ENV = "FUZZKV_DB"
 SCALES = ("full", "tiny")
 ATTNS = ("eager", "sdpa")
-DEFAULT_ORACLES = ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate")
+BACKENDS = ("hf", "tl", "both")
 
 
 def default_db_url() -> str:
@@ -26,7 +26,7 @@ class RunConfig:
 
     model: str
     backend: str = "hf"
-    oracles: tuple[str, ...] = DEFAULT_ORACLES
+    oracles: tuple[str, ...] = ()  # empty: every oracle that applies to the chosen backend(s)
     scale: str = "full"
     dtype: str = "float32"
     device: str = "cpu"
@@ -49,6 +49,7 @@ class RunConfig:
         unknown = [o for o in self.oracles if o not in ORACLES]
         if unknown:
             raise UsageError(f"unknown oracle {unknown[0]!r}.", tip=f"choose from {', '.join(ORACLES)}")
+        _choice("--backend", self.backend, BACKENDS)
         _choice("--scale", self.scale, SCALES)
         _choice("--dtype", self.dtype, DTYPES)
         _choice("--attn", self.attn, ATTNS)

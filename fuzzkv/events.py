@@ -23,12 +23,22 @@ class ToleranceChosen:
     value: float
     source: str
     regression: str | None = None  # set when the measured noise grew past the limit with new libraries
+    lane: str = "hf"
+
+
+@dataclass(frozen=True)
+class BackendUnsupported:
+    """A backend cannot run this model or library version: said once, never a failure."""
+
+    lane: str
+    reason: str
 
 
 @dataclass(frozen=True)
 class OracleStarted:
     oracle: str
     description: str
+    lane: str = "hf"
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class FailureFound:
     reproduction: str
     fingerprint: str
     stored_id: int | None = None
+    lane: str = "hf"
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,7 @@ class OracleFinished:
     elapsed: float
     stopped_by_time: bool = False
     first_failure_at: int | None = None  # examples run when the first failure appeared (before shrinking)
+    lane: str = "hf"
 
 
 @dataclass(frozen=True)

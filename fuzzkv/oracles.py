@@ -19,21 +19,34 @@ from fuzzkv.verdict import Verdict, compare
 
 @dataclass(frozen=True)
 class Oracle:
-    """A named property with the strategy that feeds it and the check that tests it."""
+    """A named property: the strategy that feeds it, the comparisons that test it, and the
+    backend lanes it runs on ("hf", "tl", or "cross" for HF vs TransformerLens)."""
 
     name: str
     description: str
     strategy: Callable[[CaseSpace], object]
-    pair: Callable[[Backend, Case], tuple[Trace, Trace]]  # (reference, candidate)
+    pairs: Callable[[object, Case], list[tuple[str, Trace, Trace]]]  # (label, reference, candidate)
+    lanes: tuple[str, ...] = ("hf",)
 
-    def check(self, backend: Backend, case: Case, tolerance: float) -> Verdict:
+    def check(self, backend, case: Case, tolerance: float) -> Verdict:
+        """Run every comparison; the verdict reports the worst one."""
         try:
-            reference, candidate = self.pair(backend, case)
+            comparisons = self.pairs(backend, case)
         except PathError as exc:
             return Verdict(self.name, case, "error", tolerance, error=str(exc), error_type=type(exc.error).__name__)
-        metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, tolerance)
+        worst = None
+        for label, reference, candidate in comparisons:
+            metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, tolerance)
+            if worst is None or metrics.max_abs_diff > worst[1].max_abs_diff:
+                worst = (label, metrics)
+        label, metrics = worst
         kind = "mismatch" if metrics.max_abs_diff > tolerance else "pass"
-        return Verdict(self.name, case, kind, tolerance, metrics=metrics)
+        return Verdict(self.name, case, kind, tolerance, metrics=metrics, comparison=label)
+
+
+def single(label: str, pair):
+    """An oracle with one comparison."""
+    return lambda backend, case: [(label, *pair(backend, case))]
 
 
 def run_path(path: str, fn, *args, **kwargs):
@@ -97,17 +110,36 @@ def _generate(backend, case):
     return teacher_forced(backend, generated), generated
 
 
+def _tl_decode(backend, case):
+    cached = run_path("TransformerLens cached forward", backend.cached, case)
+    generated = run_path("TransformerLens generate(use_past_kv_cache=True)", backend.generate, case)
+    return [("forward with past_key_values", teacher_forced(backend, cached), cached),
+            ("generate(use_past_kv_cache=True)", teacher_forced(backend, generated), generated)]
+
+
+def _cross(both, case):
+    hf_cached = run_path("HF cached", both.hf.cached, case)
+    tl_cached = run_path("TransformerLens cached", both.tl.cached, case, hf_cached.tokens)
+    hf_ref = teacher_forced(both.hf, hf_cached, "HF uncached")
+    tl_ref = teacher_forced(both.tl, tl_cached, "TransformerLens uncached")
+    return [("uncached: TransformerLens vs HF", hf_ref, tl_ref), ("cached: TransformerLens vs HF", hf_cached, tl_cached)]
+
+
 ORACLES: dict[str, Oracle] = {o.name: o for o in (
     Oracle("decode", "incremental cached decoding vs one teacher-forced uncached forward",
-           lambda s: cases(s), _decode),
+           lambda s: cases(s), single("cached vs uncached", _decode)),
     Oracle("batch", "each row of a padded batch vs the same prompt alone at batch size 1",
-           lambda s: cases(s, min_batch=2, chunked=False), _batch),
+           lambda s: cases(s, min_batch=2, chunked=False), single("batch row vs alone", _batch), ("hf", "tl")),
     Oracle("chunked", "prefill fed in chunks vs in one pass",
-           lambda s: cases(s, min_chunks=2), _chunked),
+           lambda s: cases(s, min_chunks=2), single("chunked vs one pass", _chunked), ("hf", "tl")),
     Oracle("cache-impl", "static cache vs dynamic cache",
-           lambda s: cases(s, caches=("static",)), _cache_impl),
+           lambda s: cases(s, caches=("static",)), single("static vs dynamic", _cache_impl)),
     Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
-           lambda s: cases(s, reuse=True), _cache_reuse),
+           lambda s: cases(s, reuse=True), single("reused vs fresh", _cache_reuse)),
     Oracle("generate", "the library's generate (greedy, each cache implementation) vs the teacher-forced reference",
-           lambda s: cases(s, chunked=False, padding=("left",)), _generate),
+           lambda s: cases(s, chunked=False, padding=("left",)), single("generate vs uncached", _generate)),
+    Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache, and its generate()",
+           lambda s: cases(s, padding=("left",), caches=("dynamic",)), _tl_decode, ("tl",)),
+    Oracle("cross", "TransformerLens vs HF on the same case and weights: uncached, cached and greedy tokens",
+           lambda s: cases(s, caches=("dynamic",)), _cross, ("cross",)),
 )}

@@ -12,13 +12,13 @@ import json
 import time
 from itertools import groupby
 
-from fuzzkv import baselines, events
-from fuzzkv.backends import load_backend
+from fuzzkv import events
+from fuzzkv.backends import load_lanes
 from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.errors import UsageError
 from fuzzkv.oracles import ORACLES
-from fuzzkv.runner import MODEL_SETTINGS, Emit, library_versions
+from fuzzkv.runner import MODEL_SETTINGS, Emit, Run, library_versions
 
 
 def _settings_key(record: FailureRecord) -> str:
@@ -32,15 +32,20 @@ def replay(store: Store, emit: Emit, model: str | None = None) -> events.ReplayF
     versions = library_versions()
     for key, group in groupby(records, key=_settings_key):
         group = list(group)
+        settings = json.loads(key)
+        lane = settings.get("backend")
         try:
-            config = RunConfig(**json.loads(key), db_url="memory:")
-            backend = load_backend(config)
-        except (UsageError, TypeError) as exc:
-            reason = exc.one_line() if isinstance(exc, UsageError) else f"stored settings are incomplete: {exc}"
+            config = RunConfig(**{**settings, "backend": "both" if lane == "cross" else lane}, db_url="memory:")
+            lanes = load_lanes(config)
+            backend = lanes.backends[lane]
+        except (UsageError, TypeError, KeyError) as exc:
+            reason = (exc.one_line() if isinstance(exc, UsageError)
+                      else lanes.unsupported.get(lane) if isinstance(exc, KeyError) and lanes.unsupported
+                      else f"stored settings cannot rebuild the model: {exc}")
             emit(events.ReplaySkipped(tuple(r.id for r in group), reason))
             counts["skipped"] += len(group)
             continue
-        tolerance, _ = baselines.choose(config, backend, store, versions)
+        tolerance = Run(config, lanes, store, lambda event: None, versions=versions).tolerance(lane)
         for record in group:
             outcome = _replay_one(store, backend, record, tolerance.value, emit)
             counts[outcome] += 1

@@ -15,8 +15,8 @@ from importlib import metadata
 from typing import Callable
 
 from fuzzkv import __version__, baselines, events
-from fuzzkv.backends import Backend, load_backend
-from fuzzkv.case import Case
+from fuzzkv.backends import Lanes, load_lanes
+from fuzzkv.case import CACHES, Case
 from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.db.examples import StoreExampleDatabase
@@ -53,113 +53,140 @@ def case_size(case: Case) -> tuple:
             case.reuse_batch, sum(map(sum, case.prompts)))
 
 
-def case_space(config: RunConfig, backend: Backend) -> CaseSpace:
+def case_space(config: RunConfig, backend) -> CaseSpace:
     info = backend.info
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=config.max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
-                     max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype)
+                     max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
+                     caches=getattr(backend, "caches", CACHES))
 
 
-def model_settings(config: RunConfig) -> dict:
-    """The settings that rebuild the model under test: stored with each failure for replay."""
-    data = config.to_dict()
+def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:
+    """(oracle, lane) pairs to search: the chosen oracles (default all) on every lane they apply to."""
+    chosen = [ORACLES[n] for n in config.oracles] if config.oracles else list(ORACLES.values())
+    return [(oracle, lane) for oracle in chosen for lane in oracle.lanes if lane in lanes.backends]
+
+
+def model_settings(config: RunConfig, lane: str) -> dict:
+    """The settings that rebuild the model under test on ``lane``: stored with each failure for replay."""
+    data = {**config.to_dict(), "backend": lane}
     return {k: data[k] for k in MODEL_SETTINGS}
 
 
 @dataclass
 class Run:
-    """One fuzzing run over a loaded backend."""
+    """One fuzzing run over loaded backend lanes."""
 
     config: RunConfig
-    backend: Backend
+    lanes: Lanes
     store: Store
     emit: Emit
-    tolerance: Tolerance | None = None
     run_id: int | None = None
     found: list = field(default_factory=list)
     examples: int = 0
     versions: dict = field(default_factory=library_versions)
-    _pending: dict = field(default_factory=dict)  # failure key -> (row id, case size) while shrinking
+    tolerances: dict = field(default_factory=dict)  # lane -> Tolerance
+    _pending: dict = field(default_factory=dict)  # (lane, failure key) -> (row id, case size) while shrinking
 
     def execute(self) -> events.RunFinished:
         started = time.monotonic()
-        self._settle_tolerance()
+        for lane, reason in self.lanes.unsupported.items():
+            self.emit(events.BackendUnsupported(lane, reason))
+        work = work_list(self.config, self.lanes)
         self.run_id = self.store.start_run(self.config.to_dict(), self.versions)
         outcome = "interrupted"
         try:
-            for i, name in enumerate(self.config.oracles):
+            for i, (oracle, lane) in enumerate(work):
                 remaining = None
                 if self.config.max_time is not None:
                     left = self.config.max_time - (time.monotonic() - started)
-                    remaining = max(0.0, left) / (len(self.config.oracles) - i)
-                self._search(ORACLES[name], remaining)
+                    remaining = max(0.0, left) / (len(work) - i)
+                self._search(oracle, lane, remaining)
             outcome = "failures" if self.found else "clean"
         finally:
             self.store.finish_run(self.run_id, self.examples, outcome)
         return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id)
 
-    def _settle_tolerance(self) -> None:
-        growth = None
-        if self.tolerance is None:
-            self.tolerance, growth = baselines.choose(self.config, self.backend, self.store, self.versions)
-        self.emit(events.ToleranceChosen(self.tolerance.value, self.tolerance.source,
-                                         growth.message() if growth else None))
+    def tolerance(self, lane: str) -> Tolerance:
+        """The lane's tolerance, settled on first use; cross-implementation is the sum of both sides'."""
+        if lane not in self.tolerances:
+            if lane == "cross":
+                hf, tl = self.tolerance("hf"), self.tolerance("tl")
+                tolerance = Tolerance(hf.value + tl.value, f"HF tolerance {hf.value:.3g} + TransformerLens tolerance "
+                                      f"{tl.value:.3g}: each side's own rounding noise", hf.noise + tl.noise,
+                                      max(hf.logit_scale, tl.logit_scale), 1.0, 0)
+                growth = None
+            else:
+                tolerance, growth = baselines.choose(self.config, self.lanes.backends[lane], self.store, self.versions)
+            self.tolerances[lane] = tolerance
+            self.emit(events.ToleranceChosen(tolerance.value, tolerance.source, growth.message() if growth else None,
+                                             lane))
+        return self.tolerances[lane]
 
-    def _search(self, oracle: Oracle, budget: float | None) -> None:
-        self.emit(events.OracleStarted(oracle.name, oracle.description))
-        search = Search(oracle, self.backend, self.tolerance.value, budget=budget,
+    def _search(self, oracle: Oracle, lane: str, budget: float | None) -> None:
+        backend, tolerance = self.lanes.backends[lane], self.tolerance(lane)
+        self.emit(events.OracleStarted(oracle.name, oracle.description, lane))
+        search = Search(oracle, backend, tolerance.value, budget=budget,
                         on_example=lambda n, elapsed: self._progress(oracle, n, elapsed),
-                        on_failure=self._keep_smallest)
-        verdicts = search.execute(case_space(self.config, self.backend), max_examples=self.config.max_examples,
-                                  seed_value=self.config.seed, database=self._examples_db(oracle))
+                        on_failure=lambda verdict: self._keep_smallest(verdict, lane))
+        verdicts = search.execute(case_space(self.config, backend), max_examples=self.config.max_examples,
+                                  seed_value=self.config.seed, database=self._examples_db(oracle, lane))
         for verdict in verdicts:
-            self._record(verdict)
+            self._record(verdict, lane)
         self.examples += search.examples
         self.emit(events.OracleFinished(oracle.name, search.examples, len(verdicts), search.elapsed,
-                                        search.stopped_by_time, search.first_failure_at))
+                                        search.stopped_by_time, search.first_failure_at, lane))
 
-    def _examples_db(self, oracle: Oracle) -> StoreExampleDatabase:
-        namespace = "|".join(str(v) for v in (*model_settings(self.config).values(), oracle.name))
+    def _examples_db(self, oracle: Oracle, lane: str) -> StoreExampleDatabase:
+        namespace = "|".join(str(v) for v in (*model_settings(self.config, lane).values(), oracle.name))
         return StoreExampleDatabase(self.store, namespace)
 
     def _progress(self, oracle: Oracle, n: int, elapsed: float) -> None:
         self.emit(events.ExampleChecked(oracle.name, n, self.examples + n, len(self.found), elapsed))
 
-    def _failure_record(self, verdict: Verdict) -> FailureRecord:
-        model, backend = self.backend.info.name, self.backend.name
+    def _failure_record(self, verdict: Verdict, lane: str) -> FailureRecord:
+        backend = self.lanes.backends[lane]
+        model = backend.info.name
         return FailureRecord(
-            fingerprint=fingerprint(model, backend, verdict), model=model, backend=backend, oracle=verdict.oracle,
+            fingerprint=fingerprint(model, lane, verdict), model=model, backend=lane, oracle=verdict.oracle,
             kind=verdict.kind, case=verdict.case,
             max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None, tolerance=verdict.tolerance,
             metrics=verdict.metrics.to_dict() if verdict.metrics else {}, error=verdict.error,
-            reproduction=self.backend.reproduction(verdict.oracle, verdict.case, verdict.tolerance),
-            versions=self.versions, settings=model_settings(self.config),
-            tolerance_source=self.tolerance.source, run_id=self.run_id)
+            reproduction=backend.reproduction(verdict.oracle, verdict.case, verdict.tolerance),
+            versions=self.versions, settings=model_settings(self.config, lane),
+            tolerance_source=self.tolerance(lane).source, run_id=self.run_id)
 
-    def _keep_smallest(self, verdict: Verdict) -> None:
+    def _keep_smallest(self, verdict: Verdict, lane: str) -> None:
         """Commit each failing case the moment it is seen, if smaller than the one stored: a run
         killed mid-shrink keeps the smallest case it had."""
-        key, size = failure_key(verdict), case_size(verdict.case)
+        key, size = (lane, failure_key(verdict)), case_size(verdict.case)
         pending = self._pending.get(key)
         if pending is not None and size > pending[1]:
             return
-        record = self._failure_record(verdict)
+        record = self._failure_record(verdict, lane)
         row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
         self._pending[key] = (row, size)
 
-    def _record(self, verdict: Verdict) -> None:
-        record = self._failure_record(verdict)
-        pending = self._pending.pop(failure_key(verdict), None)
+    def _record(self, verdict: Verdict, lane: str) -> None:
+        record = self._failure_record(verdict, lane)
+        pending = self._pending.pop((lane, failure_key(verdict)), None)
         row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
-        found = events.FailureFound(verdict, record.reproduction, record.fingerprint, row)
+        found = events.FailureFound(verdict, record.reproduction, record.fingerprint, row, lane)
         self.found.append(found)
         self.emit(found)
 
 
-def run(config: RunConfig, store: Store, emit: Emit, backend: Backend | None = None) -> events.RunFinished:
+def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes | None = None) -> events.RunFinished:
     """Run ``config``: the entry point the CLI and tests call."""
-    backend = backend or load_backend(config)
-    emit(events.RunStarted(config.to_dict(), library_versions(), backend.info.source, backend.name))
-    finished = Run(config, backend, store, emit).execute()
+    lanes = lanes or load_lanes(config)
+    primary = lanes.primary
+    emit(events.RunStarted(config.to_dict(), library_versions(), primary.info.source, _backend_line(lanes)))
+    finished = Run(config, lanes, store, emit).execute()
     emit(finished)
     return finished
+
+
+def _backend_line(lanes: Lanes) -> str:
+    names = list(lanes.backends) + [f"{lane} (unsupported)" for lane in lanes.unsupported]
+    tl = lanes.backends.get("tl")
+    return ", ".join(names) + (f" ({tl.api})" if tl is not None else "")

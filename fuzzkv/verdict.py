@@ -42,6 +42,7 @@ class Verdict:
     metrics: Metrics | None = None
     error: str | None = None  # "<path> path raised <Type>: <message>" for kind "error"
     error_type: str | None = None
+    comparison: str | None = None  # which of the oracle's comparisons the numbers come from
 
     @property
     def failed(self) -> bool:
@@ -59,7 +60,8 @@ class Verdict:
             return f"{self.oracle}: error - {self.error}"
         m = self.metrics
         where = f" first at position {m.first_bad_position} (row {m.first_bad_row})" if m.first_bad_position is not None else ""
-        return f"{self.oracle}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}"
+        what = f" ({self.comparison})" if self.comparison else ""
+        return f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}"
 
 
 def compare(reference: torch.Tensor, candidate: torch.Tensor, checked: torch.Tensor, tolerance: float) -> Metrics:

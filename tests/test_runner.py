@@ -53,7 +53,7 @@ def test_plain_console_output_names_each_failure_and_how_to_reproduce_it():
     run(config, MemoryStore(), ConsoleReporter(out, tty=False))
     text = out.getvalue()
     assert "\r" not in text  # no progress redraws when not on a terminal
-    assert "FAILURE [mismatch] decode: max |diff|" in text
+    assert "FAILURE [mismatch] decode (cached vs uncached): max |diff|" in text
     assert "minimal case: batch 1 (lengths 1), left-padded, 2 new token(s)" in text
     assert "reproduce: save the script below as repro.py" in text
     assert "1 failure(s) (1 mismatch) in" in text

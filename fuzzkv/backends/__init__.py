@@ -88,12 +88,66 @@ class Backend(ABC):
         return ""
 
 
-def load_backend(config) -> Backend:
-    """Build the backend named by ``config.backend`` (imported lazily: torch libraries are heavy)."""
-    if config.backend == "hf":
-        from fuzzkv.backends.hf import HFBackend
+def generation_trace(sequences: torch.Tensor, full_mask: torch.Tensor, step_logits, prompt_length: int) -> Trace:
+    """A Trace for a library's generate(): logits exist only at the positions it generated from."""
+    batch, total = full_mask.shape
+    logits = torch.full((batch, total - 1, step_logits[0].shape[-1]), float("nan"), device=full_mask.device)
+    checked = torch.zeros((batch, total - 1), dtype=torch.bool, device=full_mask.device)
+    for i, step in enumerate(step_logits):
+        logits[:, prompt_length - 1 + i] = step.float()
+        checked[:, prompt_length - 1 + i] = True
+    return Trace(sequences, full_mask, logits, checked)
 
-        return HFBackend.from_config(config)
+
+class CrossBackend:
+    """Two implementations of the same model (same weights), for the ``cross`` oracle."""
+
+    name = "cross"
+
+    def __init__(self, hf: Backend, tl: Backend):
+        self.hf, self.tl, self.info = hf, tl, hf.info
+
+    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+        return self.tl.reproduction(oracle, case, tolerance)
+
+
+@dataclass
+class Lanes:
+    """The backends a run drives, by lane name ("hf", "tl", "cross"), and why any is missing."""
+
+    backends: dict
+    unsupported: dict  # lane name -> one-line reason
+    hf: Backend  # the HF model every lane is built from (also when only TransformerLens lanes run)
+
+    @property
+    def primary(self):
+        return self.backends.get("hf") or self.backends.get("tl") or self.hf
+
+
+def load_lanes(config) -> Lanes:
+    """Build the backends ``config.backend`` asks for ("hf", "tl" or "both"); heavy imports happen here."""
+    from fuzzkv.backends.hf import HFBackend
     from fuzzkv.errors import UsageError
 
-    raise UsageError(f"unknown backend {config.backend!r}.", tip="use --backend hf")
+    if config.backend not in ("hf", "tl", "both"):
+        raise UsageError(f"unknown backend {config.backend!r}.", tip="use --backend hf, tl or both")
+    hf = HFBackend.from_config(config)
+    lanes = Lanes({} if config.backend == "tl" else {"hf": hf}, {}, hf)
+    if config.backend == "hf":
+        return lanes
+    from fuzzkv.backends.tl import TLBackend, Unsupported
+
+    try:
+        tl = TLBackend(hf)
+    except Unsupported as exc:
+        lanes.unsupported["tl"] = str(exc)
+        return lanes
+    lanes.backends["tl"] = tl
+    if config.backend == "both":
+        lanes.backends["cross"] = CrossBackend(hf, tl)
+    return lanes
+
+
+def load_backend(config) -> Backend:
+    """The single backend of an ``hf`` or ``tl`` config (the primary lane)."""
+    return load_lanes(config).primary

@@ -15,7 +15,7 @@ from fuzzkv.backends import hf_loading  # noqa: F401  (sets offline mode before 
 import torch  # noqa: E402
 from transformers import DynamicCache, StaticCache  # noqa: E402
 
-from fuzzkv.backends import Backend, ModelInfo, Trace  # noqa: E402
+from fuzzkv.backends import Backend, ModelInfo, Trace, generation_trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 
@@ -43,6 +43,7 @@ class HFBackend(Backend):
     """Runs a ``transformers`` causal LM through cached, uncached and generate paths."""
 
     name = "hf"
+    caches = ("dynamic", "static")
 
     def __init__(self, loaded: "hf_loading.LoadedModel", *, dtype: str, device: str, attn: str):
         self.loaded = loaded
@@ -160,13 +161,7 @@ class HFBackend(Backend):
             input_ids=batch.ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
             num_beams=1, cache_implementation=case.cache, output_logits=True, return_dict_in_generate=True,
             pad_token_id=self.pad_id)
-        total = case.total_length
-        logits = torch.full((case.batch_size, total - 1, out.logits[0].shape[-1]), float("nan"), device=self.device)
-        checked = torch.zeros((case.batch_size, total - 1), dtype=torch.bool, device=self.device)
-        for i, step in enumerate(out.logits):
-            logits[:, batch.prompt_length - 1 + i] = step.float()
-            checked[:, batch.prompt_length - 1 + i] = True
-        return Trace(out.sequences, batch.full_mask, logits, checked)
+        return generation_trace(out.sequences, batch.full_mask, out.logits, batch.prompt_length)
 
     def reproduction(self, oracle, case, tolerance) -> str:
         from fuzzkv.backends.hf_repro import script

@@ -9,6 +9,11 @@ import time
 from fuzzkv import events
 
 
+def _lane(lane: str) -> str:
+    """How a lane is named after an oracle: nothing for the default HF backend."""
+    return "" if lane == "hf" else f" [{lane}]"
+
+
 class ConsoleReporter:
     """Prints run events to a stream (stderr for progress, the stream itself for results)."""
 
@@ -38,12 +43,15 @@ class ConsoleReporter:
         self._line(f"  torch {v['torch']}, transformers {v['transformers']}, hypothesis {v['hypothesis']}")
 
     def _on_ToleranceChosen(self, e: events.ToleranceChosen) -> None:
-        self._line(f"  tolerance {e.value:.3g} ({e.source})")
+        self._line(f"  tolerance{_lane(e.lane)} {e.value:.3g} ({e.source})")
         if e.regression:
             self._line(f"  WARNING: {e.regression}")
 
+    def _on_BackendUnsupported(self, e: events.BackendUnsupported) -> None:
+        self._line(f"  unsupported by backend {e.lane}: {e.reason} (not a failure; its oracles are skipped)")
+
     def _on_OracleStarted(self, e: events.OracleStarted) -> None:
-        self._line(f"oracle {e.oracle}: {e.description}")
+        self._line(f"oracle {e.oracle}{_lane(e.lane)}: {e.description}")
 
     def _on_ExampleChecked(self, e: events.ExampleChecked) -> None:
         if not self.tty or time.monotonic() - self._last_progress < 0.2:
@@ -56,11 +64,11 @@ class ConsoleReporter:
     def _on_OracleFinished(self, e: events.OracleFinished) -> None:
         timed = ", stopped by --max-time" if e.stopped_by_time else ""
         status = f"{e.failures} failure(s)" if e.failures else "ok"
-        self._line(f"  {e.oracle}: {status} after {e.examples} examples in {e.elapsed:.1f}s{timed}")
+        self._line(f"  {e.oracle}{_lane(e.lane)}: {status} after {e.examples} examples in {e.elapsed:.1f}s{timed}")
 
     def _on_FailureFound(self, e: events.FailureFound) -> None:
         v = e.verdict
-        self._line(f"  FAILURE [{v.kind}] {v.summary()}")
+        self._line(f"  FAILURE [{v.kind}]{_lane(e.lane)} {v.summary()}")
         self._line(f"    minimal case: {v.case.describe()}")
         self._line(f"    case JSON: {v.case.to_json()}")
         m = v.metrics

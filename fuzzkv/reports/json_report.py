@@ -12,7 +12,7 @@ def failure_json(event: events.FailureFound) -> dict:
     """The stable JSON shape of one failure (shared by ``run --json`` and later commands)."""
     v = event.verdict
     return {
-        "oracle": v.oracle, "kind": v.kind,
+        "oracle": v.oracle, "backend": event.lane, "kind": v.kind, "comparison": v.comparison,
         "max_abs_diff": v.metrics.max_abs_diff if v.metrics else None,
         "tolerance": v.tolerance, "case": v.case.to_dict(),
         "metrics": v.metrics.to_dict() if v.metrics else None,
@@ -33,9 +33,15 @@ class JsonReporter:
             self.data.update(settings=event.settings, versions=event.versions, model_source=event.model_source,
                              backend=event.backend)
         elif isinstance(event, events.ToleranceChosen):
-            self.data["tolerance"] = {"value": event.value, "source": event.source, "regression": event.regression}
+            tolerance = {"value": event.value, "source": event.source, "regression": event.regression}
+            if event.lane == "hf" or "tolerance" not in self.data:
+                self.data["tolerance"] = tolerance
+            self.data.setdefault("tolerances", {})[event.lane] = tolerance
+        elif isinstance(event, events.BackendUnsupported):
+            self.data.setdefault("unsupported", {})[event.lane] = event.reason
         elif isinstance(event, events.OracleFinished):
-            self.data.setdefault("oracles", {})[event.oracle] = {
+            key = event.oracle if event.lane == "hf" else f"{event.oracle}@{event.lane}"
+            self.data.setdefault("oracles", {})[key] = {
                 "examples": event.examples, "failures": event.failures, "seconds": round(event.elapsed, 3),
                 "stopped_by_time": event.stopped_by_time, "first_failure_at": event.first_failure_at}
         elif isinstance(event, events.FailureFound):
