@@ -127,3 +127,27 @@ def test_an_architecture_transformerlens_does_not_support_is_reported_once(tmp_p
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("unsupported by backend tl: TransformerLens") == 1
     assert "does not support BioGptForCausalLM" in result.stdout and "FAILURE" not in result.stdout
+
+
+def test_cli_finds_a_transformerlens_side_bug_and_its_script_reproduces_it(tmp_path):
+    import json
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    result = subprocess.run(
+        [sys.executable, "-m", "fuzzkv", "run", "--model", "tests.broken_tl:make", "--backend", "tl",
+         "--oracle", "tl-decode", "--max-examples", "40", "--db", db, "--json"],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr
+    [failure] = json.loads(result.stdout)["failures"]
+    assert failure["backend"] == "tl" and failure["case"]["prompts"] == [[0]]
+    script = tmp_path / "repro.py"
+    script.write_text(failure["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env,
+                           timeout=300)
+    assert repro.returncode == 0, repro.stderr
+    assert "FAILS" in repro.stdout
+    replayed = subprocess.run([sys.executable, "-m", "fuzzkv", "replay", "--db", db], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=600)
+    assert replayed.returncode == 1 and "STILL FAILS" in replayed.stdout

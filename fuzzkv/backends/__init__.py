@@ -88,6 +88,30 @@ class Backend(ABC):
         return ""
 
 
+def prefill_and_decode(ids: torch.Tensor, full_mask: torch.Tensor, chunks, forced: torch.Tensor | None,
+                       step) -> Trace:
+    """The cached path every backend shares: prefill ``ids`` in ``chunks``, then decode.
+
+    ``step(tokens, start, size)`` runs the model on ``tokens[:, start:start+size]`` with
+    its cache and returns those positions' logits. Greedy unless ``forced`` gives the
+    full sequence to feed (teacher forcing, so two paths compare position by position).
+    """
+    prompt_length, total = ids.shape[1], full_mask.shape[1]
+    tokens = torch.cat([ids, torch.zeros_like(full_mask[:, prompt_length:])], dim=1)
+    if forced is not None:
+        tokens = forced.to(ids.device).clone()
+    step_logits, start = [], 0
+    for size in chunks:
+        step_logits.append(step(tokens, start, size))
+        start += size
+    for pos in range(prompt_length, total):
+        if forced is None:
+            tokens[:, pos] = step_logits[-1][:, -1].argmax(-1)
+        if pos < total - 1:
+            step_logits.append(step(tokens, pos, 1))
+    return Trace(tokens, full_mask, torch.cat(step_logits, dim=1).float(), full_mask[:, :-1].bool())
+
+
 def generation_trace(sequences: torch.Tensor, full_mask: torch.Tensor, step_logits, prompt_length: int) -> Trace:
     """A Trace for a library's generate(): logits exist only at the positions it generated from."""
     batch, total = full_mask.shape

@@ -15,7 +15,7 @@ from fuzzkv.backends import hf_loading  # noqa: F401  (sets offline mode before 
 import torch  # noqa: E402
 from transformers import DynamicCache, StaticCache  # noqa: E402
 
-from fuzzkv.backends import Backend, ModelInfo, Trace, generation_trace  # noqa: E402
+from fuzzkv.backends import Backend, ModelInfo, Trace, generation_trace, prefill_and_decode  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 
@@ -110,30 +110,17 @@ class HFBackend(Backend):
         batch = self._batch(case)
         positions = positions_from_mask(batch.full_mask)
         static_len = case.total_length if kind == "static" else None
-        tokens = torch.cat([batch.ids, torch.zeros_like(batch.full_mask[:, batch.prompt_length:])], dim=1)
-        if forced is not None:
-            tokens = forced.to(self.device).clone()
-        step_logits, start = [], 0
-        for size in chunks:
-            step_logits.append(self._step(tokens, batch.full_mask, positions, start, size, store, static_len))
-            start += size
-        for pos in range(batch.prompt_length, case.total_length):
-            if forced is None:
-                tokens[:, pos] = step_logits[-1][:, -1].argmax(-1)
-            if pos < case.total_length - 1:
-                step_logits.append(self._step(tokens, batch.full_mask, positions, pos, 1, store, static_len))
-        logits = torch.cat(step_logits, dim=1).float()
-        return Trace(tokens, batch.full_mask, logits, batch.full_mask[:, :-1].bool())
 
-    def _step(self, tokens, mask, positions, start, size, store, static_len):
-        end = start + size
-        attention = mask[:, :end]
-        if static_len is not None:
-            # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
-            attention = torch.nn.functional.pad(attention, (0, static_len - end))
-        out = self.model(input_ids=tokens[:, start:end], attention_mask=attention,
-                         position_ids=positions[:, start:end], past_key_values=store, use_cache=True)
-        return out.logits
+        def step(tokens, start, size):
+            end = start + size
+            attention = batch.full_mask[:, :end]
+            if static_len is not None:
+                # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
+                attention = torch.nn.functional.pad(attention, (0, static_len - end))
+            return self.model(input_ids=tokens[:, start:end], attention_mask=attention,
+                              position_ids=positions[:, start:end], past_key_values=store, use_cache=True).logits
+
+        return prefill_and_decode(batch.ids, batch.full_mask, chunks, forced, step)
 
     @torch.inference_mode()
     def reference(self, tokens, attention_mask, *, float64=False):

@@ -143,10 +143,10 @@ def model_code(backend) -> str:
                     m.weight.normal_(0.0, {backend.init_std!r})''')
 
 
-def script(backend, oracle: str, case, tolerance: float) -> str:
-    """A complete, copy-pasteable script reproducing ``oracle`` on ``case``."""
+def script(backend, oracle: str, case, tolerance: float, *, body: str | None = None, library: str = "transformers") -> str:
+    """A complete, copy-pasteable script reproducing ``oracle`` on ``case`` (``body`` replaces the oracle's code)."""
     header = textwrap.dedent(f'''\
-        # fuzzkv reproduction: oracle {oracle!r} on model {backend.info.name!r} (torch + transformers only)
+        # fuzzkv reproduction: oracle {oracle!r} on model {backend.info.name!r} (torch + {library} only)
         import json
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
@@ -158,4 +158,5 @@ def script(backend, oracle: str, case, tolerance: float) -> str:
         TOLERANCE = {tolerance!r}
         CASE = json.loads({case.to_json()!r})
         ''')
-    return "\n".join([header, model_code(backend), setup, PATHS.strip() + "\n", ORACLE_BODIES[oracle].strip()]) + "\n"
+    code = body if body is not None else ORACLE_BODIES[oracle]
+    return "\n".join([header, model_code(backend), setup, PATHS.strip() + "\n", code.strip()]) + "\n"

@@ -18,7 +18,7 @@ from fuzzkv.backends import hf_loading  # noqa: F401  (offline mode before trans
 
 import torch  # noqa: E402
 
-from fuzzkv.backends import Backend, Trace, generation_trace  # noqa: E402
+from fuzzkv.backends import Backend, Trace, generation_trace, prefill_and_decode  # noqa: E402
 from fuzzkv.backends.hf import HFBackend, positions_from_mask  # noqa: E402
 
 
@@ -47,7 +47,8 @@ def api_description() -> str:
 
 
 def build_bridge(hf_model):
-    """A TransformerBridge over a deep copy of ``hf_model`` (the bridge rewires its modules in place)."""
+    """A TransformerBridge over a deep copy of ``hf_model`` (the bridge rewires its modules in place).
+    Returns (bridge, architecture name the adapter was chosen by)."""
     version = tl_version()
     if version is None:
         raise Unsupported("TransformerLens is not installed (pip install transformer-lens)")
@@ -64,7 +65,7 @@ def build_bridge(hf_model):
     if arch is None:
         raise Unsupported(f"TransformerLens {version} does not support {type(model).__name__}")
     try:
-        return build_bridge_from_module(model, arch, hf_config=model.config).eval()
+        return build_bridge_from_module(model, arch, hf_config=model.config).eval(), arch
     except (ValueError, NotImplementedError, KeyError) as exc:
         raise Unsupported(f"TransformerLens {version} cannot build {arch}: {exc}") from None
 
@@ -77,7 +78,7 @@ class TLBackend(Backend):
 
     def __init__(self, hf: HFBackend):
         self.hf = hf
-        self.bridge = build_bridge(hf.model)
+        self.bridge, self.architecture = build_bridge(hf.model)
         self.info = hf.info
         self.device, self.pad_id = hf.device, hf.pad_id
         self.api = api_description()
@@ -87,20 +88,12 @@ class TLBackend(Backend):
     def cached(self, case, tokens=None, *, cache=None, chunks=None) -> Trace:
         batch = self.hf._batch(case)
         positions = positions_from_mask(batch.full_mask)
-        seq = torch.cat([batch.ids, torch.zeros_like(batch.full_mask[:, batch.prompt_length:])], dim=1)
-        if tokens is not None:
-            seq = tokens.to(self.device).clone()
         state = {"cache": None}
-        steps, start = [], 0
-        for size in chunks or case.prefill_chunks:
-            steps.append(self._step(seq, batch.full_mask, positions, start, size, state))
-            start += size
-        for pos in range(batch.prompt_length, case.total_length):
-            if tokens is None:
-                seq[:, pos] = steps[-1][:, -1].argmax(-1)
-            if pos < case.total_length - 1:
-                steps.append(self._step(seq, batch.full_mask, positions, pos, 1, state))
-        return Trace(seq, batch.full_mask, torch.cat(steps, dim=1).float(), batch.full_mask[:, :-1].bool())
+
+        def step(seq, start, size):
+            return self._step(seq, batch.full_mask, positions, start, size, state)
+
+        return prefill_and_decode(batch.ids, batch.full_mask, chunks or case.prefill_chunks, tokens, step)
 
     def _step(self, seq, mask, positions, start, size, state):
         end, cache = start + size, state["cache"]
@@ -145,8 +138,6 @@ class TLBackend(Backend):
         return generation_trace(out.sequences, batch.full_mask, out.logits, batch.prompt_length)
 
     def reproduction(self, oracle, case, tolerance) -> str:
-        return (f"# TransformerLens ({self.api}) reproduction: rebuild the model as below, then\n"
-                f"# bridge = transformer_lens.model_bridge.sources.build_bridge_from_module(copy.deepcopy(model), "
-                f"type(model).__name__, hf_config=model.config)\n"
-                f"# and run oracle {oracle!r} on CASE with bridge(...) in place of model(...).\n"
-                + self.hf.reproduction("decode" if oracle not in ("batch", "chunked") else oracle, case, tolerance))
+        from fuzzkv.backends.tl_repro import script
+
+        return script(self, oracle, case, tolerance)
