@@ -57,3 +57,15 @@ def test_plain_console_output_names_each_failure_and_how_to_reproduce_it():
     assert "minimal case: batch 1 (lengths 1), left-padded, 2 new token(s)" in text
     assert "reproduce: save the script below as repro.py" in text
     assert "1 failure(s) (1 mismatch) in" in text
+
+
+def test_terminal_output_redraws_one_progress_line():
+    from fuzzkv import events
+
+    out = io.StringIO()
+    reporter = ConsoleReporter(out, tty=True)
+    reporter(events.ExampleChecked("decode", 3, 3, 0, 1.5))
+    reporter(events.OracleFinished("decode", 3, 0, 1.6))
+    text = out.getvalue()
+    assert text.startswith("\r\033[K  decode: 3 examples, 0 failure(s), 1.5s")
+    assert text.endswith("\r\033[K  decode: ok after 3 examples in 1.6s\n")
