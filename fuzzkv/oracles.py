@@ -27,6 +27,7 @@ class Oracle:
     strategy: Callable[[CaseSpace], object]
     pairs: Callable[[object, Case], list[tuple[str, Trace, Trace]]]  # (label, reference, candidate)
     lanes: tuple[str, ...] = ("hf",)
+    min_batch: int = 1  # a backend that runs smaller batches only cannot run this oracle
 
     def check(self, backend, case: Case, tolerance: float) -> Verdict:
         """Run every comparison; the verdict reports the worst one."""
@@ -129,7 +130,8 @@ ORACLES: dict[str, Oracle] = {o.name: o for o in (
     Oracle("decode", "incremental cached decoding vs one teacher-forced uncached forward",
            lambda s: cases(s), single("cached vs uncached", _decode)),
     Oracle("batch", "each row of a padded batch vs the same prompt alone at batch size 1",
-           lambda s: cases(s, min_batch=2, chunked=False), single("batch row vs alone", _batch), ("hf", "tl")),
+           lambda s: cases(s, min_batch=2, chunked=False), single("batch row vs alone", _batch), ("hf", "tl"),
+           min_batch=2),
     Oracle("chunked", "prefill fed in chunks vs in one pass",
            lambda s: cases(s, min_chunks=2), single("chunked vs one pass", _chunked), ("hf", "tl")),
     Oracle("cache-impl", "static cache vs dynamic cache",

@@ -55,7 +55,8 @@ def case_size(case: Case) -> tuple:
 
 def case_space(config: RunConfig, backend) -> CaseSpace:
     info = backend.info
-    return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=config.max_batch,
+    max_batch = min(config.max_batch, getattr(backend, "max_batch", config.max_batch))
+    return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
                      caches=getattr(backend, "caches", CACHES))
@@ -64,7 +65,8 @@ def case_space(config: RunConfig, backend) -> CaseSpace:
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:
     """(oracle, lane) pairs to search: the chosen oracles (default all) on every lane they apply to."""
     chosen = [ORACLES[n] for n in config.oracles] if config.oracles else list(ORACLES.values())
-    return [(oracle, lane) for oracle in chosen for lane in oracle.lanes if lane in lanes.backends]
+    return [(oracle, lane) for oracle in chosen for lane in oracle.lanes if lane in lanes.backends
+            and getattr(lanes.backends[lane], "max_batch", oracle.min_batch) >= oracle.min_batch]
 
 
 def model_settings(config: RunConfig, lane: str) -> dict:

@@ -159,10 +159,10 @@ def load_lanes(config) -> Lanes:
     lanes = Lanes({} if config.backend == "tl" else {"hf": hf}, {}, hf)
     if config.backend == "hf":
         return lanes
-    from fuzzkv.backends.tl import TLBackend, Unsupported
+    from fuzzkv.backends.tl import Unsupported, tl_backend
 
     try:
-        tl = TLBackend(hf)
+        tl = tl_backend(hf)
     except Unsupported as exc:
         lanes.unsupported["tl"] = str(exc)
         return lanes

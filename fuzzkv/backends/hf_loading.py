@@ -32,6 +32,8 @@ from fuzzkv import registry  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+# transformers 4.x names the dtype argument torch_dtype; 5.x names it dtype.
+DTYPE_ARG = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
 transformers.logging.set_verbosity_error()
 
 
@@ -68,7 +70,7 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
 def _pretrained(path: str, attn: str):
     # safetensors only and local files only: no pickle, no network.
     return AutoModelForCausalLM.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, attn_implementation=attn, dtype=torch.float32)
+        path, local_files_only=True, use_safetensors=True, attn_implementation=attn, **{DTYPE_ARG: torch.float32})
 
 
 def _from_factory(name: str) -> LoadedModel:
@@ -118,7 +120,7 @@ def build_random(config: dict, *, seed: int, init_std: float, attn: str):
     cfg = AutoConfig.for_model(model_type, **config)
     cfg.use_cache = True  # MPT ships use_cache=False
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{DTYPE_ARG: torch.float32})
     sensitise(model, init_std)
     return model
 

@@ -52,8 +52,6 @@ def build_bridge(hf_model):
     version = tl_version()
     if version is None:
         raise Unsupported("TransformerLens is not installed (pip install transformer-lens)")
-    if int(version.split(".")[0]) < 4:
-        raise Unsupported(f"TransformerLens {version} has the HookedTransformer API, which fuzzkv does not drive yet")
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
     from transformer_lens.model_bridge.sources import build_bridge_from_module
 
@@ -68,6 +66,21 @@ def build_bridge(hf_model):
         return build_bridge_from_module(model, arch, hf_config=model.config).eval(), arch
     except (ValueError, NotImplementedError, KeyError) as exc:
         raise Unsupported(f"TransformerLens {version} cannot build {arch}: {exc}") from None
+
+
+def tl_backend(hf: HFBackend) -> Backend:
+    """The TransformerLens backend for the installed version: TransformerBridge (4.x) or HookedTransformer (2.x/3.x)."""
+    version = tl_version()
+    if version is not None and int(version.split(".")[0]) < 4:
+        from fuzzkv.backends.tl_legacy import LegacyTLBackend
+
+        try:
+            return LegacyTLBackend(hf, api_description())
+        except (ValueError, NotImplementedError, KeyError, AttributeError, RuntimeError) as exc:
+            # e.g. its config conversion cannot express this configuration (a size mismatch on loading)
+            reason = str(exc).strip().splitlines()[-1][:300]
+            raise Unsupported(f"TransformerLens {version} cannot build {type(hf.model).__name__}: {reason}") from None
+    return TLBackend(hf)
 
 
 class TLBackend(Backend):

@@ -1,0 +1,55 @@
+"""Old TransformerLens (2.x, HookedTransformer API): fuzzkv finds the real Bloom cache bug.
+
+TransformerLens before PR #777 (November 2024) sliced Bloom's ALiBi bias by query rows, so a
+cached decode step ran with no ALiBi at all. These tests run only where such a version is
+installed: `.ci/run` builds a second environment with transformers 4.46 and TransformerLens
+2.8.1 for them.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TL = metadata.version("transformer-lens")
+pytestmark = pytest.mark.skipif(int(TL.split(".")[0]) >= 4, reason=f"TransformerLens {TL} has the fix; needs 2.x")
+
+
+def fuzzkv(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "fuzzkv", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=600)
+
+
+def test_old_transformerlens_bloom_cache_bug_is_found_and_shrunk(tmp_path):
+    result = fuzzkv("run", "--model", "bloom-560m", "--backend", "tl", "--scale", "tiny", "--oracle", "tl-decode",
+                    "--max-examples", "40", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert "HookedTransformer" in data["backend"]
+    [failure] = data["failures"]
+    assert failure["oracle"] == "tl-decode" and failure["kind"] == "mismatch"
+    # The uncached path agrees with HF; the first cached decode step is where it breaks.
+    assert failure["case"]["prompts"] == [[0]] and failure["case"]["max_new_tokens"] == 2
+    assert failure["metrics"]["first_bad_position"] == 1
+    assert failure["max_abs_diff"] > 0.05 and failure["tolerance"] < 1e-3
+
+
+@pytest.mark.parametrize("model", ["llama", "pythia-70m", "mistral-7b"])
+def test_old_transformerlens_runs_clean_where_it_has_no_bug(model, tmp_path):
+    result = fuzzkv("run", "--model", model, "--backend", "tl", "--scale", "tiny", "--max-examples", "25",
+                    "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no failures in" in result.stdout
+
+
+def test_a_configuration_old_transformerlens_cannot_convert_is_unsupported_not_a_crash(tmp_path):
+    # TransformerLens 2.8.1 assumes GPT-2's MLP is 4x wide; the tiny GPT-2 sets n_inner.
+    result = fuzzkv("run", "--model", "gpt2", "--backend", "tl", "--scale", "tiny", "--max-examples", "5",
+                    "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("unsupported by backend tl: TransformerLens 2.8.1 cannot build GPT2LMHeadModel") == 1
