@@ -28,6 +28,7 @@ class Oracle:
     pairs: Callable[[object, Case], list[tuple[str, Trace, Trace]]]  # (label, reference, candidate)
     lanes: tuple[str, ...] = ("hf",)
     min_batch: int = 1  # a backend that runs smaller batches only cannot run this oracle
+    needs: frozenset = frozenset()  # backend features required (e.g. "static-cache")
 
     def check(self, backend, case: Case, tolerance: float) -> Verdict:
         """Run every comparison; the verdict reports the worst one."""
@@ -135,9 +136,10 @@ ORACLES: dict[str, Oracle] = {o.name: o for o in (
     Oracle("chunked", "prefill fed in chunks vs in one pass",
            lambda s: cases(s, min_chunks=2), single("chunked vs one pass", _chunked), ("hf", "tl")),
     Oracle("cache-impl", "static cache vs dynamic cache",
-           lambda s: cases(s, caches=("static",)), single("static vs dynamic", _cache_impl)),
+           lambda s: cases(s, caches=("static",)), single("static vs dynamic", _cache_impl),
+           needs=frozenset({"static-cache"})),
     Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
-           lambda s: cases(s, reuse=True), single("reused vs fresh", _cache_reuse)),
+           lambda s: cases(s, reuse=True), single("reused vs fresh", _cache_reuse), needs=frozenset({"cache-reset"})),
     Oracle("generate", "the library's generate (greedy, each cache implementation) vs the teacher-forced reference",
            lambda s: cases(s, chunked=False, padding=("left",)), single("generate vs uncached", _generate)),
     Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache, and its generate()",

@@ -66,7 +66,14 @@ def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:
     """(oracle, lane) pairs to search: the chosen oracles (default all) on every lane they apply to."""
     chosen = [ORACLES[n] for n in config.oracles] if config.oracles else list(ORACLES.values())
     return [(oracle, lane) for oracle in chosen for lane in oracle.lanes if lane in lanes.backends
-            and getattr(lanes.backends[lane], "max_batch", oracle.min_batch) >= oracle.min_batch]
+            and _can_run(lanes.backends[lane], oracle)]
+
+
+def _can_run(backend, oracle: Oracle) -> bool:
+    """Whether a backend offers what an oracle needs (batch size, cache features)."""
+    if getattr(backend, "max_batch", oracle.min_batch) < oracle.min_batch:
+        return False
+    return oracle.needs <= getattr(backend, "features", frozenset())
 
 
 def model_settings(config: RunConfig, lane: str) -> dict:

@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TL = metadata.version("transformer-lens")
 pytestmark = pytest.mark.skipif(int(TL.split(".")[0]) >= 4, reason=f"TransformerLens {TL} has the fix; needs 2.x")
+# (this environment also has transformers 4.46: the HF backend's dynamic-cache oracles run there too)
 
 
 def fuzzkv(*args, cwd):
@@ -53,3 +54,11 @@ def test_a_configuration_old_transformerlens_cannot_convert_is_unsupported_not_a
                     "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("unsupported by backend tl: TransformerLens 2.8.1 cannot build GPT2LMHeadModel") == 1
+
+
+@pytest.mark.parametrize("model", ["llama", "bloom-560m", "gpt2", "falcon-rw", "mpt"])
+def test_fuzzkv_runs_clean_on_transformers_4(model, tmp_path):
+    result = fuzzkv("run", "--model", model, "--scale", "tiny", "--max-examples", "25",
+                    "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no failures in" in result.stdout

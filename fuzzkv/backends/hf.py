@@ -8,17 +8,23 @@ the final sequence with no cache, which gives the uncached logits at every posit
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 
 from fuzzkv.backends import hf_loading  # noqa: F401  (sets offline mode before transformers loads)
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from transformers import DynamicCache, StaticCache  # noqa: E402
 
 from fuzzkv.backends import Backend, ModelInfo, Trace, generation_trace, prefill_and_decode  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 
+# transformers 4.x: caches cannot be built from a config or reset, static caches need a batch
+# size and explicit cache positions, and some models take only legacy tuples. fuzzkv drives
+# the dynamic cache there, and leaves the static-cache and reuse oracles to 5.x.
+MODERN = int(transformers.__version__.split(".")[0]) >= 5
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -43,13 +49,16 @@ class HFBackend(Backend):
     """Runs a ``transformers`` causal LM through cached, uncached and generate paths."""
 
     name = "hf"
-    caches = ("dynamic", "static")
+    caches = ("dynamic", "static") if MODERN else ("dynamic",)
+    features = frozenset({"static-cache", "cache-reset"} if MODERN else ())
 
     def __init__(self, loaded: "hf_loading.LoadedModel", *, dtype: str, device: str, attn: str):
         self.loaded = loaded
         self.model = loaded.model.to(device=device, dtype=TORCH_DTYPES[dtype]).eval()
         self.dtype, self.device, self.attn = dtype, device, attn
         self.pad_id = _pad_id(self.model.config)
+        # MPT on transformers 4.x takes no position_ids (its ALiBi counts positions itself).
+        self.takes_positions = "position_ids" in inspect.signature(self.model.forward).parameters
         self.info = _model_info(loaded, self.model.config)
         self._model64 = None
         # What the reproduction script needs to rebuild a random-weights model exactly.
@@ -87,7 +96,10 @@ class HFBackend(Backend):
     def _new_cache(self, kind: str, max_len: int):
         if kind == "static":
             return StaticCache(config=self.model.config, max_cache_len=max_len)
-        return DynamicCache(config=self.model.config)
+        if MODERN:
+            return DynamicCache(config=self.model.config)
+        # transformers 4.x: a DynamicCache where the model takes one, else legacy tuples (None to start).
+        return DynamicCache() if getattr(self.model, "_supports_cache_class", False) else None
 
     # -- paths -------------------------------------------------------------------------
     @torch.inference_mode()
@@ -110,6 +122,7 @@ class HFBackend(Backend):
         batch = self._batch(case)
         positions = positions_from_mask(batch.full_mask)
         static_len = case.total_length if kind == "static" else None
+        state = {"cache": store}
 
         def step(tokens, start, size):
             end = start + size
@@ -117,8 +130,11 @@ class HFBackend(Backend):
             if static_len is not None:
                 # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
                 attention = torch.nn.functional.pad(attention, (0, static_len - end))
-            return self.model(input_ids=tokens[:, start:end], attention_mask=attention,
-                              position_ids=positions[:, start:end], past_key_values=store, use_cache=True).logits
+            out = self.model(input_ids=tokens[:, start:end], attention_mask=attention,
+                             past_key_values=state["cache"], use_cache=True,
+                             **self._positions(positions[:, start:end]))
+            state["cache"] = out.past_key_values  # the same object in 5.x; new legacy tuples in some 4.x models
+            return out.logits
 
         return prefill_and_decode(batch.ids, batch.full_mask, chunks, forced, step)
 
@@ -127,8 +143,11 @@ class HFBackend(Backend):
         model = self._float64_model() if float64 else self.model
         inputs = tokens[:, :-1].to(self.device)
         mask = attention_mask[:, :-1].to(self.device)
-        out = model(input_ids=inputs, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+        out = model(input_ids=inputs, attention_mask=mask, use_cache=False, **self._positions(positions_from_mask(mask)))
         return out.logits.double() if float64 else out.logits.float()
+
+    def _positions(self, position_ids) -> dict:
+        return {"position_ids": position_ids} if self.takes_positions else {}
 
     def _float64_model(self):
         if self._model64 is None:
@@ -146,7 +165,8 @@ class HFBackend(Backend):
         n = case.max_new_tokens
         out = self.model.generate(
             input_ids=batch.ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=False,
-            num_beams=1, cache_implementation=case.cache, output_logits=True, return_dict_in_generate=True,
+            num_beams=1, output_logits=True, return_dict_in_generate=True,
+            **({"cache_implementation": case.cache} if MODERN else {}),
             pad_token_id=self.pad_id)
         return generation_trace(out.sequences, batch.full_mask, out.logits, batch.prompt_length)
 

@@ -117,7 +117,11 @@ def build_random(config: dict, *, seed: int, init_std: float, attn: str):
     """
     config = dict(config)
     model_type = config.pop("model_type")
-    cfg = AutoConfig.for_model(model_type, **config)
+    try:
+        cfg = AutoConfig.for_model(model_type, **config)
+    except ValueError:
+        raise UsageError(f"transformers {transformers.__version__} does not know model type {model_type!r}.",
+                         tip="upgrade transformers, or pick another model") from None
     cfg.use_cache = True  # MPT ships use_cache=False
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{DTYPE_ARG: torch.float32})
