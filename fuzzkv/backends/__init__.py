@@ -27,7 +27,6 @@ class ModelInfo:
     max_positions: int | None
     sliding_windows: tuple[int, ...]
     source: str
-    supports_static_cache: bool = True
 
 
 @dataclass
@@ -170,8 +169,3 @@ def load_lanes(config) -> Lanes:
     if config.backend == "both":
         lanes.backends["cross"] = CrossBackend(hf, tl)
     return lanes
-
-
-def load_backend(config) -> Backend:
-    """The single backend of an ``hf`` or ``tl`` config (the primary lane)."""
-    return load_lanes(config).primary
