@@ -27,7 +27,15 @@ def _keep_hypothesis_files_out_of_cwd() -> None:
     set_hypothesis_home_dir(cache / "fuzzkv" / "hypothesis")
 
 
-def run_command(config: RunConfig, *, as_json: bool = False, stream=None) -> int:
+def _fan_out(*reporters):
+    """One event sink feeding several reporters."""
+    def emit(event):
+        for reporter in reporters:
+            reporter(event)
+    return emit
+
+
+def run_command(config: RunConfig, *, as_json: bool = False, junit: str | None = None, stream=None) -> int:
     """``fuzzkv run``: fuzz, store, report. Returns the exit code (0 clean, 1 failures)."""
     _keep_hypothesis_files_out_of_cwd()
     from fuzzkv.backends import load_lanes  # heavy: imports torch only when running
@@ -38,6 +46,10 @@ def run_command(config: RunConfig, *, as_json: bool = False, stream=None) -> int
     lanes = load_lanes(config)  # bad model names fail here, before the store is created
     store = open_store(config.db_url)
     reporter = JsonReporter(stream) if as_json else ConsoleReporter(stream)
+    if junit:
+        from fuzzkv.reports.junit import JunitReporter
+
+        reporter = _fan_out(reporter, JunitReporter(junit))
     try:
         finished = run(config, store, reporter, lanes=lanes)
     finally:

@@ -58,10 +58,11 @@ def cli() -> None:
 @click.option("--max-prompt-len", type=int, help="Longest random prompt [default: 24 tiny, 16 full].")
 @click.option("--max-new-tokens", type=int, help="Most generated tokens [default: 12 tiny, 8 full].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, **options) -> None:
+@click.option("--junit", type=click.Path(dir_okay=False), help="Also write JUnit XML (one test case per oracle).")
+def run(as_json: bool, junit: str | None, oracles: tuple[str, ...], db_url: str | None, **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal error."""
     _guarded(lambda: app.run_command(
-        RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options), as_json=as_json))
+        RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options), as_json=as_json, junit=junit))
 
 
 @cli.command()
