@@ -35,23 +35,39 @@ def replay(store: Store, emit: Emit, model: str | None = None) -> events.ReplayF
         settings = json.loads(key)
         lane = settings.get("backend")
         try:
-            config = RunConfig(**{**settings, "backend": "both" if lane == "cross" else lane}, db_url="memory:")
-            lanes = load_lanes(config)
-            backend = lanes.backends[lane]
-        except (UsageError, TypeError, KeyError) as exc:
-            reason = (exc.one_line() if isinstance(exc, UsageError)
-                      else lanes.unsupported.get(lane) if isinstance(exc, KeyError) and lanes.unsupported
-                      else f"stored settings cannot rebuild the model: {exc}")
-            emit(events.ReplaySkipped(tuple(r.id for r in group), reason))
+            config, lanes = _rebuild(settings, lane)
+        except Skip as skip:
+            emit(events.ReplaySkipped(tuple(r.id for r in group), str(skip)))
             counts["skipped"] += len(group)
             continue
         tolerance = Run(config, lanes, store, lambda event: None, versions=versions).tolerance(lane)
         for record in group:
-            outcome = _replay_one(store, backend, record, tolerance.value, emit)
-            counts[outcome] += 1
+            if record.oracle not in ORACLES:  # stored by another fuzzkv version
+                emit(events.ReplaySkipped((record.id,), f"unknown oracle {record.oracle!r}"))
+                counts["skipped"] += 1
+                continue
+            counts[_replay_one(store, lanes.backends[lane], record, tolerance.value, emit)] += 1
     finished = events.ReplayFinished(counts["fails"], counts["fixed"], counts["skipped"], time.monotonic() - started)
     emit(finished)
     return finished
+
+
+class Skip(Exception):
+    """Stored failures that cannot be replayed here; the message says why."""
+
+
+def _rebuild(settings: dict, lane: str | None):
+    """The config and backends that recreate a stored failure's model on its lane."""
+    try:
+        config = RunConfig(**{**settings, "backend": "both" if lane == "cross" else lane}, db_url="memory:")
+        lanes = load_lanes(config)
+    except UsageError as exc:
+        raise Skip(exc.one_line()) from None
+    except TypeError as exc:
+        raise Skip(f"stored settings cannot rebuild the model: {exc}") from None
+    if lane not in lanes.backends:
+        raise Skip(lanes.unsupported.get(lane, f"backend {lane!r} is not available"))
+    return config, lanes
 
 
 def _replay_one(store: Store, backend, record: FailureRecord, tolerance: float, emit: Emit) -> str:

@@ -162,3 +162,21 @@ def test_bad_database_files_give_one_line_exit_2_and_are_never_overwritten(tmp_p
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
     assert path.read_bytes() == before
+
+
+def test_replay_skips_what_it_cannot_rebuild_and_says_why(tmp_path):
+    from fuzzkv.case import Case
+    from fuzzkv.db import FailureRecord, open_store
+
+    db = f"sqlite:///{tmp_path / 'fuzz.db'}"
+    store = open_store(db)
+    settings = {"model": "vanished_module:make", "backend": "hf", "scale": "tiny", "dtype": "float32",
+                "device": "cpu", "attn": "eager", "init_std": 0.2, "weights_seed": 0}
+    store.save_failure(FailureRecord("f1", "vanished_module:make", "hf", "decode", "mismatch", Case(prompts=((0,),)),
+                                     1.0, 1e-4, {}, None, "", {}, settings=settings))
+    store.close()
+    result = fuzzkv("replay", "--db", db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "failures 1: skipped - Error" not in result.stdout
+    assert "failures 1: skipped - cannot import 'vanished_module'" in result.stdout
+    assert "0 still failing, 0 fixed, 1 skipped" in result.stdout
