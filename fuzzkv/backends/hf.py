@@ -82,7 +82,8 @@ class HFBackend(Backend):
         return cls(loaded, dtype=config.dtype, device=config.device, attn=config.attn)
 
     # -- batches -----------------------------------------------------------------------
-    def _batch(self, case: Case) -> Batch:
+    def pad_batch(self, case: Case) -> Batch:
+        """The case's prompts padded into tensors (shared with the TransformerLens backends)."""
         length = case.padded_length
         ids = torch.full((case.batch_size, length), self.pad_id, dtype=torch.long)
         mask = torch.zeros((case.batch_size, case.total_length), dtype=torch.long)
@@ -119,7 +120,7 @@ class HFBackend(Backend):
         return self._prefill_and_decode(case, store, case.cache, tokens, case.prefill_chunks)
 
     def _prefill_and_decode(self, case, store, kind, forced, chunks) -> Trace:
-        batch = self._batch(case)
+        batch = self.pad_batch(case)
         positions = positions_from_mask(batch.full_mask)
         static_len = case.total_length if kind == "static" else None
         state = {"cache": store}
@@ -160,7 +161,7 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def generate(self, case) -> Trace:
-        batch = self._batch(case)
+        batch = self.pad_batch(case)
         mask = batch.full_mask[:, :batch.prompt_length]
         n = case.max_new_tokens
         out = self.model.generate(

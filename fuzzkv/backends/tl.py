@@ -30,6 +30,12 @@ class SilentlyUncached(RuntimeError):
     """A call that was given a cache did not extend it: the 'cached' path computed without one."""
 
 
+def float64_copy(module):
+    """A float64 deep copy of a TransformerLens model, for calibration (it prints on every dtype change)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return copy.deepcopy(module).to(torch.float64)
+
+
 def tl_version() -> str | None:
     try:
         return metadata.version("transformer-lens")
@@ -99,7 +105,7 @@ class TLBackend(Backend):
 
     @torch.inference_mode()
     def cached(self, case, tokens=None, *, cache=None, chunks=None) -> Trace:
-        batch = self.hf._batch(case)
+        batch = self.hf.pad_batch(case)
         positions = positions_from_mask(batch.full_mask)
         state = {"cache": None}
 
@@ -133,20 +139,19 @@ class TLBackend(Backend):
 
     def _float64_bridge(self):
         if self._bridge64 is None:
-            with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints on every dtype change
-                self._bridge64 = copy.deepcopy(self.bridge).to(torch.float64)
+            self._bridge64 = float64_copy(self.bridge)
         return self._bridge64
 
     def release_float64(self) -> None:
         self._bridge64 = None
 
     @torch.inference_mode()
-    def generate(self, case, *, use_past_kv_cache: bool = True) -> Trace:
+    def generate(self, case) -> Trace:
         """TransformerLens's own ``generate``: greedy, with the logits of every step."""
-        batch = self.hf._batch(case)
+        batch = self.hf.pad_batch(case)
         n = case.max_new_tokens
         out = self.bridge.generate(batch.ids, max_new_tokens=n, do_sample=False, stop_at_eos=False,
-                                   use_past_kv_cache=use_past_kv_cache, output_logits=True, verbose=False,
+                                   use_past_kv_cache=True, output_logits=True, verbose=False,
                                    attention_mask=batch.full_mask[:, :batch.prompt_length])
         return generation_trace(out.sequences, batch.full_mask, out.logits, batch.prompt_length)
 

@@ -10,9 +10,7 @@ pad token, so a generated token equal to it would be masked, which is not a cach
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import tempfile
 
 import torch
@@ -71,7 +69,7 @@ class LegacyTLBackend(Backend):
     def cached(self, case, tokens=None, *, cache=None, chunks=None) -> Trace:
         from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
 
-        batch = self.hf._batch(case)
+        batch = self.hf.pad_batch(case)
         store = HookedTransformerKeyValueCache.init_cache(self.model.cfg, self.device, case.batch_size)
 
         def step(seq, start, size):
@@ -96,8 +94,9 @@ class LegacyTLBackend(Backend):
 
     def _float64_model(self):
         if self._model64 is None:
-            with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints on every dtype change
-                self._model64 = copy.deepcopy(self.model).to(torch.float64)
+            from fuzzkv.backends.tl import float64_copy
+
+            self._model64 = float64_copy(self.model)
             self._model64.cfg.dtype = torch.float64
         return self._model64
 
@@ -105,14 +104,14 @@ class LegacyTLBackend(Backend):
         self._model64 = None
 
     @torch.inference_mode()
-    def generate(self, case, *, use_past_kv_cache: bool = True) -> Trace:
+    def generate(self, case) -> Trace:
         """TransformerLens's generate returns tokens only: the unembed hook records each step's logits."""
-        batch = self.hf._batch(case)
+        batch = self.hf.pad_batch(case)
         steps = []
         hook = self.model.unembed.register_forward_hook(lambda _m, _i, out: steps.append(out[:, -1].clone()))
         try:
             sequences = self.model.generate(input=batch.ids, max_new_tokens=case.max_new_tokens, do_sample=False,
-                                            stop_at_eos=False, use_past_kv_cache=use_past_kv_cache, verbose=False)
+                                            stop_at_eos=False, use_past_kv_cache=True, verbose=False)
         finally:
             hook.remove()
         return generation_trace(sequences, batch.full_mask, steps[: case.max_new_tokens], batch.prompt_length)
