@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from fuzzkv import registry
-from fuzzkv.config import RunConfig
+from fuzzkv.config import RunConfig, fits
 from fuzzkv.db import STATUSES, check_url, open_store
-from fuzzkv.errors import EXIT_FAILURES, EXIT_OK, UsageError
+from fuzzkv.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from fuzzkv.reports import failures as failure_views
 from fuzzkv.reports.console import ConsoleReporter, ReplayConsoleReporter
 from fuzzkv.reports.json_report import JsonReporter, ReplayJsonReporter
@@ -35,7 +36,22 @@ def _fan_out(*reporters):
     return emit
 
 
-def run_command(config: RunConfig, *, as_json: bool = False, junit: str | None = None, stream=None) -> int:
+FAIL_ON = ("any", "new")
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """What ``fuzzkv run`` writes besides the store, and what makes it exit 1."""
+
+    as_json: bool = False
+    junit: str | None = None
+    report: str | None = None
+    summary: str | None = None
+    fail_on: str = "any"  # "new": only failures new to the store or re-opened after a fix
+    workers: int = 1  # processes fuzzing the same model with seeds seed .. seed + workers - 1
+
+
+def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream=None) -> int:
     """``fuzzkv run``: fuzz, store, report. Returns the exit code (0 clean, 1 failures)."""
     _keep_hypothesis_files_out_of_cwd()
     from fuzzkv.backends import load_lanes  # heavy: imports torch only when running
@@ -43,18 +59,62 @@ def run_command(config: RunConfig, *, as_json: bool = False, junit: str | None =
 
     stream = stream or sys.stdout
     check_url(config.db_url)
-    lanes = load_lanes(config)  # bad model names fail here, before the store is created
-    store = open_store(config.db_url)
-    reporter = JsonReporter(stream) if as_json else ConsoleReporter(stream)
-    if junit:
+    if outputs.workers > 1:
+        from fuzzkv.workers import run_workers
+
+        finished = run_workers(config, outputs.workers, _run_reporters(outputs, stream))
+        model = config.model
+    else:
+        lanes = load_lanes(config)  # bad model names fail here, before the store is created
+        model = lanes.primary.info.name
+        fits(config, lanes.primary.info.max_positions, model)
+        store = open_store(config.db_url)
+        try:
+            finished = run(config, store, _run_reporters(outputs, stream), lanes=lanes)
+        finally:
+            store.close()
+    if outputs.report:
+        store = open_store(config.db_url, create=False)
+        try:
+            _write_report(store, outputs.report, model, stream if not outputs.as_json else sys.stderr)
+        finally:
+            store.close()
+    if finished.interrupted:
+        return EXIT_INTERRUPTED
+    # A flaky finding is stored and shown, but it is not a confirmed failure.
+    failing = [f for f in finished.failures if not f.is_flaky and (outputs.fail_on == "any" or f.is_news)]
+    return EXIT_FAILURES if failing else EXIT_OK
+
+
+def _run_reporters(outputs: RunOutputs, stream):
+    reporters = [JsonReporter(stream) if outputs.as_json else ConsoleReporter(stream)]
+    if outputs.junit:
         from fuzzkv.reports.junit import JunitReporter
 
-        reporter = _fan_out(reporter, JunitReporter(junit))
+        reporters.append(JunitReporter(outputs.junit))
+    if outputs.summary:
+        from fuzzkv.reports.summary import SummaryReporter
+
+        reporters.append(SummaryReporter(outputs.summary))
+    return _fan_out(*reporters)
+
+
+def _write_report(store, out: str, model: str | None, stream, run_id: int | None = None) -> None:
+    from fuzzkv.reports.html import write_report
+
+    path = write_report(store, out, model=model, run_id=run_id)
+    stream.write(f"HTML report: {path}\n")
+    stream.flush()
+
+
+def report_command(db_url: str, out: str, *, model: str | None, run_id: int | None) -> int:
+    """``fuzzkv report``: the stored failures and runs as one self-contained HTML file."""
+    store = open_store(db_url, create=False)
     try:
-        finished = run(config, store, reporter, lanes=lanes)
+        _write_report(store, out, model, sys.stdout, run_id)
     finally:
         store.close()
-    return EXIT_FAILURES if finished.failures else EXIT_OK
+    return EXIT_OK
 
 
 def failures_command(db_url: str, *, model: str | None, status: str, as_json: bool) -> int:

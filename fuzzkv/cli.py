@@ -52,6 +52,8 @@ def cli() -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
 @click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
 @click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")
+@click.option("--deadline", default=300.0, show_default=True, type=float,
+              help="Seconds one example may take; a case past it is reported as an error finding (a hang).")
 @db_option
 @click.option("--tolerance", type=float, help="Fix the logit tolerance instead of using the calibrated baseline.")
 @click.option("--max-batch", default=4, show_default=True, type=int)
@@ -59,10 +61,22 @@ def cli() -> None:
 @click.option("--max-new-tokens", type=int, help="Most generated tokens [default: 12 tiny, 8 full].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write JUnit XML (one test case per oracle).")
-def run(as_json: bool, junit: str | None, oracles: tuple[str, ...], db_url: str | None, **options) -> None:
+@click.option("--report", type=click.Path(dir_okay=False), help="Also write the HTML report of MODEL's stored "
+              "failures and runs at the end (see 'fuzzkv report').")
+@click.option("--summary", type=click.Path(dir_okay=False), help="Append a Markdown summary (new, re-opened and "
+              "known failures), e.g. to $GITHUB_STEP_SUMMARY.")
+@click.option("--fail-on", default="any", show_default=True, type=click.Choice(app.FAIL_ON),
+              help="any: exit 1 on any failure; new: only on failures new to --db or re-opened after a fix.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Processes fuzzing MODEL at once (seeds SEED..SEED+N-1), each with its own model copy, "
+                   "into one shared --db.")
+def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str | None, report: str | None,
+        summary: str | None, fail_on: str, workers: int, **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal error."""
-    _guarded(lambda: app.run_command(
-        RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options), as_json=as_json, junit=junit))
+    outputs = app.RunOutputs(as_json=as_json, junit=junit, report=report, summary=summary, fail_on=fail_on,
+                             workers=workers)
+    _guarded(lambda: app.run_command(RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options),
+                                     outputs))
 
 
 @cli.command()
@@ -91,6 +105,17 @@ def show(failure_id: int, db_url: str | None, as_json: bool) -> None:
 def replay(model: str | None, db_url: str | None, as_json: bool) -> None:
     """Re-run every open stored failure (no Hypothesis). Marks passing ones fixed; exit 1 if any still fails."""
     _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json))
+
+
+@cli.command()
+@db_option
+@click.option("--out", default="reports/index.html", show_default=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (one self-contained file: open it from disk or keep it as a CI artifact).")
+@click.option("--model", "-m", help="Only this model's failures and runs.")
+@click.option("--run", "run_id", type=int, help="Only the failures first found by this run id.")
+def report(db_url: str | None, out: str, model: str | None, run_id: int | None) -> None:
+    """Write the HTML report: failures with their minimal cases, charts of where each breaks, and run history."""
+    _guarded(lambda: app.report_command(db_url or default_db_url(), out, model=model, run_id=run_id))
 
 
 @cli.command()
@@ -125,4 +150,17 @@ def _guarded(action) -> None:
 
 
 def main() -> None:
-    cli(prog_name="fuzzkv")
+    """The console entry point: click's usage errors become one line and exit 2, like every other bad input."""
+    try:
+        code = cli.main(prog_name="fuzzkv", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help())
+        sys.exit(0)
+    except click.ClickException as exc:
+        command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "fuzzkv"
+        click.echo(f"Error: {exc.format_message()} Tip: '{command} --help' lists the options.", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code or 0)

@@ -42,6 +42,7 @@ class RunConfig:
     max_batch: int = 4
     max_prompt_len: int | None = None
     max_new_tokens: int | None = None
+    deadline: float | None = 300.0  # seconds per example; a case past it is an error finding (a hang)
 
     def __post_init__(self) -> None:
         from fuzzkv.oracles import ORACLES
@@ -49,6 +50,12 @@ class RunConfig:
         unknown = [o for o in self.oracles if o not in ORACLES]
         if unknown:
             raise UsageError(f"unknown oracle {unknown[0]!r}.", tip=f"choose from {', '.join(ORACLES)}")
+        lanes = LANES.get(self.backend, set())
+        for name in self.oracles:
+            if lanes and not lanes & set(ORACLES[name].lanes):
+                need = "both" if ORACLES[name].lanes == ("cross",) else "tl or both"
+                raise UsageError(f"oracle {name} does not run with --backend {self.backend}.",
+                                 tip=f"use --backend {need}")
         _choice("--backend", self.backend, BACKENDS)
         _choice("--scale", self.scale, SCALES)
         _choice("--dtype", self.dtype, DTYPES)
@@ -60,6 +67,8 @@ class RunConfig:
                 _positive(name, value, 8192)
         if self.max_time is not None and not 0 < self.max_time <= 7 * 24 * 3600:
             raise UsageError(f"--max-time must be between 0 and a week of seconds, got {self.max_time}.")
+        if self.deadline is not None and not 0 < self.deadline <= 24 * 3600:
+            raise UsageError(f"--deadline must be between 0 and a day of seconds, got {self.deadline}.")
         if not 0 < self.init_std <= 10:
             raise UsageError(f"--init-std must be in (0, 10], got {self.init_std}.")
         if self.tolerance is not None and not self.tolerance > 0:
@@ -74,9 +83,28 @@ class RunConfig:
         return self.max_new_tokens or (12 if self.scale == "tiny" else 8)
 
     def to_dict(self) -> dict:
+        """The settings as stored in a run row and shown in ``--json``: the database password redacted."""
+        from fuzzkv.db import redact_url
+
         data = asdict(self)
         data["oracles"] = list(self.oracles)
+        data["db_url"] = redact_url(self.db_url)
         return data
+
+
+LANES = {"hf": {"hf"}, "tl": {"tl"}, "both": {"hf", "tl", "cross"}}  # the lanes each --backend drives
+
+
+def fits(config: RunConfig, max_positions: int | None, model: str) -> None:
+    """Refuse explicit lengths the model cannot hold (raises UsageError): a case space silently
+    cut to fit would not be the one asked for."""
+    if max_positions is None or (config.max_prompt_len is None and config.max_new_tokens is None):
+        return
+    longest = config.prompt_len_cap + config.new_tokens_cap
+    if longest > max_positions:
+        raise UsageError(f"--max-prompt-len {config.prompt_len_cap} plus --max-new-tokens {config.new_tokens_cap} "
+                         f"is {longest} positions, but {model} holds {max_positions}.",
+                         tip=f"keep the two under {max_positions + 1}")
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -6,6 +6,7 @@ EXIT_OK = 0
 EXIT_FAILURES = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it (128 + SIGINT)
 
 
 class FuzzkvError(Exception):
@@ -17,6 +18,10 @@ class FuzzkvError(Exception):
         super().__init__(message)
         self.message = message
         self.tip = tip
+
+    def __reduce__(self):
+        # Keep the tip when the error crosses a process boundary (``--workers``).
+        return type(self), (self.message, self.tip)
 
     def one_line(self) -> str:
         """The message and its tip on one line, as printed by the CLI."""

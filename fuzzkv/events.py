@@ -59,6 +59,20 @@ class FailureFound:
     fingerprint: str
     stored_id: int | None = None
     lane: str = "hf"
+    # "new": never stored before; "reopened": stored and marked fixed, failing again;
+    # "known": stored and still open. CI gates on the first two (``--fail-on new``).
+    novelty: str = "new"
+    # "flaky": failed, then passed when re-run as is; ``recheck`` says what the re-run measured.
+    status: str = "open"
+    recheck: str = ""
+
+    @property
+    def is_news(self) -> bool:
+        return self.novelty in ("new", "reopened") and not self.is_flaky
+
+    @property
+    def is_flaky(self) -> bool:
+        return self.status == "flaky"
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,10 @@ class RunFinished:
     failures: list = field(default_factory=list)  # FailureFound events, in order
     elapsed: float = 0.0
     run_id: int | None = None
+    # Ctrl-C: the run stopped early. ``shrinking`` holds the stored ids of failures found but
+    # not yet fully shrunk (each is stored at the smallest case reached).
+    interrupted: bool = False
+    shrinking: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

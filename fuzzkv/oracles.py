@@ -38,12 +38,24 @@ class Oracle:
             return Verdict(self.name, case, "error", tolerance, error=str(exc), error_type=type(exc.error).__name__)
         worst = None
         for label, reference, candidate in comparisons:
+            blind = _non_finite(reference, candidate)
+            if blind:
+                return Verdict(self.name, case, "error", tolerance, error=f"{label}: {blind}", error_type="NonFinite")
             metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, tolerance)
             if worst is None or metrics.max_abs_diff > worst[1].max_abs_diff:
                 worst = (label, metrics)
         label, metrics = worst
         kind = "mismatch" if metrics.max_abs_diff > tolerance else "pass"
         return Verdict(self.name, case, kind, tolerance, metrics=metrics, comparison=label)
+
+
+def _non_finite(reference: Trace, candidate: Trace) -> str | None:
+    """Why a comparison cannot see anything: NaN or Inf logits in the reference path at compared positions."""
+    checked = reference.checked & candidate.checked
+    if bool(torch.isfinite(reference.logits[checked]).all()):
+        return None
+    return ("the reference path's logits are NaN or Inf, so no comparison can tell cached from uncached "
+            "(the model or its weights produce non-finite values)")
 
 
 def single(label: str, pair):

@@ -10,18 +10,19 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Callable
 
 from fuzzkv import __version__, baselines, events
 from fuzzkv.backends import Lanes, load_lanes
 from fuzzkv.case import CACHES, Case
-from fuzzkv.config import RunConfig
+from fuzzkv.config import RunConfig, fits
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.db.examples import StoreExampleDatabase
+from fuzzkv.diagnosis import diagnose
 from fuzzkv.oracles import ORACLES, Oracle
-from fuzzkv.search import Search, failure_key
+from fuzzkv.search import Search, check_within, failure_key
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.tolerance import Tolerance
 from fuzzkv.verdict import Verdict
@@ -96,14 +97,16 @@ class Run:
     versions: dict = field(default_factory=library_versions)
     tolerances: dict = field(default_factory=dict)  # lane -> Tolerance
     _pending: dict = field(default_factory=dict)  # (lane, failure key) -> (row id, case size) while shrinking
+    _known: dict = field(default_factory=dict)  # fingerprint -> status of failures stored before this run
 
     def execute(self) -> events.RunFinished:
         started = time.monotonic()
         for lane, reason in self.lanes.unsupported.items():
             self.emit(events.BackendUnsupported(lane, reason))
         work = work_list(self.config, self.lanes)
+        self._known = {record.fingerprint: record.status for record in self.store.failures()}
         self.run_id = self.store.start_run(self.config.to_dict(), self.versions)
-        outcome = "interrupted"
+        outcome, interrupted = "interrupted", False
         try:
             for i, (oracle, lane) in enumerate(work):
                 remaining = None
@@ -112,9 +115,14 @@ class Run:
                     remaining = max(0.0, left) / (len(work) - i)
                 self._search(oracle, lane, remaining)
             outcome = "failures" if self.found else "clean"
+        except KeyboardInterrupt:
+            # Ctrl-C: every failing case seen is already committed; end the run and say so.
+            interrupted = True
         finally:
-            self.store.finish_run(self.run_id, self.examples, outcome)
-        return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id)
+            self.store.finish_run(self.run_id, self.examples, outcome, len(self.found) + len(self._pending))
+        shrinking = tuple(row for row, _size in self._pending.values())
+        return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id,
+                                  interrupted, shrinking)
 
     def tolerance(self, lane: str) -> Tolerance:
         """The lane's tolerance, settled on first use; cross-implementation is the sum of both sides'."""
@@ -135,13 +143,13 @@ class Run:
     def _search(self, oracle: Oracle, lane: str, budget: float | None) -> None:
         backend, tolerance = self.lanes.backends[lane], self.tolerance(lane)
         self.emit(events.OracleStarted(oracle.name, oracle.description, lane))
-        search = Search(oracle, backend, tolerance.value, budget=budget,
+        search = Search(oracle, backend, tolerance.value, budget=budget, deadline=self.config.deadline,
                         on_example=lambda n, elapsed: self._progress(oracle, n, elapsed),
                         on_failure=lambda verdict: self._keep_smallest(verdict, lane))
         verdicts = search.execute(case_space(self.config, backend), max_examples=self.config.max_examples,
                                   seed_value=self.config.seed, database=self._examples_db(oracle, lane))
         for verdict in verdicts:
-            self._record(verdict, lane)
+            self._record(verdict, lane, oracle)
         self.examples += search.examples
         self.emit(events.OracleFinished(oracle.name, search.examples, len(verdicts), search.elapsed,
                                         search.stopped_by_time, search.first_failure_at, lane))
@@ -176,19 +184,48 @@ class Run:
         row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
         self._pending[key] = (row, size)
 
-    def _record(self, verdict: Verdict, lane: str) -> None:
-        record = self._failure_record(verdict, lane)
+    def _record(self, verdict: Verdict, lane: str, oracle: Oracle) -> None:
+        again = check_within(oracle, self.lanes.backends[lane], verdict.case, verdict.tolerance, self.config.deadline)
+        status, recheck = ("open", "") if again.failed else ("flaky", _measured(verdict, again))
+        diagnosis = self._diagnose(verdict, lane) | ({"flaky": recheck} if recheck else {})
+        record = replace(self._failure_record(verdict, lane), diagnosis=diagnosis, status=status)
         pending = self._pending.pop((lane, failure_key(verdict)), None)
         row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
-        found = events.FailureFound(verdict, record.reproduction, record.fingerprint, row, lane)
+        found = events.FailureFound(verdict, record.reproduction, record.fingerprint, row, lane,
+                                    self._novelty(record.fingerprint), status, recheck)
         self.found.append(found)
         self.emit(found)
+
+    def _diagnose(self, verdict: Verdict, lane: str) -> dict:
+        """Where the minimal case breaks (see :mod:`fuzzkv.diagnosis`); never fails the run."""
+        texts = getattr(self.lanes.hf, "texts", lambda _prompts: None)(verdict.case.prompts)
+        found = {"texts": texts} if texts else {}
+        if verdict.kind != "mismatch":
+            return found
+        try:
+            return {**found, **diagnose(self.lanes.backends[lane], verdict, lane)}
+        except Exception as exc:  # noqa: BLE001 - a diagnosis is extra: its failure is noted, not raised
+            return {"unavailable": f"diagnosis raised {type(exc).__name__}: {exc}"}
+
+    def _novelty(self, fingerprint: str) -> str:
+        before = self._known.get(fingerprint)
+        return "new" if before is None else "reopened" if before == "fixed" else "known"
+
+
+def _measured(first: Verdict, again: Verdict) -> str:
+    """Both measurements of a flaky case, in words."""
+    def said(verdict: Verdict) -> str:
+        if verdict.metrics is None:
+            return f"{verdict.kind} ({verdict.error})"
+        return f"{verdict.kind}, max |diff| {verdict.metrics.max_abs_diff:.3g}"
+    return f"first {said(first)}; re-run {said(again)} (tolerance {first.tolerance:.3g})"
 
 
 def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes | None = None) -> events.RunFinished:
     """Run ``config``: the entry point the CLI and tests call."""
     lanes = lanes or load_lanes(config)
     primary = lanes.primary
+    fits(config, primary.info.max_positions, primary.info.name)
     emit(events.RunStarted(config.to_dict(), library_versions(), primary.info.source, _backend_line(lanes)))
     finished = Run(config, lanes, store, emit).execute()
     emit(finished)

@@ -7,6 +7,8 @@ the smallest case found so far even if the process is killed mid-shrink.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from typing import Callable
 
@@ -20,8 +22,38 @@ from fuzzkv.strategies import CaseSpace
 from fuzzkv.verdict import Verdict
 
 
-class OutOfTime(BaseException):
-    """Stops a search at --max-time. A BaseException, so Hypothesis does not treat it as a failure."""
+class OutOfTime(KeyboardInterrupt):
+    """Stops a search at --max-time.
+
+    A KeyboardInterrupt, because that is the one exception Hypothesis neither treats as a
+    failure nor saves: any other BaseException would put the example in progress into the
+    failure corpus, and the next night would replay it as an already-shrunk failure.
+    """
+
+
+class ExampleDeadline(BaseException):
+    """A case ran past --deadline. A BaseException, so a model path's ``except Exception`` cannot swallow it."""
+
+
+def check_within(oracle: Oracle, backend: Backend, case: Case, tolerance: float, deadline: float | None) -> Verdict:
+    """``oracle.check`` with a per-example deadline: a path that hangs becomes an error finding
+    ("Deadline") instead of stopping an unattended run. The timer needs the main thread (SIGALRM)."""
+    if not deadline or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return oracle.check(backend, case, tolerance)
+
+    def expire(_signum, _frame):
+        raise ExampleDeadline()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        return oracle.check(backend, case, tolerance)
+    except ExampleDeadline:
+        return Verdict(oracle.name, case, "error", tolerance, error_type="Deadline",
+                       error=f"no result within the per-example deadline of {deadline:g} s (a hang?)")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class CaseFailed(Exception):
@@ -53,8 +85,10 @@ class Search:
     """The Hypothesis search for one oracle."""
 
     def __init__(self, oracle: Oracle, backend: Backend, tolerance: float, *, budget: float | None,
-                 on_example: Callable[[int, float], None], on_failure: Callable[[Verdict], None]):
+                 on_example: Callable[[int, float], None], on_failure: Callable[[Verdict], None],
+                 deadline: float | None = None):
         self.oracle, self.backend, self.tolerance, self.budget = oracle, backend, tolerance, budget
+        self.deadline = deadline
         self.on_example, self.on_failure = on_example, on_failure
         self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
         self.started = time.monotonic()
@@ -77,7 +111,7 @@ class Search:
             raise failure_type(verdict)(verdict)
 
     def _fresh(self, case: Case) -> Verdict:
-        verdict = self.oracle.check(self.backend, case, self.tolerance)
+        verdict = check_within(self.oracle, self.backend, case, self.tolerance, self.deadline)
         self.seen[case] = verdict
         self.examples += 1
         self.on_example(self.examples, time.monotonic() - self.started)

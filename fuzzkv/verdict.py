@@ -26,6 +26,9 @@ class Metrics:
     greedy_divergence_step: int | None  # earliest position where the argmax tokens differ
     top2_margin: float | None  # the reference's top-1 minus top-2 logit at that position
     positions_compared: int
+    # The largest difference over the batch at each position (None where nothing was compared):
+    # what the report's chart draws, to show which step breaks and how fast it grows.
+    per_position: tuple[float | None, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +78,7 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, checked: torch.Ten
     per_pos = diff.amax(-1).masked_fill(~checked, 0.0)
     count = int(checked.sum())
     if count == 0:
-        return Metrics(0.0, 0.0, 0.0, None, None, None, None, 0)
+        return Metrics(0.0, 0.0, 0.0, None, None, None, None, 0, ())
     row, pos = _first(per_pos > tolerance)
     div_row, div_pos = _first((ref.argmax(-1) != cand.argmax(-1)) & checked)
     margin = _top2_margin(ref[div_row, div_pos]) if div_pos is not None else None
@@ -86,7 +89,14 @@ def compare(reference: torch.Tensor, candidate: torch.Tensor, checked: torch.Ten
         logit_scale=float(finite_ref.amax(-1)[checked].max()),
         first_bad_position=pos, first_bad_row=row,
         greedy_divergence_step=div_pos, top2_margin=margin, positions_compared=count,
+        per_position=_per_position(per_pos, checked),
     )
+
+
+def _per_position(per_pos: torch.Tensor, checked: torch.Tensor) -> tuple[float | None, ...]:
+    worst = per_pos.amax(0).tolist()
+    compared = checked.any(0).tolist()
+    return tuple(w if c else None for w, c in zip(worst, compared))
 
 
 def _first(flags: torch.Tensor) -> tuple[int | None, int | None]:

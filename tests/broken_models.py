@@ -97,3 +97,73 @@ def batch_of_three():
 
 def past_long_sequence():
     return _build(PastLongSequence)
+
+
+# -- faults: models that misbehave in ways a long unattended run must survive ---------------
+
+class WarmingUp(_Tiny):
+    """Non-deterministic: decoding with a cache is wrong for the first WARM_UP cached calls of the
+    process, then right. A failure seen early passes when re-run: fuzzkv must call it flaky."""
+
+    calls = 0
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if past > 0 and position_ids is not None:
+            WarmingUp.calls += 1
+            if WarmingUp.calls <= WARM_UP:
+                position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
+
+
+WARM_UP = 40
+
+
+class NanLogits(_Tiny):
+    """Every forward returns NaN logits, on both paths: a comparison of NaN with NaN sees nothing."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits = torch.full_like(out.logits, float("nan"))
+        return out
+
+
+class HangsWhenCached(_Tiny):
+    """Decoding with a cache of batch 2 or more never returns (a deadlock, say)."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if past > 0 and input_ids is not None and input_ids.shape[0] >= 2:
+            import time
+
+            while True:
+                time.sleep(0.05)
+        return input_ids, attention_mask, position_ids
+
+
+class OutOfMemoryOnBigBatches(_Tiny):
+    """Runs out of memory on a batch of three or more rows (as a small GPU would)."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if input_ids is not None and input_ids.shape[0] >= 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return input_ids, attention_mask, position_ids
+
+
+def warming_up():
+    WarmingUp.calls = 0
+    return _build(WarmingUp)
+
+
+def nan_logits():
+    return _build(NanLogits)
+
+
+def hangs_when_cached():
+    return _build(HangsWhenCached)
+
+
+def out_of_memory_on_big_batches():
+    return _build(OutOfMemoryOnBigBatches)
+
+
+def raises_when_built():
+    raise RuntimeError("weights file is corrupt")

@@ -40,3 +40,58 @@ def fuzz(model: str, **options):
 @pytest.fixture
 def fuzz_run():
     return fuzz
+
+
+# -- fault-injection accounting ----------------------------------------------------------
+# Tests that inject a fault (a kill, a broken model, a full disk, a bad input) declare it
+# with the ``fault`` fixture; the outcome of the test says whether fuzzkv survived it. The
+# totals are printed at the end of the run so the project can quote them.
+FAULT_LOG = "FUZZKV_FAULT_LOG"
+
+
+def pytest_configure(config):
+    if not os.environ.get(FAULT_LOG):  # the controller sets it; xdist workers inherit it
+        import tempfile
+
+        os.environ[FAULT_LOG] = os.path.join(tempfile.mkdtemp(prefix="fuzzkv-faults-"), "faults.jsonl")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.fault_survived = report.passed
+
+
+@pytest.fixture
+def fault(request):
+    """``fault(kind, what)``: declare the fault this test injects (kind: kill, fault or bad input)."""
+    declared = []
+    yield lambda kind, what: declared.append((kind, what))
+    import json
+
+    survived = getattr(request.node, "fault_survived", False)
+    with open(os.environ[FAULT_LOG], "a", encoding="utf-8") as log:
+        for kind, what in declared:
+            log.write(json.dumps({"kind": kind, "what": what, "survived": survived}) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    import json
+
+    path = os.environ.get(FAULT_LOG)
+    if not path or not os.path.exists(path) or hasattr(terminalreporter.config, "workerinput"):
+        return
+    with open(path, encoding="utf-8") as log:
+        entries = [json.loads(line) for line in log if line.strip()]
+    if not entries:
+        return
+    terminalreporter.section("fault injection")
+    for kind in sorted({e["kind"] for e in entries}):
+        tried = [e for e in entries if e["kind"] == kind]
+        survived = sum(e["survived"] for e in tried)
+        terminalreporter.write_line(f"{kind:10s} tried {len(tried):3d}  survived {survived:3d}")
+    lost = [e["what"] for e in entries if not e["survived"]]
+    terminalreporter.write_line(f"{'total':10s} tried {len(entries):3d}  survived {len(entries) - len(lost):3d}"
+                                + (f"  NOT survived: {'; '.join(lost)}" if lost else ""))

@@ -42,8 +42,22 @@ def test_run_help_warns_that_factories_run_user_code(snapshot):
     (["run", "--model", "llama", "--max-examples", "0"], "--max-examples must be between 1"),
     (["run", "--model", "llama", "--max-time", "-5"], "--max-time must be between"),
     (["run", "--model", "llama", "--db", "nosuchdialect://x"], "cannot use database URL"),
+    (["run", "--model", "llama", "--max-examples", "many"], "'many' is not a valid integer"),
+    (["run", "--model", "llama", "--fail-on", "sometimes"], "'sometimes' is not one of"),
+    (["run", "--model", "llama", "--report", "."], "is a directory"),
+    (["run", "--mdoel", "llama"], "No such option '--mdoel'"),
+    (["run", "--model", "llama", "--oracle", "cross"], "oracle cross does not run with --backend hf"),
+    (["run", "--model", "llama", "--backend", "tl", "--oracle", "generate"], "oracle generate does not run with"),
+    (["run", "--model", "gpt2", "--scale", "tiny", "--max-prompt-len", "125", "--max-new-tokens", "8"],
+     "133 positions, but gpt2 holds 128"),
+    (["run", "--model", "llama", "--max-batch", "-3"], "--max-batch must be between 1"),
+    (["run", "--model", "llama", "--deadline", "0"], "--deadline must be between"),
+    (["run", "--model", "llama", "--workers", "0"], "0 is not in the range"),
+    (["run", "--model", "llama", "--workers", "2", "--db", "memory:"], "--workers needs a database"),
+    (["run", "--model", "/no/such/dir"], "unknown model '/no/such/dir'"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, fault):
+    fault("bad input", " ".join(args))
     result = fuzzkv(*args, "--db" if "--db" not in args else "--seed", *(
         [f"sqlite:///{tmp_path / 'x.db'}"] if "--db" not in args else ["0"]), cwd=ROOT)
     assert result.returncode == 2, result.stderr

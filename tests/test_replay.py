@@ -37,7 +37,8 @@ def stored_failures(db: Path) -> int:
         return 0  # tables not created yet
 
 
-def test_sigkill_keeps_failures_replay_reproduces_then_marks_fixed(tmp_path):
+def test_sigkill_keeps_failures_replay_reproduces_then_marks_fixed(tmp_path, fault):
+    fault("kill", "SIGKILL mid-run, then replay")
     (tmp_path / "mymodel.py").write_text(BROKEN)
     db = tmp_path / "fuzz.db"
     # decode and chunked find the off-by-one; cache-impl compares two equally broken paths and runs on.
@@ -154,7 +155,9 @@ def _other_schema_version(tmp_path):
 ])
 @pytest.mark.parametrize("command", [["failures"], ["replay"], ["show", "1"],
                                      ["run", "--model", "llama", "--scale", "tiny", "--max-examples", "2"]])
-def test_bad_database_files_give_one_line_exit_2_and_are_never_overwritten(tmp_path, make_bad_file, message, command):
+def test_bad_database_files_give_one_line_exit_2_and_are_never_overwritten(tmp_path, make_bad_file, message, command,
+                                                                           fault):
+    fault("bad input", f"{command}: {message}")
     path = make_bad_file(tmp_path)
     before = path.read_bytes()
     result = fuzzkv(*command, "--db", f"sqlite:///{path}", cwd=tmp_path)

@@ -69,3 +69,93 @@ def test_terminal_output_redraws_one_progress_line():
     text = out.getvalue()
     assert text.startswith("\r\033[K  decode: 3 examples, 0 failure(s), 1.5s")
     assert text.endswith("\r\033[K  decode: ok after 3 examples in 1.6s\n")
+
+
+def test_failures_are_new_then_known_then_reopened_after_a_fix():
+    from fuzzkv.runner import run
+    from tests.conftest import Recorder
+
+    config = RunConfig(model="tests.broken_models:off_by_one_positions", scale="tiny", db_url="memory:",
+                       oracles=("decode",), max_examples=30)
+    _, _, store = fuzz(config.model, oracles=config.oracles, max_examples=30)
+    first = store.failures()[0]
+
+    again = run(config, store, Recorder().append)
+    assert [f.novelty for f in again.failures] == ["known"] and not any(f.is_news for f in again.failures)
+    store.mark(first.id, "fixed")
+    reopened = run(config, store, Recorder().append)
+    assert [f.novelty for f in reopened.failures] == ["reopened"] and reopened.failures[0].is_news
+    assert store.failure(first.id).status == "open"
+    assert [r["failures"] for r in store.runs()] == [1, 1, 1]
+
+
+def test_the_markdown_summary_puts_new_failures_first_and_escapes_cells(tmp_path):
+    from fuzzkv import events
+    from fuzzkv.reports.summary import SummaryReporter
+
+    finished, recorder, _ = fuzz("tests.broken_models:off_by_one_positions", oracles=("decode",), max_examples=30)
+    path = tmp_path / "summary.md"
+    reporter = SummaryReporter(path)
+    for event in recorder:
+        if not isinstance(event, events.RunFinished):
+            reporter(event)
+    found = recorder.of("FailureFound")[0]
+    known = events.FailureFound(found.verdict, "", "x", 9, "hf", novelty="known")
+    reporter(known)
+    reporter(events.RunFinished(1, [found, known], 1.0, 1))
+    text = path.read_text()
+    assert text.count("### fuzzkv:") == 1
+    assert text.index("**New failures**") < text.index("**Known failures")
+    assert "1 new or re-opened, 1 known" in text
+    assert "| 1 | decode | hf |" in text and "\\|diff\\|" in text  # a pipe inside a cell is escaped
+
+
+def test_a_search_stopped_by_time_leaves_nothing_in_the_failure_corpus():
+    # Hypothesis saves the example in progress when a test raises a BaseException other than
+    # KeyboardInterrupt; a time stop must not look like a failure to the next run.
+    from fuzzkv.db import MemoryStore
+    from fuzzkv.runner import run
+    from tests.conftest import Recorder
+
+    store = MemoryStore()
+    config = RunConfig(model="llama", scale="tiny", db_url="memory:", oracles=("decode",), max_examples=100_000,
+                       max_time=3)
+    finished = run(config, store, Recorder().append)
+    assert not finished.failures
+    primary = [key for key in store._examples if not key.endswith((b".secondary", b".pareto"))]
+    assert all(store.example_fetch(key) == [] for key in primary), primary
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_within_seconds_stores_what_it_has_and_says_so(tmp_path, fault):
+    fault("kill", "SIGINT (Ctrl-C) mid-run")
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    db = tmp_path / "fuzz.db"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fuzzkv", "run", "--model", "tests.broken_models:off_by_one_positions", "--scale",
+         "tiny", "--max-examples", "100000", "--max-time", "600", "--db", f"sqlite:///{db}"],
+        cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until a failure is stored, then press Ctrl-C
+        if db.exists():
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0]:
+                    break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    pressed = time.monotonic()
+    out, err = process.communicate(timeout=60)
+    assert time.monotonic() - pressed < 15, "Ctrl-C took too long to stop the run"
+    assert process.returncode == 130, err
+    assert "Interrupted: the run stopped early" in out and "Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0] >= 1
+        assert conn.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",)]

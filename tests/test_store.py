@@ -154,3 +154,69 @@ def test_read_only_opening_never_creates_a_file(tmp_path):
     with pytest.raises(StoreError, match="does not exist"):
         open_store(f"sqlite:///{path}", create=False)
     assert not path.exists()
+
+
+def test_a_version_1_file_is_upgraded_in_place_and_loses_nothing(tmp_path):
+    # tests/data/store-v1.db was written by fuzzkv's schema-1 code (a run finding a planted bug).
+    import shutil
+    from pathlib import Path
+
+    path = tmp_path / "v1.db"
+    shutil.copy(Path(__file__).parent / "data" / "store-v1.db", path)
+    store = open_store(f"sqlite:///{path}", create=False)
+    try:
+        [record] = store.failures()
+        assert record.model == "tests.broken_models:off_by_one_positions" and record.diagnosis == {}
+        assert record.case.prompts == ((0,),) and "import torch" in record.reproduction
+        assert [run["failures"] for run in store.runs()] == [0]  # not counted before version 2
+        store.finish_run(store.start_run({"model": "m"}, {}), 3, "failures", failures=1)
+        assert store.runs()[-1]["failures"] == 1
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://fuzz:s3cr@t@db.example:5432/kv", "postgresql://fuzz:***@db.example:5432/kv"),
+    ("postgresql+psycopg://u:pw@h/db", "postgresql+psycopg://u:***@h/db"),
+    ("postgresql://h/db?sslmode=require&password=pw", "postgresql://h/db?sslmode=require&password=***"),
+    ("sqlite:///fuzzkv.db", "sqlite:///fuzzkv.db"),
+])
+def test_passwords_are_redacted_from_urls_before_they_are_stored_or_shown(url, shown):
+    from fuzzkv.config import RunConfig
+    from fuzzkv.db import redact_url
+
+    assert redact_url(url) == shown
+    assert RunConfig(model="llama", db_url=url).to_dict()["db_url"] == shown
+
+
+def _save_at_once(path, barrier, fingerprint):
+    from fuzzkv.db import open_store
+
+    store = open_store(f"sqlite:///{path}")
+    barrier.wait()
+    for _ in range(20):
+        store.save_failure(record(fingerprint))
+    store.close()
+
+
+def test_processes_saving_the_same_failure_at_once_store_one_row(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "shared.db"
+    open_store(f"sqlite:///{path}").close()
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_save_at_once, args=(path, barrier, "same")) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    store = open_store(f"sqlite:///{path}")
+    try:
+        [record] = store.failures()
+        assert record.times_seen == 80
+    finally:
+        store.close()

@@ -121,33 +121,34 @@ class HFBackend(Backend):
 
     def _prefill_and_decode(self, case, store, kind, forced, chunks) -> Trace:
         batch = self.pad_batch(case)
-        positions = positions_from_mask(batch.full_mask)
-        static_len = case.total_length if kind == "static" else None
-        state = {"cache": store}
+        run = _CachedForward(self, batch, store, case.total_length if kind == "static" else None)
+        return prefill_and_decode(batch.ids, batch.full_mask, chunks, forced, run)
 
-        def step(tokens, start, size):
-            end = start + size
-            attention = batch.full_mask[:, :end]
-            if static_len is not None:
-                # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
-                attention = torch.nn.functional.pad(attention, (0, static_len - end))
-            out = self.model(input_ids=tokens[:, start:end], attention_mask=attention,
-                             past_key_values=state["cache"], use_cache=True,
-                             **self._positions(positions[:, start:end]))
-            state["cache"] = out.past_key_values  # the same object in 5.x; new legacy tuples in some 4.x models
-            return out.logits
-
-        return prefill_and_decode(batch.ids, batch.full_mask, chunks, forced, step)
+    @torch.inference_mode()
+    def cache_contents(self, case, tokens):
+        """For diagnosis: per layer, the keys and values a cache holds after the case's incremental
+        path, beside those one pass over the same tokens writes. Yields (layer, part, incremental, one pass)."""
+        if not MODERN:
+            return
+        caches = [self._new_cache(case.cache, case.total_length) for _ in range(2)]
+        self._prefill_and_decode(case, caches[0], case.cache, tokens, case.prefill_chunks)
+        batch = self.pad_batch(case)
+        static_len = case.total_length if case.cache == "static" else None
+        _CachedForward(self, batch, caches[1], static_len)(tokens.to(self.device), 0, tokens.shape[1] - 1)
+        for i, (incremental, one_pass) in enumerate(zip(caches[0].layers, caches[1].layers)):
+            for part in ("keys", "values"):
+                yield i, part, getattr(incremental, part), getattr(one_pass, part)
 
     @torch.inference_mode()
     def reference(self, tokens, attention_mask, *, float64=False):
         model = self._float64_model() if float64 else self.model
         inputs = tokens[:, :-1].to(self.device)
         mask = attention_mask[:, :-1].to(self.device)
-        out = model(input_ids=inputs, attention_mask=mask, use_cache=False, **self._positions(positions_from_mask(mask)))
+        out = model(input_ids=inputs, attention_mask=mask, use_cache=False,
+                    **self.position_kwargs(positions_from_mask(mask)))
         return out.logits.double() if float64 else out.logits.float()
 
-    def _positions(self, position_ids) -> dict:
+    def position_kwargs(self, position_ids) -> dict:
         return {"position_ids": position_ids} if self.takes_positions else {}
 
     def _float64_model(self):
@@ -171,10 +172,38 @@ class HFBackend(Backend):
             pad_token_id=self.pad_id)
         return generation_trace(out.sequences, batch.full_mask, out.logits, batch.prompt_length)
 
+    def texts(self, prompts) -> list[str] | None:
+        """The prompts as text, where a tokenizer was saved beside the weights (None otherwise)."""
+        if not hasattr(self, "_tokenizer"):
+            self._tokenizer = hf_loading.load_tokenizer(self.loaded.tokenizer_from)
+        if self._tokenizer is None:
+            return None
+        return [self._tokenizer.decode(list(prompt)) for prompt in prompts]
+
     def reproduction(self, oracle, case, tolerance) -> str:
         from fuzzkv.backends.hf_repro import script
 
         return script(self, oracle, case, tolerance)
+
+
+class _CachedForward:
+    """One cached forward over ``tokens[:, start:start+size]``: the step the cached path repeats."""
+
+    def __init__(self, backend: HFBackend, batch: Batch, cache, static_len: int | None):
+        self.backend, self.batch, self.cache, self.static_len = backend, batch, cache, static_len
+        self.positions = positions_from_mask(batch.full_mask)
+
+    def __call__(self, tokens, start, size):
+        end = start + size
+        attention = self.batch.full_mask[:, :end]
+        if self.static_len is not None:
+            # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
+            attention = torch.nn.functional.pad(attention, (0, self.static_len - end))
+        out = self.backend.model(input_ids=tokens[:, start:end], attention_mask=attention,
+                                 past_key_values=self.cache, use_cache=True,
+                                 **self.backend.position_kwargs(self.positions[:, start:end]))
+        self.cache = out.past_key_values  # the same object in 5.x; new legacy tuples in some 4.x models
+        return out.logits
 
 
 def _set_attention(model, attn: str, name: str) -> None:

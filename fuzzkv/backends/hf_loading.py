@@ -47,6 +47,17 @@ class LoadedModel:
     config_dict: dict | None = None  # the config random weights were built from
     seed: int = 0
     init_std: float = 0.0
+    tokenizer_from: str | None = None  # where real weights came from: a tokenizer may sit beside them
+
+
+def load_tokenizer(path: str | None):
+    """The tokenizer saved beside real weights, from local files only; None when there is none."""
+    if path is None:
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - no tokenizer (or an unreadable one) only means no decoded text
+        return None
 
 
 def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) -> LoadedModel:
@@ -54,12 +65,13 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
     if ":" in name and not Path(name).exists():
         return _from_factory(name)
     if Path(name).is_dir():
-        return LoadedModel(_pretrained(name, attn), f"weights from local directory {name}")
+        return LoadedModel(_pretrained(name, attn), f"weights from local directory {name}", tokenizer_from=name)
     spec = registry.get(name)
     if spec is not None:
         return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn)
     try:
-        return LoadedModel(_pretrained(name, attn), f"weights for {name} from the local HuggingFace cache")
+        return LoadedModel(_pretrained(name, attn), f"weights for {name} from the local HuggingFace cache",
+                           tokenizer_from=name)
     except OSError:
         close = registry.suggestions(name)
         hint = f"did you mean {', '.join(close)}?" if close else "run 'fuzzkv models' for the registry names"
@@ -87,7 +99,11 @@ def _from_factory(name: str) -> LoadedModel:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise UsageError(f"{name!r} is not a callable in {module_name}.", tip="point at a zero-argument function")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # user code: its failure is the user's to fix, said in one line
+        raise UsageError(f"factory {name!r} raised {type(exc).__name__}: {exc}",
+                         tip=f"call {attr}() from {module_name} in Python to see the traceback") from None
     if not isinstance(model, transformers.PreTrainedModel):
         raise UsageError(f"factory {name!r} returned {type(model).__name__}, not a transformers PreTrainedModel.",
                          tip="return a causal LM such as AutoModelForCausalLM.from_config(...)")
@@ -98,7 +114,8 @@ def _from_registry(spec, *, scale, seed, init_std, attn) -> LoadedModel:
     if scale == "full":
         try:
             model = _pretrained(spec.hub_id, attn)
-            return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache", spec=spec)
+            return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache", spec=spec,
+                               tokenizer_from=spec.hub_id)
         except OSError:
             pass  # not cached locally: fall through to random weights, and say so
     config = spec.config_for(scale)

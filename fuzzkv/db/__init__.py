@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -18,9 +19,9 @@ from datetime import datetime, timezone
 from fuzzkv.case import Case
 
 STATUSES = ("open", "fixed", "flaky")
-# What ``replace_failure`` swaps in: the case and its numbers. Identity and history stay.
+# What ``replace_failure`` swaps in: the case, its numbers and whether it re-ran. Identity and history stay.
 REPLACED_FIELDS = ("fingerprint", "case", "max_abs_diff", "tolerance", "tolerance_source", "metrics", "error",
-                   "reproduction", "kind")
+                   "reproduction", "kind", "diagnosis", "status")
 
 
 def now() -> datetime:
@@ -32,7 +33,9 @@ class FailureRecord:
     """One shrunk failure as stored: readable JSON fields, never pickled objects.
 
     ``settings`` holds what rebuilds the model for ``replay`` (model, backend, scale,
-    dtype, device, attn, init_std, weights_seed).
+    dtype, device, attn, init_std, weights_seed). ``diagnosis`` holds what the report draws:
+    the per-position differences and where in the model the two paths part (see
+    :mod:`fuzzkv.diagnosis`); empty when it could not be measured.
     """
 
     fingerprint: str
@@ -49,6 +52,7 @@ class FailureRecord:
     versions: dict
     settings: dict = field(default_factory=dict)
     tolerance_source: str = ""
+    diagnosis: dict = field(default_factory=dict)
     id: int | None = None
     run_id: int | None = None
     status: str = "open"
@@ -95,8 +99,8 @@ class Store(ABC):
         """Record a run's start; returns its id."""
 
     @abstractmethod
-    def finish_run(self, run_id: int, examples: int, outcome: str) -> None:
-        """Record a run's end."""
+    def finish_run(self, run_id: int, examples: int, outcome: str, failures: int = 0) -> None:
+        """Record a run's end: examples checked, failures found and the outcome."""
 
     @abstractmethod
     def runs(self) -> list[dict]:
@@ -167,11 +171,12 @@ class MemoryStore(Store):
     def start_run(self, settings, versions):
         run_id = next(self._ids)
         self._runs[run_id] = {"id": run_id, "settings": json.loads(json.dumps(settings)), "versions": dict(versions),
-                              "started": now(), "finished": None, "examples": 0, "outcome": "running"}
+                              "started": now(), "finished": None, "examples": 0, "failures": 0,
+                              "outcome": "running"}
         return run_id
 
-    def finish_run(self, run_id, examples, outcome):
-        self._runs[run_id].update(finished=now(), examples=examples, outcome=outcome)
+    def finish_run(self, run_id, examples, outcome, failures=0):
+        self._runs[run_id].update(finished=now(), examples=examples, outcome=outcome, failures=failures)
 
     def runs(self):
         return [dict(r) for r in self._runs.values()]
@@ -182,7 +187,8 @@ class MemoryStore(Store):
     def save_failure(self, record):
         known = self._by_fingerprint(record.fingerprint)
         if known:
-            self._failures[known.id] = replace(known, times_seen=known.times_seen + 1, last_seen=now(), status="open")
+            self._failures[known.id] = replace(known, times_seen=known.times_seen + 1, last_seen=now(),
+                                                   status=record.status)
             return known.id
         new_id = max(self._failures, default=0) + 1
         self._failures[new_id] = replace(record, id=new_id)
@@ -235,6 +241,14 @@ class MemoryStore(Store):
         values = self._examples.get(key, [])
         if value in values:
             values.remove(value)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``: what may be printed, logged or stored."""
+    # The user part ends at the LAST "@" (an unescaped "@" in a password is common); a
+    # password may also come as a query parameter (libpq's ?password=).
+    url = re.sub(r"(://[^/:@]*:).*@(?=[^@]*$)", r"\1***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
 
 
 def check_url(url: str) -> None:

@@ -74,6 +74,13 @@ class ConsoleReporter:
         m = v.metrics
         if m is not None and m.greedy_divergence_step is not None:
             self._line(f"    greedy tokens diverge at position {m.greedy_divergence_step} (top-2 margin {m.top2_margin:.3g})")
+        if e.is_flaky:
+            self._line(f"    FLAKY: it did not fail again when re-run as is: {e.recheck}. Stored as flaky, "
+                       "not counted as a failure")
+        elif not e.is_news:
+            self._line("    known: stored before this run and still open (not new)")
+        elif e.novelty == "reopened":
+            self._line("    REOPENED: stored before and marked fixed, failing again")
         stored = f" (stored as failure {e.stored_id}; 'fuzzkv show {e.stored_id}' prints the script)" if e.stored_id else ""
         self._line(f"    reproduce: save the script below as repro.py and run 'python repro.py'{stored}")
         for line in e.reproduction.splitlines():
@@ -86,6 +93,11 @@ class ConsoleReporter:
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         verdict = f"{len(e.failures)} failure(s) ({detail})" if e.failures else "no failures"
         self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id})")
+        if e.interrupted:
+            ids = ", ".join(map(str, e.shrinking))
+            pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""
+            self._line(f"Interrupted: the run stopped early; every failure found is stored{pending}. "
+                       "'fuzzkv failures' lists them.")
 
 
 class ReplayConsoleReporter(ConsoleReporter):

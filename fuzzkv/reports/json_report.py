@@ -17,7 +17,8 @@ def failure_json(event: events.FailureFound) -> dict:
         "tolerance": v.tolerance, "case": v.case.to_dict(),
         "metrics": v.metrics.to_dict() if v.metrics else None,
         "error": v.error, "summary": v.summary(), "fingerprint": event.fingerprint,
-        "stored_id": event.stored_id, "reproduction": event.reproduction,
+        "stored_id": event.stored_id, "novelty": event.novelty, "status": event.status,
+        "recheck": event.recheck or None, "reproduction": event.reproduction,
     }
 
 
@@ -47,7 +48,8 @@ class JsonReporter:
         elif isinstance(event, events.FailureFound):
             self.data["failures"].append(failure_json(event))
         elif isinstance(event, events.RunFinished):
-            self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id)
+            self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id,
+                             interrupted=event.interrupted, shrinking=list(event.shrinking))
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
 

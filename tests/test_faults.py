@@ -1,0 +1,194 @@
+"""Faults an unattended fuzzing run must survive, each injected for real: misbehaving models
+(tests/broken_models.py), and a database that fills up, turns read-only, is deleted or is
+locked while a run writes to it. Nothing found may be lost, no row may be half written, and
+every problem is one clear line. The ``fault`` fixture counts what was tried and survived."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fuzzkv.config import RunConfig
+from fuzzkv.db import open_store
+from fuzzkv.errors import StoreError
+from fuzzkv.runner import run
+from tests.conftest import Recorder, fuzz
+
+BROKEN = "tests.broken_models:"
+
+
+def test_a_failure_that_does_not_fail_again_is_stored_as_flaky_with_both_measurements(fault):
+    fault("fault", "non-deterministic model (flaky)")
+    finished, _, store = fuzz(BROKEN + "warming_up", oracles=("decode",), max_examples=40)
+    [found] = finished.failures
+    assert found.is_flaky and not found.is_news
+    assert "first mismatch, max |diff|" in found.recheck and "re-run pass" in found.recheck
+    [record] = store.failures()
+    assert record.status == "flaky" and record.diagnosis["flaky"] == found.recheck
+
+
+def test_nan_logits_are_an_error_finding_not_a_silent_pass(fault):
+    fault("fault", "model returns NaN logits")
+    finished, _, _ = fuzz(BROKEN + "nan_logits", oracles=("decode",), max_examples=10)
+    [found] = finished.failures
+    assert found.verdict.kind == "error" and found.verdict.error_type == "NonFinite"
+    assert "NaN or Inf" in found.verdict.error
+
+
+def test_out_of_memory_on_big_batches_is_a_finding_shrunk_to_the_smallest_batch(fault):
+    fault("fault", "model runs out of memory on a big batch")
+    finished, _, _ = fuzz(BROKEN + "out_of_memory_on_big_batches", oracles=("decode",), max_examples=60)
+    [found] = finished.failures
+    assert found.verdict.error_type == "OutOfMemoryError" and found.verdict.case.batch_size == 3
+
+
+@pytest.mark.slow
+def test_a_hanging_model_hits_the_per_example_deadline_and_the_run_goes_on(fault):
+    fault("fault", "model hangs (per-example deadline)")
+    finished, recorder, _ = fuzz(BROKEN + "hangs_when_cached", oracles=("decode", "chunked"), max_examples=15,
+                                 deadline=0.5)
+    decode = [f for f in finished.failures if f.verdict.oracle == "decode"]
+    assert decode and decode[0].verdict.error_type == "Deadline" and decode[0].verdict.case.batch_size == 2
+    assert [e.oracle for e in recorder.of("OracleFinished")] == ["decode", "chunked"]  # the run went on
+
+
+def test_a_factory_that_raises_is_one_line_and_exit_2(fault):
+    fault("fault", "factory raises when called")
+    result = subprocess.run([__import__("sys").executable, "-m", "fuzzkv", "run", "--model",
+                             BROKEN + "raises_when_built", "--db", "memory:"],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "raised RuntimeError: weights file is corrupt" in result.stderr and "Tip:" in result.stderr
+
+
+# -- the database misbehaves mid-run -------------------------------------------------------
+
+def _run_until_first_failure_then(db: Path, action):
+    """Run the planted-bug model on ``db``; call ``action`` once the first failure is stored."""
+    config = RunConfig(model=BROKEN + "off_by_one_positions", scale="tiny", db_url=f"sqlite:///{db}",
+                       max_examples=30)
+    store, events = open_store(config.db_url), Recorder()
+
+    def emit(event):
+        events.append(event)
+        if type(event).__name__ == "FailureFound" and len(events.of("FailureFound")) == 1:
+            action()
+
+    try:
+        with pytest.raises(StoreError) as error:
+            run(config, store, emit)
+    finally:
+        store.close()
+    assert "Tip:" in error.value.one_line() and "\n" not in error.value.one_line()
+    return error.value
+
+
+def _rows_are_whole(db: Path) -> int:
+    """Every stored failure row reads back as a whole record; returns how many there are."""
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        raw = conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
+    store = open_store(f"sqlite:///{db}", create=False)
+    try:
+        assert len(store.failures()) == raw
+    finally:
+        store.close()
+    return raw
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs), so 'disk full' is the kernel's, not a simulation."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(directory: Path) -> None:
+    with open(directory / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_stops_the_run_with_one_clear_error_and_no_partial_row(small_disk, fault):
+    fault("fault", "disk full mid-run")
+    db = small_disk / "fuzz.db"
+    error = _run_until_first_failure_then(db, lambda: _fill(small_disk))
+    assert "could not be written" in str(error) and "full" in str(error)
+    (small_disk / "filler").unlink()
+    assert _rows_are_whole(db) >= 1  # the failure committed before the disk filled is kept
+
+
+def _immutable(db: Path, on: bool) -> list[str]:
+    # Not the -shm file: SQLite maps it into memory, and a write to an immutable mapping is a SIGBUS.
+    files = [f"{db}{suffix}" for suffix in ("", "-wal") if Path(f"{db}{suffix}").exists()]
+    done = subprocess.run(["chattr", "+i" if on else "-i", *files], capture_output=True, text=True)
+    return [] if done.returncode == 0 else [done.stderr.strip()]
+
+
+def test_a_database_made_read_only_mid_run_is_one_clear_error(tmp_path, fault):
+    # chattr +i binds root too (a chmod would not: the tests may run as root).
+    fault("fault", "database made read-only mid-run")
+    db = tmp_path / "fuzz.db"
+    open_store(f"sqlite:///{db}").close()
+    if _immutable(db, True) or _immutable(db, False):
+        pytest.skip("this file system cannot mark files immutable (chattr +i)")
+    try:
+        error = _run_until_first_failure_then(db, lambda: _immutable(db, True))
+    finally:
+        _immutable(db, False)
+    assert "could not be written" in str(error)
+    assert _rows_are_whole(db) >= 1
+
+
+def test_a_database_deleted_mid_run_is_noticed_instead_of_written_into_the_void(tmp_path, fault):
+    fault("fault", "database file deleted mid-run")
+    db = tmp_path / "fuzz.db"
+
+    def delete():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+    error = _run_until_first_failure_then(db, delete)
+    assert "was deleted while fuzzkv was using it" in str(error)
+
+
+def test_a_database_locked_by_another_writer_for_a_while_is_waited_for(tmp_path, fault):
+    fault("fault", "database locked by another writer for 3 s")
+    db = tmp_path / "fuzz.db"
+    open_store(f"sqlite:///{db}").close()
+    locked = threading.Event()
+
+    def hold_lock():
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(3)
+        conn.execute("COMMIT")
+        conn.close()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(10)
+    config = RunConfig(model=BROKEN + "off_by_one_positions", scale="tiny", db_url=f"sqlite:///{db}",
+                       oracles=("decode",), max_examples=20)
+    store = open_store(config.db_url)
+    try:
+        finished = run(config, store, Recorder().append)
+    finally:
+        store.close()
+        holder.join()
+    assert finished.failures and _rows_are_whole(db) == 1
