@@ -145,16 +145,19 @@ def show_command(db_url: str, failure_id: int, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def replay_command(db_url: str, *, model: str | None, as_json: bool) -> int:
-    """``fuzzkv replay``: exit 1 when any stored failure still fails."""
+def replay_command(db_url: str, *, model: str | None, as_json: bool, fail_on: str = "any") -> int:
+    """``fuzzkv replay``: exit 1 when any stored failure still fails; with ``fail_on="new"``, replay
+    fixed failures too and exit 1 only when one of those fails again (a regression)."""
     from fuzzkv.replay import replay
 
     store = open_store(db_url, create=False)
+    reporter = ReplayJsonReporter() if as_json else ReplayConsoleReporter()
     try:
-        finished = replay(store, ReplayJsonReporter() if as_json else ReplayConsoleReporter(), model=model)
+        finished = replay(store, reporter, model=model, include_fixed=fail_on == "new")
     finally:
         store.close()
-    return EXIT_FAILURES if finished.failing else EXIT_OK
+    failing = finished.reopened + (finished.failing if fail_on == "any" else 0)
+    return EXIT_FAILURES if failing else EXIT_OK
 
 
 def calibrate_command(config: RunConfig) -> int:

@@ -102,9 +102,12 @@ def show(failure_id: int, db_url: str | None, as_json: bool) -> None:
 @click.option("--model", "-m", help="Only this model's failures.")
 @db_option
 @click.option("--json", "as_json", is_flag=True)
-def replay(model: str | None, db_url: str | None, as_json: bool) -> None:
+@click.option("--fail-on", default="any", show_default=True, type=click.Choice(app.FAIL_ON),
+              help="any: exit 1 if any open failure still fails; new: also replay fixed failures, and exit 1 only "
+                   "if one of those fails again (a pull-request gate that known open bugs do not block).")
+def replay(model: str | None, db_url: str | None, as_json: bool, fail_on: str) -> None:
     """Re-run every open stored failure (no Hypothesis). Marks passing ones fixed; exit 1 if any still fails."""
-    _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json))
+    _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json, fail_on=fail_on))
 
 
 @cli.command()

@@ -104,7 +104,7 @@ class ReplayChecked:
 
     record: object  # the FailureRecord as it was stored
     verdict: Verdict
-    outcome: str  # "fails" or "fixed"
+    outcome: str  # "fails", "fixed", or "reopened" (it was marked fixed and fails again)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,8 @@ class ReplaySkipped:
 
 @dataclass(frozen=True)
 class ReplayFinished:
-    failing: int
+    failing: int  # open failures that still fail
     fixed: int
     skipped: int
     elapsed: float
+    reopened: int = 0  # failures marked fixed that fail again (only with fixed ones included)

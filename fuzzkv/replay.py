@@ -25,10 +25,12 @@ def _settings_key(record: FailureRecord) -> str:
     return json.dumps({k: record.settings.get(k) for k in MODEL_SETTINGS}, sort_keys=True, default=str)
 
 
-def replay(store: Store, emit: Emit, model: str | None = None) -> events.ReplayFinished:
-    """Replay open failures (of ``model``, or all); emits one event per failure."""
-    started, counts = time.monotonic(), {"fails": 0, "fixed": 0, "skipped": 0}
-    records = sorted(store.failures(model=model, status="open"), key=_settings_key)
+def replay(store: Store, emit: Emit, model: str | None = None, *, include_fixed: bool = False) -> events.ReplayFinished:
+    """Replay open failures (of ``model``, or all), and fixed ones too with ``include_fixed`` (a fixed
+    failure that fails again is re-opened); emits one event per failure."""
+    started, counts = time.monotonic(), {"fails": 0, "fixed": 0, "skipped": 0, "reopened": 0}
+    statuses = ("open", "fixed") if include_fixed else ("open",)
+    records = sorted((r for s in statuses for r in store.failures(model=model, status=s)), key=_settings_key)
     versions = library_versions()
     for key, group in groupby(records, key=_settings_key):
         group = list(group)
@@ -47,7 +49,8 @@ def replay(store: Store, emit: Emit, model: str | None = None) -> events.ReplayF
                 counts["skipped"] += 1
                 continue
             counts[_replay_one(store, lanes.backends[lane], record, tolerance.value, emit)] += 1
-    finished = events.ReplayFinished(counts["fails"], counts["fixed"], counts["skipped"], time.monotonic() - started)
+    finished = events.ReplayFinished(counts["fails"], counts["fixed"], counts["skipped"], time.monotonic() - started,
+                                     counts["reopened"])
     emit(finished)
     return finished
 
@@ -72,7 +75,7 @@ def _rebuild(settings: dict, lane: str | None):
 
 def _replay_one(store: Store, backend, record: FailureRecord, tolerance: float, emit: Emit) -> str:
     verdict = ORACLES[record.oracle].check(backend, record.case, tolerance)
-    outcome = "fails" if verdict.failed else "fixed"
+    outcome = ("reopened" if record.status == "fixed" else "fails") if verdict.failed else "fixed"
     store.mark(record.id, "open" if verdict.failed else "fixed", seen=verdict.failed)
     emit(events.ReplayChecked(record, verdict, outcome))
     return outcome

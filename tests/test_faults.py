@@ -5,6 +5,7 @@ every problem is one clear line. The ``fault`` fixture counts what was tried and
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import threading
@@ -192,3 +193,38 @@ def test_a_database_locked_by_another_writer_for_a_while_is_waited_for(tmp_path,
         store.close()
         holder.join()
     assert finished.failures and _rows_are_whole(db) == 1
+
+
+def _stored_failures(db: Path) -> int:
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_while_shrinking_keeps_a_whole_failing_case_that_replays(tmp_path, fault):
+    fault("kill", "SIGKILL while shrinking")
+    import signal
+    import sys
+
+    db = tmp_path / "fuzz.db"
+    root = Path(__file__).parent.parent
+    process = subprocess.Popen([sys.executable, "-m", "fuzzkv", "run", "--model", BROKEN + "past_long_sequence",
+                                "--scale", "tiny", "--oracle", "decode", "--max-examples", "200", "--db",
+                                f"sqlite:///{db}"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if _stored_failures(db):  # the first failing case is committed before shrinking starts: kill right then
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    assert _rows_are_whole(db) == 1
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT outcome FROM runs").fetchall() == [("running",)]  # killed, never finished
+    replayed = subprocess.run([sys.executable, "-m", "fuzzkv", "replay", "--db", f"sqlite:///{db}"], cwd=root,
+                              capture_output=True, text=True)
+    assert replayed.returncode == 1 and "STILL FAILS" in replayed.stdout  # the stored case is a real failure

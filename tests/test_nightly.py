@@ -96,11 +96,17 @@ def test_two_nights_on_a_broken_model_fail_once_then_pass_with_the_failure_known
     step_summary = (tmp_path / "step-summary.md").read_text()
     assert step_summary.count("## fuzzkv nightly:") == 2 and "**Result: FAIL**" in step_summary
 
-    # The pull-request gate on that database: the known failure still fails on this code.
+    # The pull-request gate on that database: the known open failure still fails on this code; it is
+    # listed but does not block (only a regression of a fixed failure does), unless FUZZKV_FAIL_ON=any.
     gate = subprocess.run(["bash", str(REPLAY_SH)], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=script_env(tmp_path, FUZZKV_DB_DIR=str(db.parent), FUZZKV_OUT=str(tmp_path / "pr")))
-    assert gate.returncode == 1, gate.stdout + gate.stderr
-    pr_summary = (tmp_path / "pr" / "summary.md").read_text()
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert re.search(r"\d+ still failing", (tmp_path / "pr" / "summary.md").read_text())
+    strict = subprocess.run(["bash", str(REPLAY_SH)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env=script_env(tmp_path, FUZZKV_DB_DIR=str(db.parent), FUZZKV_OUT=str(tmp_path / "pr2"),
+                                           FUZZKV_FAIL_ON="any"))
+    assert strict.returncode == 1, strict.stdout + strict.stderr
+    pr_summary = (tmp_path / "pr2" / "summary.md").read_text()
     assert "STILL FAILS" in pr_summary and "**Fail**" in pr_summary
 
 
@@ -127,9 +133,8 @@ def model():
 @pytest.mark.slow
 def test_a_failure_fixed_then_back_is_reopened_and_fails_the_night(tmp_path):
     (tmp_path / "toggle_model.py").write_text(TOGGLE)
-    # Nights bounded by examples, not by --max-time: a search stopped by time leaves the case it was
-    # running in Hypothesis's failure corpus, and when that case fails the next night Hypothesis takes it
-    # as already shrunk, so the returning bug would be stored unshrunk under a new fingerprint.
+    # Nights bounded by examples to keep the test short. (A search stopped by --max-time used to leave
+    # its case in Hypothesis's failure corpus, unshrunk; tests/test_runner.py guards that fix.)
     options = dict(cwd=tmp_path, FUZZKV_MODEL="toggle_model:model", FUZZKV_BUDGET="60", FUZZKV_MAX_EXAMPLES="40",
                    FUZZKV_ARGS="--oracle decode", PYTHONPATH=str(ROOT))
     db = tmp_path / "db" / "nightly.db"

@@ -183,3 +183,21 @@ def test_replay_skips_what_it_cannot_rebuild_and_says_why(tmp_path):
     assert "failures 1: skipped - Error" not in result.stdout
     assert "failures 1: skipped - cannot import 'vanished_module'" in result.stdout
     assert "0 still failing, 0 fixed, 1 skipped" in result.stdout
+
+
+def test_replay_fail_on_new_ignores_known_failures_and_catches_a_fixed_one_failing_again(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fuzz.db'}"
+    args = ("--model", "tests.broken_models:off_by_one_positions", "--oracle", "decode", "--max-examples", "30",
+            "--scale", "tiny", "--db", db)
+    assert fuzzkv("run", *args, cwd=ROOT).returncode == 1
+    known = fuzzkv("replay", "--db", db, "--fail-on", "new", cwd=ROOT)
+    assert known.returncode == 0 and "STILL FAILS" in known.stdout  # a known open bug does not block
+    assert fuzzkv("replay", "--db", db, cwd=ROOT).returncode == 1  # the default gate still does
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "fuzz.db") as conn:
+        conn.execute("UPDATE failures SET status = 'fixed'")
+    regressed = fuzzkv("replay", "--db", db, "--fail-on", "new", cwd=ROOT)
+    assert regressed.returncode == 1 and "REOPENED (was fixed)" in regressed.stdout and "1 re-opened" in regressed.stdout
+    listed = json.loads(fuzzkv("failures", "--db", db, "--json", cwd=ROOT).stdout)
+    assert [f["status"] for f in listed] == ["open"]

@@ -106,10 +106,13 @@ class ReplayConsoleReporter(ConsoleReporter):
     def _on_ReplayChecked(self, e) -> None:
         r, v = e.record, e.verdict
         detail = v.summary() if v.failed else "passes now"
-        self._line(f"failure {r.id} [{r.model} / {r.oracle}]: {'STILL FAILS' if v.failed else 'fixed'} - {detail}")
+        said = {"fails": "STILL FAILS", "reopened": "REOPENED (was fixed)", "fixed": "fixed"}[e.outcome]
+        self._line(f"failure {r.id} [{r.model} / {r.oracle}]: {said} - {detail}")
 
     def _on_ReplaySkipped(self, e) -> None:
         self._line(f"failures {', '.join(map(str, e.failure_ids))}: skipped - {e.reason}")
 
     def _on_ReplayFinished(self, e) -> None:
-        self._line(f"replay: {e.failing} still failing, {e.fixed} fixed, {e.skipped} skipped in {e.elapsed:.1f}s")
+        reopened = f", {e.reopened} re-opened" if e.reopened else ""
+        self._line(f"replay: {e.failing} still failing{reopened}, {e.fixed} fixed, {e.skipped} skipped "
+                   f"in {e.elapsed:.1f}s")

@@ -71,7 +71,8 @@ class ReplayJsonReporter:
         elif isinstance(event, events.ReplaySkipped):
             self.data["skipped"].append({"ids": list(event.failure_ids), "reason": event.reason})
         elif isinstance(event, events.ReplayFinished):
-            self.data.update(failing=event.failing, fixed=event.fixed, skipped_count=event.skipped,
+            self.data.update(failing=event.failing, fixed=event.fixed, reopened=event.reopened,
+                             skipped_count=event.skipped,
                              seconds=round(event.elapsed, 3))
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
