@@ -55,6 +55,7 @@ def test_run_help_warns_that_factories_run_user_code(snapshot):
     (["run", "--model", "llama", "--workers", "0"], "0 is not in the range"),
     (["run", "--model", "llama", "--workers", "2", "--db", "memory:"], "--workers needs a database"),
     (["run", "--model", "/no/such/dir"], "unknown model '/no/such/dir'"),
+    (["run", "--model", "tests.raises_on_import:make"], "RuntimeError: this module is broken at import time"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, fault):
     fault("bad input", " ".join(args))

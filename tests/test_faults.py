@@ -228,3 +228,28 @@ def test_sigkill_while_shrinking_keeps_a_whole_failing_case_that_replays(tmp_pat
     replayed = subprocess.run([sys.executable, "-m", "fuzzkv", "replay", "--db", f"sqlite:///{db}"], cwd=root,
                               capture_output=True, text=True)
     assert replayed.returncode == 1 and "STILL FAILS" in replayed.stdout  # the stored case is a real failure
+
+
+def test_local_weights_are_never_unpickled(tmp_path, fault):
+    fault("fault", "local directory with pickled (.bin) weights only")
+    import json
+    import pickle
+    import sys
+
+    from fuzzkv import registry
+
+    marker = tmp_path / "PWNED"
+
+    class Payload:  # unpickling this runs a command
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps(
+        {**registry.get("llama").config_for("tiny"), "architectures": ["LlamaForCausalLM"]}))
+    (model_dir / "pytorch_model.bin").write_bytes(pickle.dumps(Payload()))
+    result = subprocess.run([sys.executable, "-m", "fuzzkv", "run", "--model", str(model_dir), "--db", "memory:"],
+                            capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "safetensors" in result.stderr
+    assert not marker.exists()

@@ -65,7 +65,13 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
     if ":" in name and not Path(name).exists():
         return _from_factory(name)
     if Path(name).is_dir():
-        return LoadedModel(_pretrained(name, attn), f"weights from local directory {name}", tokenizer_from=name)
+        try:
+            model = _pretrained(name, attn)
+        except OSError as exc:
+            raise UsageError(f"cannot load a model from directory {name}: {str(exc).splitlines()[0]}",
+                             tip="fuzzkv loads safetensors weights only (never pickles): re-save the model with "
+                                 "save_pretrained(..., safe_serialization=True)") from None
+        return LoadedModel(model, f"weights from local directory {name}", tokenizer_from=name)
     spec = registry.get(name)
     if spec is not None:
         return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn)
