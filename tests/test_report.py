@@ -127,6 +127,21 @@ def test_the_copy_button_puts_the_script_on_the_clipboard(page):
     assert copied == page.locator("pre.repro").first.text_content()
 
 
+def test_a_flaky_failure_shows_both_measurements(tmp_path):
+    from tests.conftest import fuzz
+
+    _, _, memory = fuzz("tests.broken_models:warming_up", oracles=("decode",), max_examples=40)
+    store = open_store(f"sqlite:///{tmp_path / 'f.db'}")
+    try:
+        for record in memory.failures():
+            store.save_failure(replace(record, id=None))
+        html = write_report(store, tmp_path / "r.html").read_text()
+    finally:
+        store.close()
+    assert "Flaky:</b> it did not fail again when re-run as is: first mismatch" in html
+    assert 'class="status status-flaky"' in html
+
+
 def test_an_empty_store_gives_a_report_that_says_so(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'empty.db'}")
     try:
