@@ -16,6 +16,7 @@ token, one prefill chunk, dynamic cache, left padding, token id 0.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
@@ -57,6 +58,29 @@ class CaseSpace:
         return max(1, min(limit, max(self.max_boundary_len, self.max_prompt_len)))
 
 
+def _reused(build):
+    """Build each strategy once per distinct arguments and hand back the same object after.
+
+    ``cases`` draws its parts by calling these builders inside composites, i.e. once per
+    example; a fresh strategy object must be validated and have its recursive properties
+    worked out again by Hypothesis before its first draw, which cost more than the draws.
+    The strategies are the same either way, so the same seed draws the same cases.
+    Unhashable arguments (a ``CaseSpace`` holding lists) just build a new strategy.
+    """
+    cached = functools.lru_cache(maxsize=1024)(build)
+
+    @functools.wraps(build)
+    def reuse(*args, **kwargs):
+        try:
+            hash((args, tuple(kwargs.items())))
+        except TypeError:
+            return build(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    return reuse
+
+
+@_reused
 def token_ids(space: CaseSpace) -> st.SearchStrategy[int]:
     """Token ids: any id, biased toward special ids and the vocabulary's edges; shrinks to 0."""
     edges = {0, 1, space.vocab_size - 2, space.vocab_size - 1}
@@ -64,6 +88,7 @@ def token_ids(space: CaseSpace) -> st.SearchStrategy[int]:
     return st.one_of(st.integers(0, space.vocab_size - 1), st.sampled_from(special))
 
 
+@_reused
 def lengths(space: CaseSpace, new_tokens: int = 1) -> st.SearchStrategy[int]:
     """Prompt lengths up to ``max_prompt_len``, plus the boundary lengths.
 
@@ -74,6 +99,7 @@ def lengths(space: CaseSpace, new_tokens: int = 1) -> st.SearchStrategy[int]:
     return st.sampled_from(sorted({*ordinary, *space.boundary_lengths(new_tokens)}))
 
 
+@_reused
 @st.composite
 def prompts(draw, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) -> tuple[int, ...]:
     """One prompt: random ids, or a run of one repeated id."""
@@ -83,25 +109,30 @@ def prompts(draw, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) ->
     return tuple(draw(st.lists(token_ids(space), min_size=n, max_size=n)))
 
 
+@_reused
 def batches(space: CaseSpace, new_tokens: int = 1, min_size: int = 1, min_length: int = 1):
     """Ragged batches of prompts (rows may differ in length)."""
     rows = prompts(space, new_tokens, min_length)
     return st.lists(rows, min_size=min_size, max_size=max(min_size, space.max_batch))
 
 
+@_reused
 def padding_sides(space: CaseSpace) -> st.SearchStrategy[str]:
     return st.sampled_from(space.padding_sides)
 
 
+@_reused
 def cache_implementations(space: CaseSpace) -> st.SearchStrategy[str]:
     return st.sampled_from(space.caches)
 
 
+@_reused
 def new_token_counts(space: CaseSpace) -> st.SearchStrategy[int]:
     """How many tokens to generate, from 1 to ``max_new_tokens``."""
     return st.integers(1, max(1, space.max_new_tokens))
 
 
+@_reused
 @st.composite
 def prefill_chunks(draw, length: int) -> tuple[int, ...]:
     """A split of ``length`` prompt positions into consecutive chunks (shrinks to one chunk)."""
@@ -110,6 +141,9 @@ def prefill_chunks(draw, length: int) -> tuple[int, ...]:
     cuts = sorted(draw(st.sets(st.integers(1, length - 1), max_size=min(4, length - 1))))
     bounds = [0, *cuts, length]
     return tuple(b - a for a, b in zip(bounds, bounds[1:]))
+
+
+_sampled_from = _reused(st.sampled_from)
 
 
 @st.composite
@@ -123,7 +157,7 @@ def cases(draw, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, m
     MPT's ALiBi) legitimately disagree with a lone prompt; transformers documents right
     padding as unsupported for generation. Prefill with right padding is fuzzed fully.
     """
-    side = draw(st.sampled_from(padding or space.padding_sides))
+    side = draw(_sampled_from(padding or space.padding_sides))
     drawn = draw(new_token_counts(space))  # drawn either way, so left padding stays the simpler case
     n_new = 1 if side == "right" else drawn
     rows = draw(batches(space, n_new, min_batch, min_length=2 if min_chunks > 1 else 1))
@@ -131,7 +165,7 @@ def cases(draw, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, m
     chunks = draw(prefill_chunks(length)) if chunked else (length,)
     if len(chunks) < min_chunks:
         chunks = (length - 1, 1)  # an oracle that needs chunks gets the simplest split
-    cache = draw(st.sampled_from(caches or space.caches))
+    cache = draw(_sampled_from(caches or space.caches))
     reuse_batch = 0
     if reuse:
         # A static cache fixes its batch size at first use, so only same-batch reuse is its contract.
