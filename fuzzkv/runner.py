@@ -146,11 +146,13 @@ class Run:
         search = Search(oracle, backend, tolerance.value, budget=budget, deadline=self.config.deadline,
                         on_example=lambda n, elapsed: self._progress(oracle, n, elapsed),
                         on_failure=lambda verdict: self._keep_smallest(verdict, lane))
-        verdicts = search.execute(case_space(self.config, backend), max_examples=self.config.max_examples,
-                                  seed_value=self.config.seed, database=self._examples_db(oracle, lane))
+        try:
+            verdicts = search.execute(case_space(self.config, backend), max_examples=self.config.max_examples,
+                                      seed_value=self.config.seed, database=self._examples_db(oracle, lane))
+        finally:  # counted also when Ctrl-C stops this search
+            self.examples += search.examples
         for verdict in verdicts:
             self._record(verdict, lane, oracle)
-        self.examples += search.examples
         self.emit(events.OracleFinished(oracle.name, search.examples, len(verdicts), search.elapsed,
                                         search.stopped_by_time, search.first_failure_at, lane))
 

@@ -159,3 +159,4 @@ def test_ctrl_c_stops_within_seconds_stores_what_it_has_and_says_so(tmp_path, fa
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0] >= 1
         assert conn.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",)]
+        assert conn.execute("SELECT examples FROM runs").fetchone()[0] >= 1  # the interrupted search's count too

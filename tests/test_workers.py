@@ -73,3 +73,34 @@ def test_the_merger_shows_each_oracle_once_after_every_worker_and_prefers_the_ne
     assert kinds == ["RunStarted", "OracleStarted", "FailureFound", "OracleFinished"]
     assert shown[2].novelty == "new"
     assert (shown[3].examples, shown[3].failures, shown[3].first_failure_at) == (21, 1, 4)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_and_records_each_run_as_interrupted(tmp_path, fault):
+    fault("kill", "SIGINT (Ctrl-C) to a --workers 2 run")
+    import os
+    import signal
+    import time
+
+    db = tmp_path / "shared.db"
+    process = subprocess.Popen([sys.executable, "-m", "fuzzkv", "run", "--model", "llama", "--scale", "tiny",
+                                "--max-examples", "100000", "--max-time", "300", "--workers", "2", "--db",
+                                f"sqlite:///{db}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # both workers have started their runs
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    if conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 2:
+                        break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Interrupted: the run stopped early" in out and "Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",), ("interrupted",)]
