@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fuzzkv import registry
-from fuzzkv.config import RunConfig, fits
+from fuzzkv.config import RunConfig
 from fuzzkv.db import STATUSES, check_url, open_store
 from fuzzkv.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from fuzzkv.reports import failures as failure_views
@@ -67,7 +67,6 @@ def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream
     else:
         lanes = load_lanes(config)  # bad model names fail here, before the store is created
         model = lanes.primary.info.name
-        fits(config, lanes.primary.info.max_positions, model)
         store = open_store(config.db_url)
         try:
             finished = run(config, store, _run_reporters(outputs, stream), lanes=lanes)

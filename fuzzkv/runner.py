@@ -17,7 +17,7 @@ from typing import Callable
 from fuzzkv import __version__, baselines, events
 from fuzzkv.backends import Lanes, load_lanes
 from fuzzkv.case import CACHES, Case
-from fuzzkv.config import RunConfig, fits
+from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.db.examples import StoreExampleDatabase
 from fuzzkv.diagnosis import diagnose
@@ -227,7 +227,6 @@ def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes | None = None)
     """Run ``config``: the entry point the CLI and tests call."""
     lanes = lanes or load_lanes(config)
     primary = lanes.primary
-    fits(config, primary.info.max_positions, primary.info.name)
     emit(events.RunStarted(config.to_dict(), library_versions(), primary.info.source, _backend_line(lanes)))
     finished = Run(config, lanes, store, emit).execute()
     emit(finished)

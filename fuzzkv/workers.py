@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queues
+import time
 from dataclasses import dataclass, field, replace
 
 from fuzzkv import events
@@ -177,8 +178,6 @@ def run_workers(config: RunConfig, workers: int, emit) -> events.RunFinished:
 
 
 def _drain(processes, outbox, merger: Merger, seconds: float) -> None:
-    import time
-
     deadline = time.monotonic() + seconds
     started = sum(1 for p in processes if p.pid is not None)
     stopped = 0

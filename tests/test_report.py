@@ -34,7 +34,7 @@ def _store_with_failures(tmp_path: Path) -> str:
         run(config, store, Recorder().append)
         real = store.failures()[0]
         hostile = replace(real, fingerprint="hostile", model=PAYLOAD, error=ERROR_PAYLOAD, kind="error",
-                          reproduction=SCRIPT_PAYLOAD, tolerance_source=f'"><svg onload="window.__pwned = 4">',
+                          reproduction=SCRIPT_PAYLOAD, tolerance_source='"><svg onload="window.__pwned = 4">',
                           versions={**real.versions, "torch": PAYLOAD}, diagnosis={}, id=None)
         store.save_failure(hostile)
     finally:

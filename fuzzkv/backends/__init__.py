@@ -150,11 +150,13 @@ class Lanes:
 def load_lanes(config) -> Lanes:
     """Build the backends ``config.backend`` asks for ("hf", "tl" or "both"); heavy imports happen here."""
     from fuzzkv.backends.hf import HFBackend
+    from fuzzkv.config import fits
     from fuzzkv.errors import UsageError
 
     if config.backend not in ("hf", "tl", "both"):
         raise UsageError(f"unknown backend {config.backend!r}.", tip="use --backend hf, tl or both")
     hf = HFBackend.from_config(config)
+    fits(config, hf.info.max_positions, hf.info.name)  # before any store is opened
     lanes = Lanes({} if config.backend == "tl" else {"hf": hf}, {}, hf)
     if config.backend == "hf":
         return lanes

@@ -144,8 +144,8 @@ class SqlStore(Store):
         self.engine = _engine(url)
         self.url = make_url(url)  # as given: the engine's may name the driver
         self.create = create
-        path = _sqlite_path(self.engine.url)
-        if not create and path is not None and not path.exists():
+        self.path = _sqlite_path(self.engine.url)  # None unless an SQLite file
+        if not create and self.path is not None and not self.path.exists():
             raise StoreError(f"{self._where()} does not exist.", tip="run 'fuzzkv run' first, or pass --db")
         self._prepare()
 
@@ -232,8 +232,7 @@ class SqlStore(Store):
     def _writing(self):
         """Every write: one transaction, so a write that fails leaves no partial row, and one clear
         error (disk full, read-only, locked past the busy timeout, file deleted) instead of a traceback."""
-        path = _sqlite_path(self.engine.url)
-        if path is not None and not path.exists():
+        if self.path is not None and not self.path.exists():
             # SQLite would go on writing to the unlinked file and lose everything at exit.
             raise StoreError(f"{self._where()} was deleted while fuzzkv was using it; nothing more was written.",
                              tip="restore it from a backup, or start again with a new --db")
