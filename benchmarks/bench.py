@@ -56,10 +56,12 @@ import torch  # noqa: E402  (after sys.path is set)
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings  # noqa: E402
 
 from fuzzkv import events  # noqa: E402
-from fuzzkv.backends import load_lanes  # noqa: E402
+from fuzzkv.backends import hf_paths  # noqa: E402
+from fuzzkv.backends.loader import load_lanes  # noqa: E402
 from fuzzkv.config import RunConfig  # noqa: E402
 from fuzzkv.db import MemoryStore  # noqa: E402
 from fuzzkv.oracles import ORACLES  # noqa: E402
+from fuzzkv.oracles.check import check  # noqa: E402
 from fuzzkv.runner import case_space, library_versions, run  # noqa: E402
 from fuzzkv.strategies import cases  # noqa: E402
 from fuzzkv.tolerance import calibrate  # noqa: E402
@@ -140,18 +142,18 @@ def draw_cases(strategy, n: int, seed_value: int) -> list:
     return list(drawn)[:n]
 
 
-def length_stream(backend, config: RunConfig, length: int, n: int, seed_value: int) -> list:
+def length_stream(lane, config: RunConfig, length: int, n: int, seed_value: int) -> list:
     """``n`` left-padded cases from fuzzkv's own strategy, each generating exactly ``length`` tokens."""
-    space = case_space(config, backend)
+    space = case_space(config, lane)
     limit = space.max_positions - length + 1 if space.max_positions else None  # prompt + length must fit
     space = dataclasses.replace(space, max_new_tokens=length, padding_sides=("left",), max_positions=limit)
     return [dataclasses.replace(c, max_new_tokens=length) for c in draw_cases(cases(space), n, seed_value)]
 
 
 # -- the three harnesses on one case ------------------------------------------------------------
-def fuzzkv_check(backend, case, tolerance):
+def fuzzkv_check(lane, case, tolerance):
     """What fuzzkv's decode oracle does per case: cached path, one teacher-forced forward, compare."""
-    return ORACLES["decode"].check(backend, case, tolerance)
+    return check(ORACLES["decode"], lane, case, tolerance)
 
 
 OBVIOUS_FALLBACKS: dict = {}  # cache implementation -> cases where generate() could not use it
@@ -161,8 +163,9 @@ def obvious_harness(backend, case, tolerance):
     """What a person writes by hand: generate with a cache, generate without, compare the logits."""
     from fuzzkv.backends.hf import MODERN
 
-    model, batch, n = backend.model, backend.pad_batch(case), case.max_new_tokens
-    common = dict(input_ids=batch.ids, attention_mask=batch.full_mask[:, :batch.prompt_length], max_new_tokens=n,
+    model, n = backend.model, case.max_new_tokens
+    ids, full_mask = backend.padded(case)
+    common = dict(input_ids=ids, attention_mask=full_mask[:, :ids.shape[1]], max_new_tokens=n,
                   min_new_tokens=n, do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                   pad_token_id=backend.pad_id)
     # The case's cache implementation, and no auto-compilation (transformers compiles static caches on a GPU).
@@ -180,41 +183,28 @@ def obvious_harness(backend, case, tolerance):
 class Floor:
     """Only the forward calls no harness can avoid for one case: the prefill chunk(s) and the
     cached decode steps (fed the tokens the cached path chose, so no argmax), and ONE
-    teacher-forced uncached forward. Every input tensor is built before timing starts."""
+    teacher-forced uncached forward, each made by fuzzkv's own path code (``hf_paths``)."""
 
     def __init__(self, backend, case, tokens):
-        from fuzzkv.backends.hf import positions_from_mask
-
         self.backend, self.case = backend, case
-        batch = backend.pad_batch(case)
-        tokens = tokens.to(batch.ids.device)
-        positions = positions_from_mask(batch.full_mask)
-        static_len = case.total_length if case.cache == "static" else None
-        self.steps, start = [], 0
+        _, self.mask = backend.padded(case)
+        self.tokens = tokens.to(self.mask.device)
+        self.spans, start = [], 0
         for size in (*case.prefill_chunks, *[1] * (case.max_new_tokens - 1)):
-            end = start + size
-            mask = batch.full_mask[:, :end]
-            if static_len is not None:  # as fuzzkv feeds a static cache (ALiBi models need the long mask)
-                mask = torch.nn.functional.pad(mask, (0, static_len - end))
-            self.steps.append(dict(input_ids=tokens[:, start:end], attention_mask=mask, use_cache=True,
-                                   **self._positions(positions[:, start:end])))
-            start = end
-        mask = batch.full_mask[:, :-1]
-        self.reference = dict(input_ids=tokens[:, :-1], attention_mask=mask, use_cache=False,
-                              **self._positions(positions_from_mask(mask)))
-
-    def _positions(self, position_ids):
-        return {"position_ids": position_ids} if self.backend.takes_positions else {}
+            self.spans.append((start, size))
+            start += size
 
     def new_cache(self):
-        return self.backend._new_cache(self.case.cache, self.case.total_length)
+        return hf_paths.new_cache(self.backend.model, self.case.cache, self.case.total_length)
 
     def __call__(self, cache):
         model = self.backend.model
+        static_len = self.case.total_length if self.case.cache == "static" else None
+        step = hf_paths.CachedForward(model, self.mask, cache, static_len)
         with torch.inference_mode():
-            for inputs in self.steps:
-                cache = model(past_key_values=cache, **inputs).past_key_values
-            model(**self.reference)
+            for start, size in self.spans:
+                step(self.tokens, start, size)
+        hf_paths.reference(model, self.tokens, self.mask)
 
 
 def time_floor(clock, backend, case, tokens) -> float:
@@ -246,7 +236,7 @@ def search(lanes, config: RunConfig) -> dict:
     """One in-process fuzzkv run on a fresh MemoryStore; search time from the events' timestamps."""
     sink = Stamped()
     started = time.perf_counter()
-    finished = run(config, MemoryStore(), sink, lanes=lanes)
+    finished = run(config, MemoryStore(), sink, lanes)
     wall = time.perf_counter() - started
     begin = [t for t, _ in sink.of(events.OracleStarted)]
     end = [t for t, _ in sink.of(events.OracleFinished)]
@@ -263,7 +253,8 @@ def bench_model(name: str, scale: str, args, *, device="cpu", dtype="float32", c
     started = time.perf_counter()
     base = RunConfig(model=name, scale=scale, device=device, dtype=dtype, db_url="memory:", max_batch=args.max_batch)
     lanes = load_lanes(base)
-    backend = lanes.hf
+    lane = lanes.lanes["hf"]
+    backend = lane.backends[0]
     load_s = time.perf_counter() - started
     tolerance = calibrate(backend, dtype).value  # once; every run below reuses it (as a stored baseline would)
     params = sum(p.numel() for p in backend.model.parameters())
@@ -298,9 +289,9 @@ def bench_model(name: str, scale: str, args, *, device="cpu", dtype="float32", c
     # 2. The same fixed stream through the three harnesses, at each length.
     lengths = []
     for length in args.lengths:
-        stream = length_stream(backend, base, length, cases_n, args.stream_seed)
+        stream = length_stream(lane, base, length, cases_n, args.stream_seed)
         progress(f"{label}: {len(stream)} cases at max_new_tokens {length}")
-        fuzzkv_check(backend, stream[0], tolerance)  # warm-up: lazy initialisation is nobody's per-case cost
+        fuzzkv_check(lane, stream[0], tolerance)  # warm-up: lazy initialisation is nobody's per-case cost
         obvious_harness(backend, stream[0], tolerance)
         per_case = {"fuzzkv": [], "obvious": [], "floor": []}
         agree = True
@@ -311,7 +302,7 @@ def bench_model(name: str, scale: str, args, *, device="cpu", dtype="float32", c
                 order = ("fuzzkv", "obvious", "floor")[r % 3:] + ("fuzzkv", "obvious", "floor")[:r % 3]
                 for harness in order:  # rotated, so drift in machine load hits each harness alike
                     if harness == "fuzzkv":
-                        seconds, verdict = clock.run(lambda c=case: fuzzkv_check(backend, c, tolerance))
+                        seconds, verdict = clock.run(lambda c=case: fuzzkv_check(lane, c, tolerance))
                         agree &= not verdict.failed
                     elif harness == "obvious":
                         seconds = clock(lambda c=case: obvious_harness(backend, c, tolerance))
@@ -361,7 +352,7 @@ def bench_bugs(args) -> list[dict]:
                                max_examples=args.bug_budget, seed=s, db_url="memory:")
             sink = Stamped()
             start = time.perf_counter()
-            finished = run(config, MemoryStore(), sink)
+            finished = run(config, MemoryStore(), sink, load_lanes(config))
             done = time.perf_counter()
             first_t, first_n = None, None
             for _, done_ev in sink.of(events.OracleFinished):

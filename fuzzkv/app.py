@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class RunOutputs:
 def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream=None) -> int:
     """``fuzzkv run``: fuzz, store, report. Returns the exit code (0 clean, 1 failures)."""
     _keep_hypothesis_files_out_of_cwd()
-    from fuzzkv.backends import load_lanes  # heavy: imports torch only when running
+    from fuzzkv.backends.loader import load_lanes  # heavy: imports torch only when running
     from fuzzkv.runner import run
 
     stream = stream or sys.stdout
@@ -66,7 +67,7 @@ def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream
         model = config.model
     else:
         lanes = load_lanes(config)  # bad model names fail here, before the store is created
-        model = lanes.primary.info.name
+        model = lanes.info.name
         store = open_store(config.db_url)
         try:
             finished = run(config, store, _run_reporters(outputs, stream), lanes=lanes)
@@ -86,7 +87,7 @@ def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream
 
 
 def _run_reporters(outputs: RunOutputs, stream):
-    reporters = [JsonReporter(stream) if outputs.as_json else ConsoleReporter(stream)]
+    reporters: list[Callable[[object], None]] = [JsonReporter(stream) if outputs.as_json else ConsoleReporter(stream)]
     if outputs.junit:
         from fuzzkv.reports.junit import JunitReporter
 
@@ -144,15 +145,18 @@ def show_command(db_url: str, failure_id: int, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def replay_command(db_url: str, *, model: str | None, as_json: bool, fail_on: str = "any") -> int:
+def replay_command(db_url: str, *, model: str | None, as_json: bool, fail_on: str = "any",
+                   deadline: float | None = None) -> int:
     """``fuzzkv replay``: exit 1 when any stored failure still fails; with ``fail_on="new"``, replay
     fixed failures too and exit 1 only when one of those fails again (a regression)."""
     from fuzzkv.replay import replay
 
+    if deadline is not None and not 0 < deadline <= 24 * 3600:
+        raise UsageError(f"--deadline must be between 0 and a day of seconds, got {deadline}.")
     store = open_store(db_url, create=False)
     reporter = ReplayJsonReporter() if as_json else ReplayConsoleReporter()
     try:
-        finished = replay(store, reporter, model=model, include_fixed=fail_on == "new")
+        finished = replay(store, reporter, model=model, include_fixed=fail_on == "new", deadline=deadline)
     finally:
         store.close()
     failing = finished.reopened + (finished.failing if fail_on == "any" else 0)
@@ -162,15 +166,16 @@ def replay_command(db_url: str, *, model: str | None, as_json: bool, fail_on: st
 def calibrate_command(config: RunConfig) -> int:
     """``fuzzkv calibrate``: measure and store a tolerance baseline; exit 1 if noise regressed."""
     from fuzzkv import baselines
-    from fuzzkv.backends import load_lanes
+    from fuzzkv.backends.loader import load_lanes
     from fuzzkv.runner import library_versions
 
     check_url(config.db_url)
     lanes = load_lanes(config)
-    backend = lanes.backends.get(config.backend)
-    if backend is None:
+    lane = lanes.lanes.get(config.backend)
+    if lane is None:
         raise UsageError(f"backend {config.backend} cannot calibrate {config.model}: "
                          f"{lanes.unsupported.get(config.backend, 'use --backend hf or tl')}.")
+    backend = lane.backends[0]
     store = open_store(config.db_url)
     try:
         tolerance, growth = baselines.measure(config, backend, store, library_versions())
@@ -190,6 +195,7 @@ def models_table() -> str:
     rows = [("name", "architecture", "size", "cache features", "hub id")]
     for name in registry.names():
         spec = registry.get(name)
+        assert spec is not None  # every listed name is registered
         rows.append((name, spec.architecture, spec.params, ", ".join(spec.features) or "-", spec.hub_id))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)

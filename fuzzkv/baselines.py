@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fuzzkv.backends import Backend
+from fuzzkv.backends.interface import Backend
 from fuzzkv.config import RunConfig
 from fuzzkv.db import BaselineRecord, Store
 from fuzzkv.tolerance import Tolerance, calibrate, fixed
@@ -20,7 +20,7 @@ NOISE_GROWTH_LIMIT = 4.0
 NUMERIC_LIBRARIES = ("torch", "transformers", "transformer_lens")
 
 
-def baseline_key(config: RunConfig, backend: Backend) -> tuple:
+def baseline_key(config: RunConfig, backend: Backend) -> tuple[str, str, str, str, str, str]:
     return (backend.info.name, config.scale, backend.name, config.dtype, config.device, config.attn)
 
 

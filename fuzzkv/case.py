@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 PADDING_SIDES = ("left", "right")
 CACHES = ("dynamic", "static")
@@ -72,7 +73,7 @@ class Case:
         """Padded prompt plus generated tokens: the longest sequence a cache holds."""
         return self.padded_length + self.max_new_tokens
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["prompts"] = [list(p) for p in self.prompts]
         data["prefill_chunks"] = list(self.prefill_chunks)
@@ -82,13 +83,13 @@ class Case:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Case":
+    def from_dict(cls, data: dict[str, Any]) -> Case:
         """Rebuild a case; raises ``ValueError`` (or ``TypeError``) on malformed data."""
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
 
     @classmethod
-    def from_json(cls, text: str) -> "Case":
+    def from_json(cls, text: str) -> Case:
         return cls.from_dict(json.loads(text))
 
     def describe(self) -> str:

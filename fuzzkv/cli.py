@@ -105,9 +105,13 @@ def show(failure_id: int, db_url: str | None, as_json: bool) -> None:
 @click.option("--fail-on", default="any", show_default=True, type=click.Choice(app.FAIL_ON),
               help="any: exit 1 if any open failure still fails; new: also replay fixed failures, and exit 1 only "
                    "if one of those fails again (a pull-request gate that known open bugs do not block).")
-def replay(model: str | None, db_url: str | None, as_json: bool, fail_on: str) -> None:
+@click.option("--deadline", type=float, default=None,
+              help="Seconds one stored case may take before it counts as a hang (a failure) [default: the deadline "
+                   "of the run that stored it].")
+def replay(model: str | None, db_url: str | None, as_json: bool, fail_on: str, deadline: float | None) -> None:
     """Re-run every open stored failure (no Hypothesis). Marks passing ones fixed; exit 1 if any still fails."""
-    _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json, fail_on=fail_on))
+    _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json, fail_on=fail_on,
+                                        deadline=deadline))
 
 
 @cli.command()

@@ -6,13 +6,17 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from fuzzkv.case import DTYPES
+from fuzzkv.db import redact_url
 from fuzzkv.errors import UsageError
+from fuzzkv.oracles import ORACLES
 
 DEFAULT_DB = "sqlite:///fuzzkv.db"
 DB_ENV = "FUZZKV_DB"
 SCALES = ("full", "tiny")
 ATTNS = ("eager", "sdpa")
 BACKENDS = ("hf", "tl", "both")
+LANES = {"hf": {"hf"}, "tl": {"tl"}, "both": {"hf", "tl", "cross"}}  # the lanes each --backend drives
+DEFAULT_DEADLINE = 300.0
 
 
 def default_db_url() -> str:
@@ -42,18 +46,16 @@ class RunConfig:
     max_batch: int = 4
     max_prompt_len: int | None = None
     max_new_tokens: int | None = None
-    deadline: float | None = 300.0  # seconds per example; a case past it is an error finding (a hang)
+    deadline: float | None = DEFAULT_DEADLINE  # seconds per example; a case past it is an error finding (a hang)
 
     def __post_init__(self) -> None:
-        from fuzzkv.oracles import ORACLES
-
         unknown = [o for o in self.oracles if o not in ORACLES]
         if unknown:
             raise UsageError(f"unknown oracle {unknown[0]!r}.", tip=f"choose from {', '.join(ORACLES)}")
         lanes = LANES.get(self.backend, set())
         for name in self.oracles:
             if lanes and not lanes & set(ORACLES[name].lanes):
-                need = "both" if ORACLES[name].lanes == ("cross",) else "tl or both"
+                need = " or ".join(b for b, driven in LANES.items() if driven & set(ORACLES[name].lanes))
                 raise UsageError(f"oracle {name} does not run with --backend {self.backend}.",
                                  tip=f"use --backend {need}")
         _choice("--backend", self.backend, BACKENDS)
@@ -84,15 +86,11 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The settings as stored in a run row and shown in ``--json``: the database password redacted."""
-        from fuzzkv.db import redact_url
-
         data = asdict(self)
         data["oracles"] = list(self.oracles)
         data["db_url"] = redact_url(self.db_url)
         return data
 
-
-LANES = {"hf": {"hf"}, "tl": {"tl"}, "both": {"hf", "tl", "cross"}}  # the lanes each --backend drives
 
 
 def fits(config: RunConfig, max_positions: int | None, model: str) -> None:

@@ -16,11 +16,16 @@ It uses only torch and the module tree, so it works for any backend whose model 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from fuzzkv.backends import Trace
+from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
+
+if TYPE_CHECKING:
+    from fuzzkv.backends.interface import Lane
+    from fuzzkv.verdict import Verdict
 
 PARTS = ("keys", "values", "attention", "mlp", "output")
 PART_NAMES = {"keys": "cached keys", "values": "cached values", "attention": "attention output",
@@ -141,15 +146,10 @@ def threshold_for(tolerance: float, logit_scale: float | None) -> float:
     return max(MIN_RELATIVE_THRESHOLD, relative)
 
 
-def torch_module(backend) -> torch.nn.Module | None:
-    module = getattr(backend, "bridge", None) or getattr(backend, "model", None)
-    return module if isinstance(module, torch.nn.Module) else None
-
-
 @torch.inference_mode()
-def cached_vs_uncached(backend, case: Case, tokens: torch.Tensor | None, threshold: float) -> dict:
+def cached_vs_uncached(backend: Backend, case: Case, tokens: torch.Tensor | None, threshold: float) -> dict:
     """Localise a cached-vs-uncached divergence on one backend, teacher-forced on ``tokens``."""
-    module = torch_module(backend)
+    module = backend.module()
     if module is None or not decoder_layers(module):
         return {"unavailable": "the model has no decoder layers fuzzkv can hook"}
     recorder = Recorder(module)
@@ -164,13 +164,10 @@ def cached_vs_uncached(backend, case: Case, tokens: torch.Tensor | None, thresho
     return _finish(layers, threshold, f"cached ({case.cache} cache) vs uncached on {backend.name}")
 
 
-def _add_cache_contents(backend, case, cached: Trace, layers: list[dict], threshold: float) -> None:
-    contents = getattr(backend, "cache_contents", None)
-    if contents is None:
-        return
+def _add_cache_contents(backend: Backend, case: Case, cached: Trace, layers: list[dict], threshold: float) -> None:
     by_layer = {entry["layer"]: entry for entry in layers}
     real = cached.attention_mask.bool().cpu()
-    for i, part, incremental, one_pass in contents(case, cached.tokens):
+    for i, part, incremental, one_pass in backend.cache_contents(case, cached.tokens):
         slots = incremental.shape[2]
         if incremental.shape != one_pass.shape or slots > real.shape[1]:
             continue
@@ -189,18 +186,21 @@ def _add_cache_contents(backend, case, cached: Trace, layers: list[dict], thresh
 
 
 @torch.inference_mode()
-def across_backends(reference_backend, candidate_backend, tokens, attention_mask, threshold: float) -> dict:
+def across_backends(reference_backend: Backend, candidate_backend: Backend, tokens: torch.Tensor,
+                    attention_mask: torch.Tensor, threshold: float) -> dict:
     """Localise where two implementations of one model part on the uncached path (the cross oracle)."""
-    modules = [torch_module(b) for b in (reference_backend, candidate_backend)]
-    if any(m is None for m in modules) or len(decoder_layers(modules[0])) != len(decoder_layers(modules[1])):
+    reference_module, candidate_module = reference_backend.module(), candidate_backend.module()
+    if reference_module is None or candidate_module is None or \
+            len(decoder_layers(reference_module)) != len(decoder_layers(candidate_module)):
         return {"unavailable": "the two implementations' layers cannot be matched one to one"}
     states = []
-    for backend, module in zip((reference_backend, candidate_backend), modules):
+    for backend, module in ((reference_backend, reference_module), (candidate_backend, candidate_module)):
         recorder = Recorder(module)
         with recorder.recording():
             backend.reference(tokens, attention_mask)
         states.append(recorder.sequences())
-    layers = compare_layers(*states, attention_mask[:, :-1].bool().cpu(), threshold)
+    # states holds exactly two dicts: the reference's, then the candidate's.
+    layers = compare_layers(*cast("tuple[dict, dict]", states), attention_mask[:, :-1].bool().cpu(), threshold)
     names = f"{candidate_backend.name} vs {reference_backend.name} (uncached)"
     return _finish(layers, threshold, names)
 
@@ -211,10 +211,7 @@ def _finish(layers: list[dict], threshold: float, paths: str) -> dict:
             "explanation": explain(first, paths)}
 
 
-def diagnose(backend, verdict, lane: str) -> dict:
-    """Localise a mismatch verdict's minimal case on ``backend`` (a lane's backend; cross: both)."""
+def diagnose(lane: Lane, verdict: Verdict) -> dict[str, Any]:
+    """Localise a mismatch verdict's minimal case on ``lane`` (the lane knows how: one backend or a pair)."""
     threshold = threshold_for(verdict.tolerance, verdict.metrics.logit_scale if verdict.metrics else None)
-    if lane == "cross":
-        cached = backend.hf.cached(verdict.case)
-        return across_backends(backend.hf, backend.tl, cached.tokens, cached.attention_mask, threshold)
-    return cached_vs_uncached(backend, verdict.case, None, threshold)
+    return lane.diagnose(verdict, threshold)

@@ -6,8 +6,19 @@ The runner never prints. It calls ``emit(event)`` and reporters decide what to s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 from fuzzkv.verdict import Verdict
+
+if TYPE_CHECKING:
+    from fuzzkv.db import FailureRecord
+
+# "new": never stored before; "reopened": stored and marked fixed, failing again;
+# "known": stored and still open. CI gates on the first two (``--fail-on new``).
+Novelty = Literal["new", "reopened", "known"]
+# "flaky": failed, then passed when re-run as is.
+FoundStatus = Literal["open", "flaky"]
+ReplayOutcome = Literal["fails", "fixed", "reopened"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +70,8 @@ class FailureFound:
     fingerprint: str
     stored_id: int | None = None
     lane: str = "hf"
-    # "new": never stored before; "reopened": stored and marked fixed, failing again;
-    # "known": stored and still open. CI gates on the first two (``--fail-on new``).
-    novelty: str = "new"
-    # "flaky": failed, then passed when re-run as is; ``recheck`` says what the re-run measured.
-    status: str = "open"
+    novelty: Novelty = "new"
+    status: FoundStatus = "open"  # ``recheck`` says what the re-run of a flaky failure measured
     recheck: str = ""
 
     @property
@@ -96,15 +104,18 @@ class RunFinished:
     # not yet fully shrunk (each is stored at the smallest case reached).
     interrupted: bool = False
     shrinking: tuple[int, ...] = ()
+    # The fatal event: set when an error stopped the run (one line, as the CLI prints it). The
+    # reporters still write their output, marked errored, and the CLI exits 2.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
 class ReplayChecked:
     """One stored failure re-run against the installed versions."""
 
-    record: object  # the FailureRecord as it was stored
+    record: FailureRecord  # as it was stored
     verdict: Verdict
-    outcome: str  # "fails", "fixed", or "reopened" (it was marked fixed and fails again)
+    outcome: ReplayOutcome  # "reopened": it was marked fixed and fails again
 
 
 @dataclass(frozen=True)

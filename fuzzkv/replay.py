@@ -11,44 +11,55 @@ from __future__ import annotations
 import json
 import time
 from itertools import groupby
+from typing import TYPE_CHECKING, cast
 
 from fuzzkv import events
-from fuzzkv.backends import load_lanes
-from fuzzkv.config import RunConfig
+from fuzzkv.config import DEFAULT_DEADLINE, LANES, RunConfig
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.errors import UsageError
 from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.check import check_within
 from fuzzkv.runner import MODEL_SETTINGS, Emit, Run, library_versions
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from fuzzkv.backends.interface import Lane, Lanes
 
 
 def _settings_key(record: FailureRecord) -> str:
     return json.dumps({k: record.settings.get(k) for k in MODEL_SETTINGS}, sort_keys=True, default=str)
 
 
-def replay(store: Store, emit: Emit, model: str | None = None, *, include_fixed: bool = False) -> events.ReplayFinished:
+def replay(store: Store, emit: Emit, model: str | None = None, *, include_fixed: bool = False,
+           deadline: float | None = None) -> events.ReplayFinished:
     """Replay open failures (of ``model``, or all), and fixed ones too with ``include_fixed`` (a fixed
-    failure that fails again is re-opened); emits one event per failure."""
+    failure that fails again is re-opened); emits one event per failure. Each case runs under
+    ``deadline`` seconds, or the deadline of the run that stored it: a stored hang fails again, in time."""
     started, counts = time.monotonic(), {"fails": 0, "fixed": 0, "skipped": 0, "reopened": 0}
     statuses = ("open", "fixed") if include_fixed else ("open",)
     records = sorted((r for s in statuses for r in store.failures(model=model, status=s)), key=_settings_key)
     versions = library_versions()
+    run_deadlines = {run["id"]: (run["settings"] or {}).get("deadline", DEFAULT_DEADLINE) for run in store.runs()}
+    group: Iterator[FailureRecord] | list[FailureRecord]  # each group is listed once taken
     for key, group in groupby(records, key=_settings_key):
         group = list(group)
         settings = json.loads(key)
-        lane = settings.get("backend")
+        lane_name = settings.get("backend")
         try:
-            config, lanes = _rebuild(settings, lane)
+            config, lanes = _rebuild(settings, lane_name)
         except Skip as skip:
-            emit(events.ReplaySkipped(tuple(r.id for r in group), str(skip)))
+            emit(events.ReplaySkipped(tuple(cast(int, r.id) for r in group), str(skip)))  # stored records have ids
             counts["skipped"] += len(group)
             continue
-        tolerance = Run(config, lanes, store, lambda event: None, versions=versions).tolerance(lane)
+        tolerance = Run(config, lanes, store, lambda event: None, versions=versions).tolerance(lane_name)
         for record in group:
             if record.oracle not in ORACLES:  # stored by another fuzzkv version
-                emit(events.ReplaySkipped((record.id,), f"unknown oracle {record.oracle!r}"))
+                emit(events.ReplaySkipped((cast(int, record.id),), f"unknown oracle {record.oracle!r}"))
                 counts["skipped"] += 1
                 continue
-            counts[_replay_one(store, lanes.backends[lane], record, tolerance.value, emit)] += 1
+            limit = deadline if deadline is not None else run_deadlines.get(record.run_id, DEFAULT_DEADLINE)
+            counts[_replay_one(store, lanes.lanes[lane_name], record, tolerance.value, limit, emit)] += 1
     finished = events.ReplayFinished(counts["fails"], counts["fixed"], counts["skipped"], time.monotonic() - started,
                                      counts["reopened"])
     emit(finished)
@@ -59,23 +70,30 @@ class Skip(Exception):
     """Stored failures that cannot be replayed here; the message says why."""
 
 
-def _rebuild(settings: dict, lane: str | None):
-    """The config and backends that recreate a stored failure's model on its lane."""
+def _rebuild(settings: dict, lane: str) -> tuple[RunConfig, Lanes]:
+    """The config and lanes that recreate a stored failure's model on its lane."""
+    from fuzzkv.backends.loader import load_lanes
+
+    option = next((name for name, lanes in LANES.items() if lane in lanes), None)
+    if option is None:
+        raise Skip(f"backend {lane!r} is not known to this fuzzkv")
     try:
-        config = RunConfig(**{**settings, "backend": "both" if lane == "cross" else lane}, db_url="memory:")
+        config = RunConfig(**{**settings, "backend": option}, db_url="memory:")
         lanes = load_lanes(config)
     except UsageError as exc:
         raise Skip(exc.one_line()) from None
     except TypeError as exc:
         raise Skip(f"stored settings cannot rebuild the model: {exc}") from None
-    if lane not in lanes.backends:
+    if lane not in lanes.lanes:
         raise Skip(lanes.unsupported.get(lane, f"backend {lane!r} is not available"))
     return config, lanes
 
 
-def _replay_one(store: Store, backend, record: FailureRecord, tolerance: float, emit: Emit) -> str:
-    verdict = ORACLES[record.oracle].check(backend, record.case, tolerance)
-    outcome = ("reopened" if record.status == "fixed" else "fails") if verdict.failed else "fixed"
+def _replay_one(store: Store, lane: Lane, record: FailureRecord, tolerance: float, deadline: float | None,
+                emit: Emit) -> events.ReplayOutcome:
+    verdict = check_within(ORACLES[record.oracle], lane, record.case, tolerance, deadline)
+    assert record.id is not None  # read from the store
+    outcome: events.ReplayOutcome = ("reopened" if record.status == "fixed" else "fails") if verdict.failed else "fixed"
     store.mark(record.id, "open" if verdict.failed else "fixed", seen=verdict.failed)
     emit(events.ReplayChecked(record, verdict, outcome))
     return outcome

@@ -10,19 +10,21 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata
-from typing import Callable
 
 from fuzzkv import __version__, baselines, events
-from fuzzkv.backends import Lanes, load_lanes
-from fuzzkv.case import CACHES, Case
+from fuzzkv.backends.interface import Backend, Lane, Lanes
+from fuzzkv.case import Case
 from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.db.examples import StoreExampleDatabase
 from fuzzkv.diagnosis import diagnose
+from fuzzkv.errors import FuzzkvError
 from fuzzkv.oracles import ORACLES, Oracle
-from fuzzkv.search import Search, check_within, failure_key
+from fuzzkv.oracles.check import check_within
+from fuzzkv.search import Search, failure_key
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.tolerance import Tolerance
 from fuzzkv.verdict import Verdict
@@ -33,7 +35,7 @@ MODEL_SETTINGS = ("model", "backend", "scale", "dtype", "device", "attn", "init_
 
 def library_versions() -> dict[str, str | None]:
     """Versions that decide whether a stored failure still reproduces."""
-    versions = {"python": platform.python_version(), "fuzzkv": __version__}
+    versions: dict[str, str | None] = {"python": platform.python_version(), "fuzzkv": __version__}
     for package in ("torch", "transformers", "hypothesis", "transformer_lens"):
         try:
             versions[package] = metadata.version(package.replace("_", "-"))
@@ -54,27 +56,21 @@ def case_size(case: Case) -> tuple:
             case.reuse_batch, sum(map(sum, case.prompts)))
 
 
-def case_space(config: RunConfig, backend) -> CaseSpace:
-    info = backend.info
-    max_batch = min(config.max_batch, getattr(backend, "max_batch", config.max_batch))
+def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
+    info, capabilities = lane.info, lane.capabilities
+    max_batch = min(config.max_batch, capabilities.max_batch or config.max_batch)
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
-                     caches=getattr(backend, "caches", CACHES))
+                     caches=capabilities.caches)
 
 
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:
-    """(oracle, lane) pairs to search: the chosen oracles (default all) on every lane they apply to."""
+    """(oracle, lane) pairs to search: the chosen oracles (default all) on every lane they apply to
+    whose declared capabilities allow them."""
     chosen = [ORACLES[n] for n in config.oracles] if config.oracles else list(ORACLES.values())
-    return [(oracle, lane) for oracle in chosen for lane in oracle.lanes if lane in lanes.backends
-            and _can_run(lanes.backends[lane], oracle)]
-
-
-def _can_run(backend, oracle: Oracle) -> bool:
-    """Whether a backend offers what an oracle needs (batch size, cache features)."""
-    if getattr(backend, "max_batch", oracle.min_batch) < oracle.min_batch:
-        return False
-    return oracle.needs <= getattr(backend, "features", frozenset())
+    return [(oracle, name) for oracle in chosen for name in oracle.lanes if name in lanes.lanes
+            and lanes.lanes[name].capabilities.allows(oracle.min_batch, oracle.needs)]
 
 
 def model_settings(config: RunConfig, lane: str) -> dict:
@@ -96,17 +92,19 @@ class Run:
     examples: int = 0
     versions: dict = field(default_factory=library_versions)
     tolerances: dict = field(default_factory=dict)  # lane -> Tolerance
+    _measured: dict = field(default_factory=dict)  # backend name -> Tolerance
+    _growth: str | None = None  # the last measurement's noise-growth message
     _pending: dict = field(default_factory=dict)  # (lane, failure key) -> (row id, case size) while shrinking
     _known: dict = field(default_factory=dict)  # fingerprint -> status of failures stored before this run
 
-    def execute(self) -> events.RunFinished:
+    def execute(self) -> tuple[events.RunFinished, FuzzkvError | None]:
         started = time.monotonic()
         for lane, reason in self.lanes.unsupported.items():
             self.emit(events.BackendUnsupported(lane, reason))
         work = work_list(self.config, self.lanes)
         self._known = {record.fingerprint: record.status for record in self.store.failures()}
         self.run_id = self.store.start_run(self.config.to_dict(), self.versions)
-        outcome, interrupted = "interrupted", False
+        outcome, interrupted, error = "interrupted", False, None
         try:
             for i, (oracle, lane) in enumerate(work):
                 remaining = None
@@ -118,36 +116,49 @@ class Run:
         except KeyboardInterrupt:
             # Ctrl-C: every failing case seen is already committed; end the run and say so.
             interrupted = True
+        except FuzzkvError as exc:
+            # A fatal error (e.g. the store became unwritable): reporters still write what the run
+            # saw, marked errored, before the error reaches the CLI (exit 2).
+            outcome, error = "errored", exc
         finally:
-            self.store.finish_run(self.run_id, self.examples, outcome, len(self.found) + len(self._pending))
+            self._finish_row(outcome, error)
         shrinking = tuple(row for row, _size in self._pending.values())
         return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id,
-                                  interrupted, shrinking)
+                                  interrupted, shrinking, error.one_line() if error else None), error
+
+    def _finish_row(self, outcome: str, error: FuzzkvError | None) -> None:
+        assert self.run_id is not None  # execute() starts the run before any row is finished
+        try:
+            self.store.finish_run(self.run_id, self.examples, outcome, len(self.found) + len(self._pending))
+        except FuzzkvError:
+            if error is None:
+                raise  # otherwise the first error is the one to report
 
     def tolerance(self, lane: str) -> Tolerance:
-        """The lane's tolerance, settled on first use; cross-implementation is the sum of both sides'."""
+        """The lane's tolerance, settled on first use by the lane's own rule."""
         if lane not in self.tolerances:
-            if lane == "cross":
-                hf, tl = self.tolerance("hf"), self.tolerance("tl")
-                tolerance = Tolerance(hf.value + tl.value, f"HF tolerance {hf.value:.3g} + TransformerLens tolerance "
-                                      f"{tl.value:.3g}: each side's own rounding noise", hf.noise + tl.noise,
-                                      max(hf.logit_scale, tl.logit_scale), 1.0, 0)
-                growth = None
-            else:
-                tolerance, growth = baselines.choose(self.config, self.lanes.backends[lane], self.store, self.versions)
+            self._growth = None
+            tolerance = self.lanes.lanes[lane].tolerance(self._measure)
             self.tolerances[lane] = tolerance
-            self.emit(events.ToleranceChosen(tolerance.value, tolerance.source, growth.message() if growth else None,
-                                             lane))
+            self.emit(events.ToleranceChosen(tolerance.value, tolerance.source, self._growth, lane))
         return self.tolerances[lane]
 
+    def _measure(self, backend: Backend) -> Tolerance:
+        """One backend's tolerance: a stored baseline, or a new measurement (once per run)."""
+        if backend.name not in self._measured:
+            tolerance, growth = baselines.choose(self.config, backend, self.store, self.versions)
+            self._measured[backend.name] = tolerance
+            self._growth = growth.message() if growth else None
+        return self._measured[backend.name]
+
     def _search(self, oracle: Oracle, lane: str, budget: float | None) -> None:
-        backend, tolerance = self.lanes.backends[lane], self.tolerance(lane)
+        tolerance = self.tolerance(lane)
         self.emit(events.OracleStarted(oracle.name, oracle.description, lane))
-        search = Search(oracle, backend, tolerance.value, budget=budget, deadline=self.config.deadline,
+        search = Search(oracle, self.lanes.lanes[lane], tolerance.value, budget=budget, deadline=self.config.deadline,
                         on_example=lambda n, elapsed: self._progress(oracle, n, elapsed),
                         on_failure=lambda verdict: self._keep_smallest(verdict, lane))
         try:
-            verdicts = search.execute(case_space(self.config, backend), max_examples=self.config.max_examples,
+            verdicts = search.execute(case_space(self.config, self.lanes.lanes[lane]), max_examples=self.config.max_examples,
                                       seed_value=self.config.seed, database=self._examples_db(oracle, lane))
         finally:  # counted also when Ctrl-C stops this search
             self.examples += search.examples
@@ -164,14 +175,13 @@ class Run:
         self.emit(events.ExampleChecked(oracle.name, n, self.examples + n, len(self.found), elapsed))
 
     def _failure_record(self, verdict: Verdict, lane: str) -> FailureRecord:
-        backend = self.lanes.backends[lane]
-        model = backend.info.name
+        model = self.lanes.info.name
         return FailureRecord(
             fingerprint=fingerprint(model, lane, verdict), model=model, backend=lane, oracle=verdict.oracle,
             kind=verdict.kind, case=verdict.case,
             max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None, tolerance=verdict.tolerance,
             metrics=verdict.metrics.to_dict() if verdict.metrics else {}, error=verdict.error,
-            reproduction=backend.reproduction(verdict.oracle, verdict.case, verdict.tolerance),
+            reproduction=self.lanes.lanes[lane].reproduction(verdict.oracle, verdict.case, verdict.tolerance),
             versions=self.versions, settings=model_settings(self.config, lane),
             tolerance_source=self.tolerance(lane).source, run_id=self.run_id)
 
@@ -187,7 +197,9 @@ class Run:
         self._pending[key] = (row, size)
 
     def _record(self, verdict: Verdict, lane: str, oracle: Oracle) -> None:
-        again = check_within(oracle, self.lanes.backends[lane], verdict.case, verdict.tolerance, self.config.deadline)
+        again = check_within(oracle, self.lanes.lanes[lane], verdict.case, verdict.tolerance, self.config.deadline)
+        status: events.FoundStatus
+        recheck: str
         status, recheck = ("open", "") if again.failed else ("flaky", _measured(verdict, again))
         diagnosis = self._diagnose(verdict, lane) | ({"flaky": recheck} if recheck else {})
         record = replace(self._failure_record(verdict, lane), diagnosis=diagnosis, status=status)
@@ -200,16 +212,16 @@ class Run:
 
     def _diagnose(self, verdict: Verdict, lane: str) -> dict:
         """Where the minimal case breaks (see :mod:`fuzzkv.diagnosis`); never fails the run."""
-        texts = getattr(self.lanes.hf, "texts", lambda _prompts: None)(verdict.case.prompts)
+        texts = self.lanes.lanes[lane].texts(verdict.case.prompts)
         found = {"texts": texts} if texts else {}
         if verdict.kind != "mismatch":
             return found
         try:
-            return {**found, **diagnose(self.lanes.backends[lane], verdict, lane)}
+            return {**found, **diagnose(self.lanes.lanes[lane], verdict)}
         except Exception as exc:  # noqa: BLE001 - a diagnosis is extra: its failure is noted, not raised
             return {"unavailable": f"diagnosis raised {type(exc).__name__}: {exc}"}
 
-    def _novelty(self, fingerprint: str) -> str:
+    def _novelty(self, fingerprint: str) -> events.Novelty:
         before = self._known.get(fingerprint)
         return "new" if before is None else "reopened" if before == "fixed" else "known"
 
@@ -223,17 +235,11 @@ def _measured(first: Verdict, again: Verdict) -> str:
     return f"first {said(first)}; re-run {said(again)} (tolerance {first.tolerance:.3g})"
 
 
-def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes | None = None) -> events.RunFinished:
-    """Run ``config``: the entry point the CLI and tests call."""
-    lanes = lanes or load_lanes(config)
-    primary = lanes.primary
-    emit(events.RunStarted(config.to_dict(), library_versions(), primary.info.source, _backend_line(lanes)))
-    finished = Run(config, lanes, store, emit).execute()
+def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes) -> events.RunFinished:
+    """Run ``config`` on ``lanes`` (see ``fuzzkv.backends.loader.load_lanes``): the entry point the CLI calls."""
+    emit(events.RunStarted(config.to_dict(), library_versions(), lanes.info.source, lanes.description))
+    finished, error = Run(config, lanes, store, emit).execute()
     emit(finished)
+    if error is not None:
+        raise error
     return finished
-
-
-def _backend_line(lanes: Lanes) -> str:
-    names = list(lanes.backends) + [f"{lane} (unsupported)" for lane in lanes.unsupported]
-    tl = lanes.backends.get("tl")
-    return ", ".join(names) + (f" ({tl.api})" if tl is not None else "")

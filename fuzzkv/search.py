@@ -7,17 +7,16 @@ the smallest case found so far even if the process is killed mid-shrink.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
 from hypothesis.database import ExampleDatabase
 
-from fuzzkv.backends import Backend
+from fuzzkv.backends.interface import Lane
 from fuzzkv.case import Case
 from fuzzkv.oracles import Oracle
+from fuzzkv.oracles.check import check_within
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.verdict import Verdict
 
@@ -29,31 +28,6 @@ class OutOfTime(KeyboardInterrupt):
     failure nor saves: any other BaseException would put the example in progress into the
     failure corpus, and the next night would replay it as an already-shrunk failure.
     """
-
-
-class ExampleDeadline(BaseException):
-    """A case ran past --deadline. A BaseException, so a model path's ``except Exception`` cannot swallow it."""
-
-
-def check_within(oracle: Oracle, backend: Backend, case: Case, tolerance: float, deadline: float | None) -> Verdict:
-    """``oracle.check`` with a per-example deadline: a path that hangs becomes an error finding
-    ("Deadline") instead of stopping an unattended run. The timer needs the main thread (SIGALRM)."""
-    if not deadline or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        return oracle.check(backend, case, tolerance)
-
-    def expire(_signum, _frame):
-        raise ExampleDeadline()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, deadline)
-    try:
-        return oracle.check(backend, case, tolerance)
-    except ExampleDeadline:
-        return Verdict(oracle.name, case, "error", tolerance, error_type="Deadline",
-                       error=f"no result within the per-example deadline of {deadline:g} s (a hang?)")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class CaseFailed(Exception):
@@ -84,10 +58,10 @@ def failure_type(verdict: Verdict) -> type:
 class Search:
     """The Hypothesis search for one oracle."""
 
-    def __init__(self, oracle: Oracle, backend: Backend, tolerance: float, *, budget: float | None,
+    def __init__(self, oracle: Oracle, lane: Lane, tolerance: float, *, budget: float | None,
                  on_example: Callable[[int, float], None], on_failure: Callable[[Verdict], None],
                  deadline: float | None = None):
-        self.oracle, self.backend, self.tolerance, self.budget = oracle, backend, tolerance, budget
+        self.oracle, self.lane, self.tolerance, self.budget = oracle, lane, tolerance, budget
         self.deadline = deadline
         self.on_example, self.on_failure = on_example, on_failure
         self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
@@ -111,7 +85,7 @@ class Search:
             raise failure_type(verdict)(verdict)
 
     def _fresh(self, case: Case) -> Verdict:
-        verdict = check_within(self.oracle, self.backend, case, self.tolerance, self.deadline)
+        verdict = check_within(self.oracle, self.lane, case, self.tolerance, self.deadline)
         self.seen[case] = verdict
         self.examples += 1
         self.on_example(self.examples, time.monotonic() - self.started)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 
-from fuzzkv.backends import Backend
+from fuzzkv.backends.interface import Backend
 from fuzzkv.case import Case
 
 SAFETY_FACTOR = 16.0
@@ -48,7 +49,9 @@ def calibrate(backend: Backend, dtype: str, *, prompts: int = 4, length: int = 1
     for i in range(prompts):
         n = max(2, min(length, limit - 1) - i)
         # Unpadded single prompts: padded rows can be NaN in float64 eager attention.
-        case = Case(prompts=((rng.randrange(vocab) for _ in range(n)),), max_new_tokens=1, dtype=dtype)
+        # Case normalises the prompt row (a generator here) to a tuple of ints.
+        case = Case(prompts=(cast("tuple[int, ...]", (rng.randrange(vocab) for _ in range(n))),), max_new_tokens=1,
+                    dtype=dtype)
         tokens = torch.tensor([case.prompts[0]])
         mask = torch.ones_like(tokens)
         low = backend.reference(tokens, mask).double()
@@ -79,10 +82,15 @@ def _floor_only(backend, dtype: str, scale: float, prompts: int, error: Exceptio
     return Tolerance(SAFETY_FACTOR * noise, source, noise, scale, SAFETY_FACTOR, prompts)
 
 
-def _release(backend) -> None:
-    release = getattr(backend, "release_float64", None)
-    if release:
-        release()
+def _release(backend: Backend) -> None:
+    backend.release_float64()
+
+
+def summed(first: Tolerance, second: Tolerance, names: str) -> Tolerance:
+    """The tolerance between two implementations: each side's own rounding noise, added."""
+    return Tolerance(first.value + second.value,
+                     f"{names} tolerances {first.value:.3g} + {second.value:.3g}: each side's own rounding noise",
+                     first.noise + second.noise, max(first.logit_scale, second.logit_scale), 1.0, 0)
 
 
 def fixed(value: float) -> Tolerance:

@@ -1,4 +1,5 @@
-"""Numbers, not booleans: how two paths' logits differ, and what that means.
+"""Numbers, not booleans: how two paths' logits differ, and what that means (no torch here:
+reporters read verdicts; :mod:`fuzzkv.comparison` computes them).
 
 A logit difference above the tolerance is a bug whatever the tokens do. A greedy-token
 divergence where the reference's top-2 margin is below the tolerance is rounding, and
@@ -8,10 +9,13 @@ is reported but never failed on.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import torch
+from typing import Literal
 
 from fuzzkv.case import Case
+
+# "pass": the paths agree; "mismatch": logits differ past the tolerance; "error": a path raised
+# (or produced non-finite logits, or hung) where the other did not.
+Kind = Literal["pass", "mismatch", "error"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class Verdict:
 
     oracle: str
     case: Case
-    kind: str  # "pass", "mismatch" or "error"
+    kind: Kind
     tolerance: float
     metrics: Metrics | None = None
     error: str | None = None  # "<path> path raised <Type>: <message>" for kind "error"
@@ -62,52 +66,7 @@ class Verdict:
         if self.kind == "error":
             return f"{self.oracle}: error - {self.error}"
         m = self.metrics
+        assert m is not None  # only "error" verdicts come without metrics
         where = f" first at position {m.first_bad_position} (row {m.first_bad_row})" if m.first_bad_position is not None else ""
         what = f" ({self.comparison})" if self.comparison else ""
         return f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}"
-
-
-def compare(reference: torch.Tensor, candidate: torch.Tensor, checked: torch.Tensor, tolerance: float) -> Metrics:
-    """Compare logits [B, T, V] at the ``checked`` [B, T] positions."""
-    ref, cand = reference.double(), candidate.double()
-    diff = (ref - cand).abs()
-    # NaN in both paths at the same place is the same answer; NaN or inf in one only is not.
-    same_nonfinite = ~torch.isfinite(ref) & ~torch.isfinite(cand) & ((ref == cand) | (ref.isnan() & cand.isnan()))
-    diff = torch.where(same_nonfinite, torch.zeros_like(diff), diff)
-    diff = torch.nan_to_num(diff, nan=float("inf"))
-    per_pos = diff.amax(-1).masked_fill(~checked, 0.0)
-    count = int(checked.sum())
-    if count == 0:
-        return Metrics(0.0, 0.0, 0.0, None, None, None, None, 0, ())
-    row, pos = _first(per_pos > tolerance)
-    div_row, div_pos = _first((ref.argmax(-1) != cand.argmax(-1)) & checked)
-    margin = _top2_margin(ref[div_row, div_pos]) if div_pos is not None else None
-    finite_ref = torch.nan_to_num(ref.abs(), nan=0.0, posinf=0.0)
-    return Metrics(
-        max_abs_diff=float(per_pos.max()),
-        mean_abs_diff=float(diff.mean(-1).masked_fill(~checked, 0.0).sum() / count),
-        logit_scale=float(finite_ref.amax(-1)[checked].max()),
-        first_bad_position=pos, first_bad_row=row,
-        greedy_divergence_step=div_pos, top2_margin=margin, positions_compared=count,
-        per_position=_per_position(per_pos, checked),
-    )
-
-
-def _per_position(per_pos: torch.Tensor, checked: torch.Tensor) -> tuple[float | None, ...]:
-    worst = per_pos.amax(0).tolist()
-    compared = checked.any(0).tolist()
-    return tuple(w if c else None for w, c in zip(worst, compared))
-
-
-def _first(flags: torch.Tensor) -> tuple[int | None, int | None]:
-    """(row, position) of the earliest True by position, or (None, None)."""
-    hits = flags.nonzero()
-    if hits.numel() == 0:
-        return None, None
-    best = hits[hits[:, 1].argmin()]
-    return int(best[0]), int(best[1])
-
-
-def _top2_margin(logits: torch.Tensor) -> float:
-    top = torch.topk(logits, 2).values
-    return float(top[0] - top[1])

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import queue as queues
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from fuzzkv import events
@@ -38,16 +39,16 @@ def _work(config: RunConfig, worker: int, threads: int, outbox) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from fuzzkv.backends import load_lanes
+    from fuzzkv.backends.loader import load_lanes
     from fuzzkv.db import open_store
     from fuzzkv.runner import run
 
-    error = None
+    error: BaseException | None = None
     try:
         lanes = load_lanes(config)
         store = open_store(config.db_url)
         try:
-            run(config, store, outbox.put, lanes=lanes)
+            run(config, store, outbox.put, lanes)
         finally:
             store.close()
     except KeyboardInterrupt:
@@ -74,7 +75,7 @@ class Merger:
     each oracle once (after every worker finished it, with summed examples), each failure once."""
 
     workers: int
-    emit: object
+    emit: Callable[[object], None]
     started: bool = False
     said: set = field(default_factory=set)  # tolerance lanes and unsupported lanes already shown
     blocks: dict = field(default_factory=dict)  # (oracle, lane) -> Block, in the order first started
@@ -138,7 +139,8 @@ class Merger:
                                   max((r.elapsed for r in self.runs), default=0.0),
                                   self.runs[0].run_id if self.runs else None,
                                   interrupted or any(r.interrupted for r in self.runs),
-                                  tuple(i for r in self.runs for i in r.shrinking))
+                                  tuple(i for r in self.runs for i in r.shrinking),
+                                  next((r.error for r in self.runs if r.error), None))
 
 
 def _merged(done: list, failures: int) -> events.OracleFinished:
@@ -201,7 +203,7 @@ def _drive(processes, outbox, merger: Merger, config: RunConfig) -> None:
             message = outbox.get(timeout=1.0)
         except queues.Empty:
             if not any(p.is_alive() for p in processes if p.pid is not None) and outbox.empty():
-                raise RuntimeError("every worker exited without saying why (killed?)")
+                raise RuntimeError("every worker exited without saying why (killed?)") from None
             continue
         if isinstance(message, WorkerStopped):
             stopped += 1

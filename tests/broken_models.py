@@ -6,6 +6,8 @@ in background.md. The test suite asserts fuzzkv finds each and shrinks it to its
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -15,20 +17,20 @@ from fuzzkv.backends.hf_loading import sensitise
 LONG_SEQUENCE = 10  # the cache breaks once it holds more than this many tokens
 
 
-def _cached_length(past_key_values) -> int:
-    if past_key_values is None:
-        return 0
-    return int(past_key_values.get_seq_length())
+def _cached_length(kwargs) -> int:
+    # The cache comes as ``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier).
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    return 0 if cache is None else int(cache.get_seq_length())
 
 
 class _Tiny(LlamaForCausalLM):
     """A tiny Llama with fuzzkv's sensitive random init; subclasses break one thing."""
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, **kwargs):
-        past = _cached_length(past_key_values)
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        past = _cached_length(kwargs)
         input_ids, attention_mask, position_ids = self.corrupt(past, input_ids, attention_mask, position_ids)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                               past_key_values=past_key_values, **kwargs)
+                               **kwargs)
 
     def corrupt(self, past, input_ids, attention_mask, position_ids):
         return input_ids, attention_mask, position_ids
@@ -70,6 +72,39 @@ class PastLongSequence(_Tiny):
         return input_ids, attention_mask, position_ids
 
 
+class StaticCacheOffByOne(_Tiny):
+    """Only with a static (preallocated) cache, decoding uses positions one too far."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self._static = type(cache).__name__ == "StaticCache"
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if self._static and past > 0 and position_ids is not None:
+            position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
+
+
+class StaleAfterSmallerBatch(_Tiny):
+    """A cache object that once served a bigger batch decodes the smaller one wrongly after reset()
+    (the TorchTune bug class: caches set up for one batch size, reused for a smaller one)."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        seen = self.__dict__.setdefault("_largest_batch", weakref.WeakKeyDictionary())  # cache -> largest batch
+        batch = input_ids.shape[0] if input_ids is not None else 0
+        self._stale = cache is not None and seen.get(cache, batch) > batch
+        if cache is not None:
+            seen[cache] = max(seen.get(cache, 0), batch)
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if self._stale and past > 0 and position_ids is not None:
+            position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
+
+
 def _build(cls):
     spec = registry.get("llama").config_for("tiny")
     config = LlamaConfig(**{k: v for k, v in spec.items() if k != "model_type"})
@@ -97,6 +132,14 @@ def batch_of_three():
 
 def past_long_sequence():
     return _build(PastLongSequence)
+
+
+def static_cache_off_by_one():
+    return _build(StaticCacheOffByOne)
+
+
+def stale_after_smaller_batch():
+    return _build(StaleAfterSmallerBatch)
 
 
 # -- faults: models that misbehave in ways a long unattended run must survive ---------------

@@ -27,13 +27,14 @@ class Recorder(list):
 
 def fuzz(model: str, **options):
     """Run fuzzkv in-process on an in-memory store; returns (RunFinished, events, store)."""
+    from fuzzkv.backends.loader import load_lanes
     from fuzzkv.runner import run
 
     options.setdefault("scale", "tiny")
     options.setdefault("max_examples", 30)
     config = RunConfig(model=model, db_url="memory:", **options)
     store, recorder = MemoryStore(), Recorder()
-    finished = run(config, store, recorder.append)
+    finished = run(config, store, recorder.append, load_lanes(config))
     return finished, recorder, store
 
 

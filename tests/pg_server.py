@@ -64,7 +64,7 @@ class PgServer:
         # Local (unix socket) logins are trusted: only to create the role and databases below.
         self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth-local=trust",
                  "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync")
-        for attempt in range(5):
+        for _attempt in range(5):
             self.port = free_port()
             options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=off "
                        "-c max_connections=60 -c shared_buffers=16MB")

@@ -108,5 +108,5 @@ def test_run_reports_a_shrunk_failure_with_a_reproduction(tmp_path):
     script.write_text(failure["reproduction"])
     repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
-    assert repro.returncode == 0, repro.stderr
+    assert repro.returncode == 1, repro.stderr  # a script exits 1 when it reproduces
     assert "FAILS" in repro.stdout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from fuzzkv import diagnosis
-from fuzzkv.backends import load_lanes
+from fuzzkv.backends.loader import load_lanes
 from fuzzkv.case import Case
 from fuzzkv.config import RunConfig
 from tests.conftest import fuzz
@@ -20,7 +20,7 @@ TWO_ROWS = Case(prompts=((5, 6, 7), (8, 9)), padding_side="left", max_new_tokens
 
 
 def _hf(model: str):
-    return load_lanes(RunConfig(model=model, scale="tiny")).backends["hf"]
+    return load_lanes(RunConfig(model=model, scale="tiny")).lanes["hf"].backends[0]
 
 
 def test_a_rope_off_by_one_is_placed_in_layer_0_keys_from_the_first_decode_step():
@@ -59,16 +59,16 @@ def test_a_run_stores_the_diagnosis_and_per_position_differences_with_the_failur
 def test_the_cross_oracle_localises_a_transformerlens_scale_bug_to_layer_0_attention():
     pytest.importorskip("transformer_lens")
     lanes = load_lanes(RunConfig(model="gemma-2-2b", scale="tiny", backend="both"))
-    if "tl" not in lanes.backends:
+    if "tl" not in lanes.lanes:
         pytest.skip(f"TransformerLens cannot build gemma-2 here: {lanes.unsupported.get('tl')}")
-    hf, tl = lanes.backends["hf"], lanes.backends["tl"]
+    hf, tl = lanes.lanes["hf"].backends[0], lanes.lanes["tl"].backends[0]
     case = Case(prompts=((3, 4, 5, 6),), max_new_tokens=2)
     trace = hf.cached(case)
     clean = diagnosis.across_backends(hf, tl, trace.tokens, trace.attention_mask, 1e-4)
     assert clean["first"] is None
     # Plant the bug class of background.md (Gemma-2's wrong attention scale in TransformerLens):
     # TL's layer-0 attention output off by the ratio 224/256, HF untouched.
-    attention = diagnosis.layer_parts(diagnosis.decoder_layers(diagnosis.torch_module(tl))[0])["attention"]
+    attention = diagnosis.layer_parts(diagnosis.decoder_layers(tl.module())[0])["attention"]
     handle = attention.register_forward_hook(lambda _m, _i, out: (out[0] * 0.875, *out[1:])
                                              if isinstance(out, tuple) else out * 0.875)
     try:

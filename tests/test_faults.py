@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fuzzkv.backends.loader import load_lanes
 from fuzzkv.config import RunConfig
 from fuzzkv.db import open_store
 from fuzzkv.errors import StoreError
@@ -82,7 +83,7 @@ def _run_until_first_failure_then(db: Path, action):
 
     try:
         with pytest.raises(StoreError) as error:
-            run(config, store, emit)
+            run(config, store, emit, load_lanes(config))
     finally:
         store.close()
     assert "Tip:" in error.value.one_line() and "\n" not in error.value.one_line()
@@ -188,7 +189,7 @@ def test_a_database_locked_by_another_writer_for_a_while_is_waited_for(tmp_path,
                        oracles=("decode",), max_examples=20)
     store = open_store(config.db_url)
     try:
-        finished = run(config, store, Recorder().append)
+        finished = run(config, store, Recorder().append, load_lanes(config))
     finally:
         store.close()
         holder.join()

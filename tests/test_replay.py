@@ -201,3 +201,24 @@ def test_replay_fail_on_new_ignores_known_failures_and_catches_a_fixed_one_faili
     assert regressed.returncode == 1 and "REOPENED (was fixed)" in regressed.stdout and "1 re-opened" in regressed.stdout
     listed = json.loads(fuzzkv("failures", "--db", db, "--json", cwd=ROOT).stdout)
     assert [f["status"] for f in listed] == ["open"]
+
+
+def test_replay_of_a_stored_hang_ends_within_the_deadline_and_passes_once_fixed(tmp_path, fault):
+    fault("fault", "replay of a stored hang (per-example deadline)")
+    (tmp_path / "mymodel.py").write_text("from tests.broken_models import hangs_when_cached as make\n")
+    db = f"sqlite:///{tmp_path / 'fuzz.db'}"
+    found = fuzzkv("run", "--model", "mymodel:make", "--scale", "tiny", "--oracle", "decode", "--max-examples", "15",
+                   "--deadline", "2", "--db", db, "--json", cwd=tmp_path)
+    assert found.returncode == 1, found.stderr
+    [failure] = json.loads(found.stdout)["failures"]
+    assert failure["kind"] == "error" and "deadline of 2 s" in failure["error"]
+    # Replay runs each case under the deadline of the run that stored it: it ends (the subprocess
+    # timeout would fail the test otherwise) and the hang still fails.
+    replayed = subprocess.run([sys.executable, "-m", "fuzzkv", "replay", "--db", db], capture_output=True, text=True,
+                              cwd=tmp_path, env=env(), timeout=240)
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    assert "STILL FAILS" in replayed.stdout and "deadline of 2 s" in replayed.stdout
+    (tmp_path / "mymodel.py").write_text(FIXED)
+    fixed = fuzzkv("replay", "--db", db, "--deadline", "60", cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "0 still failing, 1 fixed" in fixed.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fuzzkv.backends.loader import load_lanes
 from fuzzkv.config import RunConfig
 from fuzzkv.db import open_store
 from fuzzkv.reports.html import write_report
@@ -31,7 +32,7 @@ def _store_with_failures(tmp_path: Path) -> str:
                        oracles=("decode",), max_examples=40)
     store = open_store(url)
     try:
-        run(config, store, Recorder().append)
+        run(config, store, Recorder().append, load_lanes(config))
         real = store.failures()[0]
         hostile = replace(real, fingerprint="hostile", model=PAYLOAD, error=ERROR_PAYLOAD, kind="error",
                           reproduction=SCRIPT_PAYLOAD, tolerance_source='"><svg onload="window.__pwned = 4">',

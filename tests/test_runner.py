@@ -44,13 +44,14 @@ def test_sdpa_on_a_model_without_it_is_a_usage_error():
 
 
 def test_plain_console_output_names_each_failure_and_how_to_reproduce_it():
-    from fuzzkv.runner import run
+    from fuzzkv.backends.loader import load_lanes
     from fuzzkv.db import MemoryStore
+    from fuzzkv.runner import run
 
     out = io.StringIO()
     config = RunConfig(model="tests.broken_models:off_by_one_positions", oracles=("decode",), scale="tiny",
                        max_examples=20, db_url="memory:")
-    run(config, MemoryStore(), ConsoleReporter(out, tty=False))
+    run(config, MemoryStore(), ConsoleReporter(out, tty=False), load_lanes(config))
     text = out.getvalue()
     assert "\r" not in text  # no progress redraws when not on a terminal
     assert "FAILURE [mismatch] decode (cached vs uncached): max |diff|" in text
@@ -72,6 +73,7 @@ def test_terminal_output_redraws_one_progress_line():
 
 
 def test_failures_are_new_then_known_then_reopened_after_a_fix():
+    from fuzzkv.backends.loader import load_lanes
     from fuzzkv.runner import run
     from tests.conftest import Recorder
 
@@ -80,10 +82,10 @@ def test_failures_are_new_then_known_then_reopened_after_a_fix():
     _, _, store = fuzz(config.model, oracles=config.oracles, max_examples=30)
     first = store.failures()[0]
 
-    again = run(config, store, Recorder().append)
+    again = run(config, store, Recorder().append, load_lanes(config))
     assert [f.novelty for f in again.failures] == ["known"] and not any(f.is_news for f in again.failures)
     store.mark(first.id, "fixed")
-    reopened = run(config, store, Recorder().append)
+    reopened = run(config, store, Recorder().append, load_lanes(config))
     assert [f.novelty for f in reopened.failures] == ["reopened"] and reopened.failures[0].is_news
     assert store.failure(first.id).status == "open"
     assert [r["failures"] for r in store.runs()] == [1, 1, 1]
@@ -113,6 +115,7 @@ def test_the_markdown_summary_puts_new_failures_first_and_escapes_cells(tmp_path
 def test_a_search_stopped_by_time_leaves_nothing_in_the_failure_corpus():
     # Hypothesis saves the example in progress when a test raises a BaseException other than
     # KeyboardInterrupt; a time stop must not look like a failure to the next run.
+    from fuzzkv.backends.loader import load_lanes
     from fuzzkv.db import MemoryStore
     from fuzzkv.runner import run
     from tests.conftest import Recorder
@@ -120,7 +123,7 @@ def test_a_search_stopped_by_time_leaves_nothing_in_the_failure_corpus():
     store = MemoryStore()
     config = RunConfig(model="llama", scale="tiny", db_url="memory:", oracles=("decode",), max_examples=100_000,
                        max_time=3)
-    finished = run(config, store, Recorder().append)
+    finished = run(config, store, Recorder().append, load_lanes(config))
     assert not finished.failures
     primary = [key for key in store._examples if not key.endswith((b".secondary", b".pareto"))]
     assert all(store.example_fetch(key) == [] for key in primary), primary

@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from fuzzkv.backends import load_lanes
+from fuzzkv.backends.loader import load_lanes
 from fuzzkv.config import RunConfig
 from fuzzkv.db import MemoryStore
 from fuzzkv.runner import run
 from tests.conftest import Recorder
+from tests.known_bugs import tl_cache_bug_reason
+
+# Tests that need TransformerLens's cache to work: on a combination with a known cache bug they run
+# in another CI environment (see tests/known_bugs.py), and tests/test_findings.py checks the bug is found.
+needs_working_tl_cache = pytest.mark.skipif(tl_cache_bug_reason() is not None, reason=str(tl_cache_bug_reason()))
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,9 +28,9 @@ def fuzz_lanes(model, breaker=None, **options):
     config = RunConfig(model=model, backend="both", scale="tiny", db_url="memory:", **options)
     lanes = load_lanes(config)
     if breaker is not None:
-        breaker(lanes.backends["tl"].bridge)
+        breaker(lanes.lanes["tl"].backends[0].bridge)
     recorder = Recorder()
-    return run(config, MemoryStore(), recorder.append, lanes=lanes), recorder
+    return run(config, MemoryStore(), recorder.append, lanes), recorder
 
 
 def modules_named(bridge, class_name):
@@ -73,6 +78,7 @@ def _forward_forgetting_the_cache(self, *args, **kwargs):
     return super(type(self), self).forward(*args, **kwargs)
 
 
+@needs_working_tl_cache
 @pytest.mark.parametrize("model", ["bloom-560m", "gemma-2-2b", "gpt2", "llama", "mistral-7b"])
 def test_backend_both_runs_clean(model):
     finished, recorder = fuzz_lanes(model)
@@ -82,6 +88,7 @@ def test_backend_both_runs_clean(model):
     assert recorder.of("BackendUnsupported") == []
 
 
+@needs_working_tl_cache
 def test_bloom_alibi_cached_bug_is_found_and_shrunk():
     finished, _ = fuzz_lanes("bloom-560m", alibi_from_wrong_rows_when_cached, oracles=("tl-decode", "cross"),
                              max_examples=60)
@@ -95,6 +102,7 @@ def test_bloom_alibi_cached_bug_is_found_and_shrunk():
     assert by_oracle["cross"].comparison == "cached: TransformerLens vs HF"
 
 
+@needs_working_tl_cache
 def test_gemma2_attention_scale_bug_is_found_by_cross_and_shrunk():
     finished, _ = fuzz_lanes("gemma-2-2b", attention_scale_224_not_256, oracles=("cross", "tl-decode"),
                              max_examples=60)
@@ -129,6 +137,7 @@ def test_an_architecture_transformerlens_does_not_support_is_reported_once(tmp_p
     assert "does not support BioGptForCausalLM" in result.stdout and "FAILURE" not in result.stdout
 
 
+@needs_working_tl_cache
 def test_cli_finds_a_transformerlens_side_bug_and_its_script_reproduces_it(tmp_path):
     import json
     import os
@@ -146,7 +155,7 @@ def test_cli_finds_a_transformerlens_side_bug_and_its_script_reproduces_it(tmp_p
     script.write_text(failure["reproduction"])
     repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env,
                            timeout=300)
-    assert repro.returncode == 0, repro.stderr
+    assert repro.returncode == 1, repro.stderr
     assert "FAILS" in repro.stdout
     replayed = subprocess.run([sys.executable, "-m", "fuzzkv", "replay", "--db", db], capture_output=True, text=True,
                               cwd=ROOT, env=env, timeout=600)

@@ -5,7 +5,8 @@ import math
 import torch
 
 from fuzzkv.case import Case
-from fuzzkv.verdict import Verdict, compare
+from fuzzkv.comparison import compare
+from fuzzkv.verdict import Verdict
 
 
 def _logits():

@@ -26,20 +26,20 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from fuzzkv import registry  # noqa: E402
+from fuzzkv.backends.hf_paths import dtype_keyword, random_model, sensitise  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 
+__all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-# transformers 4.x names the dtype argument torch_dtype; 5.x names it dtype.
-DTYPE_ARG = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
 transformers.logging.set_verbosity_error()
 
 
 @dataclass
 class LoadedModel:
-    model: "transformers.PreTrainedModel"
+    model: transformers.PreTrainedModel
     source: str  # one line saying where the weights came from
     spec: registry.ModelSpec | None = None
     factory: str | None = None
@@ -88,7 +88,7 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
 def _pretrained(path: str, attn: str):
     # safetensors only and local files only: no pickle, no network.
     return AutoModelForCausalLM.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, attn_implementation=attn, **{DTYPE_ARG: torch.float32})
+        path, local_files_only=True, use_safetensors=True, attn_implementation=attn, **{dtype_keyword(): torch.float32})
 
 
 def _from_factory(name: str) -> LoadedModel:
@@ -99,7 +99,7 @@ def _from_factory(name: str) -> LoadedModel:
         sys.path.insert(0, os.getcwd())  # like uvicorn and gunicorn: factories import from the current directory
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # user code: any exception is a usage problem, reported in one line
+    except Exception as exc:  # noqa: BLE001 - user code: any exception is a usage problem, reported in one line
         raise UsageError(f"cannot import {module_name!r} for factory {name!r}: {type(exc).__name__}: {exc}",
                          tip="check the module is importable (on PYTHONPATH) from this directory") from None
     factory = getattr(module, attr, None)
@@ -107,7 +107,7 @@ def _from_factory(name: str) -> LoadedModel:
         raise UsageError(f"{name!r} is not a callable in {module_name}.", tip="point at a zero-argument function")
     try:
         model = factory()
-    except Exception as exc:  # user code: its failure is the user's to fix, said in one line
+    except Exception as exc:  # noqa: BLE001 - user code: its failure is the user's to fix, said in one line
         raise UsageError(f"factory {name!r} raised {type(exc).__name__}: {exc}",
                          tip=f"call {attr}() from {module_name} in Python to see the traceback") from None
     if not isinstance(model, transformers.PreTrainedModel):
@@ -133,28 +133,11 @@ def _from_registry(spec, *, scale, seed, init_std, attn) -> LoadedModel:
 
 
 def build_random(config: dict, *, seed: int, init_std: float, attn: str):
-    """The architecture of ``config`` with seeded random weights.
-
-    Linear and Embedding weights are redrawn with std ``init_std``: transformers' own
-    init (std 0.02) makes logits so flat that an off-by-one position barely moves them.
-    """
-    config = dict(config)
-    model_type = config.pop("model_type")
+    """The architecture of ``config`` with seeded random weights (see ``hf_paths.random_model``)."""
     try:
-        cfg = AutoConfig.for_model(model_type, **config)
-    except ValueError:
-        raise UsageError(f"transformers {transformers.__version__} does not know model type {model_type!r}.",
-                         tip="upgrade transformers, or pick another model") from None
-    cfg.use_cache = True  # MPT ships use_cache=False
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{DTYPE_ARG: torch.float32})
-    sensitise(model, init_std)
-    return model
-
-
-def sensitise(model, init_std: float) -> None:
-    """Redraw Linear/Embedding weights with std ``init_std`` (biases and norms untouched)."""
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                module.weight.normal_(0.0, init_std)
+        return random_model(config, seed, init_std, attn)
+    except ValueError as exc:
+        if "model type" not in str(exc).lower() and "unrecognized" not in str(exc).lower():
+            raise
+        raise UsageError(f"transformers {transformers.__version__} does not know model type "
+                         f"{config.get('model_type')!r}.", tip="upgrade transformers, or pick another model") from None

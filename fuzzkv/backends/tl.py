@@ -3,8 +3,9 @@
 TransformerLens 4.x (``TransformerBridge``) re-implements attention, masking and the KV
 cache update for most architectures, so it is an independent cached path worth fuzzing.
 The bridge is built from a deep copy of the very HF model fuzzkv made or loaded (same
-weights), offline and without a tokenizer. TransformerLens 2.x/3.x (``HookedTransformer``)
-is detected and reported as not yet supported.
+weights), offline and without a tokenizer, and driven by the HF path code through
+:class:`~fuzzkv.backends.tl_paths.BridgeAsModel`. TransformerLens 2.x/3.x
+(``HookedTransformer``) lives in :mod:`fuzzkv.backends.tl_legacy`.
 """
 
 from __future__ import annotations
@@ -13,24 +14,23 @@ import contextlib
 import copy
 import io
 from importlib import metadata
-
-from fuzzkv.backends import hf_loading  # noqa: F401  (offline mode before transformers loads)
+from typing import Any, cast
 
 import torch  # noqa: E402
 
-from fuzzkv.backends import Backend, Trace, generation_trace, prefill_and_decode  # noqa: E402
-from fuzzkv.backends.hf import HFBackend, positions_from_mask  # noqa: E402
+from fuzzkv.backends import (  # noqa: E402
+    hf_loading,  # noqa: F401  (offline mode before transformers loads)
+    hf_paths,
+    tl_paths,
+)
+from fuzzkv.backends.hf import HFBackend  # noqa: E402
+from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported  # noqa: E402
+from fuzzkv.case import Case  # noqa: E402
+
+SilentlyUncached = hf_paths.SilentlyUncached
 
 
-class Unsupported(Exception):
-    """TransformerLens cannot run this model or this version: reported once, not as a failure."""
-
-
-class SilentlyUncached(RuntimeError):
-    """A call that was given a cache did not extend it: the 'cached' path computed without one."""
-
-
-def float64_copy(module):
+def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A float64 deep copy of a TransformerLens model, for calibration (it prints on every dtype change)."""
     with contextlib.redirect_stdout(io.StringIO()):
         return copy.deepcopy(module).to(torch.float64)
@@ -47,37 +47,29 @@ def api_description() -> str:
     version = tl_version()
     if version is None:
         return "TransformerLens is not installed"
-    major = int(version.split(".")[0])
-    api = "TransformerBridge" if major >= 4 else "HookedTransformer"
+    api = "TransformerBridge" if int(version.split(".")[0]) >= 4 else "HookedTransformer"
     return f"TransformerLens {version}, {api} API"
 
 
-def build_bridge(hf_model):
-    """A TransformerBridge over a deep copy of ``hf_model`` (the bridge rewires its modules in place).
-    Returns (bridge, architecture name the adapter was chosen by)."""
-    version = tl_version()
-    if version is None:
-        raise Unsupported("TransformerLens is not installed (pip install transformer-lens)")
+def bridge_architecture(hf_model: torch.nn.Module) -> str:
+    """The architecture TransformerLens adapts ``hf_model`` as: config.architectures may be empty
+    (from_config) or name a user's subclass, so the nearest supported class in its hierarchy decides."""
     from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
-    from transformer_lens.model_bridge.sources import build_bridge_from_module
 
-    model = copy.deepcopy(hf_model)
-    # config.architectures may be empty (from_config) or name a user's subclass: the nearest
-    # supported class in the model's own hierarchy decides the adapter.
-    names = [*(model.config.architectures or []), *(cls.__name__ for cls in type(model).__mro__)]
+    # torch types any Module attribute as Tensor | Module; this is the HF model's plain config object.
+    names = [*(cast(Any, hf_model.config).architectures or []), *(cls.__name__ for cls in type(hf_model).__mro__)]
     arch = next((name for name in names if name in SUPPORTED_ARCHITECTURES), None)
     if arch is None:
-        raise Unsupported(f"TransformerLens {version} does not support {type(model).__name__}")
-    try:
-        return build_bridge_from_module(model, arch, hf_config=model.config).eval(), arch
-    except (ValueError, NotImplementedError, KeyError) as exc:
-        raise Unsupported(f"TransformerLens {version} cannot build {arch}: {exc}") from None
+        raise Unsupported(f"TransformerLens {tl_version()} does not support {type(hf_model).__name__}")
+    return arch
 
 
 def tl_backend(hf: HFBackend) -> Backend:
     """The TransformerLens backend for the installed version: TransformerBridge (4.x) or HookedTransformer (2.x/3.x)."""
     version = tl_version()
-    if version is not None and int(version.split(".")[0]) < 4:
+    if version is None:
+        raise Unsupported("TransformerLens is not installed (pip install transformer-lens)")
+    if int(version.split(".")[0]) < 4:
         from fuzzkv.backends.tl_legacy import LegacyTLBackend
 
         try:
@@ -93,69 +85,47 @@ class TLBackend(Backend):
     """Runs a TransformerBridge built from an HF backend's model."""
 
     name = "tl"
-    caches = ("dynamic",)  # the bridge drives transformers' DynamicCache
+    capabilities = Capabilities(caches=("dynamic",))  # the bridge drives transformers' DynamicCache
 
     def __init__(self, hf: HFBackend):
-        self.hf = hf
-        self.bridge, self.architecture = build_bridge(hf.model)
-        self.info = hf.info
+        self.hf, self.info = hf, hf.info
+        self.architecture = bridge_architecture(hf.model)
+        try:
+            self.bridge = tl_paths.build_bridge(hf.model, self.architecture)
+        except (ValueError, NotImplementedError, KeyError) as exc:
+            raise Unsupported(f"TransformerLens {tl_version()} cannot build {self.architecture}: {exc}") from None
+        self.model = tl_paths.BridgeAsModel(self.bridge, hf.model.config)
         self.device, self.pad_id = hf.device, hf.pad_id
         self.api = api_description()
-        self._bridge64 = None
+        self._model64: tl_paths.BridgeAsModel | None = None
 
-    @torch.inference_mode()
-    def cached(self, case, tokens=None, *, cache=None, chunks=None) -> Trace:
-        batch = self.hf.pad_batch(case)
-        positions = positions_from_mask(batch.full_mask)
-        state = {"cache": None}
+    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
+               chunks: tuple[int, ...] | None = None) -> Trace:
+        return Trace.everywhere(*hf_paths.cached(self.model, case.to_dict(), self.pad_id, self.device, kind=cache,
+                                                 chunks=chunks, forced=tokens))
 
-        def step(seq, start, size):
-            return self._step(seq, batch.full_mask, positions, start, size, state)
-
-        return prefill_and_decode(batch.ids, batch.full_mask, chunks or case.prefill_chunks, tokens, step)
-
-    def _step(self, seq, mask, positions, start, size, state):
-        end, cache = start + size, state["cache"]
-        before = 0 if cache is None else int(cache.get_seq_length())
-        kwargs = {"use_cache": True} if cache is None else {"past_key_values": cache}
-        logits, returned = self.bridge(seq[:, start:end], return_type="logits_and_cache",
-                                       attention_mask=mask[:, :end], position_ids=positions[:, start:end], **kwargs)
-        # Guard: TransformerLens silently accepts arguments that make it skip the cache.
-        if returned is None or (cache is not None and returned is not cache) or \
-                int(returned.get_seq_length()) != before + size:
-            raise SilentlyUncached(f"the cache did not grow from {before} to {before + size} tokens")
-        state["cache"] = returned
-        return logits
-
-    def reused(self, case, tokens) -> Trace:
-        raise NotImplementedError("cache reuse is an HF-backend oracle")
-
-    @torch.inference_mode()
-    def reference(self, tokens, attention_mask, *, float64=False):
-        bridge = self._float64_bridge() if float64 else self.bridge
-        inputs, mask = tokens[:, :-1].to(self.device), attention_mask[:, :-1].to(self.device)
-        logits = bridge(inputs, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=False)
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
+        model = self._float64_model() if float64 else self.model
+        logits = hf_paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
         return logits.double() if float64 else logits.float()
 
-    def _float64_bridge(self):
-        if self._bridge64 is None:
-            self._bridge64 = float64_copy(self.bridge)
-        return self._bridge64
+    def _float64_model(self) -> tl_paths.BridgeAsModel:
+        if self._model64 is None:
+            self._model64 = tl_paths.BridgeAsModel(float64_copy(self.bridge), self.hf.model.config)
+        return self._model64
 
     def release_float64(self) -> None:
-        self._bridge64 = None
+        self._model64 = None
 
-    @torch.inference_mode()
-    def generate(self, case) -> Trace:
-        """TransformerLens's own ``generate``: greedy, with the logits of every step."""
-        batch = self.hf.pad_batch(case)
-        n = case.max_new_tokens
-        out = self.bridge.generate(batch.ids, max_new_tokens=n, do_sample=False, stop_at_eos=False,
-                                   use_past_kv_cache=True, output_logits=True, verbose=False,
-                                   attention_mask=batch.full_mask[:, :batch.prompt_length])
-        return generation_trace(out.sequences, batch.full_mask, out.logits, batch.prompt_length)
+    def generate(self, case: Case) -> Trace:
+        ids, mask = self.hf.padded(case)
+        sequences, steps = tl_paths.bridge_generate(self.bridge, ids, mask[:, :ids.shape[1]], case.max_new_tokens)
+        return Trace.generated(sequences, mask, steps, case.padded_length)
 
-    def reproduction(self, oracle, case, tolerance) -> str:
-        from fuzzkv.backends.tl_repro import script
+    def module(self) -> torch.nn.Module:
+        return self.bridge
 
-        return script(self, oracle, case, tolerance)
+    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+        from fuzzkv.backends.repro import tl_script
+
+        return tl_script(self, oracle, case, tolerance)

@@ -14,18 +14,21 @@ import json
 import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
 from fuzzkv.case import Case
 
-STATUSES = ("open", "fixed", "flaky")
+# "open": fails; "fixed": a replay passed; "flaky": failed once, then passed when re-run as is.
+Status = Literal["open", "fixed", "flaky"]
+STATUSES: tuple[str, ...] = get_args(Status)
 # What ``replace_failure`` swaps in: the case, its numbers and whether it re-ran. Identity and history stay.
 REPLACED_FIELDS = ("fingerprint", "case", "max_abs_diff", "tolerance", "tolerance_source", "metrics", "error",
                    "reproduction", "kind", "diagnosis", "status")
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -42,25 +45,25 @@ class FailureRecord:
     model: str
     backend: str
     oracle: str
-    kind: str
+    kind: str  # a verdict Kind: "mismatch" or "error"
     case: Case
     max_abs_diff: float | None
     tolerance: float
-    metrics: dict
+    metrics: dict[str, Any]
     error: str | None
     reproduction: str
-    versions: dict
-    settings: dict = field(default_factory=dict)
+    versions: dict[str, Any]
+    settings: dict[str, Any] = field(default_factory=dict)
     tolerance_source: str = ""
-    diagnosis: dict = field(default_factory=dict)
+    diagnosis: dict[str, Any] = field(default_factory=dict)
     id: int | None = None
     run_id: int | None = None
-    status: str = "open"
+    status: Status = "open"
     times_seen: int = 1
     first_seen: datetime = field(default_factory=now)
     last_seen: datetime = field(default_factory=now)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(case=self.case.to_dict(), first_seen=self.first_seen.isoformat(),
                     last_seen=self.last_seen.isoformat())
@@ -77,7 +80,7 @@ class BaselineRecord:
     dtype: str
     device: str
     attn: str
-    versions: dict
+    versions: dict[str, Any]
     value: float
     noise: float
     logit_scale: float
@@ -86,7 +89,7 @@ class BaselineRecord:
     id: int | None = None
     created: datetime = field(default_factory=now)
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[str, str, str, str, str, str]:
         return (self.model, self.scale, self.backend, self.dtype, self.device, self.attn)
 
 
@@ -95,7 +98,7 @@ class Store(ABC):
 
     # -- runs ------------------------------------------------------------------------
     @abstractmethod
-    def start_run(self, settings: dict, versions: dict) -> int:
+    def start_run(self, settings: dict[str, Any], versions: dict[str, Any]) -> int:
         """Record a run's start; returns its id."""
 
     @abstractmethod
@@ -103,7 +106,7 @@ class Store(ABC):
         """Record a run's end: examples checked, failures found and the outcome."""
 
     @abstractmethod
-    def runs(self) -> list[dict]:
+    def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first, as plain dicts."""
 
     # -- failures --------------------------------------------------------------------
@@ -125,7 +128,7 @@ class Store(ABC):
         """One failure, or None when missing or unreadable."""
 
     @abstractmethod
-    def mark(self, failure_id: int, status: str, *, seen: bool = False) -> None:
+    def mark(self, failure_id: int, status: Status, *, seen: bool = False) -> None:
         """Set a failure's status; ``seen`` also bumps last seen and times seen."""
 
     # -- baselines -------------------------------------------------------------------
@@ -134,7 +137,7 @@ class Store(ABC):
         """Store a measured baseline."""
 
     @abstractmethod
-    def baselines(self, key: tuple) -> list[BaselineRecord]:
+    def baselines(self, key: tuple[str, ...]) -> list[BaselineRecord]:
         """Baselines for a configuration key (see ``BaselineRecord.key``), newest first."""
 
     # -- Hypothesis example bytes ----------------------------------------------------
@@ -159,34 +162,35 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._ids = itertools.count(1)
-        self._runs: dict[int, dict] = {}
+        self._runs: dict[int, dict[str, Any]] = {}
         self._failures: dict[int, FailureRecord] = {}
         self._baselines: list[BaselineRecord] = []
         self._examples: dict[bytes, list[bytes]] = {}
 
     @property
-    def runs_by_id(self) -> dict[int, dict]:
+    def runs_by_id(self) -> dict[int, dict[str, Any]]:
         return self._runs
 
-    def start_run(self, settings, versions):
+    def start_run(self, settings: dict[str, Any], versions: dict[str, Any]) -> int:
         run_id = next(self._ids)
         self._runs[run_id] = {"id": run_id, "settings": json.loads(json.dumps(settings)), "versions": dict(versions),
                               "started": now(), "finished": None, "examples": 0, "failures": 0,
                               "outcome": "running"}
         return run_id
 
-    def finish_run(self, run_id, examples, outcome, failures=0):
+    def finish_run(self, run_id: int, examples: int, outcome: str, failures: int = 0) -> None:
         self._runs[run_id].update(finished=now(), examples=examples, outcome=outcome, failures=failures)
 
-    def runs(self):
+    def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._runs.values()]
 
     def _by_fingerprint(self, fingerprint: str) -> FailureRecord | None:
         return next((r for r in self._failures.values() if r.fingerprint == fingerprint), None)
 
-    def save_failure(self, record):
+    def save_failure(self, record: FailureRecord) -> int:
         known = self._by_fingerprint(record.fingerprint)
         if known:
+            assert known.id is not None  # every stored record has its id
             self._failures[known.id] = replace(known, times_seen=known.times_seen + 1, last_seen=now(),
                                                    status=record.status)
             return known.id
@@ -194,7 +198,7 @@ class MemoryStore(Store):
         self._failures[new_id] = replace(record, id=new_id)
         return new_id
 
-    def replace_failure(self, failure_id, record):
+    def replace_failure(self, failure_id: int, record: FailureRecord) -> int:
         current = self._failures.get(failure_id)
         known = self._by_fingerprint(record.fingerprint)
         if known and known.id != failure_id:
@@ -206,14 +210,14 @@ class MemoryStore(Store):
         self._failures[failure_id] = replace(current, **fields, last_seen=now())
         return failure_id
 
-    def failures(self, model=None, status=None):
+    def failures(self, model: str | None = None, status: str | None = None) -> list[FailureRecord]:
         return [r for _, r in sorted(self._failures.items())
                 if (model is None or r.model == model) and (status is None or r.status == status)]
 
-    def failure(self, failure_id):
+    def failure(self, failure_id: int) -> FailureRecord | None:
         return self._failures.get(failure_id)
 
-    def mark(self, failure_id, status, *, seen=False):
+    def mark(self, failure_id: int, status: Status, *, seen: bool = False) -> None:
         record = self._failures.get(failure_id)
         if record is None:
             return
@@ -221,23 +225,24 @@ class MemoryStore(Store):
             record = replace(record, times_seen=record.times_seen + 1, last_seen=now())
         self._failures[failure_id] = replace(record, status=status)
 
-    def save_baseline(self, baseline):
+    def save_baseline(self, baseline: BaselineRecord) -> int:
         stored = replace(baseline, id=len(self._baselines) + 1)
         self._baselines.append(stored)
+        assert stored.id is not None  # set just above
         return stored.id
 
-    def baselines(self, key):
+    def baselines(self, key: tuple[str, ...]) -> list[BaselineRecord]:
         return [b for b in reversed(self._baselines) if b.key() == tuple(key)]
 
-    def example_fetch(self, key):
+    def example_fetch(self, key: bytes) -> list[bytes]:
         return list(self._examples.get(key, []))
 
-    def example_save(self, key, value):
+    def example_save(self, key: bytes, value: bytes) -> None:
         values = self._examples.setdefault(key, [])
         if value not in values:
             values.append(value)
 
-    def example_delete(self, key, value):
+    def example_delete(self, key: bytes, value: bytes) -> None:
         values = self._examples.get(key, [])
         if value in values:
             values.remove(value)

@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast, overload
 
-from sqlalchemy import (JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        TypeDecorator, UniqueConstraint, create_engine, delete, event, func, inspect, select, text)
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from fuzzkv.case import Case
-from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Store, now, redact_url
+from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Status, Store, now, redact_url
 from fuzzkv.errors import StoreError
 
 SCHEMA_VERSION = 2
@@ -406,7 +426,7 @@ def _engine(url: str):
         if not path.parent.exists():
             raise StoreError(f"directory {path.parent} for the database does not exist.", tip="create it first")
     shown = parsed.render_as_string(hide_password=True)
-    options = {"hide_parameters": True}  # an error message never shows stored values (a run's settings)
+    options: dict[str, Any] = {"hide_parameters": True}  # an error message never shows stored values (a run's settings)
     if parsed.drivername in ("postgresql", "postgres"):
         # psycopg 3 for a plain postgresql:// URL (SQLAlchemy 2.0 would pick psycopg2).
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -445,12 +465,16 @@ def _reason(exc: Exception) -> str:
     return str(getattr(exc, "orig", exc)).splitlines()[0]
 
 
+@overload
+def _utc(value: datetime) -> datetime: ...
+@overload
+def _utc(value: None) -> None: ...
 def _utc(value: datetime | None) -> datetime | None:
     # SQLite returns naive datetimes; every stored time is UTC. PostgreSQL returns them in
     # the session's time zone: shown in UTC all the same.
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc) if value is not None else None
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC) if value is not None else None
 
 
 def _to_row(record: FailureRecord) -> FailureRow:
@@ -474,7 +498,7 @@ def _from_row(row: FailureRow) -> FailureRecord | None:
         case=case, max_abs_diff=row.max_abs_diff, tolerance=row.tolerance, metrics=row.metrics or {},
         error=row.error, reproduction=row.reproduction, versions=row.versions or {}, settings=row.settings or {},
         diagnosis=row.diagnosis if isinstance(row.diagnosis, dict) else {},
-        tolerance_source=row.tolerance_source or "", id=row.id, run_id=row.run_id, status=row.status,
+        tolerance_source=row.tolerance_source or "", id=row.id, run_id=row.run_id, status=cast(Status, row.status),
         times_seen=row.times_seen, first_seen=_utc(row.first_seen), last_seen=_utc(row.last_seen))
 
 

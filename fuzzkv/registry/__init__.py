@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 FEATURES = ("alibi", "rope", "learned-positions", "sliding-window", "softcap", "gqa", "mqa")
@@ -41,7 +41,7 @@ class ModelSpec:
         return merged
 
 
-@lru_cache(maxsize=None)
+@cache
 def _all() -> dict[str, ModelSpec]:
     specs = {}
     for entry in sorted(resources.files(__package__).joinpath("configs").iterdir(), key=lambda p: p.name):

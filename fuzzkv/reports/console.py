@@ -87,12 +87,14 @@ class ConsoleReporter:
             self._line(f"      {line}")
 
     def _on_RunFinished(self, e: events.RunFinished) -> None:
-        kinds = {}
+        kinds: dict[str, int] = {}
         for f in e.failures:
             kinds[f.verdict.kind] = kinds.get(f.verdict.kind, 0) + 1
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         verdict = f"{len(e.failures)} failure(s) ({detail})" if e.failures else "no failures"
         self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id})")
+        if e.error:
+            self._line(f"Run stopped by an error: {e.error}")
         if e.interrupted:
             ids = ", ".join(map(str, e.shrinking))
             pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader
@@ -55,7 +55,7 @@ def report_context(store: Store, *, model: str | None = None, run_id: int | None
     runs = [r for r in store.runs() if model is None or r["settings"].get("model") == model]
     return {
         "title": f"fuzzkv report{f': {model}' if model else ''}",
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "fuzzkv_version": __version__,
         "scope": _scope(model, run_id),
         "summary": _summary(records, runs),

@@ -49,7 +49,7 @@ class JsonReporter:
             self.data["failures"].append(failure_json(event))
         elif isinstance(event, events.RunFinished):
             self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id,
-                             interrupted=event.interrupted, shrinking=list(event.shrinking))
+                             interrupted=event.interrupted, shrinking=list(event.shrinking), error=event.error)
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
 

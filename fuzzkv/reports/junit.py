@@ -31,8 +31,11 @@ class JunitReporter:
 
     def write(self, run: events.RunFinished) -> None:
         failed = sum(1 for done in self.finished if self.failures.get((done.oracle, done.lane)))
-        suite = ET.Element("testsuite", name=f"fuzzkv {self.model}", tests=str(len(self.finished)),
-                           failures=str(failed), errors="0", time=f"{run.elapsed:.3f}")
+        suite = ET.Element("testsuite", name=f"fuzzkv {self.model}", tests=str(len(self.finished) + bool(run.error)),
+                           failures=str(failed), errors=str(int(bool(run.error))), time=f"{run.elapsed:.3f}")
+        if run.error:  # the run stopped on an error: one errored test case says so
+            stopped = ET.SubElement(suite, "testcase", classname=f"fuzzkv.{self.model}", name="run")
+            ET.SubElement(stopped, "error", type="FuzzkvError", message=run.error)
         for done in self.finished:
             case = ET.SubElement(suite, "testcase", classname=f"fuzzkv.{self.model}.{done.lane}",
                                  name=done.oracle, time=f"{done.elapsed:.3f}")

@@ -17,11 +17,16 @@ token, one prefill chunk, dynamic cache, left padding, token id 0.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar, cast
 
 from hypothesis import strategies as st
 
 from fuzzkv.case import CACHES, PADDING_SIDES, Case
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class CaseSpace:
         return max(1, min(limit, max(self.max_boundary_len, self.max_prompt_len)))
 
 
-def _reused(build):
+def _reused(build: Callable[P, R]) -> Callable[P, R]:
     """Build each strategy once per distinct arguments and hand back the same object after.
 
     ``cases`` draws its parts by calling these builders inside composites, i.e. once per
@@ -67,10 +72,11 @@ def _reused(build):
     The strategies are the same either way, so the same seed draws the same cases.
     Unhashable arguments (a ``CaseSpace`` holding lists) just build a new strategy.
     """
-    cached = functools.lru_cache(maxsize=1024)(build)
+    # Typed as ``build`` itself: ``reuse`` calls it only once the arguments proved hashable.
+    cached = cast("Callable[P, R]", functools.lru_cache(maxsize=1024)(build))
 
     @functools.wraps(build)
-    def reuse(*args, **kwargs):
+    def reuse(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             hash((args, tuple(kwargs.items())))
         except TypeError:
@@ -101,7 +107,7 @@ def lengths(space: CaseSpace, new_tokens: int = 1) -> st.SearchStrategy[int]:
 
 @_reused
 @st.composite
-def prompts(draw, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) -> tuple[int, ...]:
+def prompts(draw: st.DrawFn, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) -> tuple[int, ...]:
     """One prompt: random ids, or a run of one repeated id."""
     n = max(min_length, draw(lengths(space, new_tokens)))
     if draw(st.booleans()):
@@ -110,7 +116,8 @@ def prompts(draw, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) ->
 
 
 @_reused
-def batches(space: CaseSpace, new_tokens: int = 1, min_size: int = 1, min_length: int = 1):
+def batches(space: CaseSpace, new_tokens: int = 1, min_size: int = 1,
+            min_length: int = 1) -> st.SearchStrategy[list[tuple[int, ...]]]:
     """Ragged batches of prompts (rows may differ in length)."""
     rows = prompts(space, new_tokens, min_length)
     return st.lists(rows, min_size=min_size, max_size=max(min_size, space.max_batch))
@@ -134,7 +141,7 @@ def new_token_counts(space: CaseSpace) -> st.SearchStrategy[int]:
 
 @_reused
 @st.composite
-def prefill_chunks(draw, length: int) -> tuple[int, ...]:
+def prefill_chunks(draw: st.DrawFn, length: int) -> tuple[int, ...]:
     """A split of ``length`` prompt positions into consecutive chunks (shrinks to one chunk)."""
     if length <= 1:
         return (length,)
@@ -147,7 +154,7 @@ _sampled_from = _reused(st.sampled_from)
 
 
 @st.composite
-def cases(draw, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, min_chunks: int = 1,
+def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, min_chunks: int = 1,
           padding: tuple[str, ...] | None = None, caches: tuple[str, ...] | None = None,
           reuse: bool = False) -> Case:
     """Whole cases; keyword arguments narrow the space to what an oracle needs.

@@ -1,0 +1,210 @@
+"""The paths fuzzkv compares, as plain functions over a causal LM: torch and transformers only.
+
+This module is the single source of truth for how fuzzkv drives a model: the HF backend
+calls these functions, the TransformerLens backends call them through small adapters, the
+benchmark's forward-call floor calls them, and every reproduction script embeds this
+file's source verbatim. A script therefore runs the very code that found the failure.
+
+It must stay standalone: no fuzzkv imports and no ``from __future__`` line (the source is
+pasted into the middle of a script). A case is passed as the dict of ``Case.to_dict()``.
+"""
+
+import inspect
+
+import torch
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# transformers 5.24 renamed the forward argument ``past_key_values`` to ``cache`` (and the
+# output field with it); earlier releases know only the old names.
+CACHE_KEYWORDS = ("cache", "past_key_values")
+
+
+class SilentlyUncached(RuntimeError):
+    """A call that was given a cache did not extend it: the 'cached' path computed without one."""
+
+
+def transformers_major() -> int:
+    return int(transformers.__version__.split(".")[0])
+
+
+def dtype_keyword() -> str:
+    """``from_config`` / ``from_pretrained`` take ``dtype`` in transformers 5.x, ``torch_dtype`` in 4.x."""
+    return "dtype" if transformers_major() >= 5 else "torch_dtype"
+
+
+def sensitise(model, init_std):
+    """Redraw Linear/Embedding weights with std ``init_std`` (biases and norms untouched).
+
+    transformers' own init (std 0.02) makes logits so flat that an off-by-one position barely moves them.
+    """
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                module.weight.normal_(0.0, init_std)
+
+
+def random_model(config, seed, init_std, attn):
+    """The architecture of ``config`` (a config.json dict) with seeded random weights, in float32."""
+    config = dict(config)
+    cfg = AutoConfig.for_model(config.pop("model_type"), **config)
+    cfg.use_cache = True  # MPT ships use_cache=False
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{dtype_keyword(): torch.float32})
+    sensitise(model, init_std)
+    return model
+
+
+def takes(forward, name):
+    """Whether a forward (or any callable) takes the keyword ``name`` by its signature."""
+    return name in inspect.signature(forward).parameters
+
+
+def cache_keyword(model):
+    """The name under which ``model``'s forward takes the cache: the first forward in its class
+    hierarchy that names one decides (a subclass may take it through ``**kwargs``)."""
+    for cls in type(model).__mro__:
+        forward = cls.__dict__.get("forward")
+        names = [name for name in CACHE_KEYWORDS if forward is not None and takes(forward, name)]
+        if names:
+            return names[0]
+    return "past_key_values"
+
+
+def returned_cache(output):
+    """The cache a forward returned, from whichever output field this version fills."""
+    for name in CACHE_KEYWORDS:
+        value = output.get(name) if hasattr(output, "get") else getattr(output, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def positions_from_mask(mask):
+    """Position ids that count only real tokens, so padding never shifts a position."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def padded(case, pad_id, device):
+    """The case's prompts padded into ids [B, L], and the mask of the whole final sequence [B, L + new]."""
+    prompts = case["prompts"]
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length + case["max_new_tokens"]), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        start = length - len(prompt) if case["padding_side"] == "left" else 0
+        ids[row, start:start + len(prompt)] = torch.tensor(prompt)
+        mask[row, start:start + len(prompt)] = 1
+    mask[:, length:] = 1
+    return ids.to(device), mask.to(device)
+
+
+def new_cache(model, kind, max_len):
+    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots, or a DynamicCache.
+
+    transformers 4.x builds a DynamicCache without a config, and some of its models take only
+    legacy tuples (None to start).
+    """
+    if kind == "static":
+        return StaticCache(config=model.config, max_cache_len=max_len)
+    if takes(DynamicCache.__init__, "config"):
+        return DynamicCache(config=model.config)
+    return DynamicCache() if getattr(model, "_supports_cache_class", False) else None
+
+
+class CachedForward:
+    """One cached forward over ``tokens[:, start:start+size]``: the step the cached path repeats."""
+
+    def __init__(self, model, full_mask, cache, static_len=None):
+        self.model, self.full_mask, self.cache, self.static_len = model, full_mask, cache, static_len
+        self.positions = positions_from_mask(full_mask)
+        self.keyword = cache_keyword(model)
+        # MPT on transformers 4.x takes no position_ids (its ALiBi counts positions itself).
+        self.with_positions = takes(model.forward, "position_ids")
+
+    def __call__(self, tokens, start, size):
+        end = start + size
+        attention = self.full_mask[:, :end]
+        if self.static_len is not None:
+            # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
+            attention = torch.nn.functional.pad(attention, (0, self.static_len - end))
+        extra = {"position_ids": self.positions[:, start:end]} if self.with_positions else {}
+        out = self.model(input_ids=tokens[:, start:end], attention_mask=attention, use_cache=True,
+                         **{self.keyword: self.cache}, **extra)
+        self.cache = returned_cache(out)  # the same object in 5.x; new legacy tuples in some 4.x models
+        return out.logits
+
+
+def prefill_and_decode(ids, full_mask, chunks, forced, step):
+    """Prefill ``ids`` in ``chunks``, then decode one token at a time; returns (tokens, logits).
+
+    ``step(tokens, start, size)`` runs the model on ``tokens[:, start:start+size]`` with its
+    cache and returns those positions' logits. Greedy unless ``forced`` gives the full
+    sequence to feed (teacher forcing, so two paths compare position by position).
+    """
+    prompt_length, total = ids.shape[1], full_mask.shape[1]
+    tokens = torch.cat([ids, torch.zeros_like(full_mask[:, prompt_length:])], dim=1)
+    if forced is not None:
+        tokens = forced.to(ids.device).clone()
+    step_logits, start = [], 0
+    for size in chunks:
+        step_logits.append(step(tokens, start, size))
+        start += size
+    for pos in range(prompt_length, total):
+        if forced is None:
+            tokens[:, pos] = step_logits[-1][:, -1].argmax(-1)
+        if pos < total - 1:
+            step_logits.append(step(tokens, pos, 1))
+    return tokens, torch.cat(step_logits, dim=1).float()
+
+
+@torch.inference_mode()
+def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cache=None):
+    """The cached path: prefill ``case`` in its chunks into ``cache`` (a fresh one of ``kind`` by
+    default), then decode. Returns (tokens [B, T], mask [B, T], logits [B, T-1, V] float32)."""
+    kind = kind or case["cache"]
+    ids, mask = padded(case, pad_id, device)
+    total = mask.shape[1]
+    store = cache if cache is not None else new_cache(model, kind, total)
+    step = CachedForward(model, mask, store, total if kind == "static" else None)
+    tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], forced, step)
+    return tokens, mask, logits
+
+
+@torch.inference_mode()
+def reused(model, case, pad_id, device, forced):
+    """The cached path on a cache first used for ``case["reuse_batch"]`` rows, then ``reset()``."""
+    rows = [case["prompts"][i % len(case["prompts"])] for i in range(max(case["reuse_batch"], len(case["prompts"])))]
+    primer = dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)])
+    total = max(len(p) for p in case["prompts"]) + case["max_new_tokens"]
+    shared = new_cache(model, case["cache"], total)
+    cached(model, primer, pad_id, device, cache=shared)
+    shared.reset()  # the contract under test: a reset cache behaves like a fresh one
+    return cached(model, case, pad_id, device, forced=forced, cache=shared)
+
+
+@torch.inference_mode()
+def reference(model, tokens, mask):
+    """Uncached logits from ONE teacher-forced forward pass over ``tokens``: [B, T-1, V]."""
+    inputs, attention = tokens[:, :-1], mask[:, :-1]
+    extra = {"position_ids": positions_from_mask(attention)} if takes(model.forward, "position_ids") else {}
+    return model(input_ids=inputs, attention_mask=attention, use_cache=False, **extra).logits
+
+
+@torch.inference_mode()
+def generate(model, case, pad_id, device, cache_implementation=None):
+    """The library's own ``generate``, greedy, with each step's logits. Returns (sequences, mask, step logits)."""
+    ids, mask = padded(case, pad_id, device)
+    n = case["max_new_tokens"]
+    extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
+                         pad_token_id=pad_id, **extra)
+    return out.sequences, mask, list(out.logits)
+
+
+def max_difference(reference_logits, candidate_logits, checked):
+    """The largest |logit difference| over the ``checked`` [B, T] positions (NaN counts as infinite)."""
+    diff = (reference_logits.double() - candidate_logits.double()).abs()
+    return float(diff.nan_to_num(nan=float("inf")).amax(-1).masked_fill(~checked, 0).max())

@@ -1,0 +1,209 @@
+"""The backend interface: the only thing the runner, replay and reports know about backends.
+
+A :class:`Backend` owns one loaded model and runs the paths oracles compare (the cached
+path, the uncached reference, cache reuse, the library's own ``generate``); every path
+returns a :class:`Trace`. What a backend can do is declared as data in its
+:class:`Capabilities`, never probed; optional operations have defaults here.
+
+A :class:`Lane` is what an oracle runs on: one backend, or a pair of backends compared by
+the ``cross`` oracle. The lane owns the rules that differ between the two: how its
+tolerance is settled, how a failure is localised, and its reproduction script.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fuzzkv.case import CACHES, DTYPES, Case
+
+if TYPE_CHECKING:
+    from fuzzkv.tolerance import Tolerance
+    from fuzzkv.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What strategies and reports need to know about the model under test."""
+
+    name: str
+    architecture: str
+    vocab_size: int
+    special_ids: tuple[int, ...]
+    max_positions: int | None
+    sliding_windows: tuple[int, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports, declared (pip-audit style) rather than probed."""
+
+    caches: tuple[str, ...] = CACHES
+    features: frozenset[str] = frozenset()
+    max_batch: int | None = None  # None: any batch the case space allows
+    dtypes: tuple[str, ...] = DTYPES
+
+    def allows(self, min_batch: int, needs: frozenset[str]) -> bool:
+        """Whether an oracle needing ``min_batch`` rows and the features ``needs`` can run here."""
+        return (self.max_batch is None or self.max_batch >= min_batch) and needs <= self.features
+
+    def both(self, other: Capabilities) -> Capabilities:
+        """What two backends can both do (the cross lane drives them on the same cases)."""
+        limits = [b for b in (self.max_batch, other.max_batch) if b is not None]
+        return Capabilities(tuple(c for c in self.caches if c in other.caches), self.features & other.features,
+                            min(limits) if limits else None, tuple(d for d in self.dtypes if d in other.dtypes))
+
+
+@dataclass
+class Trace:
+    """What one path computed for a batch.
+
+    tokens: the full sequence, prompt (padded) plus generated tokens, shape [B, T].
+    attention_mask: 1 for real tokens, 0 for padding, shape [B, T].
+    logits: logits predicting token t+1 at position t, shape [B, T-1, V], float32.
+    checked: which positions this path computed logits for (and that are not padding),
+        shape [B, T-1]; positions outside it are not compared.
+    """
+
+    tokens: torch.Tensor
+    attention_mask: torch.Tensor
+    logits: torch.Tensor
+    checked: torch.Tensor
+
+    @classmethod
+    def everywhere(cls, tokens: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> Trace:
+        """A trace with logits at every real position (the cached path, the teacher-forced reference)."""
+        return cls(tokens, attention_mask, logits.float(), attention_mask[:, :-1].bool())
+
+    @classmethod
+    def generated(cls, sequences: torch.Tensor, full_mask: torch.Tensor, step_logits: list[torch.Tensor],
+                  prompt_length: int) -> Trace:
+        """A trace for a library's generate(): logits exist only at the positions it generated from."""
+        batch, total = full_mask.shape
+        logits = torch.full((batch, total - 1, step_logits[0].shape[-1]), float("nan"), device=full_mask.device)
+        checked = torch.zeros((batch, total - 1), dtype=torch.bool, device=full_mask.device)
+        for i, step in enumerate(step_logits):
+            logits[:, prompt_length - 1 + i] = step.float()
+            checked[:, prompt_length - 1 + i] = True
+        return cls(sequences, full_mask, logits, checked)
+
+
+class PathError(Exception):
+    """A model path raised: carries which path and the original exception."""
+
+    def __init__(self, path: str, error: BaseException):
+        super().__init__(f"{path} path raised {type(error).__name__}: {error}")
+        self.path = path
+        self.error = error
+
+
+class Unsupported(Exception):
+    """A backend cannot run this model, path or library version: reported once, never a failure."""
+
+
+CacheContents = Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]
+
+
+class Backend(ABC):
+    """A loaded model plus the paths that oracles compare."""
+
+    name: str = "abstract"
+    info: ModelInfo
+    capabilities: Capabilities = Capabilities()
+    api: str = ""  # the library and API version, when it is worth saying (e.g. "TransformerLens 4.3.0")
+
+    @abstractmethod
+    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
+               chunks: tuple[int, ...] | None = None) -> Trace:
+        """Prefill ``case`` in its chunks into a fresh cache, then decode.
+
+        Greedy when ``tokens`` is None; otherwise feeds ``tokens`` (teacher forcing)
+        so two paths can be compared position by position.
+        """
+
+    @abstractmethod
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
+        """Uncached logits from ONE teacher-forced forward pass: shape [B, T-1, V]."""
+
+    @abstractmethod
+    def generate(self, case: Case) -> Trace:
+        """The library's own user-facing generation entry point, greedy, with logits."""
+
+    @abstractmethod
+    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+        """A standalone Python script reproducing ``oracle`` on ``case``."""
+
+    def reused(self, case: Case, tokens: torch.Tensor) -> Trace:
+        """Like :meth:`cached`, on a cache first used for ``case.reuse_batch`` rows, then reset.
+        Declared by the ``cache-reset`` feature."""
+        raise Unsupported(f"backend {self.name} cannot reset and reuse a cache")
+
+    def cache_contents(self, case: Case, tokens: torch.Tensor) -> CacheContents:
+        """For diagnosis (the ``cache-contents`` feature): per layer, the keys and values a cache holds
+        after the case's incremental path beside those one pass writes: (layer, part, incremental, one pass)."""
+        return iter(())
+
+    def module(self) -> torch.nn.Module | None:
+        """The torch module whose decoder layers diagnosis hooks; None when there is none."""
+        return None
+
+    def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
+        """The prompts as text, where a tokenizer is known; None otherwise."""
+        return None
+
+    def release_float64(self) -> None:
+        """Free whatever the float64 reference path holds (after calibration)."""
+
+
+Measure = Callable[[Backend], "Tolerance"]
+
+
+class Pair:
+    """Two implementations of the same model (same weights): what the ``cross`` oracle's paths receive."""
+
+    def __init__(self, reference: Backend, candidate: Backend):
+        self.reference, self.candidate = reference, candidate
+
+
+class Lane(ABC):
+    """What an oracle runs on: ``subject`` is handed to the oracle's paths (a backend, or a pair)."""
+
+    name: str
+    info: ModelInfo
+    capabilities: Capabilities
+    backends: tuple[Backend, ...]
+
+    @property
+    @abstractmethod
+    def subject(self) -> Any:
+        """What the oracle's path functions receive."""
+
+    @abstractmethod
+    def tolerance(self, measure: Measure) -> Tolerance:
+        """This lane's tolerance, from ``measure`` (one backend's tolerance, settled by the runner)."""
+
+    @abstractmethod
+    def diagnose(self, verdict: Verdict, threshold: float) -> dict[str, Any]:
+        """Where a mismatch's minimal case breaks (see :mod:`fuzzkv.diagnosis`)."""
+
+    @abstractmethod
+    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+        """A standalone script reproducing ``oracle`` on ``case`` on this lane."""
+
+    def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
+        return self.backends[0].texts(prompts)
+
+
+@dataclass
+class Lanes:
+    """The lanes a run drives, by name ("hf", "tl", "cross"), and why any asked for is missing."""
+
+    info: ModelInfo  # the model under test (also when no lane could be built)
+    lanes: dict[str, Lane]
+    unsupported: dict[str, str] = field(default_factory=dict)  # lane name -> one-line reason
+    description: str = ""  # the backends in one line, for the run's header

@@ -1,0 +1,66 @@
+"""The two kinds of lane: one backend, or a pair compared by the ``cross`` oracle.
+
+Everything that differs between them lives here, not in the runner: how the tolerance is
+settled (a pair adds both sides' rounding noise), how a failure is localised (a pair is
+compared layer by layer across implementations), and which script reproduces it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fuzzkv import diagnosis
+from fuzzkv.backends.interface import Backend, Lane, Measure, Pair
+from fuzzkv.case import Case
+from fuzzkv.tolerance import Tolerance, summed
+from fuzzkv.verdict import Verdict
+
+
+class BackendLane(Lane):
+    """An oracle runs on one backend: cached vs uncached within one implementation."""
+
+    def __init__(self, backend: Backend):
+        self.backend, self.name, self.info = backend, backend.name, backend.info
+        self.capabilities, self.backends = backend.capabilities, (backend,)
+
+    @property
+    def subject(self) -> Backend:
+        return self.backend
+
+    def tolerance(self, measure: Measure) -> Tolerance:
+        return measure(self.backend)
+
+    def diagnose(self, verdict: Verdict, threshold: float) -> dict[str, Any]:
+        return diagnosis.cached_vs_uncached(self.backend, verdict.case, None, threshold)
+
+    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+        return self.backend.reproduction(oracle, case, tolerance)
+
+
+class CrossLane(Lane):
+    """``candidate`` (e.g. TransformerLens) against ``reference`` (HF) on the same cases and weights."""
+
+    name = "cross"
+
+    def __init__(self, reference: Backend, candidate: Backend):
+        self.pair = Pair(reference, candidate)
+        self.info, self.backends = reference.info, (reference, candidate)
+        self.capabilities = reference.capabilities.both(candidate.capabilities)
+
+    @property
+    def subject(self) -> Pair:
+        return self.pair
+
+    def tolerance(self, measure: Measure) -> Tolerance:
+        # Each side rounds on its own: the two can differ by both sides' noise.
+        return summed(measure(self.pair.reference), measure(self.pair.candidate),
+                      f"{self.pair.reference.name} + {self.pair.candidate.name}")
+
+    def diagnose(self, verdict: Verdict, threshold: float) -> dict[str, Any]:
+        cached = self.pair.reference.cached(verdict.case)
+        return diagnosis.across_backends(self.pair.reference, self.pair.candidate, cached.tokens,
+                                         cached.attention_mask, threshold)
+
+    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+        # The candidate's script builds the reference model too: it is what the candidate is built from.
+        return self.pair.candidate.reproduction(oracle, case, tolerance)

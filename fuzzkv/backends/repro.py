@@ -1,0 +1,166 @@
+"""Standalone reproduction scripts, assembled from the very path code the backends run.
+
+A script embeds the source of :mod:`~fuzzkv.backends.hf_paths` (and, for TransformerLens,
+of :mod:`~fuzzkv.backends.tl_paths` or :mod:`~fuzzkv.backends.tl_legacy_paths`), rebuilds
+the model exactly as fuzzkv did (seeded random weights from the config, a local directory,
+the local HF cache, or the user's factory), runs the oracle's comparisons on the minimal
+case, prints each largest logit difference, and exits 1 when one exceeds the tolerance (an
+exception in a path ends it with that exception's traceback). It needs torch and the
+libraries under test, never fuzzkv.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from fuzzkv.backends import hf_paths, tl_legacy_paths, tl_paths
+
+if TYPE_CHECKING:
+    from fuzzkv.backends.hf import HFBackend
+    from fuzzkv.backends.tl import TLBackend
+    from fuzzkv.backends.tl_legacy import LegacyTLBackend
+    from fuzzkv.case import Case
+
+REPORT = '''
+FAILED = []
+
+
+def report(label, reference_logits, candidate_logits, checked):
+    worst = max_difference(reference_logits, candidate_logits, checked)
+    failed = worst > TOLERANCE
+    print(f"{label}: max |logit difference| {worst:.6g}, tolerance {TOLERANCE:.6g}:", "FAILS" if failed else "passes")
+    if failed:
+        FAILED.append(label)
+
+
+def teacher_forced(model, sequences, mask, prompt_length):
+    """The uncached reference at the positions generate() produced logits for."""
+    return reference(model, sequences, mask)[:, prompt_length - 1:]
+'''
+
+# The oracles' comparisons, on ``subject`` (the model, or an adapter over a TransformerLens model).
+BODIES = {
+    "decode": '''
+tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
+report("cached vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())
+''',
+    "chunked": '''
+tokens, mask, whole = cached(subject, CASE, PAD, DEVICE, chunks=[max(len(p) for p in CASE["prompts"])])
+_, _, chunked = cached(subject, CASE, PAD, DEVICE, forced=tokens)
+report("chunked vs one pass", whole, chunked, mask[:, :-1].bool())
+''',
+    "cache-impl": '''
+tokens, mask, dynamic = cached(subject, CASE, PAD, DEVICE, kind="dynamic")
+_, _, static = cached(subject, CASE, PAD, DEVICE, kind="static", forced=tokens)
+report("static vs dynamic", dynamic, static, mask[:, :-1].bool())
+''',
+    "cache-reuse": '''
+tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
+_, _, again = reused(subject, CASE, PAD, DEVICE, tokens)
+report("reused vs fresh", fresh, again, mask[:, :-1].bool())
+''',
+    "batch": '''
+tokens, mask, batched = cached(subject, CASE, PAD, DEVICE)
+for row, prompt in enumerate(CASE["prompts"]):
+    alone = dict(CASE, prompts=[prompt], prefill_chunks=[len(prompt)])
+    _, _, single = cached(subject, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
+    where = mask[row, :-1].bool()
+    n = int(where.sum())
+    report(f"row {row} vs alone", batched[row][where].unsqueeze(0), single[:, :n], torch.ones(1, n, dtype=torch.bool))
+''',
+    "generate": '''
+sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
+ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
+report("generate vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+''',
+    "tl-decode": '''
+tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
+report("forward with a cache vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())
+ids, mask = padded(CASE, PAD, DEVICE)
+sequences, steps = {generate}
+ref = teacher_forced(subject, sequences, mask, ids.shape[1])
+report("generate(use_past_kv_cache=True) vs uncached", ref, torch.stack([s.float() for s in steps], 1),
+       torch.ones(ref.shape[:2], dtype=torch.bool))
+''',
+    "cross": '''
+tokens, mask, hf_cached = cached(model, CASE, PAD, DEVICE)
+hf_uncached = reference(model, tokens, mask)
+_, _, tl_cached = cached(subject, CASE, PAD, DEVICE, forced=tokens)
+tl_uncached = reference(subject, tokens, mask)
+report("uncached: TransformerLens vs HF", hf_uncached, tl_uncached, mask[:, :-1].bool())
+report("cached: TransformerLens vs HF", hf_cached, tl_cached, mask[:, :-1].bool())
+''',
+}
+ENDING = '''
+raise SystemExit(1 if FAILED else 0)
+'''
+
+
+def embedded(module: ModuleType) -> str:
+    """A path module's source, ready to paste into a script: its fuzzkv and __future__ imports dropped
+    (what it imports from fuzzkv is embedded before it)."""
+    lines = inspect.getsource(module).splitlines()
+    kept = [line for line in lines if not line.startswith(("from __future__", "from fuzzkv.", "import fuzzkv"))]
+    return "\n".join(kept).strip() + "\n"
+
+
+def model_code(hf: HFBackend) -> str:
+    """Python lines that rebuild ``hf``'s model as fuzzkv built it (float32, on the CPU)."""
+    loaded = hf.loaded
+    if loaded.factory:
+        module, attr = loaded.factory.split(":")
+        return f"from {module} import {attr}\n\nmodel = {attr}()\nmodel.set_attn_implementation({hf.attn!r})\n"
+    if not loaded.random_weights or loaded.config_dict is None:
+        path = hf.model.config.name_or_path
+        return (f"model = AutoModelForCausalLM.from_pretrained({path!r}, local_files_only=True, use_safetensors=True,\n"
+                f"    attn_implementation={hf.attn!r}, **{{dtype_keyword(): torch.float32}})\n")
+    config = json.dumps(loaded.config_dict, sort_keys=True)
+    return (f"CONFIG = json.loads({config!r})\n"
+            f"model = random_model(CONFIG, seed={loaded.seed}, init_std={loaded.init_std!r}, attn={hf.attn!r})\n")
+
+
+def assemble(hf: HFBackend, oracle: str, case: Case, tolerance: float, *, modules: tuple[ModuleType, ...],
+             subject: str, body: str, libraries: str) -> str:
+    """A whole script: header, embedded path code, the model, the case, the subject, the body."""
+    header = (f"# fuzzkv reproduction: oracle {oracle!r} on model {hf.info.name!r} ({libraries}).\n"
+              f"# Runs fuzzkv's own path code (embedded below) on the minimal case; exits 1 when it fails.\n"
+              "import json\n")
+    setup = (f"DEVICE, DTYPE = {hf.device!r}, torch.{case.dtype}\n"
+             "model = model.to(device=DEVICE, dtype=DTYPE).eval()\n"
+             f"PAD = {hf.pad_id}\nTOLERANCE = {tolerance!r}\n"
+             f"GENERATE_CACHE = {hf.generate_cache(case)!r}\n"
+             f"CASE = json.loads({case.to_json()!r})\n"
+             f"{subject}\n")
+    sections = [header, *(embedded(m) for m in (hf_paths, *modules)), REPORT.strip() + "\n", model_code(hf), setup,
+                body.strip() + "\n", ENDING.strip()]
+    return "\n\n".join(section.strip("\n") for section in sections) + "\n"
+
+
+def hf_script(hf: HFBackend, oracle: str, case: Case, tolerance: float) -> str:
+    """torch + transformers only."""
+    return assemble(hf, oracle, case, tolerance, modules=(), subject="subject = model", body=BODIES[oracle],
+                    libraries="torch + transformers only")
+
+
+def tl_script(tl: TLBackend, oracle: str, case: Case, tolerance: float) -> str:
+    """torch + transformers + TransformerLens 4.x; the bridge is driven by the same HF path code."""
+    subject = (f"bridge = build_bridge(model, {tl.architecture!r})\n"
+               "subject = BridgeAsModel(bridge, model.config)")
+    body = _tl_body(oracle, "bridge_generate(bridge, ids, mask[:, :ids.shape[1]], CASE['max_new_tokens'])")
+    return assemble(tl.hf, oracle, case, tolerance, modules=(tl_paths,), subject=subject, body=body,
+                    libraries=f"torch + transformers + {tl.api}")
+
+
+def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, tolerance: float) -> str:
+    """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
+    subject = "hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config)"
+    body = _tl_body(oracle, "hooked_generate(hooked, ids, CASE['max_new_tokens'])")
+    return assemble(tl.hf, oracle, case, tolerance, modules=(tl_legacy_paths,), subject=subject, body=body,
+                    libraries=f"torch + transformers + {tl.api}")
+
+
+def _tl_body(oracle: str, generate_call: str) -> str:
+    return BODIES[oracle].replace("{generate}", generate_call)

@@ -1,0 +1,91 @@
+"""How fuzzkv drives TransformerLens 2.x/3.x (``HookedTransformer``): built offline, adapted to the HF path code.
+
+Standalone like :mod:`fuzzkv.backends.hf_paths` (torch, transformers, tokenizers and
+transformer_lens only; no ``from __future__``): the legacy TL backend runs it, and its
+reproduction scripts embed this source after ``hf_paths``'s, so a script builds the same
+HookedTransformer and runs the same cached path as fuzzkv did.
+
+The HookedTransformer is built from the very HF model: its config is written to a temporary
+directory (TransformerLens converts it from there), its weights are converted from the HF
+state dict without folding or centring (so raw logits compare), and a word-level tokenizer
+is built in memory (TransformerLens's ``generate`` asserts one even for token ids).
+"""
+
+import copy
+import tempfile
+import types
+
+import torch
+
+from fuzzkv.backends.hf_paths import SilentlyUncached
+
+
+def word_level_tokenizer(vocab_size):
+    """One word per id, plus a pad token past the model's vocabulary: no real input is ever mistaken
+    for padding. add_bos_token and name_or_path keep TransformerLens from reloading it by name (a network call)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {f"t{i}": i for i in range(vocab_size)} | {"<pad>": vocab_size}
+    words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=words, bos_token="t1", eos_token="t2", pad_token="<pad>",
+                                   unk_token="t0", add_bos_token=True, name_or_path="fuzzkv-word-level")
+
+
+def build_hooked_transformer(hf_model):
+    """A HookedTransformer with ``hf_model``'s weights, without any network call."""
+    import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens import HookedTransformer
+
+    model = copy.deepcopy(hf_model).float()
+    if not model.config.architectures:
+        model.config.architectures = [type(model).__name__]  # TransformerLens reads architectures[0]
+    with tempfile.TemporaryDirectory() as directory:
+        model.config.save_pretrained(directory)  # config.json only
+        cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
+        state = loading.get_pretrained_state_dict(directory, cfg, hf_model=model, dtype=torch.float32)
+    hooked = HookedTransformer(cfg, tokenizer=word_level_tokenizer(model.config.vocab_size), move_to_device=False)
+    hooked.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
+                                       fold_value_biases=False, refactor_factored_attn_matrices=False)
+    return hooked.eval()
+
+
+class HookedAsModel:
+    """Lets the HF path code drive a HookedTransformer with its HookedTransformerKeyValueCache.
+
+    Unpadded batches only: this API infers padding from the pad token, so it takes no mask or
+    positions. A cached call checks that the cache grew by the tokens fed.
+    """
+
+    def __init__(self, hooked, hf_config):
+        self.hooked, self.config = hooked, hf_config
+
+    def forward(self, input_ids, attention_mask=None, cache=None, use_cache=True):
+        # attention_mask is all ones here (unpadded batches): this API takes none.
+        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+
+        if not use_cache:
+            return types.SimpleNamespace(logits=self.hooked(input_ids), cache=None)
+        if cache is None or not isinstance(cache, HookedTransformerKeyValueCache):
+            cache = HookedTransformerKeyValueCache.init_cache(self.hooked.cfg, input_ids.device, input_ids.shape[0])
+        before = cache[0].past_keys.shape[1]
+        logits = self.hooked(input_ids, past_kv_cache=cache)
+        if cache[0].past_keys.shape[1] != before + input_ids.shape[1]:
+            raise SilentlyUncached(f"the cache did not grow from {before} to {before + input_ids.shape[1]} tokens")
+        return types.SimpleNamespace(logits=logits, cache=cache)
+
+    __call__ = forward
+
+
+@torch.inference_mode()
+def hooked_generate(hooked, ids, max_new_tokens):
+    """TransformerLens's generate returns tokens only: the unembed hook records each step's logits."""
+    steps = []
+    hook = hooked.unembed.register_forward_hook(lambda _m, _i, out: steps.append(out[:, -1].clone()))
+    try:
+        sequences = hooked.generate(input=ids, max_new_tokens=max_new_tokens, do_sample=False, stop_at_eos=False,
+                                    use_past_kv_cache=True, verbose=False)
+    finally:
+        hook.remove()
+    return sequences, steps[:max_new_tokens]

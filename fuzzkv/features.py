@@ -1,0 +1,5 @@
+"""Names of the backend features an oracle may need and a backend declares (a leaf: no imports)."""
+
+STATIC_CACHE = "static-cache"  # a preallocated cache of fixed length
+CACHE_RESET = "cache-reset"  # a cache can be reset and reused (the ``reused`` path)
+CACHE_CONTENTS = "cache-contents"  # the cache's keys and values can be read back for diagnosis

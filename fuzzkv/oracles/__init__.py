@@ -1,0 +1,57 @@
+"""Oracles: each states one property a KV cache must keep, as paths that must agree.
+
+This module is the catalogue: names, descriptions, the strategy that feeds each oracle, the
+lanes it runs on and what it needs from a backend. It imports no torch, so the CLI can list
+and validate oracles without loading a model. The paths each oracle compares live in one
+module per family (:mod:`.core`, :mod:`.tl`, :mod:`.cross`), and :func:`.check.check` runs
+them; an exception in a path is itself a finding (kind "error"), never a crash of fuzzkv.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hypothesis.strategies import SearchStrategy
+
+from fuzzkv.case import Case
+from fuzzkv.features import CACHE_RESET, STATIC_CACHE
+from fuzzkv.strategies import CaseSpace, cases
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """A named property: the strategy that feeds it, the family module holding its paths, and
+    the lanes it runs on ("hf", "tl", or "cross" for HF vs TransformerLens)."""
+
+    name: str
+    description: str
+    strategy: Callable[[CaseSpace], SearchStrategy[Case]]
+    family: str  # the module under fuzzkv.oracles whose PAIRS[name] gives the comparisons
+    lanes: tuple[str, ...] = ("hf",)
+    min_batch: int = 1  # a backend that runs smaller batches only cannot run this oracle
+    needs: frozenset[str] = frozenset()  # backend features required (e.g. "static-cache")
+
+
+def _oracles(*oracles: Oracle) -> dict[str, Oracle]:
+    return {oracle.name: oracle for oracle in oracles}
+
+
+ORACLES: dict[str, Oracle] = _oracles(
+    Oracle("decode", "incremental cached decoding vs one teacher-forced uncached forward",
+           lambda s: cases(s), "core"),
+    Oracle("batch", "each row of a padded batch vs the same prompt alone at batch size 1",
+           lambda s: cases(s, min_batch=2, chunked=False), "core", ("hf", "tl"), min_batch=2),
+    Oracle("chunked", "prefill fed in chunks vs in one pass",
+           lambda s: cases(s, min_chunks=2), "core", ("hf", "tl")),
+    Oracle("cache-impl", "static cache vs dynamic cache",
+           lambda s: cases(s, caches=("static",)), "core", needs=frozenset({STATIC_CACHE})),
+    Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
+           lambda s: cases(s, reuse=True), "core", needs=frozenset({CACHE_RESET})),
+    Oracle("generate", "the library's generate (greedy, each cache implementation) vs the teacher-forced reference",
+           lambda s: cases(s, chunked=False, padding=("left",)), "core"),
+    Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache, and its generate()",
+           lambda s: cases(s, padding=("left",), caches=("dynamic",)), "tl", ("tl",)),
+    Oracle("cross", "TransformerLens vs HF on the same case and weights: uncached, cached and greedy tokens",
+           lambda s: cases(s, caches=("dynamic",)), "cross", ("cross",)),
+)

@@ -1,0 +1,105 @@
+"""Checking one case: run an oracle's comparisons on a lane, under the per-example deadline.
+
+``run`` (inside Hypothesis), the flaky re-check and ``replay`` all call :func:`check_within`,
+so a stored hang replays as a ``Deadline`` finding instead of hanging the replay.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from fuzzkv.backends.interface import Backend, Lane, PathError, Trace
+from fuzzkv.case import Case
+from fuzzkv.comparison import compare
+from fuzzkv.oracles import Oracle
+from fuzzkv.verdict import Metrics, Verdict
+
+Comparison = tuple[str, Trace, Trace]  # (label, reference, candidate)
+Pairs = Callable[[Any, Case], list[Comparison]]
+T = TypeVar("T")
+
+
+class ExampleDeadline(BaseException):
+    """A case ran past --deadline. A BaseException, so a model path's ``except Exception`` cannot swallow it."""
+
+
+def pairs_of(oracle: Oracle) -> Pairs:
+    """The function giving ``oracle``'s comparisons, from its family module's ``PAIRS`` table."""
+    family = importlib.import_module(f"fuzzkv.oracles.{oracle.family}")
+    pairs: Pairs = family.PAIRS[oracle.name]
+    return pairs
+
+
+def check(oracle: Oracle, lane: Lane, case: Case, tolerance: float) -> Verdict:
+    """Run every comparison of ``oracle`` on ``lane``; the verdict reports the worst one."""
+    try:
+        comparisons = pairs_of(oracle)(lane.subject, case)
+    except PathError as exc:
+        return Verdict(oracle.name, case, "error", tolerance, error=str(exc), error_type=type(exc.error).__name__)
+    worst: tuple[str, Metrics] | None = None
+    for label, reference, candidate in comparisons:
+        blind = _non_finite(reference, candidate)
+        if blind:
+            return Verdict(oracle.name, case, "error", tolerance, error=f"{label}: {blind}", error_type="NonFinite")
+        metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, tolerance)
+        if worst is None or metrics.max_abs_diff > worst[1].max_abs_diff:
+            worst = (label, metrics)
+    assert worst is not None, f"oracle {oracle.name} made no comparison"
+    label, metrics = worst
+    return Verdict(oracle.name, case, "mismatch" if metrics.max_abs_diff > tolerance else "pass", tolerance,
+                   metrics=metrics, comparison=label)
+
+
+def check_within(oracle: Oracle, lane: Lane, case: Case, tolerance: float, deadline: float | None) -> Verdict:
+    """:func:`check` with a per-example deadline: a path that hangs becomes an error finding
+    ("Deadline") instead of stopping an unattended run. The timer needs the main thread (SIGALRM)."""
+    if not deadline or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        return check(oracle, lane, case, tolerance)
+
+    def expire(_signum: int, _frame: object) -> None:
+        raise ExampleDeadline()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        return check(oracle, lane, case, tolerance)
+    except ExampleDeadline:
+        return Verdict(oracle.name, case, "error", tolerance, error_type="Deadline",
+                       error=f"no result within the per-example deadline of {deadline:g} s (a hang?)")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _non_finite(reference: Trace, candidate: Trace) -> str | None:
+    """Why a comparison cannot see anything: NaN or Inf logits in the reference path at compared positions."""
+    checked = reference.checked & candidate.checked
+    if bool(torch.isfinite(reference.logits[checked]).all()):
+        return None
+    return ("the reference path's logits are NaN or Inf, so no comparison can tell cached from uncached "
+            "(the model or its weights produce non-finite values)")
+
+
+def run_path(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call one path; any exception becomes a :class:`PathError` naming the path."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a model's exception is a finding, not our crash
+        raise PathError(path, exc) from exc
+
+
+def teacher_forced(backend: Backend, trace: Trace, path: str = "uncached reference") -> Trace:
+    """The uncached reference for ``trace``'s final sequence: one forward pass."""
+    logits = run_path(path, backend.reference, trace.tokens, trace.attention_mask)
+    return Trace.everywhere(trace.tokens, trace.attention_mask, logits)
+
+
+def single(label: str, pair: Callable[[Any, Case], tuple[Trace, Trace]]) -> Pairs:
+    """An oracle with one comparison."""
+    return lambda subject, case: [(label, *pair(subject, case))]

@@ -1,0 +1,33 @@
+"""Library version combinations with a known real bug, each with its write-up in findings/.
+
+Tests that assert a combination is clean skip on these (the clean assertion runs in a CI
+environment with a clean combination); tests in test_findings.py assert fuzzkv reports each bug
+where it is present. A table, so the next rename or regression is one row.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+
+def _version(package: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(part) for part in metadata.version(package).split(".")[:3] if part.isdigit())
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# (finding, transformer-lens versions affected, transformers at or above which it shows)
+KNOWN = [
+    ("findings/transformerlens-bridge-ignores-cache-kwarg.md", {(4, 3, 0)}, (5, 24)),
+]
+
+
+def tl_cache_bug_reason() -> str | None:
+    """Why TransformerLens's cached path cannot be clean here, or None where no known bug applies."""
+    tl, hf = _version("transformer-lens"), _version("transformers")
+    for finding, tl_versions, hf_from in KNOWN:
+        if tl in tl_versions and hf is not None and hf >= hf_from:
+            return (f"TransformerLens {'.'.join(map(str, tl))} with transformers {'.'.join(map(str, hf))} has a known "
+                    f"cache bug ({finding}): its clean runs are checked in the transformers 5.23 environment")
+    return None

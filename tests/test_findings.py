@@ -1,0 +1,47 @@
+"""Real bugs fuzzkv found in released libraries: where the buggy combination is installed, fuzzkv
+reports each as a finding (never a crash), and its reproduction script reproduces it. Each has
+its write-up in findings/ (the table is tests/known_bugs.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.known_bugs import tl_cache_bug_reason
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_findings_are_written_up():
+    from tests.known_bugs import KNOWN
+
+    for finding, _tl, _hf in KNOWN:
+        text = (ROOT / finding).read_text()
+        for section in ("Versions", "Minimal case", "Reproduction", "Suspected source", "Upstream"):
+            assert section in text, f"{finding} lacks its {section} section"
+
+
+@pytest.mark.parametrize("model", ["llama", "gemma-2-2b"])
+def test_transformerlens_bridge_ignoring_the_cache_keyword_is_reported_as_a_finding(model, tmp_path):
+    pytest.importorskip("transformer_lens")
+    if tl_cache_bug_reason() is None:
+        pytest.skip("the TransformerLens cache-keyword bug does not apply to the installed versions")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "fuzzkv", "run", "--model", model, "--backend", "tl", "--scale", "tiny",
+         "--oracle", "tl-decode", "--max-examples", "10", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    [failure] = json.loads(result.stdout)["failures"]
+    assert failure["kind"] == "error" and "cache did not grow from 0 to" in failure["error"]
+    assert failure["case"]["prompts"] == [[0]]  # shrunk: the first cached call already shows it
+    script = tmp_path / "repro.py"
+    script.write_text(failure["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                           timeout=600)
+    assert repro.returncode == 1 and "SilentlyUncached" in repro.stderr, repro.stdout + repro.stderr[-2000:]

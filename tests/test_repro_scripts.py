@@ -1,0 +1,141 @@
+"""Every kind of generated reproduction script runs on the installed versions and reproduces its failure.
+
+For each oracle, a planted bug and a case it breaks: fuzzkv's own check must fail, the script it
+generates (torch + the libraries under test, never fuzzkv) must exit 1 and print the very
+difference fuzzkv measured; the same script for the clean model must exit 0. CI runs this module
+in every environment it builds (the newest transformers, 5.23, the oldest supported, and
+TransformerLens 2.x), so a script kind that stops working on one of them fails here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from fuzzkv.backends.loader import load_lanes
+from fuzzkv.case import Case
+from fuzzkv.config import RunConfig
+from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.check import check
+from tests.known_bugs import tl_cache_bug_reason
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN = "tests.broken_models:"
+TOLERANCE = 1e-3  # tiny float32 models: rounding noise ~1e-5, these planted bugs move logits by ~0.1-1
+
+# oracle -> (planted bug breaking it, a case it breaks)
+HF_CASES = {
+    "decode": ("off_by_one_positions", Case(prompts=((0, 1),), max_new_tokens=3)),
+    "chunked": ("off_by_one_positions", Case(prompts=((5, 6, 7, 8),), max_new_tokens=2, prefill_chunks=(2, 2))),
+    "batch": ("mask_dropped_when_cached", Case(prompts=((1, 2, 3), (4,)), max_new_tokens=3)),
+    "cache-impl": ("static_cache_off_by_one", Case(prompts=((3, 4),), max_new_tokens=3, cache="static")),
+    "cache-reuse": ("stale_after_smaller_batch", Case(prompts=((3, 4),), max_new_tokens=3, reuse_batch=3)),
+    "generate": ("off_by_one_positions", Case(prompts=((0,),), max_new_tokens=3)),
+}
+
+
+def lane_of(model: str, backend: str, lane: str):
+    lanes = load_lanes(RunConfig(model=model, backend=backend, scale="tiny", db_url="memory:"))
+    if lane not in lanes.lanes:
+        pytest.skip(f"lane {lane} is not available here: {lanes.unsupported.get(lane.replace('cross', 'tl'))}")
+    return lanes.lanes[lane]
+
+
+def execute(script: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "repro.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # for the tests.* factories, as a user's own module would be
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=600)
+
+
+def printed_differences(stdout: str) -> list[float]:
+    return [float(m) for m in re.findall(r"max \|logit difference\| ([0-9.e+-]+|inf)", stdout)]
+
+
+def assert_reproduces(lane, oracle: str, case: Case, tmp_path: Path) -> None:
+    verdict = check(ORACLES[oracle], lane, case, TOLERANCE)
+    assert verdict.failed, f"the planted bug no longer breaks {oracle} on {case.describe()}"
+    script = lane.reproduction(oracle, case, TOLERANCE)
+    assert not re.search(r"^\s*(import|from) fuzzkv\b", script, re.MULTILINE), "a script must not need fuzzkv"
+    result = execute(script, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    if verdict.kind == "mismatch":
+        assert "FAILS" in result.stdout
+        worst = max(printed_differences(result.stdout))
+        assert worst == pytest.approx(verdict.metrics.max_abs_diff, rel=1e-3), result.stdout
+    else:  # an exception in a path: the script ends with the same exception
+        assert verdict.error_type in result.stderr, result.stderr[-3000:]
+
+
+def assert_passes(lane, oracle: str, case: Case, tmp_path: Path) -> None:
+    assert not check(ORACLES[oracle], lane, case, TOLERANCE).failed
+    result = execute(lane.reproduction(oracle, case, TOLERANCE), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "FAILS" not in result.stdout and printed_differences(result.stdout)
+
+
+@pytest.mark.parametrize("oracle", HF_CASES)
+def test_hf_scripts_reproduce_each_oracle_failure_and_pass_on_the_clean_model(oracle, tmp_path):
+    bug, case = HF_CASES[oracle]
+    broken = lane_of(BROKEN + bug, "hf", "hf")
+    if not broken.capabilities.allows(ORACLES[oracle].min_batch, ORACLES[oracle].needs):
+        pytest.skip(f"{oracle} needs {set(ORACLES[oracle].needs)}, which this transformers does not offer")
+    assert_reproduces(broken, oracle, case, tmp_path)
+    assert_passes(lane_of(BROKEN + "clean", "hf", "hf"), oracle, case, tmp_path)
+
+
+def test_hf_script_of_a_registry_model_rebuilds_its_random_weights(tmp_path):
+    # A registry model's script rebuilds the weights from the config and seed: it must agree with fuzzkv
+    # (here: a clean pass, with the very logits fuzzkv computed).
+    assert_passes(lane_of("gpt2", "hf", "hf"), "decode", Case(prompts=((1, 2, 3), (4,)), max_new_tokens=2), tmp_path)
+
+
+TL_CASE = Case(prompts=((0,),), max_new_tokens=2)
+
+
+@pytest.mark.parametrize("oracle, lane", [("tl-decode", "tl"), ("cross", "cross")])
+def test_transformerlens_scripts_reproduce_a_transformerlens_side_bug(oracle, lane, tmp_path):
+    tl = pytest.importorskip("transformer_lens")
+    if int(metadata.version("transformer-lens").split(".")[0]) < 4:
+        # TransformerLens 2.x/3.x: its real Bloom cache bug (before PR #777) is the failure to reproduce.
+        assert_reproduces(lane_of("bloom-560m", "both", lane), oracle, TL_CASE, tmp_path)
+        return
+    del tl
+    # 4.x: the factory plants the Bloom ALiBi bug class on the TransformerLens side at import (subprocess only).
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE.format(oracle=oracle, lane=lane)], capture_output=True, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)
+    assert probe.returncode == 0, probe.stdout + probe.stderr[-3000:]
+
+
+# Runs in a subprocess: importing tests.broken_tl patches TransformerLens for the whole process.
+PROBE = """
+import os
+from pathlib import Path
+import tests.broken_tl  # noqa: F401
+from tests.test_repro_scripts import assert_reproduces, lane_of, TL_CASE
+lane = lane_of("tests.broken_tl:make", "both", {lane!r})
+assert_reproduces(lane, {oracle!r}, TL_CASE, Path(os.environ["REPRO_DIR"]))
+print("reproduced")
+"""
+
+
+@pytest.mark.parametrize("oracle, lane", [("tl-decode", "tl"), ("cross", "cross"), ("batch", "tl"), ("chunked", "tl")])
+def test_transformerlens_scripts_pass_on_a_clean_model(oracle, lane, tmp_path):
+    pytest.importorskip("transformer_lens")
+    reason = tl_cache_bug_reason()
+    if reason:
+        pytest.skip(reason)
+    subject = lane_of("llama", "both", lane)
+    case = Case(prompts=((3, 4, 5), (6,)), max_new_tokens=2) if oracle == "batch" else \
+        Case(prompts=((3, 4, 5, 6),), max_new_tokens=2, prefill_chunks=(2, 2))
+    if subject.capabilities.max_batch is not None and case.batch_size > subject.capabilities.max_batch:
+        case = Case(prompts=((3, 4, 5, 6),), max_new_tokens=2, prefill_chunks=(2, 2))
+    assert_passes(subject, oracle, case, tmp_path)
