@@ -17,17 +17,13 @@ from fuzzkv.backends.hf_loading import sensitise
 LONG_SEQUENCE = 10  # the cache breaks once it holds more than this many tokens
 
 
-def _cached_length(kwargs) -> int:
-    # The cache comes as ``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier).
-    cache = kwargs.get("cache", kwargs.get("past_key_values"))
-    return 0 if cache is None else int(cache.get_seq_length())
-
-
 class _Tiny(LlamaForCausalLM):
     """A tiny Llama with fuzzkv's sensitive random init; subclasses break one thing."""
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
-        past = _cached_length(kwargs)
+        # The cache comes as ``cache`` (transformers >= 5.24) or ``past_key_values`` (earlier).
+        self.current_cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        past = 0 if self.current_cache is None else int(self.current_cache.get_seq_length())
         input_ids, attention_mask, position_ids = self.corrupt(past, input_ids, attention_mask, position_ids)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                **kwargs)
@@ -75,13 +71,8 @@ class PastLongSequence(_Tiny):
 class StaticCacheOffByOne(_Tiny):
     """Only with a static (preallocated) cache, decoding uses positions one too far."""
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
-        self._static = type(cache).__name__ == "StaticCache"
-        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
-
     def corrupt(self, past, input_ids, attention_mask, position_ids):
-        if self._static and past > 0 and position_ids is not None:
+        if type(self.current_cache).__name__ == "StaticCache" and past > 0 and position_ids is not None:
             position_ids = position_ids + 1
         return input_ids, attention_mask, position_ids
 
@@ -90,17 +81,13 @@ class StaleAfterSmallerBatch(_Tiny):
     """A cache object that once served a bigger batch decodes the smaller one wrongly after reset()
     (the TorchTune bug class: caches set up for one batch size, reused for a smaller one)."""
 
-    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
-        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        cache, batch = self.current_cache, input_ids.shape[0] if input_ids is not None else 0
         seen = self.__dict__.setdefault("_largest_batch", weakref.WeakKeyDictionary())  # cache -> largest batch
-        batch = input_ids.shape[0] if input_ids is not None else 0
-        self._stale = cache is not None and seen.get(cache, batch) > batch
+        stale = cache is not None and seen.get(cache, batch) > batch
         if cache is not None:
             seen[cache] = max(seen.get(cache, 0), batch)
-        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
-
-    def corrupt(self, past, input_ids, attention_mask, position_ids):
-        if self._stale and past > 0 and position_ids is not None:
+        if stale and past > 0 and position_ids is not None:
             position_ids = position_ids + 1
         return input_ids, attention_mask, position_ids
 

@@ -70,14 +70,17 @@ def test_a_factory_that_raises_is_one_line_and_exit_2(fault):
 
 # -- the database misbehaves mid-run -------------------------------------------------------
 
-def _run_until_first_failure_then(db: Path, action):
-    """Run the planted-bug model on ``db``; call ``action`` once the first failure is stored."""
+def _run_until_first_failure_then(db: Path, action, also=()):
+    """Run the planted-bug model on ``db``; call ``action`` once the first failure is stored.
+    ``also``: reporters that see every event too."""
     config = RunConfig(model=BROKEN + "off_by_one_positions", scale="tiny", db_url=f"sqlite:///{db}",
                        max_examples=30)
     store, events = open_store(config.db_url), Recorder()
 
     def emit(event):
         events.append(event)
+        for reporter in also:
+            reporter(event)
         if type(event).__name__ == "FailureFound" and len(events.of("FailureFound")) == 1:
             action()
 
@@ -254,3 +257,27 @@ def test_local_weights_are_never_unpickled(tmp_path, fault):
                             capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "safetensors" in result.stderr
     assert not marker.exists()
+
+
+def test_a_run_stopped_by_an_error_still_writes_its_json_junit_and_summary_marked_errored(tmp_path, fault):
+    import io
+    import json
+
+    from fuzzkv.reports.json_report import JsonReporter
+    from fuzzkv.reports.junit import JunitReporter
+    from fuzzkv.reports.summary import SummaryReporter
+
+    fault("fault", "database deleted mid-run, with --json, --junit and --summary")
+    db, out = tmp_path / "fuzz.db", io.StringIO()
+    reporters = [JsonReporter(out), JunitReporter(tmp_path / "junit.xml"), SummaryReporter(tmp_path / "summary.md")]
+
+    def delete():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+    error = _run_until_first_failure_then(db, delete, also=reporters)
+    data = json.loads(out.getvalue())
+    assert data["error"] == error.one_line() and data["failures"]  # what the run saw before it stopped
+    junit = (tmp_path / "junit.xml").read_text()
+    assert 'errors="1"' in junit and "was deleted while fuzzkv was using it" in junit
+    assert "**Run stopped by an error:**" in (tmp_path / "summary.md").read_text()

@@ -3,6 +3,7 @@ are found and shrunk when planted on the TransformerLens side only (HF stays cor
 
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ from tests.known_bugs import tl_cache_bug_reason
 
 # Tests that need TransformerLens's cache to work: on a combination with a known cache bug they run
 # in another CI environment (see tests/known_bugs.py), and tests/test_findings.py checks the bug is found.
+pytestmark = pytest.mark.skipif(int(metadata.version("transformer-lens").split(".")[0]) < 4,
+                                reason="TransformerBridge tests (TransformerLens 2.x/3.x: tests/test_tl_legacy.py)")
 needs_working_tl_cache = pytest.mark.skipif(tl_cache_bug_reason() is not None, reason=str(tl_cache_bug_reason()))
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ from fuzzkv.backends import (
     hf_loading,  # noqa: F401  (sets offline mode before transformers loads)
     hf_paths,  # noqa: E402
 )
-from fuzzkv.backends.interface import Backend, CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
+from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
+from fuzzkv.backends.interface import CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import CACHE_CONTENTS, CACHE_RESET, STATIC_CACHE  # noqa: E402
@@ -33,7 +34,7 @@ CAPABILITIES = (Capabilities(("dynamic", "static"), frozenset({STATIC_CACHE, CAC
                 if MODERN else Capabilities(("dynamic",)))
 
 
-class HFBackend(Backend):
+class HFBackend(DrivenBackend):
     """Runs a ``transformers`` causal LM through cached, uncached and generate paths."""
 
     name = "hf"
@@ -46,7 +47,6 @@ class HFBackend(Backend):
         self.dtype, self.device, self.attn = dtype, device, attn
         self.pad_id = _pad_id(self.model.config)
         self.info = _model_info(loaded, self.model.config)
-        self._model64: torch.nn.Module | None = None
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
 
@@ -63,19 +63,14 @@ class HFBackend(Backend):
                                  tip="use --attn eager") from None
             raise
         if loaded.factory and config.attn:
-            _set_attention(loaded.model, config.attn, config.model)
+            loaded.attn_switched = _set_attention(loaded.model, config.attn, config.model)
         return cls(loaded, dtype=config.dtype, device=config.device, attn=config.attn)
 
     def padded(self, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         """The case's prompts padded into ids [B, L] and the final sequence's mask [B, T] (shared with TL)."""
         return hf_paths.padded(case.to_dict(), self.pad_id, self.device)
 
-    # -- paths -------------------------------------------------------------------------
-    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
-               chunks: tuple[int, ...] | None = None) -> Trace:
-        return Trace.everywhere(*hf_paths.cached(self.model, case.to_dict(), self.pad_id, self.device, kind=cache,
-                                                 chunks=chunks, forced=tokens))
-
+    # -- paths (cached and reference: DrivenBackend) -------------------------------------
     def reused(self, case: Case, tokens: torch.Tensor) -> Trace:
         return Trace.everywhere(*hf_paths.reused(self.model, case.to_dict(), self.pad_id, self.device, tokens))
 
@@ -91,18 +86,8 @@ class HFBackend(Backend):
             yield i, "keys", incremental.keys, whole.keys
             yield i, "values", incremental.values, whole.values
 
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
-        model = self._float64_model() if float64 else self.model
-        logits = hf_paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
-        return logits.double() if float64 else logits.float()
-
-    def _float64_model(self) -> torch.nn.Module:
-        if self._model64 is None:
-            self._model64 = copy.deepcopy(self.model).to(torch.float64)
-        return self._model64
-
-    def release_float64(self) -> None:
-        self._model64 = None
+    def float64_twin(self) -> torch.nn.Module:
+        return copy.deepcopy(self.model).to(torch.float64)
 
     def generate(self, case: Case) -> Trace:
         sequences, mask, steps = hf_paths.generate(self.model, case.to_dict(), self.pad_id, self.device,
@@ -129,9 +114,14 @@ class HFBackend(Backend):
         return hf_script(self, oracle, case, tolerance)
 
 
-def _set_attention(model: Any, attn: str, name: str) -> None:
+def _set_attention(model: Any, attn: str, name: str) -> bool:
+    """Switch a factory's model to ``attn``; False where this transformers cannot switch a built model (4.x
+    chooses attention modules at construction, and a config edit would desynchronise mask and attention)."""
+    if not hf_paths.transformers_major() >= 5:
+        return False
     try:
         model.set_attn_implementation(attn)
+        return True
     except (ValueError, ImportError, AttributeError):
         raise UsageError(f"{name} does not support --attn {attn}.", tip="use --attn eager") from None
 

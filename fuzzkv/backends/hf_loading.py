@@ -48,6 +48,7 @@ class LoadedModel:
     seed: int = 0
     init_std: float = 0.0
     tokenizer_from: str | None = None  # where real weights came from: a tokenizer may sit beside them
+    attn_switched: bool = False  # a factory's model was switched to --attn (transformers 5.x can; 4.x cannot)
 
 
 def load_tokenizer(path: str | None):

@@ -112,7 +112,8 @@ def model_code(hf: HFBackend) -> str:
     loaded = hf.loaded
     if loaded.factory:
         module, attr = loaded.factory.split(":")
-        return f"from {module} import {attr}\n\nmodel = {attr}()\nmodel.set_attn_implementation({hf.attn!r})\n"
+        switch = f"model.set_attn_implementation({hf.attn!r})\n" if loaded.attn_switched else ""
+        return f"from {module} import {attr}\n\nmodel = {attr}()\n{switch}"
     if not loaded.random_weights or loaded.config_dict is None:
         path = hf.model.config.name_or_path
         return (f"model = AutoModelForCausalLM.from_pretrained({path!r}, local_files_only=True, use_safetensors=True,\n"

@@ -23,6 +23,7 @@ from fuzzkv.backends import (  # noqa: E402
     hf_paths,
     tl_paths,
 )
+from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.hf import HFBackend  # noqa: E402
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
@@ -81,7 +82,7 @@ def tl_backend(hf: HFBackend) -> Backend:
     return TLBackend(hf)
 
 
-class TLBackend(Backend):
+class TLBackend(DrivenBackend):
     """Runs a TransformerBridge built from an HF backend's model."""
 
     name = "tl"
@@ -97,25 +98,9 @@ class TLBackend(Backend):
         self.model = tl_paths.BridgeAsModel(self.bridge, hf.model.config)
         self.device, self.pad_id = hf.device, hf.pad_id
         self.api = api_description()
-        self._model64: tl_paths.BridgeAsModel | None = None
 
-    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
-               chunks: tuple[int, ...] | None = None) -> Trace:
-        return Trace.everywhere(*hf_paths.cached(self.model, case.to_dict(), self.pad_id, self.device, kind=cache,
-                                                 chunks=chunks, forced=tokens))
-
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
-        model = self._float64_model() if float64 else self.model
-        logits = hf_paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
-        return logits.double() if float64 else logits.float()
-
-    def _float64_model(self) -> tl_paths.BridgeAsModel:
-        if self._model64 is None:
-            self._model64 = tl_paths.BridgeAsModel(float64_copy(self.bridge), self.hf.model.config)
-        return self._model64
-
-    def release_float64(self) -> None:
-        self._model64 = None
+    def float64_twin(self) -> tl_paths.BridgeAsModel:
+        return tl_paths.BridgeAsModel(float64_copy(self.bridge), self.hf.model.config)
 
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from fuzzkv.backends import hf_paths, tl_legacy_paths
+from fuzzkv.backends import tl_legacy_paths
+from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
-from fuzzkv.backends.interface import Backend, Capabilities, Trace
+from fuzzkv.backends.interface import Capabilities, Trace
 from fuzzkv.case import Case
 
 
-class LegacyTLBackend(Backend):
+class LegacyTLBackend(DrivenBackend):
     """Runs TransformerLens 2.x/3.x's HookedTransformer with its HookedTransformerKeyValueCache."""
 
     name = "tl"
@@ -28,29 +29,13 @@ class LegacyTLBackend(Backend):
         self.hooked = tl_legacy_paths.build_hooked_transformer(hf.model)
         self.model = tl_legacy_paths.HookedAsModel(self.hooked, hf.model.config)
         self.architecture = type(hf.model).__name__
-        self._model64: tl_legacy_paths.HookedAsModel | None = None
 
-    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
-               chunks: tuple[int, ...] | None = None) -> Trace:
-        return Trace.everywhere(*hf_paths.cached(self.model, case.to_dict(), self.pad_id, self.device, kind=cache,
-                                                 chunks=chunks, forced=tokens))
+    def float64_twin(self) -> tl_legacy_paths.HookedAsModel:
+        from fuzzkv.backends.tl import float64_copy
 
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
-        model = self._float64_model() if float64 else self.model
-        logits = hf_paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
-        return logits.double() if float64 else logits.float()
-
-    def _float64_model(self) -> tl_legacy_paths.HookedAsModel:
-        if self._model64 is None:
-            from fuzzkv.backends.tl import float64_copy
-
-            hooked = float64_copy(self.hooked)
-            hooked.cfg.dtype = torch.float64
-            self._model64 = tl_legacy_paths.HookedAsModel(hooked, self.hf.model.config)
-        return self._model64
-
-    def release_float64(self) -> None:
-        self._model64 = None
+        hooked = float64_copy(self.hooked)
+        hooked.cfg.dtype = torch.float64
+        return tl_legacy_paths.HookedAsModel(hooked, self.hf.model.config)
 
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)
