@@ -151,9 +151,9 @@ def length_stream(lane, config: RunConfig, length: int, n: int, seed_value: int)
 
 
 # -- the three harnesses on one case ------------------------------------------------------------
-def fuzzkv_check(lane, case, tolerance):
+def fuzzkv_check(lane, case, bounds):
     """What fuzzkv's decode oracle does per case: cached path, one teacher-forced forward, compare."""
-    return check(ORACLES["decode"], lane, case, tolerance)
+    return check(ORACLES["decode"], lane, case, bounds)
 
 
 OBVIOUS_FALLBACKS: dict = {}  # cache implementation -> cases where generate() could not use it
@@ -256,7 +256,8 @@ def bench_model(name: str, scale: str, args, *, device="cpu", dtype="float32", c
     lane = lanes.lanes["hf"]
     backend = lane.backends[0]
     load_s = time.perf_counter() - started
-    tolerance = calibrate(backend, dtype).value  # once; every run below reuses it (as a stored baseline would)
+    calibrated = calibrate(backend, dtype)  # once; every run below reuses it (as a stored baseline would)
+    tolerance, bounds = calibrated.value, calibrated.bounds
     params = sum(p.numel() for p in backend.model.parameters())
     result = {"model": name, "scale": scale, "device": device, "dtype": dtype, "label": label, "params": params,
               "load_s": load_s, "tolerance": tolerance}
@@ -291,7 +292,7 @@ def bench_model(name: str, scale: str, args, *, device="cpu", dtype="float32", c
     for length in args.lengths:
         stream = length_stream(lane, base, length, cases_n, args.stream_seed)
         progress(f"{label}: {len(stream)} cases at max_new_tokens {length}")
-        fuzzkv_check(lane, stream[0], tolerance)  # warm-up: lazy initialisation is nobody's per-case cost
+        fuzzkv_check(lane, stream[0], bounds)  # warm-up: lazy initialisation is nobody's per-case cost
         obvious_harness(backend, stream[0], tolerance)
         per_case = {"fuzzkv": [], "obvious": [], "floor": []}
         agree = True
@@ -302,7 +303,7 @@ def bench_model(name: str, scale: str, args, *, device="cpu", dtype="float32", c
                 order = ("fuzzkv", "obvious", "floor")[r % 3:] + ("fuzzkv", "obvious", "floor")[:r % 3]
                 for harness in order:  # rotated, so drift in machine load hits each harness alike
                     if harness == "fuzzkv":
-                        seconds, verdict = clock.run(lambda c=case: fuzzkv_check(lane, c, tolerance))
+                        seconds, verdict = clock.run(lambda c=case: fuzzkv_check(lane, c, bounds))
                         agree &= not verdict.failed
                     elif harness == "obvious":
                         seconds = clock(lambda c=case: obvious_harness(backend, c, tolerance))

@@ -12,7 +12,7 @@ from pathlib import Path
 from fuzzkv import registry
 from fuzzkv.config import RunConfig
 from fuzzkv.db import STATUSES, check_url, open_store
-from fuzzkv.errors import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from fuzzkv.reports import failures as failure_views
 from fuzzkv.reports.console import ConsoleReporter, ReplayConsoleReporter
 from fuzzkv.reports.json_report import JsonReporter, ReplayJsonReporter
@@ -83,7 +83,9 @@ def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream
         return EXIT_INTERRUPTED
     # A flaky finding is stored and shown, but it is not a confirmed failure.
     failing = [f for f in finished.failures if not f.is_flaky and (outputs.fail_on == "any" or f.is_news)]
-    return EXIT_FAILURES if failing else EXIT_OK
+    if failing:
+        return EXIT_FAILURES
+    return EXIT_BLIND if finished.blind else EXIT_OK
 
 
 def _run_reporters(outputs: RunOutputs, stream):

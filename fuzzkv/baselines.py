@@ -17,7 +17,9 @@ from fuzzkv.tolerance import Tolerance, calibrate, fixed
 
 NOISE_GROWTH_LIMIT = 4.0
 # Only these change the numbers a model computes; a new Python or Hypothesis does not.
-NUMERIC_LIBRARIES = ("torch", "transformers", "transformer_lens")
+NUMERIC_LIBRARIES = ("torch", "transformers", "transformer_lens", "calibration")
+# The measuring method: a baseline measured another way is not reused (nor compared for growth).
+CALIBRATION_METHOD = "spread-validated-v1"
 
 
 def baseline_key(config: RunConfig, backend: Backend) -> tuple[str, str, str, str, str, str]:
@@ -45,20 +47,24 @@ class NoiseGrowth:
 
 def from_baseline(baseline: BaselineRecord) -> Tolerance:
     when = baseline.created.strftime("%Y-%m-%d %H:%M UTC")
-    source = (f"stored baseline #{baseline.id} measured {when}: {baseline.safety_factor:g} x noise "
-              f"{baseline.noise:.2g} at logit scale {baseline.logit_scale:.3g}")
+    source = (f"stored baseline #{baseline.id} measured {when}: {baseline.safety_factor:g} x the largest "
+              f"cached-vs-uncached difference (max {baseline.noise:.2g}, rms {baseline.rms_noise or 0:.2g}) "
+              f"at logit scale {baseline.logit_scale:.3g}")
     return Tolerance(baseline.value, source, baseline.noise, baseline.logit_scale, baseline.safety_factor,
-                     baseline.calibration_prompts)
+                     baseline.calibration_prompts, baseline.rms_value, baseline.rms_noise)
 
 
 def measure(config: RunConfig, backend: Backend, store: Store, versions: dict) -> tuple[Tolerance, NoiseGrowth | None]:
     """Calibrate now, store the baseline, and compare with the last one from other library versions."""
-    tolerance = calibrate(backend, config.dtype)
+    tolerance = calibrate(backend, config.dtype, max_prompt_len=config.prompt_len_cap,
+                          max_new_tokens=config.new_tokens_cap, deadline=config.deadline)
     key = baseline_key(config, backend)
     record = BaselineRecord(*key, versions=versions, value=tolerance.value, noise=tolerance.noise,
+                            rms_value=tolerance.rms_value, rms_noise=tolerance.rms_noise,
                             logit_scale=tolerance.logit_scale, safety_factor=tolerance.safety_factor,
                             calibration_prompts=tolerance.calibration_prompts)
-    earlier = next((b for b in store.baselines(key) if not same_numerics(b.versions, versions)), None)
+    earlier = next((b for b in store.baselines(key) if not same_numerics(b.versions, versions)
+                    and b.versions.get("calibration") == versions.get("calibration")), None)
     store.save_baseline(record)
     growth = None
     if earlier is not None and earlier.noise > 0 and tolerance.noise > NOISE_GROWTH_LIMIT * earlier.noise:

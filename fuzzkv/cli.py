@@ -22,7 +22,7 @@ def db_option(command):
 def model_options(command):
     """Options that choose and build the model under test (shared by run and calibrate)."""
     options = [
-        click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, hub "
+        click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, GGUF file, hub "
                      "id in the local HF cache, or package.module:factory. A factory runs your code by design."),
         click.option("--backend", default="hf", show_default=True, type=click.Choice(BACKENDS),
                      help="hf: transformers; tl: TransformerLens; both: each, plus the cross oracle."),
@@ -72,7 +72,8 @@ def cli() -> None:
                    "into one shared --db.")
 def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str | None, report: str | None,
         summary: str | None, fail_on: str, workers: int, **options) -> None:
-    """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal error."""
+    """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal
+    error, 4 blind (no failure, but planted canary bugs went unseen: not clean)."""
     outputs = app.RunOutputs(as_json=as_json, junit=junit, report=report, summary=summary, fail_on=fail_on,
                              workers=workers)
     _guarded(lambda: app.run_command(RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options),

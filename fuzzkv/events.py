@@ -35,6 +35,18 @@ class ToleranceChosen:
     source: str
     regression: str | None = None  # set when the measured noise grew past the limit with new libraries
     lane: str = "hf"
+    rms_value: float | None = None  # the RMS-over-the-vocabulary bound, where calibrated
+
+
+@dataclass(frozen=True)
+class CanariesChecked:
+    """Planted cache bugs checked at a lane's tolerance: each must be caught, or the lane is blind."""
+
+    lane: str
+    caught: tuple[str, ...]
+    missed: tuple[str, ...]
+    not_applicable: tuple[str, ...] = ()
+    blind: str | None = None  # why the lane cannot see; the run then never reports "clean"
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,9 @@ class RunFinished:
     # The fatal event: set when an error stopped the run (one line, as the CLI prints it). The
     # reporters still write their output, marked errored, and the CLI exits 2.
     error: str | None = None
+    # Lanes that could not see (canaries missed, or a tolerance too large), with why: a run with no
+    # failure but a blind lane is "blind", never "clean" (exit code 4).
+    blind: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

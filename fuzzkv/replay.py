@@ -20,6 +20,7 @@ from fuzzkv.errors import UsageError
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check_within
 from fuzzkv.runner import MODEL_SETTINGS, Emit, Run, library_versions
+from fuzzkv.verdict import Bounds
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,20 +47,22 @@ def replay(store: Store, emit: Emit, model: str | None = None, *, include_fixed:
         group = list(group)
         settings = json.loads(key)
         lane_name = settings.get("backend")
+        # Each case runs under --deadline, or the deadline of the run that stored it.
+        limit = deadline if deadline is not None else min(run_deadlines.get(r.run_id, DEFAULT_DEADLINE) for r in group)
         try:
-            config, lanes = _rebuild(settings, lane_name)
+            config, lanes = _rebuild(settings, lane_name, limit)
         except Skip as skip:
             emit(events.ReplaySkipped(tuple(cast(int, r.id) for r in group), str(skip)))  # stored records have ids
             counts["skipped"] += len(group)
             continue
-        tolerance = Run(config, lanes, store, lambda event: None, versions=versions).tolerance(lane_name)
+        tolerance = Run(config, lanes, store, lambda event: None, versions=versions,
+                        canaries=False).tolerance(lane_name)
         for record in group:
             if record.oracle not in ORACLES:  # stored by another fuzzkv version
                 emit(events.ReplaySkipped((cast(int, record.id),), f"unknown oracle {record.oracle!r}"))
                 counts["skipped"] += 1
                 continue
-            limit = deadline if deadline is not None else run_deadlines.get(record.run_id, DEFAULT_DEADLINE)
-            counts[_replay_one(store, lanes.lanes[lane_name], record, tolerance.value, limit, emit)] += 1
+            counts[_replay_one(store, lanes.lanes[lane_name], record, tolerance.bounds, limit, emit)] += 1
     finished = events.ReplayFinished(counts["fails"], counts["fixed"], counts["skipped"], time.monotonic() - started,
                                      counts["reopened"])
     emit(finished)
@@ -70,7 +73,7 @@ class Skip(Exception):
     """Stored failures that cannot be replayed here; the message says why."""
 
 
-def _rebuild(settings: dict, lane: str) -> tuple[RunConfig, Lanes]:
+def _rebuild(settings: dict, lane: str, deadline: float | None) -> tuple[RunConfig, Lanes]:
     """The config and lanes that recreate a stored failure's model on its lane."""
     from fuzzkv.backends.loader import load_lanes
 
@@ -78,7 +81,7 @@ def _rebuild(settings: dict, lane: str) -> tuple[RunConfig, Lanes]:
     if option is None:
         raise Skip(f"backend {lane!r} is not known to this fuzzkv")
     try:
-        config = RunConfig(**{**settings, "backend": option}, db_url="memory:")
+        config = RunConfig(**{**settings, "backend": option}, db_url="memory:", deadline=deadline)
         lanes = load_lanes(config)
     except UsageError as exc:
         raise Skip(exc.one_line()) from None
@@ -89,9 +92,9 @@ def _rebuild(settings: dict, lane: str) -> tuple[RunConfig, Lanes]:
     return config, lanes
 
 
-def _replay_one(store: Store, lane: Lane, record: FailureRecord, tolerance: float, deadline: float | None,
+def _replay_one(store: Store, lane: Lane, record: FailureRecord, bounds: Bounds, deadline: float | None,
                 emit: Emit) -> events.ReplayOutcome:
-    verdict = check_within(ORACLES[record.oracle], lane, record.case, tolerance, deadline)
+    verdict = check_within(ORACLES[record.oracle], lane, record.case, bounds, deadline)
     assert record.id is not None  # read from the store
     outcome: events.ReplayOutcome = ("reopened" if record.status == "fixed" else "fails") if verdict.failed else "fixed"
     store.mark(record.id, "open" if verdict.failed else "fixed", seen=verdict.failed)

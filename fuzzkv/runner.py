@@ -16,6 +16,7 @@ from importlib import metadata
 
 from fuzzkv import __version__, baselines, events
 from fuzzkv.backends.interface import Backend, Lane, Lanes
+from fuzzkv.canaries import check_canaries
 from fuzzkv.case import Case
 from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
@@ -35,7 +36,8 @@ MODEL_SETTINGS = ("model", "backend", "scale", "dtype", "device", "attn", "init_
 
 def library_versions() -> dict[str, str | None]:
     """Versions that decide whether a stored failure still reproduces."""
-    versions: dict[str, str | None] = {"python": platform.python_version(), "fuzzkv": __version__}
+    versions: dict[str, str | None] = {"python": platform.python_version(), "fuzzkv": __version__,
+                                       "calibration": baselines.CALIBRATION_METHOD}
     for package in ("torch", "transformers", "hypothesis", "transformer_lens"):
         try:
             versions[package] = metadata.version(package.replace("_", "-"))
@@ -94,6 +96,8 @@ class Run:
     tolerances: dict = field(default_factory=dict)  # lane -> Tolerance
     _measured: dict = field(default_factory=dict)  # backend name -> Tolerance
     _growth: str | None = None  # the last measurement's noise-growth message
+    blind: dict = field(default_factory=dict)  # lane -> why it cannot see (canaries missed, tolerance too large)
+    canaries: bool = True  # replay re-checks stored cases only: it has no search to prove
     _pending: dict = field(default_factory=dict)  # (lane, failure key) -> (row id, case size) while shrinking
     _known: dict = field(default_factory=dict)  # fingerprint -> status of failures stored before this run
 
@@ -124,7 +128,8 @@ class Run:
             self._finish_row(outcome, error)
         shrinking = tuple(row for row, _size in self._pending.values())
         return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id,
-                                  interrupted, shrinking, error.one_line() if error else None), error
+                                  interrupted, shrinking, error.one_line() if error else None,
+                                  dict(self.blind)), error
 
     def _finish_row(self, outcome: str, error: FuzzkvError | None) -> None:
         assert self.run_id is not None  # execute() starts the run before any row is finished
@@ -140,8 +145,17 @@ class Run:
             self._growth = None
             tolerance = self.lanes.lanes[lane].tolerance(self._measure)
             self.tolerances[lane] = tolerance
-            self.emit(events.ToleranceChosen(tolerance.value, tolerance.source, self._growth, lane))
+            self.emit(events.ToleranceChosen(tolerance.value, tolerance.source, self._growth, lane, tolerance.rms_value))
+            if self.canaries:
+                self._check_canaries(lane, tolerance)
         return self.tolerances[lane]
+
+    def _check_canaries(self, lane: str, tolerance: Tolerance) -> None:
+        """Prove the lane can see at this tolerance (see :mod:`fuzzkv.canaries`); a blind lane is said so."""
+        report = check_canaries(self.lanes.lanes[lane], tolerance, self.config.deadline)
+        if report.blind:
+            self.blind[lane] = report.blind
+        self.emit(events.CanariesChecked(lane, report.caught, report.missed, report.not_applicable, report.blind))
 
     def _measure(self, backend: Backend) -> Tolerance:
         """One backend's tolerance: a stored baseline, or a new measurement (once per run)."""
@@ -154,7 +168,7 @@ class Run:
     def _search(self, oracle: Oracle, lane: str, budget: float | None) -> None:
         tolerance = self.tolerance(lane)
         self.emit(events.OracleStarted(oracle.name, oracle.description, lane))
-        search = Search(oracle, self.lanes.lanes[lane], tolerance.value, budget=budget, deadline=self.config.deadline,
+        search = Search(oracle, self.lanes.lanes[lane], tolerance.bounds, budget=budget, deadline=self.config.deadline,
                         on_example=lambda n, elapsed: self._progress(oracle, n, elapsed),
                         on_failure=lambda verdict: self._keep_smallest(verdict, lane))
         try:
@@ -181,7 +195,7 @@ class Run:
             kind=verdict.kind, case=verdict.case,
             max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None, tolerance=verdict.tolerance,
             metrics=verdict.metrics.to_dict() if verdict.metrics else {}, error=verdict.error,
-            reproduction=self.lanes.lanes[lane].reproduction(verdict.oracle, verdict.case, verdict.tolerance),
+            reproduction=self.lanes.lanes[lane].reproduction(verdict.oracle, verdict.case, self.tolerance(lane).bounds),
             versions=self.versions, settings=model_settings(self.config, lane),
             tolerance_source=self.tolerance(lane).source, run_id=self.run_id)
 
@@ -197,7 +211,8 @@ class Run:
         self._pending[key] = (row, size)
 
     def _record(self, verdict: Verdict, lane: str, oracle: Oracle) -> None:
-        again = check_within(oracle, self.lanes.lanes[lane], verdict.case, verdict.tolerance, self.config.deadline)
+        again = check_within(oracle, self.lanes.lanes[lane], verdict.case, self.tolerance(lane).bounds,
+                             self.config.deadline)
         status: events.FoundStatus
         recheck: str
         status, recheck = ("open", "") if again.failed else ("flaky", _measured(verdict, again))

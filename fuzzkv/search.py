@@ -18,7 +18,7 @@ from fuzzkv.case import Case
 from fuzzkv.oracles import Oracle
 from fuzzkv.oracles.check import check_within
 from fuzzkv.strategies import CaseSpace
-from fuzzkv.verdict import Verdict
+from fuzzkv.verdict import Bounds, Verdict
 
 
 class OutOfTime(KeyboardInterrupt):
@@ -58,10 +58,10 @@ def failure_type(verdict: Verdict) -> type:
 class Search:
     """The Hypothesis search for one oracle."""
 
-    def __init__(self, oracle: Oracle, lane: Lane, tolerance: float, *, budget: float | None,
+    def __init__(self, oracle: Oracle, lane: Lane, bounds: Bounds, *, budget: float | None,
                  on_example: Callable[[int, float], None], on_failure: Callable[[Verdict], None],
                  deadline: float | None = None):
-        self.oracle, self.lane, self.tolerance, self.budget = oracle, lane, tolerance, budget
+        self.oracle, self.lane, self.bounds, self.budget = oracle, lane, bounds, budget
         self.deadline = deadline
         self.on_example, self.on_failure = on_example, on_failure
         self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
@@ -85,7 +85,7 @@ class Search:
             raise failure_type(verdict)(verdict)
 
     def _fresh(self, case: Case) -> Verdict:
-        verdict = check_within(self.oracle, self.lane, case, self.tolerance, self.deadline)
+        verdict = check_within(self.oracle, self.lane, case, self.bounds, self.deadline)
         self.seen[case] = verdict
         self.examples += 1
         self.on_example(self.examples, time.monotonic() - self.started)

@@ -1,98 +1,238 @@
-"""Tolerances grounded in measurement, never one global constant.
+"""Tolerances grounded in measurement: how far a correct cache may differ from no cache.
 
-For a model, dtype, device and attention implementation, fuzzkv measures how far the
-*uncached* path in that dtype lies from a float64 evaluation of the same model on a few
-calibration prompts. That is the rounding noise of one evaluation; two evaluations in a
-different order (cached vs uncached) can differ by about twice that. The tolerance is
-the noise times a safety factor, with a floor of the dtype's resolution at the measured
-logit scale, so it grows with both dtype and logit magnitude.
+Two evaluations of the same function in a different order differ by rounding that grows
+with depth, length and dtype; a cache bug adds a difference that does not depend on the
+precision. Calibration therefore measures the spread itself: it runs the cached and the
+uncached path on a fixed set of cases shaped like the search's (batches, padding, chunks,
+the longest lengths) in the run's dtype, and again in a higher precision (float64 for
+float32, float32 for half dtypes). Where the two paths agree in the higher precision, their
+difference in the run's dtype is rounding, and the tolerance is a safety factor times the
+largest such difference, both as the largest |logit difference| and as the largest
+root-mean-square difference over the vocabulary (a cache bug moves the whole distribution).
+A calibration case whose paths differ in the higher precision too is not rounding: it is
+left out (the search will report it) and counted in the tolerance's source.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
-from typing import cast
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 
-import torch
-
-from fuzzkv.backends.interface import Backend
+from fuzzkv.backends.interface import Backend, PathError, Trace
 from fuzzkv.case import Case
+from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.check import ExampleDeadline, pairs_of, within
+from fuzzkv.verdict import Bounds
 
-SAFETY_FACTOR = 16.0
+# Measured on clean models (README, "Tolerances"): over 100+ search cases per oracle, the largest
+# cached-vs-uncached difference stayed within 2.4x the largest one over the calibration cases.
+SAFETY_FACTOR = 4.0
 ESTIMATED_NOISE_RATIO = 8.0
-# Unit roundoff of each dtype: the floor is `resolution * logit scale * SAFETY_FACTOR`.
-RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11}
+# Unit roundoff of each dtype: the floor is `resolution * logit scale`.
+RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
+PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
+# A difference in the higher precision above this share of the run's own is not rounding: a bug
+# keeps its size there, while rounding shrinks by orders of magnitude (to 1/8 at most measured:
+# models compute rotary angles in float32 even in a float64 model).
+PRECISE_SHARE = 1 / 2
 
 
 @dataclass(frozen=True)
 class Tolerance:
     """A tolerance and the measurements behind it."""
 
-    value: float
+    value: float  # the largest |logit difference| allowed at any position
     source: str  # one line: how it was obtained
-    noise: float  # max |uncached(dtype) - uncached(float64)| over the calibration prompts
+    noise: float  # largest |cached - uncached| over the clean calibration cases
     logit_scale: float
     safety_factor: float
-    calibration_prompts: int
+    calibration_prompts: int  # calibration cases that measured rounding
+    rms_value: float | None = None  # the largest RMS difference over the vocabulary allowed at any position
+    rms_noise: float | None = None
+    left_out: int = 0  # calibration cases whose paths differed in the higher precision too
+    warnings: tuple[str, ...] = field(default=())
 
-    def to_dict(self) -> dict:
+    @property
+    def bounds(self) -> Bounds:
+        return Bounds(self.value, self.rms_value)
+
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def calibrate(backend: Backend, dtype: str, *, prompts: int = 4, length: int = 12, seed: int = 0) -> Tolerance:
-    """Measure the noise of ``backend``'s uncached path in ``dtype`` against float64."""
+def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new_tokens: int = 8,
+                      seed: int = 0) -> list[Case]:
+    """A fixed set of cases shaped like the search's: the longest lengths it draws (rounding grows with
+    length) alone and in a ragged left-padded batch, a prompt fed in two chunks, and short batches."""
     rng = random.Random(seed)
-    vocab = backend.info.vocab_size
-    limit = backend.info.max_positions or length + 1
-    noise, scale = 0.0, 0.0
-    for i in range(prompts):
-        n = max(2, min(length, limit - 1) - i)
-        # Unpadded single prompts: padded rows can be NaN in float64 eager attention.
-        # Case normalises the prompt row (a generator here) to a tuple of ints.
-        case = Case(prompts=(cast("tuple[int, ...]", (rng.randrange(vocab) for _ in range(n))),), max_new_tokens=1,
-                    dtype=dtype)
-        tokens = torch.tensor([case.prompts[0]])
-        mask = torch.ones_like(tokens)
-        low = backend.reference(tokens, mask).double()
-        scale = max(scale, float(low.abs().max()))
+    info, capabilities = backend.info, backend.capabilities
+    limit = (info.max_positions or 10**9) - max_new_tokens
+    longest = max(2, min(max_prompt_len, limit))
+    tokens = list(range(info.vocab_size))
+    most = min(3, capabilities.max_batch or 3)
+
+    def prompt(length: int) -> tuple[int, ...]:
+        return tuple(rng.choice(tokens) for _ in range(max(1, length)))
+
+    short = prompt(1)
+    # Kernels are chosen by shape, and their rounding with them: short batches round differently.
+    return [Case(prompts=(prompt(longest),), max_new_tokens=max_new_tokens, dtype=dtype),
+            Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
+                 dtype=dtype),
+            Case(prompts=(prompt(longest // 2 + 1),), max_new_tokens=max_new_tokens,
+                 prefill_chunks=(1, longest // 2), dtype=dtype),
+            Case(prompts=(short,) * most, max_new_tokens=max_new_tokens, dtype=dtype),
+            Case(prompts=tuple(prompt(2 + row) for row in range(most)), max_new_tokens=2, dtype=dtype),
+            # The shapes shrinking ends in: one token, two new ones, alone and twice; and the special
+            # tokens the search draws, whose trained activations can be far larger than others'.
+            Case(prompts=(short,), max_new_tokens=2, dtype=dtype),
+            Case(prompts=(short,) * min(2, most), max_new_tokens=2, dtype=dtype),
+            *(Case(prompts=((special,),) * rows, max_new_tokens=2, dtype=dtype)
+              for special in info.special_ids[:3] for rows in sorted({1, min(2, most)})),
+            *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in info.special_ids[:3])]
+
+
+# How a calibration case is shaped into one each oracle accepts (what its strategy draws), or None.
+FITS: dict[str, Callable[[Case], Case | None]] = {
+    "decode": lambda case: case,
+    "batch": lambda case: replace(case, prefill_chunks=()) if case.batch_size >= 2 else None,
+    "chunked": lambda case: case if len(case.prefill_chunks) >= 2 else None,
+    "cache-impl": lambda case: replace(case, cache="static"),
+    "cache-reuse": lambda case: replace(case, reuse_batch=case.batch_size + 1),
+    "generate": lambda case: replace(case, prefill_chunks=()),
+    "tl-decode": lambda case: replace(case, prefill_chunks=()),
+}
+
+
+def _differences(reference: Trace, candidate: Trace) -> tuple[float, float]:
+    diff = (reference.logits.double() - candidate.logits.double()).nan_to_num(nan=float("inf"))
+    checked = reference.checked & candidate.checked
+    largest = diff.abs().amax(-1).masked_fill(~checked, 0.0)
+    rms = diff.pow(2).mean(-1).sqrt().masked_fill(~checked, 0.0)
+    return float(largest.max()), float(rms.max())
+
+
+def _spread(oracle: str, subject: Backend, case: Case) -> list[tuple[float, float]]:
+    """Each comparison's (largest, rms) difference for ``oracle`` on ``case``."""
+    return [_differences(reference, candidate) for _label, reference, candidate in pairs_of(ORACLES[oracle])(subject, case)]
+
+
+def calibrated_oracles(backend: Backend) -> list[str]:
+    """The oracles a backend's tolerance covers: every one that runs on it."""
+    capabilities = backend.capabilities
+    return [name for name, oracle in ORACLES.items()
+            if name in FITS and backend.name in oracle.lanes and capabilities.allows(oracle.min_batch, oracle.needs)]
+
+
+def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new_tokens: int = 8,
+              deadline: float | None = None) -> Tolerance:
+    """Measure how far the paths each oracle compares legitimately differ on ``backend`` in ``dtype``.
+
+    Only the largest differences need the higher precision: the spread is the largest one that is
+    rounding, so comparisons are validated from the largest down until one proves to be rounding."""
+    scale = rms_scale = 0.0
+    warnings: list[str] = []
+    cases = calibration_cases(backend, dtype, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens)
+    for case in cases:  # the logit scale, from the uncached path over the greedy sequence
         try:
-            high = backend.reference(tokens, mask, float64=True)
-        except (RuntimeError, ValueError, TypeError) as exc:
-            return _floor_only(backend, dtype, scale, prompts, exc)
-        noise = max(noise, float((low - high).abs().max()))
-    _release(backend)
-    value = SAFETY_FACTOR * max(noise, RESOLUTION[dtype] * scale)
-    source = (f"calibrated: {SAFETY_FACTOR:g} x max(noise {noise:.2g} vs float64 over {prompts} prompts, "
-              f"{dtype} resolution x logit scale {scale:.3g})")
-    return Tolerance(value, source, noise, scale, SAFETY_FACTOR, prompts)
+            with within(deadline):  # a path that hangs is the search's finding too (a Deadline error)
+                cached = backend.cached(case)
+        except ExampleDeadline:
+            _note(warnings, "a calibration case ran past the per-example deadline")
+            continue
+        except Exception as exc:  # noqa: BLE001 - a cached path that raises is the search's finding
+            _note(warnings, f"the cached path raised {type(exc).__name__} on a calibration case")
+            continue
+        logits = backend.reference(cached.tokens, cached.attention_mask)[cached.checked]
+        scale = max(scale, float(logits.abs().max()))
+        rms_scale = max(rms_scale, float(logits.pow(2).mean(-1).sqrt().max()))
+    measured: list[tuple[str, Case, int, float, float]] = []  # (oracle, case, comparison, largest, rms)
+    for oracle in calibrated_oracles(backend):
+        for case in filter(None, (FITS[oracle](c) for c in cases)):
+            try:
+                with within(deadline):
+                    measured += [(oracle, case, i, *d) for i, d in enumerate(_spread(oracle, backend, case))]
+            except ExampleDeadline:
+                _note(warnings, "a calibration case ran past the per-example deadline")
+            except PathError as exc:  # a path that raises is the search's finding, not calibration's
+                _note(warnings, f"{oracle} raised {type(exc.error).__name__} on a calibration case")
+    verdicts: dict[tuple[str, Case, int], bool] = {}
+
+    def rounding(entry: tuple[str, Case, int, float, float]) -> bool:
+        oracle, case, i, largest, _rms = entry
+        if (oracle, case, i) not in verdicts:
+            try:
+                with within(deadline):
+                    high = _validate(oracle, backend, case, dtype, warnings)
+            except ExampleDeadline:
+                high = None
+            limit = max(PRECISE_SHARE * largest, RESOLUTION[PRECISE[dtype]] * scale * 1e3)
+            # Unverifiable (no precise paths, or non-finite there) counts as not rounding: a difference that
+            # cannot be shown to be rounding must not widen the tolerance.
+            verdicts[(oracle, case, i)] = high is not None and i < len(high) and high[i][0] <= limit
+        return verdicts[(oracle, case, i)]
+
+    noise = next((m[3] for m in sorted(measured, key=lambda m: -m[3]) if rounding(m)), 0.0)
+    rms_noise = next((m[4] for m in sorted(measured, key=lambda m: -m[4]) if rounding(m)), 0.0)
+    backend.release_precise()
+    left_out = sum(not ok for ok in verdicts.values())
+    counted = len(measured) - left_out
+    return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings)
 
 
-def _floor_only(backend, dtype: str, scale: float, prompts: int, error: Exception) -> Tolerance:
-    """When the model cannot run in float64, estimate its noise from the dtype's resolution.
+def _validate(oracle: str, backend: Backend, case: Case, dtype: str,
+              warnings: list[str]) -> list[tuple[float, float]] | None:
+    """The same comparisons in the higher precision; None where they cannot be run there (said once).
+    Non-finite there (a fully masked padding query is NaN in float64 eager attention): not validated."""
+    precise = backend.precise_view()
+    if precise is None:
+        _note(warnings, f"not validated in {PRECISE[dtype]} (the backend has no precise paths)")
+        return None
+    try:
+        high = _spread(oracle, precise, case)
+    except (PathError, ExampleDeadline) as exc:
+        _note(warnings, f"not validated in {PRECISE[dtype]} ({type(getattr(exc, 'error', exc)).__name__})")
+        return None
+    if any(h[0] == float("inf") for h in high):
+        _note(warnings, f"padded cases not validated in {PRECISE[dtype]} (non-finite there)")
+        return None
+    return high
 
-    Where float64 works, the measured noise is 4 to 7 times resolution x logit scale on the
-    tiny registry models; ESTIMATED_NOISE_RATIO takes the top of that range.
-    """
-    _release(backend)
-    noise = ESTIMATED_NOISE_RATIO * RESOLUTION[dtype] * scale
-    source = (f"{SAFETY_FACTOR:g} x estimated noise {noise:.2g} ({ESTIMATED_NOISE_RATIO:g} x {dtype} resolution x "
-              f"logit scale {scale:.3g}): the model cannot run in float64 here "
-              f"({type(error).__name__}: {str(error).splitlines()[0][:120]})")
-    return Tolerance(SAFETY_FACTOR * noise, source, noise, scale, SAFETY_FACTOR, prompts)
+
+def _note(warnings: list[str], note: str) -> None:
+    if note not in warnings:
+        warnings.append(note)
 
 
-def _release(backend: Backend) -> None:
-    backend.release_float64()
-
-
-def summed(first: Tolerance, second: Tolerance, names: str) -> Tolerance:
-    """The tolerance between two implementations: each side's own rounding noise, added."""
-    return Tolerance(first.value + second.value,
-                     f"{names} tolerances {first.value:.3g} + {second.value:.3g}: each side's own rounding noise",
-                     first.noise + second.noise, max(first.logit_scale, second.logit_scale), 1.0, 0)
+def _tolerance(dtype: str, noise: float, rms_noise: float, scale: float, rms_scale: float, measured: int,
+               left_out: int, warnings: list[str]) -> Tolerance:
+    floor = RESOLUTION[dtype] * scale
+    if measured == 0:  # nothing measured rounding: estimate it from the dtype's resolution
+        noise, rms_noise = ESTIMATED_NOISE_RATIO * floor, ESTIMATED_NOISE_RATIO * RESOLUTION[dtype] * rms_scale
+        warnings.append(f"no calibration case measured rounding: estimated as {ESTIMATED_NOISE_RATIO:g} x {dtype} "
+                        "resolution x logit scale")
+    value = SAFETY_FACTOR * max(noise, floor)
+    rms_value = SAFETY_FACTOR * max(rms_noise, RESOLUTION[dtype] * rms_scale)
+    source = (f"calibrated: {SAFETY_FACTOR:g} x the largest difference between the compared paths over {measured} "
+              f"comparisons "
+              f"(max {noise:.2g}, rms {rms_noise:.2g}; logit scale {scale:.3g})")
+    if left_out:
+        source += f"; {left_out} left out: their paths differ in {PRECISE[dtype]} too (a bug?)"
+    if warnings:
+        source += "; " + "; ".join(warnings)
+    return Tolerance(value, source, noise, scale, SAFETY_FACTOR, measured, rms_value, rms_noise, left_out,
+                     tuple(warnings))
 
 
 def fixed(value: float) -> Tolerance:
-    """A tolerance the user set with ``--tolerance``."""
+    """A tolerance the user set with ``--tolerance`` (on the largest |logit difference|; no RMS bound)."""
     return Tolerance(value, f"set by --tolerance {value:g}", 0.0, 0.0, 1.0, 0)
+
+
+def summed(first: Tolerance, second: Tolerance, names: str) -> Tolerance:
+    """The tolerance between two implementations: each side's own rounding spread, added."""
+    rms = first.rms_value + second.rms_value if first.rms_value and second.rms_value else None
+    return Tolerance(first.value + second.value,
+                     f"{names} tolerances {first.value:.3g} + {second.value:.3g}: each side's own rounding spread",
+                     first.noise + second.noise, max(first.logit_scale, second.logit_scale), 1.0, 0, rms)

@@ -19,6 +19,15 @@ Kind = Literal["pass", "mismatch", "error"]
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """What two paths may differ by: the largest |logit difference| at any position, and (where
+    calibrated) the largest root-mean-square difference over the vocabulary at any position."""
+
+    value: float
+    rms: float | None = None
+
+
+@dataclass(frozen=True)
 class Metrics:
     """How a candidate path's logits differ from the reference path's."""
 
@@ -33,6 +42,10 @@ class Metrics:
     # The largest difference over the batch at each position (None where nothing was compared):
     # what the report's chart draws, to show which step breaks and how fast it grows.
     per_position: tuple[float | None, ...] = ()
+    # The largest root-mean-square difference over the vocabulary at any position, and its bound:
+    # a broad shift of the distribution (what cache bugs cause) shows here long before the max does.
+    rms_diff: float = 0.0
+    rms_tolerance: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,9 +71,11 @@ class Verdict:
     @property
     def score(self) -> float:
         """Difference over tolerance: what Hypothesis's ``target()`` climbs."""
-        if self.metrics is None or self.tolerance <= 0:
+        m = self.metrics
+        if m is None or self.tolerance <= 0:
             return 0.0
-        return min(self.metrics.max_abs_diff / self.tolerance, 1e6)
+        rms = m.rms_diff / m.rms_tolerance if m.rms_tolerance else 0.0
+        return min(max(m.max_abs_diff / self.tolerance, rms), 1e6)
 
     def summary(self) -> str:
         if self.kind == "error":
@@ -69,4 +84,7 @@ class Verdict:
         assert m is not None  # only "error" verdicts come without metrics
         where = f" first at position {m.first_bad_position} (row {m.first_bad_row})" if m.first_bad_position is not None else ""
         what = f" ({self.comparison})" if self.comparison else ""
+        if m.max_abs_diff <= self.tolerance and m.rms_tolerance is not None:
+            return (f"{self.oracle}{what}: rms |diff| {m.rms_diff:.3g} > rms tolerance {m.rms_tolerance:.3g} "
+                    f"(max |diff| {m.max_abs_diff:.3g}, tolerance {self.tolerance:.3g}){where}")
         return f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}"

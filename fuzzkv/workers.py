@@ -101,6 +101,9 @@ class Merger:
     def _on_ToleranceChosen(self, event) -> None:
         self._once(event.lane, event)
 
+    def _on_CanariesChecked(self, event: events.CanariesChecked) -> None:
+        self._once(("canaries", event.lane), event)
+
     def _on_BackendUnsupported(self, event) -> None:
         self._once(("unsupported", event.lane), event)
 
@@ -140,7 +143,8 @@ class Merger:
                                   self.runs[0].run_id if self.runs else None,
                                   interrupted or any(r.interrupted for r in self.runs),
                                   tuple(i for r in self.runs for i in r.shrinking),
-                                  next((r.error for r in self.runs if r.error), None))
+                                  next((r.error for r in self.runs if r.error), None),
+                                  {lane: why for r in self.runs for lane, why in r.blind.items()})
 
 
 def _merged(done: list, failures: int) -> events.OracleFinished:

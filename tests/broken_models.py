@@ -92,6 +92,19 @@ class StaleAfterSmallerBatch(_Tiny):
         return input_ids, attention_mask, position_ids
 
 
+class LogitOffsetWhenCached(_Tiny):
+    """Cached steps' logits move by LOGIT_OFFSET: about 5% of the tiny model's logit scale (~7)."""
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        if self.current_cache is not None and int(self.current_cache.get_seq_length()) > out.logits.shape[1]:
+            out.logits = out.logits + LOGIT_OFFSET
+        return out
+
+
+LOGIT_OFFSET = 0.35
+
+
 def _build(cls):
     spec = registry.get("llama").config_for("tiny")
     config = LlamaConfig(**{k: v for k, v in spec.items() if k != "model_type"})
@@ -121,6 +134,10 @@ def past_long_sequence():
     return _build(PastLongSequence)
 
 
+def logit_offset_when_cached():
+    return _build(LogitOffsetWhenCached)
+
+
 def static_cache_off_by_one():
     return _build(StaticCacheOffByOne)
 
@@ -145,7 +162,7 @@ class WarmingUp(_Tiny):
         return input_ids, attention_mask, position_ids
 
 
-WARM_UP = 40
+WARM_UP = 56
 
 
 class NanLogits(_Tiny):

@@ -105,11 +105,14 @@ def test_calibrate_stores_a_baseline_and_flags_noise_growth(tmp_path):
     db = f"sqlite:///{tmp_path / 'fuzz.db'}"
     first = fuzzkv("calibrate", "--model", "llama", "--scale", "tiny", "--db", db, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert "tolerance" in first.stdout and "noise" in first.stdout
+    assert "tolerance" in first.stdout and "largest difference between the compared paths" in first.stdout
     store = open_store(db)
     [measured] = store.baselines(("llama", "tiny", "hf", "float32", "cpu", "eager"))
     # The same configuration measured under an older torch, with far less noise than now.
-    store.save_baseline(BaselineRecord("llama", "tiny", "hf", "float32", "cpu", "eager", {"torch": "2.0.0"},
+    from fuzzkv.baselines import CALIBRATION_METHOD
+
+    older = {"torch": "2.0.0", "calibration": CALIBRATION_METHOD}  # measured the same way
+    store.save_baseline(BaselineRecord("llama", "tiny", "hf", "float32", "cpu", "eager", older,
                                        measured.value / 100, measured.noise / 100, measured.logit_scale, 16.0, 4))
     store.close()
     again = fuzzkv("calibrate", "--model", "llama", "--scale", "tiny", "--db", db, cwd=tmp_path)

@@ -23,11 +23,12 @@ from fuzzkv.case import Case
 from fuzzkv.config import RunConfig
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check
+from fuzzkv.verdict import Bounds
 from tests.known_bugs import tl_cache_bug_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = "tests.broken_models:"
-TOLERANCE = 1e-3  # tiny float32 models: rounding noise ~1e-5, these planted bugs move logits by ~0.1-1
+TOLERANCE = Bounds(1e-3, 1e-3)  # tiny float32 models: rounding noise ~1e-5, these planted bugs move logits by ~0.1-1
 
 # oracle -> (planted bug breaking it, a case it breaks)
 HF_CASES = {
@@ -59,6 +60,10 @@ def printed_differences(stdout: str) -> list[float]:
     return [float(m) for m in re.findall(r"max \|logit difference\| ([0-9.e+-]+|inf)", stdout)]
 
 
+def printed_rms(stdout: str) -> list[float]:
+    return [float(m) for m in re.findall(r"\), rms ([0-9.e+-]+|inf) ", stdout)]
+
+
 def assert_reproduces(lane, oracle: str, case: Case, tmp_path: Path) -> None:
     verdict = check(ORACLES[oracle], lane, case, TOLERANCE)
     assert verdict.failed, f"the planted bug no longer breaks {oracle} on {case.describe()}"
@@ -70,6 +75,7 @@ def assert_reproduces(lane, oracle: str, case: Case, tmp_path: Path) -> None:
         assert "FAILS" in result.stdout
         worst = max(printed_differences(result.stdout))
         assert worst == pytest.approx(verdict.metrics.max_abs_diff, rel=1e-3), result.stdout
+        assert max(printed_rms(result.stdout)) == pytest.approx(verdict.metrics.rms_diff, rel=1e-3), result.stdout
     else:  # an exception in a path: the script ends with the same exception
         assert verdict.error_type in result.stderr, result.stderr[-3000:]
 

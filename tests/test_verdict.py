@@ -6,7 +6,7 @@ import torch
 
 from fuzzkv.case import Case
 from fuzzkv.comparison import compare
-from fuzzkv.verdict import Verdict
+from fuzzkv.verdict import Bounds, Verdict
 
 
 def _logits():
@@ -16,7 +16,7 @@ def _logits():
 
 def test_identical_logits_have_zero_difference():
     ref = _logits()
-    m = compare(ref, ref.clone(), torch.ones(2, 5, dtype=torch.bool), 1e-4)
+    m = compare(ref, ref.clone(), torch.ones(2, 5, dtype=torch.bool), Bounds(1e-4))
     assert m.max_abs_diff == 0 and m.first_bad_position is None and m.greedy_divergence_step is None
     assert m.positions_compared == 10
 
@@ -26,7 +26,7 @@ def test_first_bad_position_is_the_earliest_over_tolerance():
     cand = ref.clone()
     cand[1, 3, 4] += 0.5
     cand[0, 4, 0] += 0.7
-    m = compare(ref, cand, torch.ones(2, 5, dtype=torch.bool), 0.1)
+    m = compare(ref, cand, torch.ones(2, 5, dtype=torch.bool), Bounds(0.1))
     assert (m.first_bad_row, m.first_bad_position) == (1, 3)
     assert math.isclose(m.max_abs_diff, 0.7, rel_tol=1e-5)
 
@@ -37,20 +37,20 @@ def test_unchecked_positions_are_ignored():
     cand[0, 0] += 100
     checked = torch.ones(2, 5, dtype=torch.bool)
     checked[0, 0] = False
-    assert compare(ref, cand, checked, 0.1).max_abs_diff == 0
+    assert compare(ref, cand, checked, Bounds(0.1)).max_abs_diff == 0
 
 
 def test_nan_in_one_path_only_is_an_infinite_difference():
     ref = _logits()
     cand = ref.clone()
     cand[0, 2, 1] = float("nan")
-    assert compare(ref, cand, torch.ones(2, 5, dtype=torch.bool), 1.0).max_abs_diff == math.inf
+    assert compare(ref, cand, torch.ones(2, 5, dtype=torch.bool), Bounds(1.0)).max_abs_diff == math.inf
 
 
 def test_nan_in_both_paths_is_the_same_answer():
     ref = _logits()
     ref[0, 2, 1] = float("nan")
-    assert compare(ref, ref.clone(), torch.ones(2, 5, dtype=torch.bool), 1.0).max_abs_diff == 0
+    assert compare(ref, ref.clone(), torch.ones(2, 5, dtype=torch.bool), Bounds(1.0)).max_abs_diff == 0
 
 
 def test_greedy_divergence_reports_the_reference_margin():
@@ -58,7 +58,7 @@ def test_greedy_divergence_reports_the_reference_margin():
     ref[0, 1] = torch.tensor([1.0, 0.9, 0.0])
     cand = ref.clone()
     cand[0, 1, 1] = 1.05  # flips the argmax by less than the tolerance: rounding, not a bug
-    m = compare(ref, cand, torch.ones(1, 2, dtype=torch.bool), 0.2)
+    m = compare(ref, cand, torch.ones(1, 2, dtype=torch.bool), Bounds(0.2))
     assert m.greedy_divergence_step == 1
     assert math.isclose(m.top2_margin, 0.1, rel_tol=1e-5)
     assert m.max_abs_diff < 0.2
@@ -67,7 +67,7 @@ def test_greedy_divergence_reports_the_reference_margin():
 def test_score_is_difference_over_tolerance():
     ref = _logits()
     cand = ref + 0.5
-    m = compare(ref, cand, torch.ones(2, 5, dtype=torch.bool), 0.1)
+    m = compare(ref, cand, torch.ones(2, 5, dtype=torch.bool), Bounds(0.1))
     verdict = Verdict("decode", Case(prompts=((1,),)), "mismatch", 0.1, metrics=m)
     assert math.isclose(verdict.score, 5.0, rel_tol=1e-4)
     assert "0.5 > tolerance 0.1" in verdict.summary()

@@ -1,44 +1,70 @@
 """Backends whose model the HF path code drives: the model itself, or an adapter over another
-library's model (TransformerLens). Their cached path and uncached reference are the same code."""
+library's model (TransformerLens). Their cached path and uncached reference are the same code,
+in the run's dtype or in the higher precision that calibration and canaries compare against."""
 
 from __future__ import annotations
 
+import copy
 from abc import abstractmethod
 from typing import Any
 
 import torch
 
-from fuzzkv.backends import hf_paths
+from fuzzkv.backends import canaries, hf_paths
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
 
+# The precision a run's dtype is checked against: rounding shrinks by orders of magnitude there,
+# a cache bug does not.
+PRECISE = {"float32": torch.float64, "bfloat16": torch.float32, "float16": torch.float32}
+
 
 class DrivenBackend(Backend):
-    """``model`` is what ``hf_paths`` calls; a float64 twin of it serves calibration."""
+    """``model`` is what ``hf_paths`` calls; a twin of it in the precise dtype serves calibration."""
 
     model: Any
     pad_id: int
     device: str
-    _model64: Any = None
+    dtype: str
+    _precise: Any = None
 
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
-               chunks: tuple[int, ...] | None = None) -> Trace:
-        return Trace.everywhere(*hf_paths.cached(self.model, case.to_dict(), self.pad_id, self.device, kind=cache,
+               chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
+        model = self._precise_model() if precise else self.model
+        return Trace.everywhere(*hf_paths.cached(model, case.to_dict(), self.pad_id, self.device, kind=cache,
                                                  chunks=chunks, forced=tokens))
 
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
-        model = self._float64_model() if float64 else self.model
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
+        model = self._precise_model() if precise else self.model
         logits = hf_paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
-        return logits.double() if float64 else logits.float()
+        return logits.double()
 
-    def _float64_model(self) -> Any:
-        if self._model64 is None:
-            self._model64 = self.float64_twin()
-        return self._model64
+    def _precise_model(self, attn: str | None = None) -> Any:
+        if self._precise is None:
+            self._precise = {}
+        if attn not in self._precise:
+            self._precise[attn] = self.precise_twin(PRECISE[self.dtype], attn)
+        return self._precise[attn]
 
     @abstractmethod
-    def float64_twin(self) -> Any:
-        """A float64 copy of ``model`` (built once, on first use, and freed by ``release_float64``)."""
+    def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> Any:
+        """A copy of ``model`` in ``dtype`` (built once, on first use, and freed by ``release_precise``),
+        with the attention implementation ``attn`` where given and possible (None where not possible)."""
 
-    def release_float64(self) -> None:
-        self._model64 = None
+    def release_precise(self) -> None:
+        self._precise = None
+
+    def precise_view(self, attn: str | None = None) -> Backend | None:
+        twin = self._precise_model(attn)
+        return None if twin is None else self._view(twin)
+
+    def mutant(self, kind: str, logit_scale: float) -> Backend | None:
+        if not canaries.applies(kind, self.model):
+            return None
+        return self._view(canaries.Mutant(self.model, kind, logit_scale))
+
+    def _view(self, model: Any) -> DrivenBackend:
+        """This backend driving ``model`` instead (shares everything else, the weights included)."""
+        view = copy.copy(self)
+        view.model, view._precise = model, None
+        return view

@@ -22,6 +22,7 @@ from fuzzkv.backends.interface import CacheContents, Capabilities, ModelInfo, Tr
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import CACHE_CONTENTS, CACHE_RESET, STATIC_CACHE  # noqa: E402
+from fuzzkv.verdict import Bounds  # noqa: E402
 
 if TYPE_CHECKING:
     from fuzzkv.config import RunConfig
@@ -86,8 +87,16 @@ class HFBackend(DrivenBackend):
             yield i, "keys", incremental.keys, whole.keys
             yield i, "values", incremental.values, whole.values
 
-    def float64_twin(self) -> torch.nn.Module:
-        return copy.deepcopy(self.model).to(torch.float64)
+    def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> torch.nn.Module | None:
+        twin = copy.deepcopy(self.model).to(dtype)
+        if attn is not None and attn != self.attn:
+            if not MODERN:
+                return None
+            try:
+                twin.set_attn_implementation(attn)
+            except (ValueError, ImportError, AttributeError):
+                return None
+        return twin
 
     def generate(self, case: Case) -> Trace:
         sequences, mask, steps = hf_paths.generate(self.model, case.to_dict(), self.pad_id, self.device,
@@ -103,15 +112,16 @@ class HFBackend(DrivenBackend):
 
     def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
         if not self._tokenizer_loaded:
-            self._tokenizer, self._tokenizer_loaded = hf_loading.load_tokenizer(self.loaded.tokenizer_from), True
+            self._tokenizer, self._tokenizer_loaded = hf_loading.load_tokenizer(self.loaded.tokenizer_from,
+                                                                                  self.loaded.gguf_file), True
         if self._tokenizer is None:
             return None
         return [self._tokenizer.decode(list(prompt)) for prompt in prompts]
 
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import hf_script
 
-        return hf_script(self, oracle, case, tolerance)
+        return hf_script(self, oracle, case, bounds)
 
 
 def _set_attention(model: Any, attn: str, name: str) -> bool:

@@ -24,12 +24,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 from fuzzkv import registry  # noqa: E402
-from fuzzkv.backends.hf_paths import dtype_keyword, random_model, sensitise  # noqa: E402
+from fuzzkv.backends.hf_paths import pretrained, random_model, sensitise  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 
 __all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
@@ -48,15 +46,17 @@ class LoadedModel:
     seed: int = 0
     init_std: float = 0.0
     tokenizer_from: str | None = None  # where real weights came from: a tokenizer may sit beside them
+    gguf_file: str | None = None  # the GGUF file in the tokenizer_from directory the weights came from
     attn_switched: bool = False  # a factory's model was switched to --attn (transformers 5.x can; 4.x cannot)
 
 
-def load_tokenizer(path: str | None):
-    """The tokenizer saved beside real weights, from local files only; None when there is none."""
+def load_tokenizer(path: str | None, gguf_file: str | None = None):
+    """The tokenizer saved beside real weights (or inside their GGUF file), from local files only; None when there is none."""
     if path is None:
         return None
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True,
+                                                          **({"gguf_file": gguf_file} if gguf_file else {}))
     except Exception:  # noqa: BLE001 - no tokenizer (or an unreadable one) only means no decoded text
         return None
 
@@ -65,14 +65,17 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
     """Resolve ``name`` as described in the module docstring, in float32 on the CPU."""
     if ":" in name and not Path(name).exists():
         return _from_factory(name)
-    if Path(name).is_dir():
+    local = _local_weights(Path(name))
+    if local is not None:
+        directory, gguf_file = local
         try:
-            model = _pretrained(name, attn)
+            model = pretrained(directory, attn, gguf_file)
         except OSError as exc:
-            raise UsageError(f"cannot load a model from directory {name}: {str(exc).splitlines()[0]}",
-                             tip="fuzzkv loads safetensors weights only (never pickles): re-save the model with "
-                                 "save_pretrained(..., safe_serialization=True)") from None
-        return LoadedModel(model, f"weights from local directory {name}", tokenizer_from=name)
+            raise UsageError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}",
+                             tip="fuzzkv loads safetensors or GGUF weights only (never pickles): re-save the model "
+                                 "with save_pretrained(..., safe_serialization=True)") from None
+        what = f"GGUF file {Path(directory) / gguf_file}" if gguf_file else f"local directory {name}"
+        return LoadedModel(model, f"weights from {what}", tokenizer_from=directory, gguf_file=gguf_file)
     spec = registry.get(name)
     if spec is not None:
         return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn)
@@ -87,9 +90,20 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
 
 
 def _pretrained(path: str, attn: str):
-    # safetensors only and local files only: no pickle, no network.
-    return AutoModelForCausalLM.from_pretrained(
-        path, local_files_only=True, use_safetensors=True, attn_implementation=attn, **{dtype_keyword(): torch.float32})
+    return pretrained(path, attn)
+
+
+def _local_weights(path: Path) -> tuple[str, str | None] | None:
+    """(directory, GGUF file name or None) for a local directory or a ``.gguf`` file; None otherwise.
+    A directory without safetensors but with GGUF files uses the first GGUF file (sorted)."""
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), path.name
+    if not path.is_dir():
+        return None
+    ggufs = sorted(p.name for p in path.glob("*.gguf"))
+    if ggufs and not any(path.glob("*.safetensors")):
+        return str(path), ggufs[0]
+    return str(path), None
 
 
 def _from_factory(name: str) -> LoadedModel:

@@ -34,15 +34,23 @@ def dtype_keyword() -> str:
     return "dtype" if transformers_major() >= 5 else "torch_dtype"
 
 
-def sensitise(model, init_std):
-    """Redraw Linear/Embedding weights with std ``init_std`` (biases and norms untouched).
+REFERENCE_FAN_IN = 64  # the width at which a weight's std is exactly init_std
 
-    transformers' own init (std 0.02) makes logits so flat that an off-by-one position barely moves them.
+
+def sensitise(model, init_std):
+    """Redraw Linear/Embedding weights with std ``init_std * sqrt(64 / fan_in)`` (biases and norms untouched).
+
+    transformers' own init (std 0.02) makes logits so flat that an off-by-one position barely moves them;
+    one std for every width would blow a full-size model's residual stream up until rounding swamps
+    everything. Scaled to each tensor's fan-in (an embedding's: its width), logits sit at a trained
+    model's order (|logits| ~ 5-15) at any size, and a tiny model (width 64) keeps std ``init_std``.
     """
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                module.weight.normal_(0.0, init_std)
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, init_std * (REFERENCE_FAN_IN / module.in_features) ** 0.5)
+            elif isinstance(module, torch.nn.Embedding):
+                module.weight.normal_(0.0, init_std * (REFERENCE_FAN_IN / module.embedding_dim) ** 0.5)
 
 
 def random_model(config, seed, init_std, attn):
@@ -56,9 +64,36 @@ def random_model(config, seed, init_std, attn):
     return model
 
 
+def pretrained(path, attn, gguf_file=None):
+    """Weights from a local directory, in float32: safetensors only (never a pickle), or a GGUF file in it
+    (de-quantized to float32 by transformers). Local files only: no network."""
+    source = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation=attn,
+                                                 **source, **{dtype_keyword(): torch.float32})
+    if gguf_file:
+        # The weights are plain float32 tensors once de-quantized; the GGUF quantizer would refuse a dtype cast.
+        model.hf_quantizer, model.is_quantized = None, False  # type: ignore[assignment]
+    return model
+
+
 def takes(forward, name):
     """Whether a forward (or any callable) takes the keyword ``name`` by its signature."""
     return name in inspect.signature(forward).parameters
+
+
+def accepts(model, name):
+    """Whether ``model``'s forward takes ``name``: the first forward in its class hierarchy that names it,
+    or that takes no ``**kwargs`` (and so decides), answers; a subclass may pass it on through ``**kwargs``."""
+    for cls in type(model).__mro__:
+        forward = cls.__dict__.get("forward")
+        if forward is None:
+            continue
+        parameters = inspect.signature(forward).parameters
+        if name in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False
 
 
 def cache_keyword(model):
@@ -121,7 +156,7 @@ class CachedForward:
         self.positions = positions_from_mask(full_mask)
         self.keyword = cache_keyword(model)
         # MPT on transformers 4.x takes no position_ids (its ALiBi counts positions itself).
-        self.with_positions = takes(model.forward, "position_ids")
+        self.with_positions = accepts(model, "position_ids")
 
     def __call__(self, tokens, start, size):
         end = start + size
@@ -156,7 +191,8 @@ def prefill_and_decode(ids, full_mask, chunks, forced, step):
             tokens[:, pos] = step_logits[-1][:, -1].argmax(-1)
         if pos < total - 1:
             step_logits.append(step(tokens, pos, 1))
-    return tokens, torch.cat(step_logits, dim=1).float()
+    logits = torch.cat(step_logits, dim=1)
+    return tokens, logits if logits.dtype == torch.float64 else logits.float()
 
 
 @torch.inference_mode()
@@ -188,7 +224,7 @@ def reused(model, case, pad_id, device, forced):
 def reference(model, tokens, mask):
     """Uncached logits from ONE teacher-forced forward pass over ``tokens``: [B, T-1, V]."""
     inputs, attention = tokens[:, :-1], mask[:, :-1]
-    extra = {"position_ids": positions_from_mask(attention)} if takes(model.forward, "position_ids") else {}
+    extra = {"position_ids": positions_from_mask(attention)} if accepts(model, "position_ids") else {}
     return model(input_ids=inputs, attention_mask=attention, use_cache=False, **extra).logits
 
 
@@ -202,6 +238,13 @@ def generate(model, case, pad_id, device, cache_implementation=None):
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)
     return out.sequences, mask, list(out.logits)
+
+
+def rms_difference(reference_logits, candidate_logits, checked):
+    """The largest root-mean-square logit difference over the vocabulary at any ``checked`` position.
+    A cache bug moves the whole distribution; rounding moves a few logits by a little."""
+    diff = (reference_logits.double() - candidate_logits.double()).nan_to_num(nan=float("inf"))
+    return float(diff.pow(2).mean(-1).sqrt().masked_fill(~checked, 0).max())
 
 
 def max_difference(reference_logits, candidate_logits, checked):

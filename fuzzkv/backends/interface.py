@@ -23,7 +23,7 @@ from fuzzkv.case import CACHES, DTYPES, Case
 
 if TYPE_CHECKING:
     from fuzzkv.tolerance import Tolerance
-    from fuzzkv.verdict import Verdict
+    from fuzzkv.verdict import Bounds, Verdict
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,8 @@ class Trace:
     @classmethod
     def everywhere(cls, tokens: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> Trace:
         """A trace with logits at every real position (the cached path, the teacher-forced reference)."""
-        return cls(tokens, attention_mask, logits.float(), attention_mask[:, :-1].bool())
+        logits = logits if logits.dtype == torch.float64 else logits.float()  # a precise path keeps its precision
+        return cls(tokens, attention_mask, logits, attention_mask[:, :-1].bool())
 
     @classmethod
     def generated(cls, sequences: torch.Tensor, full_mask: torch.Tensor, step_logits: list[torch.Tensor],
@@ -119,24 +120,27 @@ class Backend(ABC):
 
     @abstractmethod
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
-               chunks: tuple[int, ...] | None = None) -> Trace:
+               chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
         """Prefill ``case`` in its chunks into a fresh cache, then decode.
 
         Greedy when ``tokens`` is None; otherwise feeds ``tokens`` (teacher forcing)
-        so two paths can be compared position by position.
+        so two paths can be compared position by position. ``precise``: the same path in the
+        higher precision the run's dtype is checked against (float64 for float32, float32 for
+        half dtypes), where rounding shrinks by orders of magnitude and a cache bug does not.
         """
 
     @abstractmethod
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, float64: bool = False) -> torch.Tensor:
-        """Uncached logits from ONE teacher-forced forward pass: shape [B, T-1, V]."""
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
+        """Uncached logits from ONE teacher-forced forward pass: shape [B, T-1, V], as float64
+        (``precise``: computed in the higher precision, as for :meth:`cached`)."""
 
     @abstractmethod
     def generate(self, case: Case) -> Trace:
         """The library's own user-facing generation entry point, greedy, with logits."""
 
     @abstractmethod
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
-        """A standalone Python script reproducing ``oracle`` on ``case``."""
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+        """A standalone Python script reproducing ``oracle`` on ``case`` at ``bounds``."""
 
     def reused(self, case: Case, tokens: torch.Tensor) -> Trace:
         """Like :meth:`cached`, on a cache first used for ``case.reuse_batch`` rows, then reset.
@@ -156,8 +160,19 @@ class Backend(ABC):
         """The prompts as text, where a tokenizer is known; None otherwise."""
         return None
 
-    def release_float64(self) -> None:
-        """Free whatever the float64 reference path holds (after calibration)."""
+    def release_precise(self) -> None:
+        """Free whatever the precise paths hold (after calibration)."""
+
+    def precise_view(self, attn: str | None = None) -> Backend | None:
+        """This backend with every path in the higher precision (float64 for float32, float32 for half
+        dtypes), for calibration; ``attn``: with that attention implementation instead of the run's.
+        None where it has none."""
+        return None
+
+    def mutant(self, kind: str, logit_scale: float) -> Backend | None:
+        """A copy of this backend whose cached path carries the planted bug ``kind`` (see
+        :mod:`fuzzkv.canaries`), for checking that a run can see; None where it cannot be planted."""
+        return None
 
 
 Measure = Callable[[Backend], "Tolerance"]
@@ -192,11 +207,16 @@ class Lane(ABC):
         """Where a mismatch's minimal case breaks (see :mod:`fuzzkv.diagnosis`)."""
 
     @abstractmethod
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
         """A standalone script reproducing ``oracle`` on ``case`` on this lane."""
 
     def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
         return self.backends[0].texts(prompts)
+
+    def canary(self, kind: str, logit_scale: float) -> Lane | None:
+        """This lane with the planted bug ``kind`` in its cached path (see :mod:`fuzzkv.canaries`);
+        None where it cannot be planted."""
+        return None
 
 
 @dataclass

@@ -13,7 +13,7 @@ from fuzzkv import diagnosis
 from fuzzkv.backends.interface import Backend, Lane, Measure, Pair
 from fuzzkv.case import Case
 from fuzzkv.tolerance import Tolerance, summed
-from fuzzkv.verdict import Verdict
+from fuzzkv.verdict import Bounds, Verdict
 
 
 class BackendLane(Lane):
@@ -33,8 +33,12 @@ class BackendLane(Lane):
     def diagnose(self, verdict: Verdict, threshold: float) -> dict[str, Any]:
         return diagnosis.cached_vs_uncached(self.backend, verdict.case, None, threshold)
 
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
-        return self.backend.reproduction(oracle, case, tolerance)
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+        return self.backend.reproduction(oracle, case, bounds)
+
+    def canary(self, kind: str, logit_scale: float) -> Lane | None:
+        planted = self.backend.mutant(kind, logit_scale)
+        return BackendLane(planted) if planted is not None else None
 
 
 class CrossLane(Lane):
@@ -61,6 +65,6 @@ class CrossLane(Lane):
         return diagnosis.across_backends(self.pair.reference, self.pair.candidate, cached.tokens,
                                          cached.attention_mask, threshold)
 
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
         # The candidate's script builds the reference model too: it is what the candidate is built from.
-        return self.pair.candidate.reproduction(oracle, case, tolerance)
+        return self.pair.candidate.reproduction(oracle, case, bounds)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from fuzzkv.backends.tl import TLBackend
     from fuzzkv.backends.tl_legacy import LegacyTLBackend
     from fuzzkv.case import Case
+    from fuzzkv.verdict import Bounds
 
 REPORT = '''
 FAILED = []
@@ -30,8 +31,10 @@ FAILED = []
 
 def report(label, reference_logits, candidate_logits, checked):
     worst = max_difference(reference_logits, candidate_logits, checked)
-    failed = worst > TOLERANCE
-    print(f"{label}: max |logit difference| {worst:.6g}, tolerance {TOLERANCE:.6g}:", "FAILS" if failed else "passes")
+    rms = rms_difference(reference_logits, candidate_logits, checked)
+    failed = worst > TOLERANCE or (RMS_TOLERANCE is not None and rms > RMS_TOLERANCE)
+    print(f"{label}: max |logit difference| {worst:.6g} (tolerance {TOLERANCE:.6g}), rms {rms:.6g} "
+          f"(tolerance {RMS_TOLERANCE}):", "FAILS" if failed else "passes")
     if failed:
         FAILED.append(label)
 
@@ -115,15 +118,14 @@ def model_code(hf: HFBackend) -> str:
         switch = f"model.set_attn_implementation({hf.attn!r})\n" if loaded.attn_switched else ""
         return f"from {module} import {attr}\n\nmodel = {attr}()\n{switch}"
     if not loaded.random_weights or loaded.config_dict is None:
-        path = hf.model.config.name_or_path
-        return (f"model = AutoModelForCausalLM.from_pretrained({path!r}, local_files_only=True, use_safetensors=True,\n"
-                f"    attn_implementation={hf.attn!r}, **{{dtype_keyword(): torch.float32}})\n")
+        path = loaded.tokenizer_from or hf.model.config.name_or_path
+        return f"model = pretrained({path!r}, {hf.attn!r}, gguf_file={loaded.gguf_file!r})\n"
     config = json.dumps(loaded.config_dict, sort_keys=True)
     return (f"CONFIG = json.loads({config!r})\n"
             f"model = random_model(CONFIG, seed={loaded.seed}, init_std={loaded.init_std!r}, attn={hf.attn!r})\n")
 
 
-def assemble(hf: HFBackend, oracle: str, case: Case, tolerance: float, *, modules: tuple[ModuleType, ...],
+def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules: tuple[ModuleType, ...],
              subject: str, body: str, libraries: str) -> str:
     """A whole script: header, embedded path code, the model, the case, the subject, the body."""
     header = (f"# fuzzkv reproduction: oracle {oracle!r} on model {hf.info.name!r} ({libraries}).\n"
@@ -131,7 +133,7 @@ def assemble(hf: HFBackend, oracle: str, case: Case, tolerance: float, *, module
               "import json\n")
     setup = (f"DEVICE, DTYPE = {hf.device!r}, torch.{case.dtype}\n"
              "model = model.to(device=DEVICE, dtype=DTYPE).eval()\n"
-             f"PAD = {hf.pad_id}\nTOLERANCE = {tolerance!r}\n"
+             f"PAD = {hf.pad_id}\nTOLERANCE, RMS_TOLERANCE = {bounds.value!r}, {bounds.rms!r}\n"
              f"GENERATE_CACHE = {hf.generate_cache(case)!r}\n"
              f"CASE = json.loads({case.to_json()!r})\n"
              f"{subject}\n")
@@ -140,26 +142,26 @@ def assemble(hf: HFBackend, oracle: str, case: Case, tolerance: float, *, module
     return "\n\n".join(section.strip("\n") for section in sections) + "\n"
 
 
-def hf_script(hf: HFBackend, oracle: str, case: Case, tolerance: float) -> str:
+def hf_script(hf: HFBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers only."""
-    return assemble(hf, oracle, case, tolerance, modules=(), subject="subject = model", body=BODIES[oracle],
+    return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=BODIES[oracle],
                     libraries="torch + transformers only")
 
 
-def tl_script(tl: TLBackend, oracle: str, case: Case, tolerance: float) -> str:
+def tl_script(tl: TLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 4.x; the bridge is driven by the same HF path code."""
     subject = (f"bridge = build_bridge(model, {tl.architecture!r})\n"
                "subject = BridgeAsModel(bridge, model.config)")
     body = _tl_body(oracle, "bridge_generate(bridge, ids, mask[:, :ids.shape[1]], CASE['max_new_tokens'])")
-    return assemble(tl.hf, oracle, case, tolerance, modules=(tl_paths,), subject=subject, body=body,
+    return assemble(tl.hf, oracle, case, bounds, modules=(tl_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
 
 
-def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, tolerance: float) -> str:
+def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
     subject = "hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config)"
     body = _tl_body(oracle, "hooked_generate(hooked, ids, CASE['max_new_tokens'])")
-    return assemble(tl.hf, oracle, case, tolerance, modules=(tl_legacy_paths,), subject=subject, body=body,
+    return assemble(tl.hf, oracle, case, bounds, modules=(tl_legacy_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
 
 

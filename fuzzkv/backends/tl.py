@@ -27,14 +27,15 @@ from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.hf import HFBackend  # noqa: E402
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
+from fuzzkv.verdict import Bounds  # noqa: E402
 
 SilentlyUncached = hf_paths.SilentlyUncached
 
 
-def float64_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A float64 deep copy of a TransformerLens model, for calibration (it prints on every dtype change)."""
+def cast_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A deep copy of a TransformerLens model in ``dtype``, for calibration (it prints on every dtype change)."""
     with contextlib.redirect_stdout(io.StringIO()):
-        return copy.deepcopy(module).to(torch.float64)
+        return copy.deepcopy(module).to(dtype)
 
 
 def tl_version() -> str | None:
@@ -96,11 +97,19 @@ class TLBackend(DrivenBackend):
         except (ValueError, NotImplementedError, KeyError) as exc:
             raise Unsupported(f"TransformerLens {tl_version()} cannot build {self.architecture}: {exc}") from None
         self.model = tl_paths.BridgeAsModel(self.bridge, hf.model.config)
-        self.device, self.pad_id = hf.device, hf.pad_id
+        self.device, self.pad_id, self.dtype = hf.device, hf.pad_id, hf.dtype
         self.api = api_description()
 
-    def float64_twin(self) -> tl_paths.BridgeAsModel:
-        return tl_paths.BridgeAsModel(float64_copy(self.bridge), self.hf.model.config)
+    def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> tl_paths.BridgeAsModel | None:
+        if attn is not None:
+            return None  # the bridge's attention is TransformerLens's own
+        return tl_paths.BridgeAsModel(cast_copy(self.bridge, dtype), self.hf.model.config)
+
+    def _view(self, model: Any) -> DrivenBackend:
+        view = super()._view(model)
+        if isinstance(model, tl_paths.BridgeAsModel):  # the precise twin: its generate() runs precisely too
+            view.bridge = model.bridge  # type: ignore[attr-defined]
+        return view
 
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)
@@ -110,7 +119,7 @@ class TLBackend(DrivenBackend):
     def module(self) -> torch.nn.Module:
         return self.bridge
 
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import tl_script
 
-        return tl_script(self, oracle, case, tolerance)
+        return tl_script(self, oracle, case, bounds)

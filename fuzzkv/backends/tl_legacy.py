@@ -8,6 +8,8 @@ masked, which is not a cache bug.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from fuzzkv.backends import tl_legacy_paths
@@ -15,6 +17,7 @@ from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Capabilities, Trace
 from fuzzkv.case import Case
+from fuzzkv.verdict import Bounds
 
 
 class LegacyTLBackend(DrivenBackend):
@@ -25,17 +28,25 @@ class LegacyTLBackend(DrivenBackend):
 
     def __init__(self, hf: HFBackend, api: str):
         self.hf, self.info, self.api = hf, hf.info, api
-        self.device, self.pad_id = hf.device, hf.pad_id
+        self.device, self.pad_id, self.dtype = hf.device, hf.pad_id, hf.dtype
         self.hooked = tl_legacy_paths.build_hooked_transformer(hf.model)
         self.model = tl_legacy_paths.HookedAsModel(self.hooked, hf.model.config)
         self.architecture = type(hf.model).__name__
 
-    def float64_twin(self) -> tl_legacy_paths.HookedAsModel:
-        from fuzzkv.backends.tl import float64_copy
+    def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> tl_legacy_paths.HookedAsModel | None:
+        from fuzzkv.backends.tl import cast_copy
 
-        hooked = float64_copy(self.hooked)
-        hooked.cfg.dtype = torch.float64
+        if attn is not None:
+            return None  # TransformerLens's own attention
+        hooked = cast_copy(self.hooked, dtype)
+        hooked.cfg.dtype = dtype
         return tl_legacy_paths.HookedAsModel(hooked, self.hf.model.config)
+
+    def _view(self, model: Any) -> DrivenBackend:
+        view = super()._view(model)
+        if isinstance(model, tl_legacy_paths.HookedAsModel):  # the precise twin: its generate() runs precisely too
+            view.hooked = model.hooked  # type: ignore[attr-defined]
+        return view
 
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)
@@ -45,7 +56,7 @@ class LegacyTLBackend(DrivenBackend):
     def module(self) -> torch.nn.Module:
         return self.hooked
 
-    def reproduction(self, oracle: str, case: Case, tolerance: float) -> str:
+    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import legacy_tl_script
 
-        return legacy_tl_script(self, oracle, case, tolerance)
+        return legacy_tl_script(self, oracle, case, bounds)

@@ -61,8 +61,9 @@ class HookedAsModel:
     def __init__(self, hooked, hf_config):
         self.hooked, self.config = hooked, hf_config
 
-    def forward(self, input_ids, attention_mask=None, cache=None, use_cache=True):
-        # attention_mask is all ones here (unpadded batches): this API takes none.
+    def forward(self, input_ids, cache=None, use_cache=True, **ignored):
+        # The attention mask is all ones here (unpadded batches): this API takes none, and the
+        # signature says so (a canary that corrupts the mask does not apply).
         from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
 
         if not use_cache:

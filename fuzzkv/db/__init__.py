@@ -88,6 +88,8 @@ class BaselineRecord:
     calibration_prompts: int
     id: int | None = None
     created: datetime = field(default_factory=now)
+    rms_value: float | None = None  # schema 3: the RMS bound (None in baselines an older fuzzkv stored)
+    rms_noise: float | None = None
 
     def key(self) -> tuple[str, str, str, str, str, str]:
         return (self.model, self.scale, self.backend, self.dtype, self.device, self.attn)

@@ -37,12 +37,14 @@ from fuzzkv.case import Case
 from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Status, Store, now, redact_url
 from fuzzkv.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # How an older file is brought up to date, version by version. Only additive changes, so a
 # file upgraded here loses nothing and an older fuzzkv's rows read the same.
 MIGRATIONS = {
     1: ("ALTER TABLE failures ADD COLUMN diagnosis {json}",
         "ALTER TABLE runs ADD COLUMN failures INTEGER DEFAULT 0"),
+    2: ("ALTER TABLE baselines ADD COLUMN rms_value FLOAT",
+        "ALTER TABLE baselines ADD COLUMN rms_noise FLOAT"),
 }
 
 
@@ -139,6 +141,8 @@ class BaselineRow(Base):
     safety_factor: Mapped[float] = mapped_column(Float)
     calibration_prompts: Mapped[int] = mapped_column(Integer)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rms_value: Mapped[float | None] = mapped_column(Float, nullable=True)  # schema 3
+    rms_noise: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class ExampleRow(Base):
@@ -358,7 +362,8 @@ class SqlStore(Store):
         with self._writing(), Session(self.engine) as session, session.begin():
             fields = {k: getattr(baseline, k) for k in ("model", "scale", "backend", "dtype", "device", "attn",
                                                           "versions", "value", "noise", "logit_scale",
-                                                          "safety_factor", "calibration_prompts", "created")}
+                                                          "safety_factor", "calibration_prompts", "created",
+                                                          "rms_value", "rms_noise")}
             row = BaselineRow(**fields)
             session.add(row)
             session.flush()
@@ -507,4 +512,4 @@ def _baseline(row: BaselineRow) -> BaselineRecord:
         model=row.model, scale=row.scale, backend=row.backend, dtype=row.dtype, device=row.device, attn=row.attn,
         versions=row.versions or {}, value=row.value, noise=row.noise, logit_scale=row.logit_scale,
         safety_factor=row.safety_factor, calibration_prompts=row.calibration_prompts, id=row.id,
-        created=_utc(row.created))
+        created=_utc(row.created), rms_value=row.rms_value, rms_noise=row.rms_noise)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
@@ -18,7 +19,7 @@ from fuzzkv.backends.interface import Backend, Lane, PathError, Trace
 from fuzzkv.case import Case
 from fuzzkv.comparison import compare
 from fuzzkv.oracles import Oracle
-from fuzzkv.verdict import Metrics, Verdict
+from fuzzkv.verdict import Bounds, Metrics, Verdict
 
 Comparison = tuple[str, Trace, Trace]  # (label, reference, candidate)
 Pairs = Callable[[Any, Case], list[Comparison]]
@@ -36,8 +37,9 @@ def pairs_of(oracle: Oracle) -> Pairs:
     return pairs
 
 
-def check(oracle: Oracle, lane: Lane, case: Case, tolerance: float) -> Verdict:
+def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
     """Run every comparison of ``oracle`` on ``lane``; the verdict reports the worst one."""
+    tolerance = bounds.value
     try:
         comparisons = pairs_of(oracle)(lane.subject, case)
     except PathError as exc:
@@ -47,20 +49,29 @@ def check(oracle: Oracle, lane: Lane, case: Case, tolerance: float) -> Verdict:
         blind = _non_finite(reference, candidate)
         if blind:
             return Verdict(oracle.name, case, "error", tolerance, error=f"{label}: {blind}", error_type="NonFinite")
-        metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, tolerance)
-        if worst is None or metrics.max_abs_diff > worst[1].max_abs_diff:
+        metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, bounds)
+        if worst is None or _beyond(metrics, bounds) > _beyond(worst[1], bounds):
             worst = (label, metrics)
     assert worst is not None, f"oracle {oracle.name} made no comparison"
     label, metrics = worst
-    return Verdict(oracle.name, case, "mismatch" if metrics.max_abs_diff > tolerance else "pass", tolerance,
+    return Verdict(oracle.name, case, "mismatch" if _beyond(metrics, bounds) > 1 else "pass", tolerance,
                    metrics=metrics, comparison=label)
 
 
-def check_within(oracle: Oracle, lane: Lane, case: Case, tolerance: float, deadline: float | None) -> Verdict:
-    """:func:`check` with a per-example deadline: a path that hangs becomes an error finding
-    ("Deadline") instead of stopping an unattended run. The timer needs the main thread (SIGALRM)."""
+def _beyond(metrics: Metrics, bounds: Bounds) -> float:
+    """How far past its bounds a comparison went (above 1: a mismatch)."""
+    by_max = metrics.max_abs_diff / bounds.value  # a bound is positive (RunConfig and calibration see to it)
+    by_rms = metrics.rms_diff / bounds.rms if bounds.rms else 0.0
+    return max(by_max, by_rms)
+
+
+@contextmanager
+def within(deadline: float | None) -> Iterator[None]:
+    """Raise :class:`ExampleDeadline` in the block after ``deadline`` seconds. The timer needs the main
+    thread (SIGALRM); elsewhere, or without a deadline, the block runs unbounded."""
     if not deadline or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        return check(oracle, lane, case, tolerance)
+        yield
+        return
 
     def expire(_signum: int, _frame: object) -> None:
         raise ExampleDeadline()
@@ -68,13 +79,21 @@ def check_within(oracle: Oracle, lane: Lane, case: Case, tolerance: float, deadl
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, deadline)
     try:
-        return check(oracle, lane, case, tolerance)
-    except ExampleDeadline:
-        return Verdict(oracle.name, case, "error", tolerance, error_type="Deadline",
-                       error=f"no result within the per-example deadline of {deadline:g} s (a hang?)")
+        yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def check_within(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds, deadline: float | None) -> Verdict:
+    """:func:`check` with a per-example deadline: a path that hangs becomes an error finding
+    ("Deadline") instead of stopping an unattended run."""
+    try:
+        with within(deadline):
+            return check(oracle, lane, case, bounds)
+    except ExampleDeadline:
+        return Verdict(oracle.name, case, "error", bounds.value, error_type="Deadline",
+                       error=f"no result within the per-example deadline of {deadline:g} s (a hang?)")
 
 
 def _non_finite(reference: Trace, candidate: Trace) -> str | None:

@@ -47,6 +47,13 @@ class ConsoleReporter:
         if e.regression:
             self._line(f"  WARNING: {e.regression}")
 
+    def _on_CanariesChecked(self, e: events.CanariesChecked) -> None:
+        total = len(e.caught) + len(e.missed)
+        self._line(f"  canaries{_lane(e.lane)} caught {len(e.caught)}/{total}"
+                   + (f" (not applicable: {', '.join(e.not_applicable)})" if e.not_applicable else ""))
+        if e.blind:
+            self._line(f"  BLIND{_lane(e.lane)}: {e.blind}")
+
     def _on_BackendUnsupported(self, e: events.BackendUnsupported) -> None:
         self._line(f"  unsupported by backend {e.lane}: {e.reason} (not a failure; its oracles are skipped)")
 
@@ -95,6 +102,8 @@ class ConsoleReporter:
         self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id})")
         if e.error:
             self._line(f"Run stopped by an error: {e.error}")
+        if e.blind and not e.failures:
+            self._line("BLIND, not clean: " + "; ".join(f"{lane}: {why}" for lane, why in e.blind.items()))
         if e.interrupted:
             ids = ", ".join(map(str, e.shrinking))
             pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""

@@ -34,10 +34,15 @@ class JsonReporter:
             self.data.update(settings=event.settings, versions=event.versions, model_source=event.model_source,
                              backend=event.backend)
         elif isinstance(event, events.ToleranceChosen):
-            tolerance = {"value": event.value, "source": event.source, "regression": event.regression}
+            tolerance = {"value": event.value, "rms": event.rms_value, "source": event.source,
+                         "regression": event.regression}
             if event.lane == "hf" or "tolerance" not in self.data:
                 self.data["tolerance"] = tolerance
             self.data.setdefault("tolerances", {})[event.lane] = tolerance
+        elif isinstance(event, events.CanariesChecked):
+            self.data.setdefault("canaries", {})[event.lane] = {
+                "caught": list(event.caught), "missed": list(event.missed),
+                "not_applicable": list(event.not_applicable), "blind": event.blind}
         elif isinstance(event, events.BackendUnsupported):
             self.data.setdefault("unsupported", {})[event.lane] = event.reason
         elif isinstance(event, events.OracleFinished):
@@ -49,7 +54,8 @@ class JsonReporter:
             self.data["failures"].append(failure_json(event))
         elif isinstance(event, events.RunFinished):
             self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id,
-                             interrupted=event.interrupted, shrinking=list(event.shrinking), error=event.error)
+                             interrupted=event.interrupted, shrinking=list(event.shrinking), error=event.error,
+                             blind=event.blind)
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
 

@@ -43,6 +43,8 @@ def markdown(model: str, run: events.RunFinished, found: list[events.FailureFoun
              f"{run.examples} examples in {run.elapsed:.0f} s: **{verdict}**.", ""]
     if run.error:
         lines += [f"**Run stopped by an error:** {_cell(run.error)}", ""]
+    for lane, why in run.blind.items():
+        lines += [f"**BLIND ({_cell(lane)}), not clean:** {_cell(why)}", ""]
     for novelty, heading in HEADINGS.items():
         group = [f for f in found if ("flaky" if f.is_flaky else f.novelty) == novelty]
         if group:

@@ -1,0 +1,75 @@
+"""Every run proves it can see: planted cache bugs checked at the run's own tolerance.
+
+After a lane's tolerance is settled, each canary kind (:data:`fuzzkv.backends.canaries.KINDS`:
+positions off by one, a cached key dropped, a row's padding mask ignored, the logits of
+cached steps moved by 5% of the logit scale) is planted in a copy of the lane's backend and
+checked with the ``decode`` oracle on a fixed case. A canary that passes means this run could
+not have seen that bug: the lane is blind, and the run never reports "clean". So is a lane
+whose tolerance exceeds :data:`BLIND_FRACTION` of the logit scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fuzzkv.backends.interface import Lane
+from fuzzkv.case import Case
+from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.check import check_within
+from fuzzkv.tolerance import Tolerance
+
+KINDS = ("positions-off-by-one", "cached-key-dropped", "row-mask-ignored", "logit-offset-5pct")
+# A tolerance above this share of the logit scale lets a bug that large pass unseen.
+BLIND_FRACTION = 0.25
+
+
+@dataclass(frozen=True)
+class CanaryReport:
+    lane: str
+    caught: tuple[str, ...] = ()
+    missed: tuple[str, ...] = ()  # "kind: what was measured"
+    not_applicable: tuple[str, ...] = ()
+    blind: str | None = None  # why this lane cannot see, or None
+
+    @property
+    def total(self) -> int:
+        return len(self.caught) + len(self.missed)
+
+
+def canary_case(lane: Lane, kind: str) -> Case | None:
+    """The fixed case a canary is checked on: one 6-token prompt, or a ragged left-padded pair for the mask."""
+    info = lane.info
+    tokens = [t for t in range(3, info.vocab_size) if t not in info.special_ids][:8]
+    if kind == "row-mask-ignored":
+        if (lane.capabilities.max_batch or 2) < 2:
+            return None
+        return Case(prompts=(tuple(tokens[:6]), tuple(tokens[6:8])), max_new_tokens=4)
+    return Case(prompts=(tuple(tokens[:6]),), max_new_tokens=4)
+
+
+def check_canaries(lane: Lane, tolerance: Tolerance, deadline: float | None = None) -> CanaryReport:
+    """Plant each canary in ``lane`` and check it at ``tolerance`` (each under ``deadline``)."""
+    caught, missed, skipped = [], [], []
+    for kind in KINDS:
+        planted, case = lane.canary(kind, tolerance.logit_scale or 1.0), canary_case(lane, kind)
+        if planted is None or case is None:
+            skipped.append(kind)
+            continue
+        verdict = check_within(ORACLES["decode"], planted, case, tolerance.bounds, deadline)
+        if verdict.failed:
+            caught.append(kind)
+        else:
+            m = verdict.metrics
+            seen = f"max |diff| {m.max_abs_diff:.3g}, rms {m.rms_diff:.3g}" if m else "no difference"
+            missed.append(f"{kind} ({seen})")
+    return CanaryReport(lane.name, tuple(caught), tuple(missed), tuple(skipped), _blind(tolerance, missed))
+
+
+def _blind(tolerance: Tolerance, missed: list[str]) -> str | None:
+    reasons = []
+    if missed:
+        reasons.append(f"planted bugs went unseen at tolerance {tolerance.value:.3g}: {', '.join(missed)}")
+    if tolerance.logit_scale and tolerance.value > BLIND_FRACTION * tolerance.logit_scale:
+        reasons.append(f"tolerance {tolerance.value:.3g} exceeds {BLIND_FRACTION:.0%} of the logit scale "
+                       f"{tolerance.logit_scale:.3g}")
+    return "; ".join(reasons) or None
