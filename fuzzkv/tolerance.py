@@ -157,7 +157,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
                 _note(warnings, "a calibration case ran past the per-example deadline")
             except PathError as exc:  # a path that raises is the search's finding, not calibration's
                 _note(warnings, f"{oracle} raised {type(exc.error).__name__} on a calibration case")
-    verdicts: dict[tuple[str, Case, int], bool] = {}
+    verdicts: dict[tuple[str, Case, int], bool | None] = {}  # None: could not be checked in the higher precision
 
     def rounding(entry: tuple[str, Case, int, float, float]) -> bool:
         oracle, case, i, largest, _rms = entry
@@ -170,11 +170,15 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
             limit = max(PRECISE_SHARE * largest, RESOLUTION[PRECISE[dtype]] * scale * 1e3)
             # Unverifiable (no precise paths, or non-finite there) counts as not rounding: a difference that
             # cannot be shown to be rounding must not widen the tolerance.
-            verdicts[(oracle, case, i)] = high is not None and i < len(high) and high[i][0] <= limit
-        return verdicts[(oracle, case, i)]
+            verdicts[(oracle, case, i)] = None if high is None or i >= len(high) else high[i][0] <= limit
+        return verdicts[(oracle, case, i)] is True
 
     noise = next((m[3] for m in sorted(measured, key=lambda m: -m[3]) if rounding(m)), 0.0)
     rms_noise = next((m[4] for m in sorted(measured, key=lambda m: -m[4]) if rounding(m)), 0.0)
+    if measured and all(ok is None for ok in verdicts.values()):
+        # Nothing could be checked in the higher precision (the model cannot run there): the measured spread, said so.
+        noise, rms_noise = max(m[3] for m in measured), max(m[4] for m in measured)
+        verdicts = {key: True for key in verdicts}
     backend.release_precise()
     left_out = sum(not ok for ok in verdicts.values())
     counted = len(measured) - left_out
