@@ -32,6 +32,7 @@ ESTIMATED_NOISE_RATIO = 8.0
 # Unit roundoff of each dtype: the floor is `resolution * logit scale`.
 RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
 PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
+ACCUMULATION = {"float32": 8.0, "bfloat16": 1.0, "float16": 1.0}
 # A difference in the higher precision above this share of the run's own is not rounding: a bug
 # keeps its size there, while rounding shrinks by orders of magnitude (to 1/8 at most measured:
 # models compute rotary angles in float32 even in a float64 model).
@@ -211,13 +212,15 @@ def _note(warnings: list[str], note: str) -> None:
 
 def _tolerance(dtype: str, noise: float, rms_noise: float, scale: float, rms_scale: float, measured: int,
                left_out: int, warnings: list[str]) -> Tolerance:
-    floor = RESOLUTION[dtype] * scale
+    # float32 matmuls accumulate in float32: sqrt(64) unit roundoffs for the narrowest (64-wide) sums;
+    # half-precision kernels accumulate in float32 too, so one final rounding dominates there.
+    floor = RESOLUTION[dtype] * scale * ACCUMULATION[dtype]
     if measured == 0:  # nothing measured rounding: estimate it from the dtype's resolution
         noise, rms_noise = ESTIMATED_NOISE_RATIO * floor, ESTIMATED_NOISE_RATIO * RESOLUTION[dtype] * rms_scale
         warnings.append(f"no calibration case measured rounding: estimated as {ESTIMATED_NOISE_RATIO:g} x {dtype} "
                         "resolution x logit scale")
     value = SAFETY_FACTOR * max(noise, floor)
-    rms_value = SAFETY_FACTOR * max(rms_noise, RESOLUTION[dtype] * rms_scale)
+    rms_value = SAFETY_FACTOR * max(rms_noise, RESOLUTION[dtype] * rms_scale * ACCUMULATION[dtype])
     source = (f"calibrated: {SAFETY_FACTOR:g} x the largest difference between the compared paths over {measured} "
               f"comparisons "
               f"(max {noise:.2g}, rms {rms_noise:.2g}; logit scale {scale:.3g})")
