@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +192,106 @@ def calibrate_command(config: RunConfig) -> int:
     return EXIT_OK
 
 
+def all_models_command(as_json: bool) -> int:
+    """``fuzzkv models --all``: every causal-LM architecture of the installed transformers."""
+    from fuzzkv.backends.hf_catalogue import architectures
+
+    rows = architectures()
+    if as_json:
+        print(json.dumps([row.to_dict() for row in rows], indent=2))
+        return EXIT_OK
+    table = [("name", "source", "builds", "cache features / why not")]
+    for row in rows:
+        table.append((row.name, row.source, "yes" if row.builds else "no",
+                      ", ".join(row.features) if row.builds else row.reason))
+    decoders = [row for row in rows if row.kind == "decoder-only"]
+    built = sum(row.builds for row in decoders)
+    print(_aligned(table))
+    print(f"\n{len(rows)} causal-LM model types; {len(decoders)} decoder-only, of which {built} build at tiny scale "
+          f"({100 * built / max(len(decoders), 1):.0f}%).")
+    return EXIT_OK
+
+
+def _aligned(rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(r, widths)), r[-1]]).rstrip() for r in rows)
+
+
+def sweep_command(config_options: dict, models: str, *, as_json: bool, report: str | None) -> int:
+    """``fuzzkv sweep``: fuzz many architectures, each in its own process, into one store. Exit 0 when
+    every cell is clean, expected, not applicable or could not build; 1 on a finding, a crash or a hang;
+    4 when nothing was found but a lane was blind."""
+    import time
+
+    from fuzzkv.executors.local import LocalExecutor
+    from fuzzkv.reports.sweep import progress_line, write_matrix
+    from fuzzkv.runner import library_versions
+    from fuzzkv.sweep import SWEEP_ORACLES, SweepConfig, has_failed, has_findings, is_blind, matrix, parse_shard, run_sweep, shard
+
+    options = dict(config_options, shard=parse_shard(config_options["shard"]),
+                   oracles=tuple(config_options["oracles"]) or SWEEP_ORACLES)
+    check_url(options["db_url"])
+    _check_oracles(options["oracles"])
+    names = shard(model_names(models), *options["shard"])
+    if not names:
+        raise UsageError(f"shard {config_options['shard']} of {models!r} is empty.", tip="use fewer shards than models")
+    config = SweepConfig(models=tuple(names), **options)
+    open_store(config.db_url).close()  # a bad --db fails here, once, before any worker starts
+    log = sys.stderr if as_json else sys.stdout
+    started = time.monotonic()
+    print(f"sweeping {len(names)} architecture(s) at {config.scale} scale, {config.max_examples} examples per oracle, "
+          f"{config.workers} worker(s), into {RunConfig(model='-', db_url=config.db_url).to_dict()['db_url']}",
+          file=log, flush=True)
+    rows = run_sweep(config, LocalExecutor(), lambda row, done, total: print(progress_line(row, done, total),
+                                                                             file=log, flush=True))
+    result = matrix(config, rows, started)
+    store = open_store(config.db_url)
+    try:
+        result["sweep_id"] = store.save_sweep(config.to_dict(), library_versions(), result)
+        if report:
+            _write_report(store, report, None, log)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        write_matrix(result, sys.stdout)
+    if has_findings(rows) or has_failed(rows):
+        return EXIT_FAILURES
+    return EXIT_BLIND if is_blind(rows) else EXIT_OK
+
+
+def _check_oracles(oracles: tuple[str, ...]) -> None:
+    from fuzzkv.oracles import ORACLES
+
+    for name in oracles:
+        if name in ORACLES and "hf" not in ORACLES[name].lanes:
+            raise UsageError(f"oracle {name} does not run in a sweep (it needs another backend).",
+                             tip="a sweep drives transformers; run it with 'fuzzkv run --backend both'")
+
+
+def model_names(models: str) -> list[str]:
+    """``--models``: ``all`` (every registry name and every other decoder-only model type of the installed
+    transformers), comma-separated names, or ``@FILE`` (one name per line; ``#`` starts a comment)."""
+    if models == "all":
+        from fuzzkv.backends.hf_catalogue import sweep_names
+
+        return sweep_names()
+    if models.startswith("@"):
+        try:
+            lines = Path(models[1:]).read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read the model list {models[1:]}: {exc.strerror}.",
+                             tip="write one model name per line") from None
+        names = [line.split("#")[0].strip() for line in lines]
+    else:
+        names = [name.strip() for name in models.split(",")]
+    names = [name for name in names if name]
+    if not names:
+        raise UsageError(f"--models {models!r} names no model.", tip="e.g. --models all, --models qwen3,olmo2")
+    return names
+
+
 def models_table() -> str:
     """``fuzzkv models``: the registry with architecture, size and cache features."""
     rows = [("name", "architecture", "size", "cache features", "hub id")]
@@ -199,8 +299,7 @@ def models_table() -> str:
         spec = registry.get(name)
         assert spec is not None  # every listed name is registered
         rows.append((name, spec.architecture, spec.params, ", ".join(spec.features) or "-", spec.hub_id))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+    return _aligned(rows)
 
 
 STATUS_CHOICES = (*STATUSES, "all")

@@ -29,6 +29,10 @@ class Case:
     dtype: the floating-point type the model runs in.
     reuse_batch: for the ``cache-reuse`` oracle, the batch size the cache served
         before it was reset and reused for this case (0 when unused).
+    continuation: the tokens fed after the prompt, one row each of ``max_new_tokens``
+        tokens, one at a time through the cached path (teacher-forced decoding); empty:
+        greedy decoding picks them. Random-weight models often decode one repeated token,
+        so drawn continuations give the decode path variety; the property holds for any.
     """
 
     prompts: tuple[tuple[int, ...], ...]
@@ -38,10 +42,12 @@ class Case:
     cache: str = "dynamic"
     dtype: str = "float32"
     reuse_batch: int = 0
+    continuation: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise lists to tuples so equal cases hash and compare equal.
         object.__setattr__(self, "prompts", tuple(tuple(int(t) for t in p) for p in self.prompts))
+        object.__setattr__(self, "continuation", tuple(tuple(int(t) for t in row) for row in self.continuation))
         chunks = tuple(int(c) for c in self.prefill_chunks) or (self.padded_length,)
         object.__setattr__(self, "prefill_chunks", chunks)
         self._validate()
@@ -59,6 +65,9 @@ class Case:
             raise ValueError("max_new_tokens must be at least 1")
         if sum(self.prefill_chunks) != self.padded_length or min(self.prefill_chunks) < 1:
             raise ValueError("prefill_chunks must be positive sizes summing to the padded prompt length")
+        if self.continuation and (len(self.continuation) != self.batch_size
+                                  or any(len(row) != self.max_new_tokens for row in self.continuation)):
+            raise ValueError("continuation must hold max_new_tokens tokens for each row (or be empty: greedy)")
 
     @property
     def batch_size(self) -> int:
@@ -77,6 +86,11 @@ class Case:
         data = asdict(self)
         data["prompts"] = [list(p) for p in self.prompts]
         data["prefill_chunks"] = list(self.prefill_chunks)
+        # Greedy cases keep the form (and so the fingerprints) they were stored with before continuations.
+        if self.continuation:
+            data["continuation"] = [list(row) for row in self.continuation]
+        else:
+            del data["continuation"]
         return data
 
     def to_json(self) -> str:
@@ -97,7 +111,8 @@ class Case:
         lengths = ",".join(str(len(p)) for p in self.prompts)
         chunks = "one prefill pass" if len(self.prefill_chunks) == 1 else f"prefill chunks {list(self.prefill_chunks)}"
         reuse = f", cache reused after batch {self.reuse_batch}" if self.reuse_batch else ""
+        fed = " (drawn, fed one at a time)" if self.continuation else ""
         return (
             f"batch {self.batch_size} (lengths {lengths}), {self.padding_side}-padded, "
-            f"{self.max_new_tokens} new token(s), {chunks}, {self.cache} cache, {self.dtype}{reuse}"
+            f"{self.max_new_tokens} new token(s){fed}, {chunks}, {self.cache} cache, {self.dtype}{reuse}"
         )

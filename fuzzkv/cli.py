@@ -135,8 +135,41 @@ def calibrate(db_url: str | None, **options) -> None:
 
 
 @cli.command()
-def models() -> None:
+@click.option("--models", default="all", show_default=True,
+              help="all (every registry name and every other decoder-only model type of the installed transformers), "
+                   "NAME,NAME,... or @FILE (one name per line).")
+@click.option("--scale", default="tiny", show_default=True, type=click.Choice(SCALES))
+@click.option("--oracle", "oracles", multiple=True, help="Oracles to run (repeatable) [default: every transformers one].")
+@click.option("--max-examples", default=25, show_default=True, type=int, help="Examples per oracle and architecture.")
+@click.option("--max-time-per-model", default=300.0, show_default=True, type=float,
+              help="Seconds of search per architecture; a worker still running long past it is killed (a hang).")
+@click.option("--shard", default="1/1", show_default=True,
+              help="I/N: sweep only the I-th of N deterministic parts (a CI matrix covers each architecture once).")
+@click.option("--workers", default=1, show_default=True, type=int, help="Architectures fuzzed at once, each in its own process.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON object (progress goes to stderr).")
+@click.option("--report", type=click.Path(dir_okay=False), help="Also write the HTML report (the matrix first).")
+def sweep(models: str, oracles: tuple[str, ...], shard: str, db_url: str | None, as_json: bool, report: str | None,
+          **options) -> None:
+    """Fuzz many architectures, each in its own process, into one database; print the architecture x oracle
+    matrix. Exit 0 clean, 1 a finding (or a crash or hang), 2 bad usage, 4 blind."""
+    settings = dict(options, oracles=oracles, shard=shard, db_url=db_url or default_db_url())
+    _guarded(lambda: app.sweep_command(settings, models, as_json=as_json, report=report))
+
+
+@cli.command()
+@click.option("--all", "every", is_flag=True,
+              help="Every causal-LM model type of the installed transformers: curated or generic, its cache features, "
+                   "and whether its tiny twin builds here (builds each one: a few minutes).")
+@click.option("--json", "as_json", is_flag=True, help="With --all: a JSON list of objects.")
+def models(every: bool, as_json: bool) -> None:
     """List the bundled architectures and the cache features each exercises."""
+    if as_json and not every:
+        raise click.UsageError("--json needs --all.")
+    if every:
+        _guarded(lambda: app.all_models_command(as_json))
     click.echo(app.models_table())
 
 

@@ -35,5 +35,14 @@ class UsageError(FuzzkvError):
     exit_code = EXIT_USAGE
 
 
+class CannotBuildModel(UsageError):
+    """An architecture whose config cannot be made into a working model here (exit 2; a sweep's "could not build")."""
+
+
+class NotFuzzable(UsageError):
+    """A model fuzzkv does not fuzz, by what it is (an encoder, a seq2seq decoder, a multimodal model): exit 2;
+    a sweep's "not applicable"."""
+
+
 class StoreError(UsageError):
     """The database URL or file cannot be used as a fuzzkv store (exit 2)."""

@@ -58,6 +58,16 @@ class BackendUnsupported:
 
 
 @dataclass(frozen=True)
+class OracleSkipped:
+    """An oracle that has no meaning for this model on this lane (e.g. a static cache for a recurrent
+    state): said with the reason, never a failure and never counted as clean."""
+
+    oracle: str
+    lane: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class OracleStarted:
     oracle: str
     description: str

@@ -70,9 +70,18 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:
     """(oracle, lane) pairs to search: the chosen oracles (default all) on every lane they apply to
     whose declared capabilities allow them."""
+    return [(oracle, name) for oracle, name, reason in candidates(config, lanes) if reason is None]
+
+
+def skipped(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str]]:
+    """(oracle, lane, why) for the chosen oracles a loaded lane's capabilities rule out."""
+    return [(oracle, name, reason) for oracle, name, reason in candidates(config, lanes) if reason is not None]
+
+
+def candidates(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str | None]]:
     chosen = [ORACLES[n] for n in config.oracles] if config.oracles else list(ORACLES.values())
-    return [(oracle, name) for oracle in chosen for name in oracle.lanes if name in lanes.lanes
-            and lanes.lanes[name].capabilities.allows(oracle.min_batch, oracle.needs)]
+    return [(oracle, name, lanes.lanes[name].capabilities.why_not(oracle.min_batch, oracle.needs))
+            for oracle in chosen for name in oracle.lanes if name in lanes.lanes]
 
 
 def model_settings(config: RunConfig, lane: str) -> dict:
@@ -105,6 +114,8 @@ class Run:
         started = time.monotonic()
         for lane, reason in self.lanes.unsupported.items():
             self.emit(events.BackendUnsupported(lane, reason))
+        for oracle, lane, reason in skipped(self.config, self.lanes):
+            self.emit(events.OracleSkipped(oracle.name, lane, reason))
         work = work_list(self.config, self.lanes)
         self._known = {record.fingerprint: record.status for record in self.store.failures()}
         self.run_id = self.store.start_run(self.config.to_dict(), self.versions)

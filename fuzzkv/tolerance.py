@@ -85,6 +85,9 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
                  prefill_chunks=(1, longest // 2), dtype=dtype),
             Case(prompts=(short,) * most, max_new_tokens=max_new_tokens, dtype=dtype),
             Case(prompts=tuple(prompt(2 + row) for row in range(most)), max_new_tokens=2, dtype=dtype),
+            # Drawn continuations, fed one at a time: tokens greedy decoding of a random model never picks.
+            Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
+                 dtype=dtype, continuation=tuple(prompt(max_new_tokens) for _ in range(most))),
             # The shapes shrinking ends in: one token, two new ones, alone and twice; and the special
             # tokens the search draws, whose trained activations can be far larger than others'.
             Case(prompts=(short,), max_new_tokens=2, dtype=dtype),

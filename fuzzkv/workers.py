@@ -107,6 +107,9 @@ class Merger:
     def _on_BackendUnsupported(self, event) -> None:
         self._once(("unsupported", event.lane), event)
 
+    def _on_OracleSkipped(self, event: events.OracleSkipped) -> None:
+        self._once(("skipped", event.oracle, event.lane), event)
+
     def _on_OracleStarted(self, event) -> None:
         self.blocks.setdefault((event.oracle, event.lane), Block(event))
 

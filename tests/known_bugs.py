@@ -31,3 +31,22 @@ def tl_cache_bug_reason() -> str | None:
             return (f"TransformerLens {'.'.join(map(str, tl))} with transformers {'.'.join(map(str, hf))} has a known "
                     f"cache bug ({finding}): its clean runs are checked in the transformers 5.23 environment")
     return None
+
+
+# transformers bugs with a standalone script in findings/ that exits 1 where they are present:
+# (finding, first transformers release checked affected). The scripts drive 5.24's cache= keyword.
+SCRIPTED = [
+    ("transformers-mamba1-multi-token-cached-forward-drops-ssm-state", (5, 24)),
+    ("transformers-zamba2-nemotronh-decode-skips-dt-clamp", (5, 24)),
+    ("transformers-dynamiccache-reset-keeps-state-batch", (5, 24)),
+    ("transformers-falcon-alibi-static-cache-generate", (5, 24)),
+]
+
+
+def scripted_reason(finding: str) -> str | None:
+    """Why ``finding``'s script is not expected to reproduce here (None: it must)."""
+    hf = _version("transformers")
+    affected = dict(SCRIPTED)[finding]
+    if hf is None or hf < affected:
+        return f"{finding} was found on transformers {'.'.join(map(str, affected))}; this is an older release"
+    return None

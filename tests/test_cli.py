@@ -56,6 +56,15 @@ def test_run_help_warns_that_factories_run_user_code(snapshot):
     (["run", "--model", "llama", "--workers", "2", "--db", "memory:"], "--workers needs a database"),
     (["run", "--model", "/no/such/dir"], "unknown model '/no/such/dir'"),
     (["run", "--model", "tests.raises_on_import:make"], "RuntimeError: this module is broken at import time"),
+    (["run", "--model", "bert", "--scale", "tiny"], "bert is not a decoder-only language model (encoder"),
+    (["run", "--model", "qwen33", "--scale", "tiny"], "did you mean qwen3"),
+    (["run", "--model", "llama_generic_missing"], "unknown model 'llama_generic_missing'"),
+    (["sweep", "--models", "gpt2", "--shard", "5/3"], "--shard must be I/N with 1 <= I <= N, got 5/3"),
+    (["sweep", "--models", "gpt2", "--shard", "two"], "--shard must be I/N, got 'two'"),
+    (["sweep", "--models", ",,"], "names no model"),
+    (["sweep", "--models", "@/no/such/list.txt"], "cannot read the model list /no/such/list.txt"),
+    (["sweep", "--models", "gpt2", "--oracle", "cross"], "oracle cross does not run in a sweep"),
+    (["sweep", "--models", "gpt2", "--workers", "0"], "--workers must be between 1 and 64"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, fault):
     fault("bad input", " ".join(args))
@@ -65,6 +74,11 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, fault):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert not (tmp_path / "x.db").exists()  # bad input writes nothing
+
+
+def test_models_json_needs_all():
+    result = fuzzkv("models", "--json", cwd=ROOT)
+    assert result.returncode == 2 and "--json needs --all" in result.stderr
 
 
 def test_unknown_model_suggests_close_names():

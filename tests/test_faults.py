@@ -109,10 +109,10 @@ def _rows_are_whole(db: Path) -> int:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 1 MiB file system (tmpfs), so 'disk full' is the kernel's, not a simulation."""
+    """A real 4 MiB file system (tmpfs), so 'disk full' is the kernel's, not a simulation."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     yield mount

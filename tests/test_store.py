@@ -174,7 +174,7 @@ def test_a_version_1_file_is_upgraded_in_place_and_loses_nothing(tmp_path):
     finally:
         store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(3,)]  # upgraded 1 -> 2 -> 3
+        assert db.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(4,)]  # upgraded 1 -> 2 -> 3 -> 4
 
 
 @pytest.mark.parametrize("url, shown", [

@@ -12,6 +12,7 @@ import copy
 from typing import TYPE_CHECKING, Any
 
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from fuzzkv.backends import (
     hf_loading,  # noqa: F401  (sets offline mode before transformers loads)
@@ -48,6 +49,7 @@ class HFBackend(DrivenBackend):
         self.dtype, self.device, self.attn = dtype, device, attn
         self.pad_id = _pad_id(self.model.config)
         self.info = _model_info(loaded, self.model.config)
+        self.capabilities = _capabilities(self.model)
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
 
@@ -89,6 +91,13 @@ class HFBackend(DrivenBackend):
 
     def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> torch.nn.Module | None:
         twin = copy.deepcopy(self.model).to(dtype)
+        if dtype == torch.float64 and MODERN:
+            # transformers' default MoE expert kernel (grouped_mm) has no float64 version; the eager loop
+            # computes the same function. (transformers before ~5.20 has one expert path only.)
+            try:
+                twin.set_experts_implementation("eager")
+            except (AttributeError, ValueError):
+                pass
         if attn is not None and attn != self.attn:
             if not MODERN:
                 return None
@@ -136,6 +145,34 @@ def _set_attention(model: Any, attn: str, name: str) -> bool:
         raise UsageError(f"{name} does not support --attn {attn}.", tip="use --attn eager") from None
 
 
+def _capabilities(model: Any) -> Capabilities:
+    """What fuzzkv can drive for this model: the static cache only where transformers builds one for its
+    config, and key/value contents only where every cache layer holds keys and values (a recurrent or
+    linear-attention state does not)."""
+    if not MODERN:
+        return CAPABILITIES
+    absent: list[tuple[str, str]] = []
+    try:
+        hf_paths.new_cache(model, "static", 8)
+    except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a static cache?"
+        absent.append((STATIC_CACHE, f"transformers builds no StaticCache for this config ({type(exc).__name__}: "
+                                     f"{(str(exc).splitlines() or [''])[0][:160]})"))
+    state_layers = sorted({type(layer).__name__ for layer in hf_paths.new_cache(model, "dynamic", 8).layers
+                           if not _holds_keys_and_values(type(layer))})
+    if state_layers:
+        absent.append((CACHE_CONTENTS, f"its cache holds states that are not key/value pairs ({', '.join(state_layers)})"))
+    features = CAPABILITIES.features - {feature for feature, _ in absent}
+    caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
+    return Capabilities(caches, features, absent=tuple(absent))
+
+
+def _holds_keys_and_values(layer: type) -> bool:
+    # By class, not by attribute: a linear-attention layer derives from a key/value layer and keeps a
+    # recurrent state beside it (transformers 5.24 names those classes LinearAttention*; older ones have none).
+    return (issubclass(layer, transformers.cache_utils.DynamicLayer | transformers.cache_utils.StaticLayer)
+            and not any("LinearAttention" in base.__name__ for base in layer.__mro__))
+
+
 def _pad_id(config: Any) -> int:
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(config, key, None)
@@ -160,7 +197,7 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
         max_positions = None  # ALiBi has no learned table to run past
     window = getattr(text, "sliding_window", None)
     windows = (window,) if isinstance(window, int) and window > 0 else ()
-    name = loaded.spec.name if loaded.spec else (loaded.factory or config.name_or_path or text.model_type)
+    name = loaded.spec.name if loaded.spec else (loaded.name or loaded.factory or config.name_or_path or text.model_type)
     return ModelInfo(name=name, architecture=(config.architectures or [type(loaded.model).__name__])[0],
                      vocab_size=vocab, special_ids=tuple(specials), max_positions=max_positions,
-                     sliding_windows=windows, source=loaded.source)
+                     sliding_windows=windows, source=loaded.source, model_type=text.model_type)

@@ -7,12 +7,16 @@ Forms accepted, tried in this order:
 3. a registry name (``fuzzkv models``): real weights if the local HuggingFace cache
    holds them (full scale only), otherwise the real architecture with seeded random
    weights.
-4. a hub id already in the local HuggingFace cache.
+4. any causal-LM ``model_type`` (``qwen3``) or class name (``Qwen3ForCausalLM``) of the installed
+   transformers (``fuzzkv models --all``): its config class's defaults (``--scale full``, if they fit
+   in memory) or their generic tiny twin (``--scale tiny``), with seeded random weights.
+5. a hub id already in the local HuggingFace cache.
 No path ever makes a network call: ``local_files_only`` is always set.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import re
@@ -27,8 +31,9 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import transformers  # noqa: E402
 
 from fuzzkv import registry  # noqa: E402
+from fuzzkv.backends import hf_shrink  # noqa: E402
 from fuzzkv.backends.hf_paths import pretrained, random_model, sensitise  # noqa: E402
-from fuzzkv.errors import UsageError  # noqa: E402
+from fuzzkv.errors import CannotBuildModel, NotFuzzable, UsageError  # noqa: E402
 
 __all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -48,6 +53,7 @@ class LoadedModel:
     tokenizer_from: str | None = None  # where real weights came from: a tokenizer may sit beside them
     gguf_file: str | None = None  # the GGUF file in the tokenizer_from directory the weights came from
     attn_switched: bool = False  # a factory's model was switched to --attn (transformers 5.x can; 4.x cannot)
+    name: str | None = None  # the model_type of a generic architecture (registry entries name themselves)
 
 
 def load_tokenizer(path: str | None, gguf_file: str | None = None):
@@ -79,14 +85,20 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
     spec = registry.get(name)
     if spec is not None:
         return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn)
+    model_type = generic_model_type(name)
+    if model_type is not None:
+        return _from_generic(model_type, scale=scale, seed=seed, init_std=init_std, attn=attn)
     try:
         return LoadedModel(_pretrained(name, attn), f"weights for {name} from the local HuggingFace cache",
                            tokenizer_from=name)
     except OSError:
         close = registry.suggestions(name)
-        hint = f"did you mean {', '.join(close)}?" if close else "run 'fuzzkv models' for the registry names"
-        raise UsageError(f"unknown model {name!r}: not a registry name, a local directory, "
-                         "a module:factory, or a hub id in the local HuggingFace cache.", tip=hint) from None
+        close = [*close, *difflib.get_close_matches(name, hf_shrink.causal_lm_types(), n=3, cutoff=0.6)]
+        hint = (f"did you mean {', '.join(close)}?" if close
+                else "run 'fuzzkv models' for the registry names, 'fuzzkv models --all' for every architecture")
+        raise UsageError(f"unknown model {name!r}: not a registry name, a causal-LM model type of transformers "
+                         f"{transformers.__version__}, a local directory, a module:factory, or a hub id in the local "
+                         "HuggingFace cache.", tip=hint) from None
 
 
 def _pretrained(path: str, attn: str):
@@ -156,3 +168,74 @@ def build_random(config: dict, *, seed: int, init_std: float, attn: str):
             raise
         raise UsageError(f"transformers {transformers.__version__} does not know model type "
                          f"{config.get('model_type')!r}.", tip="upgrade transformers, or pick another model") from None
+
+
+def generic_model_type(name: str) -> str | None:
+    """The causal-LM ``model_type`` ``name`` names, as a model type or a class name; None if neither."""
+    types = hf_shrink.causal_lm_types()
+    if name in types:
+        return name
+    return next((t for t in types if hf_shrink.causal_lm_class(t) == name), None)
+
+
+def _from_generic(model_type: str, *, scale, seed, init_std, attn) -> LoadedModel:
+    kind, why = hf_shrink.kind(model_type)
+    if kind != "decoder-only":
+        raise NotFuzzable(f"{model_type} is not a decoder-only language model ({kind}: {why}).",
+                         tip="fuzzkv fuzzes decoder-only causal LMs; 'fuzzkv models --all' lists them")
+    try:
+        config = hf_shrink.tiny_config(model_type) if scale == "tiny" else hf_shrink.default_config(model_type)
+    except hf_shrink.CannotBuild as exc:
+        raise CannotBuildModel(f"cannot build a {scale} {model_type}: {exc}",
+                               tip="report it; 'fuzzkv models --all' lists what builds") from None
+    if scale == "full":
+        _check_fits(config, model_type)
+    try:
+        model = build_random(config, seed=seed, init_std=init_std, attn=attn)
+    except UsageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the config's own validation or construction failed: say so in one line
+        first = (str(exc).splitlines() or [""])[0][:300]
+        raise CannotBuildModel(f"cannot build a {scale} {model_type}: {type(exc).__name__}: {first}",
+                               tip="try --scale tiny, or another --attn") from None
+    source = (f"{model_type}: the {scale} twin of transformers' {hf_shrink.causal_lm_class(model_type)} defaults, "
+              f"with seeded random weights (seed {seed}, init std {init_std})")
+    return LoadedModel(model, source, random_weights=True, config_dict=config, seed=seed, init_std=init_std,
+                       name=model_type)
+
+
+# float32 weights, a float64 twin for calibration (twice as large), and room for activations.
+BYTES_PER_PARAMETER = 4 + 8 + 4
+
+
+def _check_fits(config: dict, model_type: str) -> None:
+    """Refuse a full-scale architecture whose weights cannot fit in this machine's free memory."""
+    parameters = parameter_count(config)
+    needed, free = parameters * BYTES_PER_PARAMETER, _available_memory()
+    if free is not None and needed > free:
+        raise UsageError(f"the full {model_type} ({parameters / 1e9:.1f}B parameters) needs about "
+                         f"{needed / 2**30:.0f} GiB, and {free / 2**30:.0f} GiB is free.",
+                         tip="use --scale tiny (the generic tiny twin keeps every cache feature)")
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo, in bytes (None where there is no /proc)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def parameter_count(config: dict) -> int:
+    """How many parameters ``config``'s causal LM has, counted on the meta device (no memory used)."""
+    import torch
+
+    config = dict(config)
+    cfg = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(cfg)
+    return sum(p.numel() for p in model.parameters())

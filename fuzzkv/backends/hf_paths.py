@@ -35,22 +35,62 @@ def dtype_keyword() -> str:
 
 
 REFERENCE_FAN_IN = 64  # the width at which a weight's std is exactly init_std
+# Every other parameter moves by about half init_std: norm weights 1 + N(0, 0.1) (and a Gemma-style ``1 + w``
+# norm's zero weights N(0, 0.1)), zero biases N(0, 0.1), learnable scalars and gates c * (1 + N(0, 0.1)).
+SPREAD_PER_INIT_STD = 0.5
+# State-space parameters stay where the recurrence is stable: A = -exp(A_log) in [-8, -1], and the step
+# softplus(dt_bias) log-uniform in [1e-3, 1e-1] (Mamba's own init ranges).
+SSM_DECAY_RANGE = (1.0, 8.0)
+SSM_STEP_RANGE = (1e-3, 1e-1)
 
 
 def sensitise(model, init_std):
-    """Redraw Linear/Embedding weights with std ``init_std * sqrt(64 / fan_in)`` (biases and norms untouched).
+    """Redraw every parameter so that none sits at a constant default a mistake could hide behind.
 
-    transformers' own init (std 0.02) makes logits so flat that an off-by-one position barely moves them;
-    one std for every width would blow a full-size model's residual stream up until rounding swamps
-    everything. Scaled to each tensor's fan-in (an embedding's: its width), logits sit at a trained
-    model's order (|logits| ~ 5-15) at any size, and a tiny model (width 64) keeps std ``init_std``.
+    Linear/Embedding weights (and any other matrix: convolutions, stacked experts) get std
+    ``init_std * sqrt(64 / fan_in)``. transformers' own init (std 0.02) makes logits so flat that an
+    off-by-one position barely moves them; one std for every width would blow a full-size model's residual
+    stream up until rounding swamps everything. Scaled to each tensor's fan-in (an embedding's: its width),
+    logits sit at a trained model's order (|logits| ~ 5-15) at any size, and a tiny model (width 64) keeps
+    std ``init_std``. Vectors and scalars (norm weights, biases, gates) are perturbed around their value, so a
+    norm applied without its weight, or a bias dropped, shows; state-space parameters are redrawn in their
+    stable ranges. Deterministic given torch's seed.
     """
+    spread = SPREAD_PER_INIT_STD * init_std
     with torch.no_grad():
-        for module in model.modules():
+        matrices = set()
+        for module in model.modules():  # first, in module order: the draws fuzzkv has always made
             if isinstance(module, torch.nn.Linear):
                 module.weight.normal_(0.0, init_std * (REFERENCE_FAN_IN / module.in_features) ** 0.5)
+                matrices.add(id(module.weight))
             elif isinstance(module, torch.nn.Embedding):
                 module.weight.normal_(0.0, init_std * (REFERENCE_FAN_IN / module.embedding_dim) ** 0.5)
+                matrices.add(id(module.weight))
+        convolutions = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+        fan_ins = {id(m.weight): m.weight[0].numel() for m in model.modules() if isinstance(m, convolutions)}
+        for name, parameter in model.named_parameters():
+            if id(parameter) not in matrices and parameter.is_floating_point():
+                _redraw(name.rsplit(".", 1)[-1], name, parameter, init_std, spread, fan_ins.get(id(parameter)))
+
+
+def _redraw(leaf, name, parameter, init_std, spread, conv_fan_in):
+    """One parameter that is not a Linear/Embedding weight, redrawn by what it is."""
+    if leaf == "A_log":
+        low, high = SSM_DECAY_RANGE
+        parameter.uniform_(low, high).log_()
+    elif leaf == "dt_bias" or name.endswith("dt_proj.bias"):
+        low, high = SSM_STEP_RANGE
+        log_low, log_high = torch.tensor([low, high], dtype=torch.float64).log().tolist()
+        step = torch.empty_like(parameter).uniform_(log_low, log_high).exp()
+        parameter.copy_(step + torch.log(-torch.expm1(-step)))  # the inverse of softplus
+    elif parameter.dim() >= 2:  # convolutions (fan-in: channels per group x kernel), stacked experts, custom matrices
+        fan_in = conv_fan_in or parameter.shape[-1]
+        parameter.normal_(0.0, init_std * (REFERENCE_FAN_IN / fan_in) ** 0.5)
+    else:
+        # Vectors and scalars: c * (1 + N(0, spread)) around a non-zero value (norm weights of 1, gates, D),
+        # N(0, spread) where it is zero (biases, the w of a ``1 + w`` norm).
+        noise = torch.randn_like(parameter) * spread
+        parameter.copy_(torch.where(parameter == 0, noise, parameter * (1 + noise)))
 
 
 def random_model(config, seed, init_std, attn):
@@ -148,6 +188,24 @@ def new_cache(model, kind, max_len):
     return DynamicCache() if getattr(model, "_supports_cache_class", False) else None
 
 
+# Pure state-space models whose own generate() drops the attention mask after the first step
+# (transformers' prepare_inputs_for_generation in modeling_mamba.py, modeling_mamba2.py and
+# modeling_falcon_mamba.py): a mask they are given must cover the tokens of this call only, not the
+# cached ones (they multiply the current hidden states by it).
+MASK_OF_CURRENT_TOKENS = ("mamba", "mamba2", "falcon_mamba")
+
+
+# ALiBi models build their position bias from the 2-D mask, whose length must then be the static
+# cache's key length (bloom's and falcon's build_alibi_tensor); every other model is given the mask of
+# the tokens so far, as generate() gives it, and builds the static cache's mask itself.
+MASK_AS_LONG_AS_STATIC_CACHE = ("bloom", "falcon", "mpt")
+
+# Models whose forward slices the cached prefix off by itself, so each cached step is given the whole
+# sequence so far (transformers' modeling_cpmant.py, prepare_inputs_for_generation: "forward slices off
+# the cached prefix itself, so it needs the full input_ids"). They take no mask and no positions.
+WHOLE_SEQUENCE_WHEN_CACHED = ("cpmant",)
+
+
 class CachedForward:
     """One cached forward over ``tokens[:, start:start+size]``: the step the cached path repeats."""
 
@@ -157,11 +215,21 @@ class CachedForward:
         self.keyword = cache_keyword(model)
         # MPT on transformers 4.x takes no position_ids (its ALiBi counts positions itself).
         self.with_positions = accepts(model, "position_ids")
+        self.current_tokens_mask = model.config.model_type in MASK_OF_CURRENT_TOKENS
+        self.whole_sequence = model.config.model_type in WHOLE_SEQUENCE_WHEN_CACHED
+        self.mask_to_cache_length = model.config.model_type in MASK_AS_LONG_AS_STATIC_CACHE
 
     def __call__(self, tokens, start, size):
         end = start + size
-        attention = self.full_mask[:, :end]
-        if self.static_len is not None:
+        if self.whole_sequence:
+            out = self.model(input_ids=tokens[:, :end], use_cache=True, **{self.keyword: self.cache})
+            self.cache = returned_cache(out)
+            return out.logits[:, -size:]
+        if self.current_tokens_mask:
+            attention = self.full_mask[:, start:end]
+        else:
+            attention = self.full_mask[:, :end]
+        if self.static_len is not None and self.mask_to_cache_length:
             # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
             attention = torch.nn.functional.pad(attention, (0, self.static_len - end))
         extra = {"position_ids": self.positions[:, start:end]} if self.with_positions else {}
@@ -198,10 +266,13 @@ def prefill_and_decode(ids, full_mask, chunks, forced, step):
 @torch.inference_mode()
 def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cache=None):
     """The cached path: prefill ``case`` in its chunks into ``cache`` (a fresh one of ``kind`` by
-    default), then decode. Returns (tokens [B, T], mask [B, T], logits [B, T-1, V] float32)."""
+    default), then decode: greedily, or feeding the case's drawn ``continuation``, unless ``forced``
+    gives the whole sequence. Returns (tokens [B, T], mask [B, T], logits [B, T-1, V] float32)."""
     kind = kind or case["cache"]
     ids, mask = padded(case, pad_id, device)
     total = mask.shape[1]
+    if forced is None and case.get("continuation"):
+        forced = torch.cat([ids, torch.tensor(case["continuation"], dtype=torch.long, device=ids.device)], dim=1)
     store = cache if cache is not None else new_cache(model, kind, total)
     step = CachedForward(model, mask, store, total if kind == "static" else None)
     tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], forced, step)
@@ -212,7 +283,7 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
 def reused(model, case, pad_id, device, forced):
     """The cached path on a cache first used for ``case["reuse_batch"]`` rows, then ``reset()``."""
     rows = [case["prompts"][i % len(case["prompts"])] for i in range(max(case["reuse_batch"], len(case["prompts"])))]
-    primer = dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)])
+    primer = dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)], continuation=[])
     total = max(len(p) for p in case["prompts"]) + case["max_new_tokens"]
     shared = new_cache(model, case["cache"], total)
     cached(model, primer, pad_id, device, cache=shared)

@@ -37,6 +37,7 @@ class ModelInfo:
     max_positions: int | None
     sliding_windows: tuple[int, ...]
     source: str
+    model_type: str = ""  # the transformers model_type, where there is one (the sweep's expected table keys on it)
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,30 @@ class Capabilities:
     max_batch: int | None = None  # None: any batch the case space allows
     dtypes: tuple[str, ...] = DTYPES
 
+    # Why a feature this backend usually has is absent for this model, as (feature, reason) pairs: an
+    # oracle that needs it is skipped with that reason (e.g. no static cache for a recurrent state).
+    absent: tuple[tuple[str, str], ...] = ()
+
     def allows(self, min_batch: int, needs: frozenset[str]) -> bool:
         """Whether an oracle needing ``min_batch`` rows and the features ``needs`` can run here."""
-        return (self.max_batch is None or self.max_batch >= min_batch) and needs <= self.features
+        return self.why_not(min_batch, needs) is None
+
+    def why_not(self, min_batch: int, needs: frozenset[str]) -> str | None:
+        """Why an oracle needing ``min_batch`` rows and the features ``needs`` cannot run here; None if it can."""
+        if self.max_batch is not None and self.max_batch < min_batch:
+            return f"runs batches of at most {self.max_batch} row(s); the oracle needs {min_batch}"
+        reasons = dict(self.absent)
+        missing = sorted(needs - self.features)
+        if not missing:
+            return None
+        return "; ".join(reasons.get(feature, f"the backend has no {feature}") for feature in missing)
 
     def both(self, other: Capabilities) -> Capabilities:
         """What two backends can both do (the cross lane drives them on the same cases)."""
         limits = [b for b in (self.max_batch, other.max_batch) if b is not None]
         return Capabilities(tuple(c for c in self.caches if c in other.caches), self.features & other.features,
-                            min(limits) if limits else None, tuple(d for d in self.dtypes if d in other.dtypes))
+                            min(limits) if limits else None, tuple(d for d in self.dtypes if d in other.dtypes),
+                            self.absent + other.absent)
 
 
 @dataclass

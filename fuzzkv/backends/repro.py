@@ -68,7 +68,7 @@ report("reused vs fresh", fresh, again, mask[:, :-1].bool())
     "batch": '''
 tokens, mask, batched = cached(subject, CASE, PAD, DEVICE)
 for row, prompt in enumerate(CASE["prompts"]):
-    alone = dict(CASE, prompts=[prompt], prefill_chunks=[len(prompt)])
+    alone = dict(CASE, prompts=[prompt], prefill_chunks=[len(prompt)], continuation=[])
     _, _, single = cached(subject, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
     where = mask[row, :-1].bool()
     n = int(where.sum())

@@ -111,6 +111,16 @@ class Store(ABC):
     def runs(self) -> list[dict[str, Any]]:
         """Every run, oldest first, as plain dicts."""
 
+    # -- sweeps ----------------------------------------------------------------------
+    def save_sweep(self, settings: dict[str, Any], versions: dict[str, Any], matrix: dict[str, Any]) -> int:
+        """Store one sweep's architecture x oracle matrix; returns its id. (A store that keeps no
+        sweeps says so; the sweep's own output still has the matrix.)"""
+        raise NotImplementedError(f"{type(self).__name__} keeps no sweeps")
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """Every stored sweep, oldest first, as plain dicts (id, created, settings, versions, matrix)."""
+        return []
+
     # -- failures --------------------------------------------------------------------
     @abstractmethod
     def save_failure(self, record: FailureRecord) -> int:
@@ -168,6 +178,7 @@ class MemoryStore(Store):
         self._failures: dict[int, FailureRecord] = {}
         self._baselines: list[BaselineRecord] = []
         self._examples: dict[bytes, list[bytes]] = {}
+        self._sweeps: list[dict[str, Any]] = []
 
     @property
     def runs_by_id(self) -> dict[int, dict[str, Any]]:
@@ -185,6 +196,15 @@ class MemoryStore(Store):
 
     def runs(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self._runs.values()]
+
+    def save_sweep(self, settings: dict[str, Any], versions: dict[str, Any], matrix: dict[str, Any]) -> int:
+        sweep_id = len(self._sweeps) + 1
+        self._sweeps.append({"id": sweep_id, "created": now(), "settings": json.loads(json.dumps(settings)),
+                             "versions": dict(versions), "matrix": json.loads(json.dumps(matrix))})
+        return sweep_id
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        return [dict(s) for s in self._sweeps]
 
     def _by_fingerprint(self, fingerprint: str) -> FailureRecord | None:
         return next((r for r in self._failures.values() if r.fingerprint == fingerprint), None)

@@ -37,7 +37,7 @@ from fuzzkv.case import Case
 from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Status, Store, now, redact_url
 from fuzzkv.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # How an older file is brought up to date, version by version. Only additive changes, so a
 # file upgraded here loses nothing and an older fuzzkv's rows read the same.
 MIGRATIONS = {
@@ -45,6 +45,7 @@ MIGRATIONS = {
         "ALTER TABLE runs ADD COLUMN failures INTEGER DEFAULT 0"),
     2: ("ALTER TABLE baselines ADD COLUMN rms_value FLOAT",
         "ALTER TABLE baselines ADD COLUMN rms_noise FLOAT"),
+    3: (),  # the sweeps table: created by create_all below, in each dialect's own DDL
 }
 
 
@@ -145,6 +146,17 @@ class BaselineRow(Base):
     rms_noise: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class SweepRow(Base):
+    """One ``fuzzkv sweep``: its settings, library versions and architecture x oracle matrix (schema 4)."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    settings: Mapped[dict] = mapped_column(Json)
+    versions: Mapped[dict] = mapped_column(Json)
+    matrix: Mapped[dict] = mapped_column(Json)
+
+
 class ExampleRow(Base):
     """Hypothesis's example database, kept in the same file (see fuzzkv.db.examples)."""
 
@@ -241,6 +253,7 @@ class SqlStore(Store):
             for version in range(found, SCHEMA_VERSION):
                 for statement in MIGRATIONS[version]:
                     connection.exec_driver_sql(statement.format(json=json_type))
+            Base.metadata.create_all(connection)  # tables added since (it creates only the missing ones)
             connection.exec_driver_sql(f"UPDATE fuzzkv_schema SET version = {SCHEMA_VERSION}")
 
     def _check_version(self) -> None:
@@ -292,6 +305,20 @@ class SqlStore(Store):
             return [{"id": r.id, "settings": r.settings, "versions": r.versions, "started": _utc(r.started),
                      "finished": _utc(r.finished), "examples": r.examples, "failures": r.failures or 0,
                      "outcome": r.outcome} for r in rows]
+
+    # -- sweeps ----------------------------------------------------------------------
+    def save_sweep(self, settings, versions, matrix):
+        with self._writing(), Session(self.engine) as session, session.begin():
+            row = SweepRow(created=now(), settings=settings, versions=versions, matrix=matrix)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def sweeps(self):
+        with Session(self.engine) as session:
+            rows = session.scalars(select(SweepRow).order_by(SweepRow.id)).all()
+            return [{"id": r.id, "created": _utc(r.created), "settings": r.settings, "versions": r.versions,
+                     "matrix": r.matrix} for r in rows if isinstance(r.matrix, dict)]
 
     # -- failures --------------------------------------------------------------------
     def save_failure(self, record):

@@ -20,7 +20,7 @@ def _batch(backend: Backend, case: Case) -> tuple[Trace, Trace]:
     batched = run_path("batched cached", backend.cached, case)
     rows = []
     for row, prompt in enumerate(case.prompts):
-        alone = replace(case, prompts=(prompt,), prefill_chunks=())
+        alone = replace(case, prompts=(prompt,), prefill_chunks=(), continuation=())
         forced = batched.tokens[row][batched.attention_mask[row].bool()].unsqueeze(0)
         rows.append(run_path(f"row {row} alone", backend.cached, alone, forced))
     return batched, _scatter(batched, rows)

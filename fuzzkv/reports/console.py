@@ -57,6 +57,9 @@ class ConsoleReporter:
     def _on_BackendUnsupported(self, e: events.BackendUnsupported) -> None:
         self._line(f"  unsupported by backend {e.lane}: {e.reason} (not a failure; its oracles are skipped)")
 
+    def _on_OracleSkipped(self, e: events.OracleSkipped) -> None:
+        self._line(f"oracle {e.oracle}{_lane(e.lane)}: not applicable: {e.reason}")
+
     def _on_OracleStarted(self, e: events.OracleStarted) -> None:
         self._line(f"oracle {e.oracle}{_lane(e.lane)}: {e.description}")
 

@@ -12,12 +12,14 @@ import secrets
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
 from fuzzkv import __version__
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.errors import UsageError
+from fuzzkv.matrix import STATES, Row
 from fuzzkv.reports import charts
 from fuzzkv.reports.failures import summary
 
@@ -64,6 +66,7 @@ def report_context(store: Store, *, model: str | None = None, run_id: int | None
         "history": _history(runs),
         "runs": list(reversed(runs))[:50],
         "part_labels": PART_LABELS,
+        "sweep": sweep_view(store.sweeps()[-1]) if model is None and run_id is None and store.sweeps() else None,
         # Defence in depth beside escaping: only the report's own script, carrying this nonce, may run.
         "nonce": secrets.token_urlsafe(16),
     }
@@ -109,3 +112,19 @@ def _history(runs: list[dict]) -> list[dict]:
         by_model.setdefault(run["settings"].get("model", "?"), []).append(run)
     return [{"model": name, "chart": charts.history_chart(model_runs[-40:])}
             for name, model_runs in sorted(by_model.items())]
+
+
+def sweep_view(stored: dict) -> dict:
+    """The latest stored sweep as the template's matrix: each cell with its short text."""
+    matrix = stored["matrix"]
+    rows: list[dict[str, Any]] = []
+    for data in matrix["rows"]:
+        row = Row.from_dict(data)
+        cells = {name: {"state": cell.state, "short": cell.short(), "detail": cell.detail}
+                 for name, cell in row.cells.items()}
+        rows.append({"model": row.model, "source": row.source, "seconds": row.seconds, "cells": cells,
+                     "root_causes": row.root_causes, "states": "|".join(sorted({c.state for c in row.cells.values()}))})
+    states = [state for state in STATES if any(state in str(row["states"]).split("|") for row in rows)]
+    return {"id": stored["id"], "created": stored["created"].strftime("%Y-%m-%d %H:%M UTC"), "rows": rows,
+            "oracles": matrix["oracles"], "states": states, "root_causes": matrix["root_causes"],
+            "seconds": matrix["seconds"], "versions": stored["versions"]}

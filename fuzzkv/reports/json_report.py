@@ -45,6 +45,9 @@ class JsonReporter:
                 "not_applicable": list(event.not_applicable), "blind": event.blind}
         elif isinstance(event, events.BackendUnsupported):
             self.data.setdefault("unsupported", {})[event.lane] = event.reason
+        elif isinstance(event, events.OracleSkipped):
+            key = event.oracle if event.lane == "hf" else f"{event.oracle}@{event.lane}"
+            self.data.setdefault("not_applicable", {})[key] = event.reason
         elif isinstance(event, events.OracleFinished):
             key = event.oracle if event.lane == "hf" else f"{event.oracle}@{event.lane}"
             self.data.setdefault("oracles", {})[key] = {

@@ -156,9 +156,10 @@ _sampled_from = _reused(st.sampled_from)
 @st.composite
 def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: bool = True, min_chunks: int = 1,
           padding: tuple[str, ...] | None = None, caches: tuple[str, ...] | None = None,
-          reuse: bool = False) -> Case:
+          reuse: bool = False, continued: bool = False) -> Case:
     """Whole cases; keyword arguments narrow the space to what an oracle needs.
 
+    ``continued`` also draws the continuation (else decoding is greedy).
     Right-padded cases generate one token only: decoding after right padding leaves
     padding between prompt and new tokens, where index-based schemes (sliding windows,
     MPT's ALiBi) legitimately disagree with a lone prompt; transformers documents right
@@ -178,4 +179,12 @@ def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: boo
         # A static cache fixes its batch size at first use, so only same-batch reuse is its contract.
         reuse_batch = len(rows) if cache == "static" else draw(st.integers(len(rows), len(rows) + space.max_batch))
     return Case(prompts=tuple(rows), padding_side=side, max_new_tokens=n_new, prefill_chunks=chunks,
-                cache=cache, dtype=space.dtype, reuse_batch=reuse_batch)
+                cache=cache, dtype=space.dtype, reuse_batch=reuse_batch,
+                continuation=draw(continuations(space, len(rows), n_new)) if continued else ())
+
+
+def continuations(space: CaseSpace, rows: int, new_tokens: int) -> st.SearchStrategy[tuple[tuple[int, ...], ...]]:
+    """The tokens fed after the prompts: greedy decoding (``()``, the simpler case Hypothesis shrinks to), or
+    ``new_tokens`` drawn tokens per row, fed one at a time through the cache."""
+    drawn = st.tuples(*[st.tuples(*[token_ids(space)] * new_tokens)] * rows)
+    return st.one_of(st.just(()), drawn)

@@ -1,0 +1,54 @@
+"""The local executor: ``--workers`` processes on this machine, one model each at a time.
+
+Each model runs in ``python -m fuzzkv.executors.worker``: a fresh interpreter, killed after the
+sweep's hang limit. A process that dies without a result is "crashed" (with the last line it
+printed); one killed at the limit is "hang".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from fuzzkv.executors import Collect, Executor
+from fuzzkv.sweep import SweepConfig
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __call__(self, config: SweepConfig, collect: Collect) -> None:
+        # Cores are shared out: two workers on two cores get one torch thread each.
+        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        with tempfile.TemporaryDirectory(prefix="fuzzkv-sweep-") as scratch, \
+                ThreadPoolExecutor(max_workers=config.workers) as pool:
+            settings = json.dumps(config.to_dict() | {"db_url": config.db_url})
+            running = [pool.submit(run_worker, model, settings, threads, config.hang_after, Path(scratch))
+                       for model in config.models]
+            for done in as_completed(running):
+                collect(done.result())
+
+
+def run_worker(model: str, settings: str, threads: int, hang_after: float, scratch: Path) -> dict[str, Any]:
+    """Fuzz ``model`` in a child interpreter; its result, or what became of it."""
+    out = scratch / f"{abs(hash(model))}-{time.monotonic_ns()}.json"
+    command = [sys.executable, "-m", "fuzzkv.executors.worker", model, settings, str(out), str(threads)]
+    started = time.monotonic()
+    try:
+        process = subprocess.run(command, capture_output=True, text=True, timeout=hang_after)
+    except subprocess.TimeoutExpired:
+        return {"model": model, "status": "hang", "seconds": round(time.monotonic() - started, 1),
+                "reason": f"no result within {hang_after:g} s: the worker was killed"}
+    if out.exists():
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+    last = (process.stderr.strip().splitlines() or ["(nothing printed)"])[-1][:300]
+    return {"model": model, "status": "crashed", "seconds": round(time.monotonic() - started, 1),
+            "reason": f"the worker exited with code {process.returncode} and no result: {last}"}

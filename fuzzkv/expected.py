@@ -1,0 +1,55 @@
+"""Divergences a library documents as intended: shown apart in a sweep, never failing it.
+
+A divergence is a finding until the library's own source or documentation says it is by design.
+Each entry names the architecture (``model_type``), the oracle (``"*"``: any), the condition on the
+minimal case under which it holds, the reason, and the evidence: a documentation URL or a source
+file and line of the installed release. An entry without such evidence does not belong here.
+
+Conditions are data: each key of ``when`` is a test in ``CONDITIONS`` on the case (a dict, as
+stored); every key must hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _padded(case: dict[str, Any]) -> bool:
+    return len({len(p) for p in case["prompts"]}) > 1
+
+
+CONDITIONS: dict[str, Callable[[dict[str, Any], Any], bool]] = {
+    "padded": lambda case, want: _padded(case) == want,  # rows of different lengths, so some padding
+    "padding_side": lambda case, want: case["padding_side"] == want,
+    "min_rows": lambda case, want: len(case["prompts"]) >= want,
+    "cache": lambda case, want: case["cache"] == want,
+    "dtype": lambda case, want: case["dtype"] == want,
+}
+
+
+@dataclass(frozen=True)
+class Expected:
+    model_type: str
+    oracle: str  # an oracle name, or "*"
+    reason: str
+    evidence: str  # documentation URL or "path/in/the/library.py:line (version)"
+    when: dict[str, Any] = field(default_factory=dict)
+
+    def covers(self, model_type: str, oracle: str, case: dict[str, Any]) -> bool:
+        return (self.model_type == model_type and self.oracle in ("*", oracle)
+                and all(CONDITIONS[key](case, want) for key, want in self.when.items()))
+
+
+# Filled only from triaged sweep findings, each with the library's own word for it.
+EXPECTED: tuple[Expected, ...] = ()
+
+
+def expected_reason(model_type: str, oracle: str, case: dict[str, Any],
+                    table: tuple[Expected, ...] | None = None) -> str | None:
+    """Why a finding of ``oracle`` on ``model_type`` at ``case`` is intended (with its evidence), or None."""
+    for entry in EXPECTED if table is None else table:
+        if entry.covers(model_type, oracle, case):
+            return f"{entry.reason} (evidence: {entry.evidence})"
+    return None

@@ -1,0 +1,72 @@
+"""Planted bugs in the parts of a model that only the generic reach exercises: a norm weight applied
+wrongly under the cache, and a recurrent (SSM) state updated wrongly under the cache. Loaded through
+the factory form (``tests.broken_architectures:NAME``); weights are fuzzkv's sensitive init."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from transformers import AutoConfig, Gemma2ForCausalLM, MambaForCausalLM
+
+from fuzzkv import registry
+from fuzzkv.backends import hf_shrink
+from fuzzkv.backends.hf_paths import sensitise
+
+STATE_DECAY = 0.9  # the planted bug decays a cached recurrent state once more per step
+
+
+def _cache(kwargs):
+    return kwargs.get("cache", kwargs.get("past_key_values"))
+
+
+class NormWeightDroppedWhenCached(Gemma2ForCausalLM):
+    """Cached decoding steps apply the final norm without its weight (Gemma's ``1 + w`` norm as if w = 0).
+    transformers initialises those weights to zero, which hides the bug: only a sensitive init shows it."""
+
+    def forward(self, *args, **kwargs):
+        cache = _cache(kwargs)
+        decoding = cache is not None and int(cache.get_seq_length()) > 0
+        with _zeroed(self.model.norm.weight) if decoding else contextlib.nullcontext():
+            return super().forward(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _zeroed(weight):
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.zero_()
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+
+
+class StateDecayedWhenCached(MambaForCausalLM):
+    """Each cached step multiplies the stored SSM state by STATE_DECAY before using it (a decay applied twice)."""
+
+    def forward(self, *args, **kwargs):
+        cache = _cache(kwargs)
+        for layer in cache.layers if cache is not None else ():  # transformers 5.24: one state layer per block
+            if layer.has_previous_state[0]:
+                layer.recurrent_states[0] = layer.recurrent_states[0] * STATE_DECAY
+        return super().forward(*args, **kwargs)
+
+
+def _built(cls, config: dict):
+    config = dict(config)
+    cfg = AutoConfig.for_model(config.pop("model_type"), **config)
+    torch.manual_seed(0)
+    model = cls(cfg)
+    sensitise(model, 0.2)
+    return model.eval()
+
+
+def norm_weight_dropped_when_cached():
+    spec = registry.get("gemma-2-2b")
+    return _built(NormWeightDroppedWhenCached, {"model_type": spec.model_type, **spec.config_for("tiny")})
+
+
+def state_decayed_when_cached():
+    return _built(StateDecayedWhenCached, hf_shrink.tiny_config("mamba"))
