@@ -22,8 +22,11 @@ def config_object(config: dict):
 
 
 def tiny_model(model_type: str, seed: int = 0):
+    # The config first: the first tiny_config of a type builds and runs a model (drawing from the global
+    # generator) and later ones come from its cache, so seeding before it would seed different draws.
+    config = hf_shrink.tiny_config(model_type)
     torch.manual_seed(seed)
-    model = hf_shrink.build(hf_shrink.tiny_config(model_type))
+    model = hf_shrink.build(config)
     sensitise(model, 0.2)
     return model
 
