@@ -136,15 +136,21 @@ def accepts(model, name):
     return False
 
 
-def cache_keyword(model):
-    """The name under which ``model``'s forward takes the cache: the first forward in its class
-    hierarchy that names one decides (a subclass may take it through ``**kwargs``)."""
+def declared_cache_keyword(model):
+    """The name under which ``model``'s forward takes the cache, or None when no forward in its class
+    hierarchy names one (RWKV's ``state``, OpenAI GPT): the first forward that names one decides (a
+    subclass may take it through ``**kwargs``)."""
     for cls in type(model).__mro__:
         forward = cls.__dict__.get("forward")
         names = [name for name in CACHE_KEYWORDS if forward is not None and takes(forward, name)]
         if names:
             return names[0]
-    return "past_key_values"
+    return None
+
+
+def cache_keyword(model):
+    """The name under which ``model``'s forward takes the cache (``past_key_values`` where none is declared)."""
+    return declared_cache_keyword(model) or "past_key_values"
 
 
 def returned_cache(output):

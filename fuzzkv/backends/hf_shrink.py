@@ -13,7 +13,6 @@ scalars that lay out a hybrid stack, ``FAMILY_FIXES`` holds the few corrections 
 from __future__ import annotations
 
 import functools
-import inspect
 import itertools
 import json
 from collections.abc import Callable
@@ -541,19 +540,6 @@ def build(config: dict, attn: str = "eager") -> transformers.PreTrainedModel:
     return model.eval()
 
 
-def cache_keyword(model: transformers.PreTrainedModel) -> str | None:
-    """The keyword ``model``'s forward takes its cache by: ``cache`` in transformers 5.24, ``past_key_values``
-    before; None when it takes neither (RWKV's ``state``, OpenAI GPT). The first forward in the class
-    hierarchy that names one decides: a subclass may pass it on through ``**kwargs``."""
-    for cls in type(model).__mro__:
-        forward = cls.__dict__.get("forward")
-        parameters = inspect.signature(forward).parameters if forward is not None else {}
-        named = [name for name in ("cache", "past_key_values") if name in parameters]
-        if named:
-            return named[0]
-    return None
-
-
 @torch.no_grad()
 def cached_vs_uncached(model: transformers.PreTrainedModel, seed: int = 0) -> float:
     """The largest |logit difference| between a cached decode step (prefill PROMPT tokens, then one) and one
@@ -566,7 +552,7 @@ def cached_vs_uncached(model: transformers.PreTrainedModel, seed: int = 0) -> fl
 def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The last position's logits from a cached decode step and from one uncached pass: ([1, V], [1, V]).
     Driven by fuzzkv's own path code (``hf_paths``), so a model builds here exactly when fuzzkv can drive it."""
-    if cache_keyword(model) is None:
+    if hf_paths.declared_cache_keyword(model) is None:
         raise CannotBuild(f"{type(model).__name__}.forward takes no cache (only its own state, if any)")
     vocab = model.config.get_text_config().vocab_size
     tokens = torch.randint(0, vocab, (PROMPT + 2,), generator=torch.Generator().manual_seed(seed)).tolist()

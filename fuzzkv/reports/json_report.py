@@ -22,6 +22,11 @@ def failure_json(event: events.FailureFound) -> dict:
     }
 
 
+def _oracle_key(oracle: str, lane: str) -> str:
+    """An oracle's key in the run's JSON: its name on the transformers lane, ``name@lane`` on another."""
+    return oracle if lane == "hf" else f"{oracle}@{lane}"
+
+
 class JsonReporter:
     """Collects events; :meth:`finish` prints the run as one JSON object."""
 
@@ -46,11 +51,9 @@ class JsonReporter:
         elif isinstance(event, events.BackendUnsupported):
             self.data.setdefault("unsupported", {})[event.lane] = event.reason
         elif isinstance(event, events.OracleSkipped):
-            key = event.oracle if event.lane == "hf" else f"{event.oracle}@{event.lane}"
-            self.data.setdefault("not_applicable", {})[key] = event.reason
+            self.data.setdefault("not_applicable", {})[_oracle_key(event.oracle, event.lane)] = event.reason
         elif isinstance(event, events.OracleFinished):
-            key = event.oracle if event.lane == "hf" else f"{event.oracle}@{event.lane}"
-            self.data.setdefault("oracles", {})[key] = {
+            self.data.setdefault("oracles", {})[_oracle_key(event.oracle, event.lane)] = {
                 "examples": event.examples, "failures": event.failures, "seconds": round(event.elapsed, 3),
                 "stopped_by_time": event.stopped_by_time, "first_failure_at": event.first_failure_at}
         elif isinstance(event, events.FailureFound):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from fuzzkv.matrix import STATES, Cell, Row
+from fuzzkv.matrix import STATES, Row
 
 
 def progress_line(row: Row, done: int, total: int) -> str:
@@ -22,7 +22,7 @@ def write_matrix(matrix: dict[str, Any], out: TextIO) -> None:
     """The matrix as a table, then each root cause and the totals."""
     oracles = matrix["oracles"]
     rows = [Row.from_dict(data) for data in matrix["rows"]]
-    table = [("architecture", *oracles)] + [(row.model, *(_short(row.cells[o]) for o in oracles)) for row in rows]
+    table = [("architecture", *oracles)] + [(row.model, *(row.cells[o].short() for o in oracles)) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:
         out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
@@ -39,7 +39,3 @@ def write_matrix(matrix: dict[str, Any], out: TextIO) -> None:
         out.write(f"  {row.model}: {row.status}: {row.reason}\n")
     counts = ", ".join(f"{n} {state}" for state, n in matrix["counts"].items() if n)
     out.write(f"\n{len(rows)} architecture(s) x {len(oracles)} oracle(s) in {matrix['seconds']:.0f} s: {counts}\n")
-
-
-def _short(cell: Cell) -> str:
-    return cell.short()
