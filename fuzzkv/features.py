@@ -3,3 +3,4 @@
 STATIC_CACHE = "static-cache"  # a preallocated cache of fixed length
 CACHE_RESET = "cache-reset"  # a cache can be reset and reused (the ``reused`` path)
 CACHE_CONTENTS = "cache-contents"  # the cache's keys and values can be read back for diagnosis
+PADDED_POSITIONS = "padded-positions"  # a left-padded row can be given its real positions, so it equals the row alone

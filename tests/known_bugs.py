@@ -40,6 +40,13 @@ SCRIPTED = [
     ("transformers-zamba2-nemotronh-decode-skips-dt-clamp", (5, 24)),
     ("transformers-dynamiccache-reset-keeps-state-batch", (5, 24)),
     ("transformers-falcon-alibi-static-cache-generate", (5, 24)),
+    ("transformers-gpt-neo-local-attention-static-cache", (5, 24)),
+    ("transformers-hybrid-sliding-static-generate-mask", (5, 24)),
+    ("transformers-inkling-static-cache-query-offset-alias", (5, 24)),
+    ("transformers-llama4-temperature-tuning-ignores-position-ids", (5, 24)),
+    ("transformers-dsa-indexer-topk-tie-order", (5, 24)),
+    ("transformers-doge-dynamic-mask-topk-tie-order", (5, 24)),
+    ("transformers-deepseek-v4-compressor-ignores-padding", (5, 24)),
 ]
 
 

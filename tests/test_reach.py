@@ -118,3 +118,26 @@ def test_models_all_rows_say_source_kind_features_and_whether_it_builds():
     assert set(qwen3.to_dict()) >= {"name", "model_type", "source", "features", "builds"}
     names = sweep_names()
     assert "qwen3" in names and "bert" not in names and len(names) == len(set(names))
+
+
+@modern
+def test_what_a_library_cannot_do_is_not_applicable_with_its_reason_and_what_it_intends_is_expected():
+    # TrOCR numbers positions from the cache length (no position ids): a left-padded row is shifted in every
+    # path, so the batch oracle has no meaning there. CPM-Ant's forward cannot use a static cache, and its
+    # bidirectional context makes any cache an approximation by design: shown as expected, with the source line.
+    from fuzzkv.backends.loader import load_lanes
+    from fuzzkv.config import RunConfig
+    from fuzzkv.expected import expected_reason
+    from fuzzkv.oracles import ORACLES
+
+    def absent(name: str) -> dict[str, str]:
+        capabilities = load_lanes(RunConfig(model=name, scale="tiny", db_url="memory:")).lanes["hf"].capabilities
+        return dict(capabilities.absent)
+
+    assert ORACLES["batch"].needs <= {"padded-positions"}
+    assert "counts positions from the cache length" in absent("trocr")["padded-positions"]
+    assert "padded-positions" not in absent("gpt2")
+    assert "growing cache only" in absent("cpmant")["static-cache"]
+    case = Case(prompts=((1, 1),)).to_dict()
+    assert "modeling_cpmant.py:626" in (expected_reason("cpmant", "decode", case) or "")
+    assert expected_reason("cpmant", "batch", case) is None and expected_reason("gpt2", "decode", case) is None

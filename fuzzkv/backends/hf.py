@@ -22,7 +22,7 @@ from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.interface import CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
-from fuzzkv.features import CACHE_CONTENTS, CACHE_RESET, STATIC_CACHE  # noqa: E402
+from fuzzkv.features import CACHE_CONTENTS, CACHE_RESET, PADDED_POSITIONS, STATIC_CACHE  # noqa: E402
 from fuzzkv.verdict import Bounds  # noqa: E402
 
 if TYPE_CHECKING:
@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 # batch size and explicit cache positions. fuzzkv drives the dynamic cache there, and leaves
 # the static-cache and reuse oracles to 5.x.
 MODERN = hf_paths.transformers_major() >= 5
-CAPABILITIES = (Capabilities(("dynamic", "static"), frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS}))
-                if MODERN else Capabilities(("dynamic",)))
+CAPABILITIES = (Capabilities(("dynamic", "static"),
+                             frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS}))
+                if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
 
 
 class HFBackend(DrivenBackend):
@@ -146,17 +147,19 @@ def _set_attention(model: Any, attn: str, name: str) -> bool:
 
 
 def _capabilities(model: Any) -> Capabilities:
-    """What fuzzkv can drive for this model: the static cache only where transformers builds one for its
-    config, and key/value contents only where every cache layer holds keys and values (a recurrent or
-    linear-attention state does not)."""
-    if not MODERN:
-        return CAPABILITIES
+    """What fuzzkv can drive for this model: padded batches only where the model can take a padded row's real
+    positions (``hf_paths.POSITIONS_FROM_CACHE_LENGTH``); the static cache only where transformers builds one
+    for its config and the model's forward can use it (``hf_paths.NO_STATIC_CACHE``); key/value contents only
+    where every cache layer holds keys and values (a recurrent or linear-attention state does not)."""
     absent: list[tuple[str, str]] = []
-    try:
-        hf_paths.new_cache(model, "static", 8)
-    except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a static cache?"
-        absent.append((STATIC_CACHE, f"transformers builds no StaticCache for this config ({type(exc).__name__}: "
-                                     f"{(str(exc).splitlines() or [''])[0][:160]})"))
+    positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
+    if positions_why:
+        absent.append((PADDED_POSITIONS, positions_why))
+    if not MODERN:
+        return Capabilities(CAPABILITIES.caches, CAPABILITIES.features - {f for f, _ in absent}, absent=tuple(absent))
+    static_why = hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
+    if static_why:
+        absent.append((STATIC_CACHE, static_why))
     state_layers = sorted({type(layer).__name__ for layer in hf_paths.new_cache(model, "dynamic", 8).layers
                            if not _holds_keys_and_values(type(layer))})
     if state_layers:
@@ -164,6 +167,16 @@ def _capabilities(model: Any) -> Capabilities:
     features = CAPABILITIES.features - {feature for feature, _ in absent}
     caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
     return Capabilities(caches, features, absent=tuple(absent))
+
+
+def _no_static_cache(model: Any) -> str | None:
+    """Why transformers builds no StaticCache for this model's config (its own answer), or None."""
+    try:
+        hf_paths.new_cache(model, "static", 8)
+    except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a static cache?"
+        return (f"transformers builds no StaticCache for this config ({type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:160]})")
+    return None
 
 
 def _holds_keys_and_values(layer: type) -> bool:

@@ -211,6 +211,24 @@ MASK_AS_LONG_AS_STATIC_CACHE = ("bloom", "falcon", "mpt")
 # the cached prefix itself, so it needs the full input_ids"). They take no mask and no positions.
 WHOLE_SEQUENCE_WHEN_CACHED = ("cpmant",)
 
+# Models whose forward takes no position ids and numbers absolute positions from the cache length
+# (modeling_trocr.py: TrOCRLearnedPositionalEmbedding gets the past length, never the mask), so a left-padded
+# row is shifted by its padding in every path, uncached and generate() alike: the library gives no way to
+# batch rows of different lengths, and the batch oracle does not apply. The reason is reported.
+POSITIONS_FROM_CACHE_LENGTH = {
+    "trocr": "TrOCR's decoder takes no position ids and counts positions from the cache length "
+             "(modeling_trocr.py TrOCRLearnedPositionalEmbedding), so a left-padded row is shifted by its padding "
+             "in every path, generate() included",
+}
+
+# Models for which transformers builds a StaticCache from the config but whose forward cannot use one, with
+# the reason fuzzkv reports for the static-cache oracles it skips. Nothing in the library claims they can.
+NO_STATIC_CACHE = {
+    "cpmant": "CPM-Ant's forward handles a growing cache only: it prepends `prompt_length` tokens a static cache "
+              "is not sized for and sizes its mask and position bias to the tokens so far (its generate() with "
+              "cache_implementation='static' raises IndexError too; no static-cache support is declared)",
+}
+
 
 class CachedForward:
     """One cached forward over ``tokens[:, start:start+size]``: the step the cached path repeats."""
@@ -311,6 +329,10 @@ def generate(model, case, pad_id, device, cache_implementation=None):
     ids, mask = padded(case, pad_id, device)
     n = case["max_new_tokens"]
     extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    # generate() sizes a static cache to the largest it sized on this model before (transformers 5.x keeps
+    # _previous_max_cache_length to avoid recompiling): forget it, so a case's result never depends on the
+    # cases before it and its reproduction script (a fresh model) reproduces it.
+    model.__dict__.pop("_previous_max_cache_length", None)
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)

@@ -155,6 +155,15 @@ FAMILY_FIXES: dict[str, dict] = {
              "num_hidden_layers": 6, "n_input_layers": 2, "n_recurrent_layers": 2, "n_output_layers": 2},
 }
 
+# Families whose default config lays out a stack no released checkpoint has, with the layout the released
+# checkpoints follow (applied to the defaults, so --scale full and the tiny twin both get it). Bamba-9B and
+# Granite 4.0-H interleave attention layers with their Mamba2 layers; their defaults are Mamba2 only, a stack
+# whose cache cannot even report its length (transformers 5.24 raises in get_seq_length).
+RELEASED_LAYOUTS: dict[str, dict] = {
+    "bamba": {"attn_layer_indices": [9, 18, 27]},  # Bamba-9B: 3 attention layers in 32
+    "granitemoehybrid": {"layer_types": ["attention" if i % 10 == 9 else "mamba" for i in range(32)]},  # 1 in 10
+}
+
 # What the config class cannot tell: families whose causal-LM head is not a left-to-right decoder.
 KIND_TABLE = {
     "reformer": ("encoder", "Reformer's LM head needs is_decoder=True, and its LSH/chunked attention keeps no KV cache"),
@@ -215,9 +224,10 @@ def _class_defaults(model_type: str) -> dict:
 
 
 def default_config(model_type: str) -> dict:
-    """The config class's defaults (for_model(model_type).to_dict()), JSON-serialisable, with "model_type"."""
+    """The config class's defaults (for_model(model_type).to_dict()), JSON-serialisable, with "model_type", and
+    the layer layout of the family's released checkpoints where the defaults have none (``RELEASED_LAYOUTS``)."""
     try:
-        config = AutoConfig.for_model(model_type)
+        config = AutoConfig.for_model(model_type, **RELEASED_LAYOUTS.get(model_type, {}))
     except Exception as exc:  # noqa: BLE001 - a config class whose own defaults do not validate
         raise CannotBuild(f"its default config does not validate: {_first_line(exc)}") from None
     return _plain(config.to_dict(), model_type)

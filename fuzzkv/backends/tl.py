@@ -27,6 +27,7 @@ from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.hf import HFBackend  # noqa: E402
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
+from fuzzkv.features import PADDED_POSITIONS  # noqa: E402
 from fuzzkv.verdict import Bounds  # noqa: E402
 
 SilentlyUncached = hf_paths.SilentlyUncached
@@ -87,7 +88,8 @@ class TLBackend(DrivenBackend):
     """Runs a TransformerBridge built from an HF backend's model."""
 
     name = "tl"
-    capabilities = Capabilities(caches=("dynamic",))  # the bridge drives transformers' DynamicCache
+    # the bridge drives transformers' DynamicCache, and takes a padded row's positions from the mask
+    capabilities = Capabilities(caches=("dynamic",), features=frozenset({PADDED_POSITIONS}))
 
     def __init__(self, hf: HFBackend):
         self.hf, self.info = hf, hf.info

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from hypothesis.strategies import SearchStrategy
 
 from fuzzkv.case import Case
-from fuzzkv.features import CACHE_RESET, STATIC_CACHE
+from fuzzkv.features import CACHE_RESET, PADDED_POSITIONS, STATIC_CACHE
 from fuzzkv.strategies import CaseSpace, cases
 
 
@@ -41,7 +41,8 @@ ORACLES: dict[str, Oracle] = _oracles(
     Oracle("decode", "incremental cached decoding vs one teacher-forced uncached forward",
            lambda s: cases(s, continued=True), "core"),
     Oracle("batch", "each row of a padded batch vs the same prompt alone at batch size 1",
-           lambda s: cases(s, min_batch=2, chunked=False, continued=True), "core", ("hf", "tl"), min_batch=2),
+           lambda s: cases(s, min_batch=2, chunked=False, continued=True), "core", ("hf", "tl"), min_batch=2,
+           needs=frozenset({PADDED_POSITIONS})),
     Oracle("chunked", "prefill fed in chunks vs in one pass",
            lambda s: cases(s, min_chunks=2, continued=True), "core", ("hf", "tl")),
     Oracle("cache-impl", "static cache vs dynamic cache",
