@@ -23,7 +23,7 @@ from fuzzkv.backends.interface import Backend, PathError, Trace
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import ExampleDeadline, pairs_of, within
-from fuzzkv.verdict import Bounds
+from fuzzkv.verdict import PRECISE_SHARE, Bounds
 
 # Measured on clean models (README, "Tolerances"): over 100+ search cases per oracle, the largest
 # cached-vs-uncached difference stayed within 2.4x the largest one over the calibration cases.
@@ -33,10 +33,6 @@ ESTIMATED_NOISE_RATIO = 8.0
 RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
 PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
 ACCUMULATION = {"float32": 8.0, "bfloat16": 1.0, "float16": 1.0}
-# A difference in the higher precision above this share of the run's own is not rounding: a bug
-# keeps its size there, while rounding shrinks by orders of magnitude (to 1/8 at most measured:
-# models compute rotary angles in float32 even in a float64 model).
-PRECISE_SHARE = 1 / 2
 
 
 @dataclass(frozen=True)

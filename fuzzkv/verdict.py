@@ -13,6 +13,12 @@ from typing import Literal
 
 from fuzzkv.case import Case
 
+# A difference in the higher precision (float64 for float32, float32 for half dtypes) above this share of the
+# run's own is not rounding: a bug keeps its size there, while rounding shrinks by orders of magnitude (to 1/8
+# at most measured: models compute rotary angles in float32 even in a float64 model). Calibration and the
+# re-check of near-bound mismatches (fuzzkv.oracles.check) both use it.
+PRECISE_SHARE = 1 / 2
+
 # "pass": the paths agree; "mismatch": logits differ past the tolerance; "error": a path raised
 # (or produced non-finite logits, or hung) where the other did not.
 Kind = Literal["pass", "mismatch", "error"]
@@ -46,6 +52,9 @@ class Metrics:
     # a broad shift of the distribution (what cache bugs cause) shows here long before the max does.
     rms_diff: float = 0.0
     rms_tolerance: float | None = None
+    # A mismatch close to its bounds is re-run in the higher precision: the same comparison's largest
+    # difference there (None: not re-checked). A bug keeps its size; rounding does not.
+    precise_diff: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,4 +96,5 @@ class Verdict:
         if m.max_abs_diff <= self.tolerance and m.rms_tolerance is not None:
             return (f"{self.oracle}{what}: rms |diff| {m.rms_diff:.3g} > rms tolerance {m.rms_tolerance:.3g} "
                     f"(max |diff| {m.max_abs_diff:.3g}, tolerance {self.tolerance:.3g}){where}")
-        return f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}"
+        precise = f"; {m.precise_diff:.3g} in the higher precision" if m.precise_diff is not None else ""
+        return f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}{precise}"

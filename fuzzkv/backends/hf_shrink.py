@@ -158,10 +158,14 @@ FAMILY_FIXES: dict[str, dict] = {
 # Families whose default config lays out a stack no released checkpoint has, with the layout the released
 # checkpoints follow (applied to the defaults, so --scale full and the tiny twin both get it). Bamba-9B and
 # Granite 4.0-H interleave attention layers with their Mamba2 layers; their defaults are Mamba2 only, a stack
-# whose cache cannot even report its length (transformers 5.24 raises in get_seq_length).
+# whose cache cannot even report its length (transformers 5.24 raises in get_seq_length). LFM2's default has
+# no convolution layer at all, so its convolution state would never be fuzzed.
 RELEASED_LAYOUTS: dict[str, dict] = {
     "bamba": {"attn_layer_indices": [9, 18, 27]},  # Bamba-9B: 3 attention layers in 32
     "granitemoehybrid": {"layer_types": ["attention" if i % 10 == 9 else "mamba" for i in range(32)]},  # 1 in 10
+    # LFM2: 10 short-convolution and 6 attention blocks in 16 (the default is attention only, so no conv state)
+    "lfm2": {"num_hidden_layers": 16, "full_attn_idxs": [2, 5, 8, 10, 12, 14],
+             "layer_types": ["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)]},
 }
 
 # What the config class cannot tell: families whose causal-LM head is not a left-to-right decoder.

@@ -229,6 +229,14 @@ class Lane(ABC):
     def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
         return self.backends[0].texts(prompts)
 
+    def precise_subject(self) -> Any | None:
+        """``subject`` with every path in the higher precision, to tell rounding from a bug in a mismatch
+        close to its bounds; None where the lane has none. Freed again by :meth:`release_precise`."""
+        return None
+
+    def release_precise(self) -> None:
+        """Free what :meth:`precise_subject` built."""
+
     def canary(self, kind: str, logit_scale: float) -> Lane | None:
         """This lane with the planted bug ``kind`` in its cached path (see :mod:`fuzzkv.canaries`);
         None where it cannot be planted."""

@@ -36,6 +36,12 @@ class BackendLane(Lane):
     def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
         return self.backend.reproduction(oracle, case, bounds)
 
+    def precise_subject(self) -> Backend | None:
+        return self.backend.precise_view()
+
+    def release_precise(self) -> None:
+        self.backend.release_precise()
+
     def canary(self, kind: str, logit_scale: float) -> Lane | None:
         planted = self.backend.mutant(kind, logit_scale)
         return BackendLane(planted) if planted is not None else None

@@ -11,6 +11,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import torch
@@ -19,7 +20,13 @@ from fuzzkv.backends.interface import Backend, Lane, PathError, Trace
 from fuzzkv.case import Case
 from fuzzkv.comparison import compare
 from fuzzkv.oracles import Oracle
-from fuzzkv.verdict import Bounds, Metrics, Verdict
+from fuzzkv.verdict import PRECISE_SHARE, Bounds, Metrics, Verdict
+
+# A mismatch at most this many times its bounds may be rounding that calibration's cases did not reach (a
+# long tail, measured on tiny hybrid and MoE models at 1.1-1.8x). It is re-run in the higher precision, where
+# rounding shrinks and a bug keeps its size. Further out no rounding explains it, and a bug that shows only in
+# the run's dtype (a top-k tie broken differently in float32) stays a finding.
+RECHECK_WITHIN = 4.0
 
 Comparison = tuple[str, Trace, Trace]  # (label, reference, candidate)
 Pairs = Callable[[Any, Case], list[Comparison]]
@@ -54,8 +61,33 @@ def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
             worst = (label, metrics)
     assert worst is not None, f"oracle {oracle.name} made no comparison"
     label, metrics = worst
-    return Verdict(oracle.name, case, "mismatch" if _beyond(metrics, bounds) > 1 else "pass", tolerance,
-                   metrics=metrics, comparison=label)
+    beyond = _beyond(metrics, bounds)
+    if 1 < beyond <= RECHECK_WITHIN:
+        metrics = replace(metrics, precise_diff=_precise_difference(oracle, lane, case, label))
+        if metrics.precise_diff is not None and metrics.precise_diff <= PRECISE_SHARE * metrics.max_abs_diff:
+            beyond = 0.0  # rounding: the difference shrinks in the higher precision
+    return Verdict(oracle.name, case, "mismatch" if beyond > 1 else "pass", tolerance, metrics=metrics,
+                   comparison=label)
+
+
+def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str) -> float | None:
+    """The largest difference of comparison ``label`` re-run in the higher precision; None where it cannot be."""
+    subject = lane.precise_subject()
+    try:
+        if subject is None:
+            return None
+        for precise_label, reference, candidate in pairs_of(oracle)(subject, case):
+            if precise_label == label:
+                checked = reference.checked & candidate.checked
+                if not bool(torch.isfinite(reference.logits[checked]).all()):
+                    return None  # a fully masked padding query is NaN in float64 eager attention: no answer
+                diff = (reference.logits.double() - candidate.logits.double()).abs().amax(-1)
+                return float(diff.masked_fill(~checked, 0.0).max())
+        return None
+    except PathError:
+        return None  # the precise paths cannot run this case: the mismatch stands
+    finally:
+        lane.release_precise()  # a full-size precise twin is as large as the model: never keep it
 
 
 def _beyond(metrics: Metrics, bounds: Bounds) -> float:
