@@ -47,6 +47,7 @@ SCRIPTED = [
     ("transformers-dsa-indexer-topk-tie-order", (5, 24)),
     ("transformers-doge-dynamic-mask-topk-tie-order", (5, 24)),
     ("transformers-deepseek-v4-compressor-ignores-padding", (5, 24)),
+    ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", (5, 24)),
 ]
 
 
