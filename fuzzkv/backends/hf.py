@@ -155,8 +155,16 @@ def _capabilities(model: Any) -> Capabilities:
     positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
     if positions_why:
         absent.append((PADDED_POSITIONS, positions_why))
-    if not MODERN:
-        return Capabilities(CAPABILITIES.caches, CAPABILITIES.features - {f for f, _ in absent}, absent=tuple(absent))
+    if MODERN:  # 4.x: the dynamic cache only, driven without cache classes to inspect
+        absent += _absent_cache_features(model)
+    features = CAPABILITIES.features - {feature for feature, _ in absent}
+    caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
+    return Capabilities(caches, features, absent=tuple(absent))
+
+
+def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
+    """The cache features transformers 5.x cannot give this model, each with why."""
+    absent = []
     static_why = hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
     if static_why:
         absent.append((STATIC_CACHE, static_why))
@@ -164,9 +172,7 @@ def _capabilities(model: Any) -> Capabilities:
                            if not _holds_keys_and_values(type(layer))})
     if state_layers:
         absent.append((CACHE_CONTENTS, f"its cache holds states that are not key/value pairs ({', '.join(state_layers)})"))
-    features = CAPABILITIES.features - {feature for feature, _ in absent}
-    caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
-    return Capabilities(caches, features, absent=tuple(absent))
+    return absent
 
 
 def _no_static_cache(model: Any) -> str | None:

@@ -63,14 +63,14 @@ def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
     label, metrics = worst
     beyond = _beyond(metrics, bounds)
     if 1 < beyond <= RECHECK_WITHIN:
-        metrics = replace(metrics, precise_diff=_precise_difference(oracle, lane, case, label))
+        metrics = replace(metrics, precise_diff=_precise_difference(oracle, lane, case, label, bounds))
         if metrics.precise_diff is not None and metrics.precise_diff <= PRECISE_SHARE * metrics.max_abs_diff:
             beyond = 0.0  # rounding: the difference shrinks in the higher precision
     return Verdict(oracle.name, case, "mismatch" if beyond > 1 else "pass", tolerance, metrics=metrics,
                    comparison=label)
 
 
-def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str) -> float | None:
+def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str, bounds: Bounds) -> float | None:
     """The largest difference of comparison ``label`` re-run in the higher precision; None where it cannot be."""
     subject = lane.precise_subject()
     try:
@@ -78,11 +78,10 @@ def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str) -> f
             return None
         for precise_label, reference, candidate in pairs_of(oracle)(subject, case):
             if precise_label == label:
-                checked = reference.checked & candidate.checked
-                if not bool(torch.isfinite(reference.logits[checked]).all()):
+                if _non_finite(reference, candidate):
                     return None  # a fully masked padding query is NaN in float64 eager attention: no answer
-                diff = (reference.logits.double() - candidate.logits.double()).abs().amax(-1)
-                return float(diff.masked_fill(~checked, 0.0).max())
+                return compare(reference.logits, candidate.logits, reference.checked & candidate.checked,
+                               bounds).max_abs_diff
         return None
     except PathError:
         return None  # the precise paths cannot run this case: the mismatch stands
