@@ -33,6 +33,9 @@ class Case:
         tokens, one at a time through the cached path (teacher-forced decoding); empty:
         greedy decoding picks them. Random-weight models often decode one repeated token,
         so drawn continuations give the decode path variety; the property holds for any.
+    settings: the knobs of the cache surface an oracle drives, drawn with the case and shrunk with
+        it, as (name, value) pairs of JSON scalars: beam width, the cache operation a prefix goes
+        through, a paged cache's page size and block count (empty for the core oracles).
     """
 
     prompts: tuple[tuple[int, ...], ...]
@@ -43,11 +46,14 @@ class Case:
     dtype: str = "float32"
     reuse_batch: int = 0
     continuation: tuple[tuple[int, ...], ...] = ()
+    settings: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise lists to tuples so equal cases hash and compare equal.
         object.__setattr__(self, "prompts", tuple(tuple(int(t) for t in p) for p in self.prompts))
         object.__setattr__(self, "continuation", tuple(tuple(int(t) for t in row) for row in self.continuation))
+        items = self.settings.items() if isinstance(self.settings, dict) else self.settings
+        object.__setattr__(self, "settings", tuple(sorted((str(k), v) for k, v in items)))
         chunks = tuple(int(c) for c in self.prefill_chunks) or (self.padded_length,)
         object.__setattr__(self, "prefill_chunks", chunks)
         self._validate()
@@ -68,6 +74,8 @@ class Case:
         if self.continuation and (len(self.continuation) != self.batch_size
                                   or any(len(row) != self.max_new_tokens for row in self.continuation)):
             raise ValueError("continuation must hold max_new_tokens tokens for each row (or be empty: greedy)")
+        if any(not isinstance(v, (bool, int, float, str)) for _, v in self.settings):
+            raise ValueError("settings must map names to JSON scalars")
 
     @property
     def batch_size(self) -> int:
@@ -91,6 +99,11 @@ class Case:
             data["continuation"] = [list(row) for row in self.continuation]
         else:
             del data["continuation"]
+        # Likewise a case without surface settings keeps its stored form.
+        if self.settings:
+            data["settings"] = dict(self.settings)
+        else:
+            del data["settings"]
         return data
 
     def to_json(self) -> str:
@@ -106,13 +119,18 @@ class Case:
     def from_json(cls, text: str) -> Case:
         return cls.from_dict(json.loads(text))
 
+    def setting(self, name: str, default: Any = None) -> Any:
+        """The surface setting ``name`` (see ``settings``), or ``default``."""
+        return dict(self.settings).get(name, default)
+
     def describe(self) -> str:
         """A short human summary, e.g. ``batch 3 (lengths 1,1,2), left-padded, 2 new tokens``."""
         lengths = ",".join(str(len(p)) for p in self.prompts)
         chunks = "one prefill pass" if len(self.prefill_chunks) == 1 else f"prefill chunks {list(self.prefill_chunks)}"
         reuse = f", cache reused after batch {self.reuse_batch}" if self.reuse_batch else ""
         fed = " (drawn, fed one at a time)" if self.continuation else ""
+        knobs = "".join(f", {name} {value}" for name, value in self.settings)
         return (
             f"batch {self.batch_size} (lengths {lengths}), {self.padding_side}-padded, "
-            f"{self.max_new_tokens} new token(s){fed}, {chunks}, {self.cache} cache, {self.dtype}{reuse}"
+            f"{self.max_new_tokens} new token(s){fed}, {chunks}, {self.cache} cache, {self.dtype}{reuse}{knobs}"
         )

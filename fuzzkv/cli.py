@@ -48,7 +48,8 @@ def cli() -> None:
 @cli.command()
 @model_options
 @click.option("--oracle", "oracles", multiple=True, type=click.Choice(list(ORACLES)),
-              help="Oracle to run (repeatable). Default: all that apply to --backend.")
+              help="Oracle to run (repeatable). Default: all that apply to --backend, except the opt-in "
+                   f"{', '.join(name for name, oracle in ORACLES.items() if not oracle.default)}.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
 @click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
 @click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")

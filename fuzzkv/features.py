@@ -4,3 +4,6 @@ STATIC_CACHE = "static-cache"  # a preallocated cache of fixed length
 CACHE_RESET = "cache-reset"  # a cache can be reset and reused (the ``reused`` path)
 CACHE_CONTENTS = "cache-contents"  # the cache's keys and values can be read back for diagnosis
 PADDED_POSITIONS = "padded-positions"  # a left-padded row can be given its real positions, so it equals the row alone
+BEAM_SEARCH = "beam-search"  # the library's generate() with beam search (its cache reordered each step)
+CACHE_OPERATIONS = "cache-operations"  # a cache can be deep-copied, cropped, batch-selected and reordered
+CONTINUOUS_BATCHING = "continuous-batching"  # the library's continuous batching over a paged cache

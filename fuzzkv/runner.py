@@ -79,7 +79,7 @@ def skipped(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str]]:
 
 
 def candidates(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str | None]]:
-    chosen = [ORACLES[n] for n in config.oracles] if config.oracles else list(ORACLES.values())
+    chosen = [ORACLES[n] for n in config.oracles] if config.oracles else [o for o in ORACLES.values() if o.default]
     return [(oracle, name, lanes.lanes[name].capabilities.why_not(oracle.min_batch, oracle.needs))
             for oracle in chosen for name in oracle.lanes if name in lanes.lanes]
 

@@ -22,7 +22,15 @@ from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.interface import CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
-from fuzzkv.features import CACHE_CONTENTS, CACHE_RESET, PADDED_POSITIONS, STATIC_CACHE  # noqa: E402
+from fuzzkv.features import (  # noqa: E402
+    BEAM_SEARCH,
+    CACHE_CONTENTS,
+    CACHE_OPERATIONS,
+    CACHE_RESET,
+    CONTINUOUS_BATCHING,
+    PADDED_POSITIONS,
+    STATIC_CACHE,
+)
 from fuzzkv.verdict import Bounds  # noqa: E402
 
 if TYPE_CHECKING:
@@ -30,10 +38,11 @@ if TYPE_CHECKING:
 
 # transformers 4.x: caches cannot be built from a config or reset, and static caches need a
 # batch size and explicit cache positions. fuzzkv drives the dynamic cache there, and leaves
-# the static-cache and reuse oracles to 5.x.
+# the static-cache, reuse and cache-surface oracles to 5.x.
 MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = (Capabilities(("dynamic", "static"),
-                             frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS}))
+                             frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS, BEAM_SEARCH,
+                                        CACHE_OPERATIONS, CONTINUOUS_BATCHING}))
                 if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
 
 
@@ -113,6 +122,20 @@ class HFBackend(DrivenBackend):
                                                    self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
+    def beam(self, case: Case) -> Trace:
+        sequences, mask, steps = hf_paths.beam_search(self.model, case.to_dict(), self.pad_id, self.device,
+                                                      self.generate_cache(case))
+        return Trace.generated(sequences, mask, steps, case.padded_length)
+
+    def prefix_reused(self, case: Case, tokens: torch.Tensor, operation: str) -> Trace:
+        return Trace.everywhere(*hf_paths.prefix_reused(self.model, case.to_dict(), self.pad_id, self.device, tokens,
+                                                        operation))
+
+    def continuous_batched(self, case: Case) -> Trace:
+        tokens, mask, logprobs = hf_paths.continuous_batching(self.model, case.to_dict(), self.pad_id, self.device)
+        steps = list(logprobs.unsqueeze(-1).unbind(1))  # one "logit" per position: the generated token's log-prob
+        return Trace.generated(tokens, mask, steps, case.padded_length)
+
     def generate_cache(self, case: Case) -> str | None:
         """The ``cache_implementation`` generate() is given (4.x: its default, the dynamic cache)."""
         return case.cache if MODERN else None
@@ -164,14 +187,18 @@ def _capabilities(model: Any) -> Capabilities:
 
 def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
     """The cache features transformers 5.x cannot give this model, each with why."""
+    from transformers.generation.continuous_batching import ContinuousMixin  # 5.x (generate_batch's home)
+
     absent = []
     static_why = hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
     if static_why:
         absent.append((STATIC_CACHE, static_why))
-    state_layers = sorted({type(layer).__name__ for layer in hf_paths.new_cache(model, "dynamic", 8).layers
-                           if not _holds_keys_and_values(type(layer))})
+    dynamic = hf_paths.new_cache(model, "dynamic", 8)
+    state_layers = sorted({type(layer).__name__ for layer in dynamic.layers if not _holds_keys_and_values(type(layer))})
     if state_layers:
         absent.append((CACHE_CONTENTS, f"its cache holds states that are not key/value pairs ({', '.join(state_layers)})"))
+    if not isinstance(model, ContinuousMixin):
+        absent.append((CONTINUOUS_BATCHING, f"{type(model).__name__} has no generate_batch (not a ContinuousMixin)"))
     return absent
 
 

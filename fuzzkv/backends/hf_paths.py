@@ -9,6 +9,7 @@ It must stay standalone: no fuzzkv imports and no ``from __future__`` line (the 
 pasted into the middle of a script). A case is passed as the dict of ``Case.to_dict()``.
 """
 
+import copy
 import inspect
 
 import torch
@@ -337,6 +338,119 @@ def generate(model, case, pad_id, device, cache_implementation=None):
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)
     return out.sequences, mask, list(out.logits)
+
+
+@torch.inference_mode()
+def beam_search(model, case, pad_id, device, cache_implementation=None):
+    """The library's ``generate`` with beam search: the cache is reordered every step as beams are kept and
+    dropped. Returns (sequences [B*R, T], mask [B*R, T], step logits [B*R, V] per step), where the logits of a
+    returned sequence at each step are the ones its beam was scored with (found through ``beam_indices``)."""
+    ids, mask = padded(case, pad_id, device)
+    n, settings = case["max_new_tokens"], case["settings"]
+    returned = settings["num_return_sequences"]
+    extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    model.__dict__.pop("_previous_max_cache_length", None)  # as in generate(): no memory of earlier cases
+    out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, num_beams=settings["num_beams"], num_return_sequences=returned,
+                         output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id, **extra)
+    running = torch.stack(list(out.logits), 1)  # [B*beams, n, V]: every running beam's logits at every step
+    beams = out.beam_indices[:, :n].long().clamp(min=0)  # the running beam each returned sequence was at, per step
+    per_sequence = running[beams, torch.arange(n, device=running.device)]
+    return out.sequences, mask.repeat_interleave(returned, 0), list(per_sequence.unbind(1))
+
+
+def crop_to(cache, length):
+    """Crop ``cache`` to its first ``length`` positions: transformers 5.24's ``crop`` takes the number of tokens
+    to remove (negative), earlier releases the length to keep."""
+    if takes(cache.crop, "tokens_to_remove"):
+        cache.crop(length - int(cache.get_seq_length()))
+    else:
+        cache.crop(length)
+
+
+def croppable(cache):
+    """Whether the library says ``crop`` can put ``cache`` back as it was (``Cache.is_croppable``, transformers
+    5.24; earlier releases say nothing, and fuzzkv holds them to the crop they offer)."""
+    return bool(getattr(cache, "is_croppable", True))
+
+
+def _prefix_cache(model, ids, mask, kind, total, prefix, operation):
+    """A cache holding the first ``prefix`` positions of ``ids`` after ``operation``, and those positions'
+    logits (as computed when the cache was filled)."""
+    static_len = total if kind == "static" else None
+    rows = ids.shape[0]
+    if operation == "select":  # prefilled beside other rows, which are then dropped
+        others = (ids + 1) % model.config.get_text_config().vocab_size
+        both = CachedForward(model, torch.cat([mask, mask]), new_cache(model, kind, total), static_len)
+        logits = both(torch.cat([ids, others]), 0, prefix)[:rows]
+        both.cache.batch_select_indices(torch.arange(rows, device=ids.device))
+        return both.cache, logits
+    if operation == "reorder":  # prefilled with the rows reversed, then put back in order
+        order = torch.arange(rows - 1, -1, -1, device=ids.device)
+        reversed_rows = CachedForward(model, mask[order], new_cache(model, kind, total), static_len)
+        logits = reversed_rows(ids[order], 0, prefix)[order]
+        reversed_rows.cache.reorder_cache(order)
+        return reversed_rows.cache, logits
+    original = CachedForward(model, mask, new_cache(model, kind, total), static_len)
+    if operation == "crop":  # the whole prompt prefilled, then cropped back to the prefix
+        logits = original(ids, 0, ids.shape[1])[:, :prefix]
+        if croppable(original.cache):
+            crop_to(original.cache, prefix)
+            return original.cache, logits
+        # The library says this cache cannot be put back by a crop (a recurrent state, a window already
+        # slid past): the case is run as "copy" instead.
+        original = CachedForward(model, mask, new_cache(model, kind, total), static_len)
+    # copy: a deep copy of the prefix cache; the original is then continued with the rest of the prompt, which
+    # must leave the copy as it was
+    logits = original(ids, 0, prefix)
+    duplicate = copy.deepcopy(original.cache)
+    original(ids, prefix, ids.shape[1] - prefix)
+    return duplicate, logits
+
+
+@torch.inference_mode()
+def prefix_reused(model, case, pad_id, device, forced, operation):
+    """The cached path continued from a prefix cache that went through ``operation`` ("copy", "crop", "select"
+    or "reorder") instead of a fresh prefill; the prefix is the case's first prefill chunk, the rest is
+    fed as the case's other chunks, then ``forced`` is decoded. Returns (tokens, mask, logits) like ``cached``."""
+    ids, mask = padded(case, pad_id, device)
+    total, chunks = mask.shape[1], case["prefill_chunks"]
+    store, prefix_logits = _prefix_cache(model, ids, mask, case["cache"], total, chunks[0], operation)
+    step = CachedForward(model, mask, store, total if case["cache"] == "static" else None)
+
+    def resumed(tokens, start, size):
+        return prefix_logits if start == 0 else step(tokens, start, size)
+
+    tokens, logits = prefill_and_decode(ids, mask, chunks, forced, resumed)
+    return tokens, mask, logits
+
+
+@torch.inference_mode()
+def continuous_batching(model, case, pad_id, device):
+    """transformers' continuous batching (``generate_batch``: a paged cache, requests scheduled into shared
+    batches) on each prompt as its own request, greedy, under the case's paged-cache settings. Returns (tokens
+    [B, T] left-padded like ``cached``, mask [B, T], the log-prob of each generated token [B, new])."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    settings, n = case["settings"], case["max_new_tokens"]
+    ids, mask = padded(case, pad_id, device)
+    generation = GenerationConfig(max_new_tokens=n, do_sample=False, eos_token_id=-1, pad_token_id=pad_id)
+    paged = ContinuousBatchingConfig(page_size=settings["page_size"], num_blocks=settings["num_blocks"],
+                                     max_batch_tokens=settings["max_batch_tokens"],
+                                     max_requests_per_batch=settings["max_requests_per_batch"],
+                                     allow_block_sharing=bool(settings["block_sharing"]), return_logprobs=True,
+                                     use_cuda_graph=False)
+    results = model.generate_batch([list(p) for p in case["prompts"]], generation_config=generation,
+                                   continuous_batching_config=paged, warmup=False)
+    outputs = [results[f"req_{row}"] for row in range(len(case["prompts"]))]
+    for output in outputs:
+        if output.error or len(output.generated_tokens) != n:
+            raise RuntimeError(f"request {output.request_id} ended with {len(output.generated_tokens)} of {n} tokens"
+                               f" ({output.error or output.status})")
+    generated = torch.tensor([o.generated_tokens for o in outputs], dtype=torch.long, device=ids.device)
+    logprobs = torch.tensor([o.logprobs for o in outputs], dtype=torch.float64)
+    return torch.cat([ids, generated], 1), mask, logprobs
 
 
 def rms_difference(reference_logits, candidate_logits, checked):

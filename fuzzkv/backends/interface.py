@@ -163,6 +163,23 @@ class Backend(ABC):
         Declared by the ``cache-reset`` feature."""
         raise Unsupported(f"backend {self.name} cannot reset and reuse a cache")
 
+    def beam(self, case: Case) -> Trace:
+        """The library's generate() with beam search (``case.settings``: num_beams, num_return_sequences): one
+        row per returned sequence, with the logits its beam was scored with at each step. Declared by the
+        ``beam-search`` feature."""
+        raise Unsupported(f"backend {self.name} has no beam search")
+
+    def prefix_reused(self, case: Case, tokens: torch.Tensor, operation: str) -> Trace:
+        """Like :meth:`cached` feeding ``tokens``, continued from a cache of the first prefill chunk that went
+        through ``operation`` (copy, crop, select, reorder). Declared by the ``cache-operations`` feature."""
+        raise Unsupported(f"backend {self.name} cannot operate on a cache")
+
+    def continuous_batched(self, case: Case) -> Trace:
+        """Each prompt as its own request through the library's continuous batching (paged cache, settings in
+        ``case.settings``), greedy: logits of width 1, the log-prob of each generated token. Declared by the
+        ``continuous-batching`` feature."""
+        raise Unsupported(f"backend {self.name} has no continuous batching")
+
     def cache_contents(self, case: Case, tokens: torch.Tensor) -> CacheContents:
         """For diagnosis (the ``cache-contents`` feature): per layer, the keys and values a cache holds
         after the case's incremental path beside those one pass writes: (layer, part, incremental, one pass)."""

@@ -79,6 +79,25 @@ sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
 ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
 report("generate vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 ''',
+    "beam": '''
+sequences, mask, steps = beam_search(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
+ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
+report("beam search vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+''',
+    "prefix-reuse": '''
+tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
+_, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])
+report("reused prefix vs fresh", fresh, resumed, mask[:, :-1].bool())
+''',
+    "continuous-batching": '''
+tokens, mask, logprobs = continuous_batching(subject, CASE, PAD, DEVICE)
+prompt_length = max(len(p) for p in CASE["prompts"])
+uncached = teacher_forced(subject, tokens, mask, prompt_length).double().log_softmax(-1)
+chosen = uncached.gather(-1, tokens[:, prompt_length:, None])
+everywhere = torch.ones(chosen.shape[:2], dtype=torch.bool)
+report("greedy token: best vs chosen (uncached log-probs)", uncached.amax(-1, keepdim=True), chosen, everywhere)
+report("log-probs: continuous batching vs uncached", chosen, logprobs.unsqueeze(-1), everywhere)
+''',
     "tl-decode": '''
 tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
 report("forward with a cache vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())

@@ -15,8 +15,23 @@ from dataclasses import dataclass
 from hypothesis.strategies import SearchStrategy
 
 from fuzzkv.case import Case
-from fuzzkv.features import CACHE_RESET, PADDED_POSITIONS, STATIC_CACHE
-from fuzzkv.strategies import CaseSpace, cases
+from fuzzkv.features import (
+    BEAM_SEARCH,
+    CACHE_OPERATIONS,
+    CACHE_RESET,
+    CONTINUOUS_BATCHING,
+    PADDED_POSITIONS,
+    STATIC_CACHE,
+)
+from fuzzkv.strategies import (
+    CaseSpace,
+    beam_settings,
+    cases,
+    paged_settings,
+    prefix_settings,
+    shared_prefixes,
+    with_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +46,9 @@ class Oracle:
     lanes: tuple[str, ...] = ("hf",)
     min_batch: int = 1  # a backend that runs smaller batches only cannot run this oracle
     needs: frozenset[str] = frozenset()  # backend features required (e.g. "static-cache")
+    # In the default set (no --oracle). A new surface's oracle is opt-in until 100 clean examples on every
+    # registry model have shown it raises no false alarm (README, "Oracles").
+    default: bool = True
 
 
 def _oracles(*oracles: Oracle) -> dict[str, Oracle]:
@@ -55,4 +73,14 @@ ORACLES: dict[str, Oracle] = _oracles(
            lambda s: cases(s, padding=("left",), caches=("dynamic",)), "tl", ("tl",)),
     Oracle("cross", "TransformerLens vs HF on the same case and weights: uncached, cached and greedy tokens",
            lambda s: cases(s, caches=("dynamic",)), "cross", ("cross",)),
+    Oracle("beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",
+           lambda s: with_settings(cases(s, chunked=False, padding=("left",)), beam_settings), "beam",
+           needs=frozenset({BEAM_SEARCH}), default=False),
+    Oracle("prefix-reuse", "a prefix cache deep-copied, cropped, batch-selected or reordered, then continued, "
+           "vs a fresh cache", lambda s: with_settings(cases(s, min_chunks=2, continued=True), prefix_settings),
+           "prefix", needs=frozenset({CACHE_OPERATIONS}), default=False),
+    Oracle("continuous-batching", "each prompt as a request through continuous batching (paged cache, drawn pages, "
+           "blocks and batch limits) vs the uncached forward: greedy tokens and log-probs",
+           lambda s: with_settings(shared_prefixes(cases(s, chunked=False, padding=("left",), caches=("dynamic",))),
+                                   paged_settings), "paged", needs=frozenset({CONTINUOUS_BATCHING}), default=False),
 )

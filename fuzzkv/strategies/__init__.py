@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ParamSpec, TypeVar, cast
+from dataclasses import dataclass, field, replace
+from typing import Any, ParamSpec, TypeVar, cast
 
 from hypothesis import strategies as st
 
@@ -188,3 +188,62 @@ def continuations(space: CaseSpace, rows: int, new_tokens: int) -> st.SearchStra
     ``new_tokens`` drawn tokens per row, fed one at a time through the cache."""
     drawn = st.tuples(*[st.tuples(*[token_ids(space)] * new_tokens)] * rows)
     return st.one_of(st.just(()), drawn)
+
+
+# The cache surfaces' settings (``Case.settings``), drawn after the case they apply to.
+
+# What a prefix cache goes through before it is continued (the ``prefix-reuse`` oracle). A static cache keeps
+# the batch it was built for: transformers' StaticLayer has no batch_select_indices, so "select" is dynamic only.
+PREFIX_OPERATIONS = ("copy", "crop", "select", "reorder")
+STATIC_PREFIX_OPERATIONS = ("copy", "crop", "reorder")
+# transformers refuses pages of fewer than 4 tokens ("page_size must be at least 4"); 256 is its default.
+PAGE_SIZES = (4, 5, 8, 16, 32, 256)
+
+
+def with_settings(base: st.SearchStrategy[Case],
+                  knobs: Callable[[Case], st.SearchStrategy[dict[str, Any]]]) -> st.SearchStrategy[Case]:
+    """Cases of ``base`` with the surface settings ``knobs(case)`` draws for each."""
+
+    @st.composite
+    def drawn(draw: st.DrawFn) -> Case:
+        case = draw(base)
+        return replace(case, settings=tuple(sorted(draw(knobs(case)).items())))
+
+    return drawn()
+
+
+def beam_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
+    """Beam width 2-4 and how many of the beams generate() returns (shrinks to 2 beams, 1 returned)."""
+    return st.integers(2, 4).flatmap(lambda beams: st.fixed_dictionaries(
+        {"num_beams": st.just(beams), "num_return_sequences": st.integers(1, beams)}))
+
+
+def prefix_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
+    """The cache operation a prefix goes through (shrinks to a deep copy)."""
+    operations = STATIC_PREFIX_OPERATIONS if case.cache == "static" else PREFIX_OPERATIONS
+    return st.fixed_dictionaries({"operation": _sampled_from(operations)})
+
+
+@st.composite
+def paged_settings(draw: st.DrawFn, case: Case) -> dict[str, Any]:
+    """A paged cache and its scheduler: page size, blocks from just enough for the longest request alone
+    (scarce: requests queue or are evicted) to enough for all, tokens and requests per batch, block sharing."""
+    page = draw(_sampled_from(PAGE_SIZES))
+    pages = [-(-(len(p) + case.max_new_tokens) // page) for p in case.prompts]
+    return {"page_size": page, "num_blocks": draw(st.integers(max(pages), sum(pages) + 4)),
+            "max_batch_tokens": draw(st.integers(1, 64)),
+            "max_requests_per_batch": draw(st.integers(1, case.batch_size)),
+            "block_sharing": draw(st.booleans())}
+
+
+@st.composite
+def shared_prefixes(draw: st.DrawFn, base: st.SearchStrategy[Case]) -> Case:
+    """Cases of ``base`` whose rows may start with the first row's first tokens (a prefix a paged cache can
+    share between requests); shrinks to no shared prefix."""
+    case = draw(base)
+    first = case.prompts[0]
+    shared = draw(st.integers(0, len(first)))
+    if not shared or case.batch_size == 1:
+        return case
+    rows = (first, *(first[:min(shared, len(row))] + row[min(shared, len(row)):] for row in case.prompts[1:]))
+    return replace(case, prompts=rows, prefill_chunks=(max(map(len, rows)),))

@@ -1,0 +1,17 @@
+"""The prefix-reuse oracle's paths: a prefix cache that went through one cache operation (deep copy, crop,
+batch selection, reorder), then continued, against a fresh cache fed the same tokens."""
+
+from __future__ import annotations
+
+from fuzzkv.backends.interface import Backend, Trace
+from fuzzkv.case import Case
+from fuzzkv.oracles.check import Pairs, run_path, single
+
+
+def _prefix_reuse(backend: Backend, case: Case) -> tuple[Trace, Trace]:
+    operation = case.setting("operation")
+    fresh = run_path("fresh cache", backend.cached, case)
+    return fresh, run_path(f"prefix cache after {operation}", backend.prefix_reused, case, fresh.tokens, operation)
+
+
+PAIRS: dict[str, Pairs] = {"prefix-reuse": single("reused prefix vs fresh", _prefix_reuse)}

@@ -1,0 +1,86 @@
+"""Deliberately broken cache surfaces (``tests.broken_surfaces:NAME``): a cache operation or the paged path
+breaks in one way, on the tiny Llama of :mod:`tests.broken_models`. The suite asserts fuzzkv's surface
+oracles find each and shrink it."""
+
+from __future__ import annotations
+
+import types
+
+from transformers.cache_utils import Cache
+
+from tests.broken_models import _build, _Tiny
+
+PAGE = 4  # the paged bug shows past the first page of this many tokens
+
+
+class _Surface(_Tiny):
+    """Breaks the cache object it is given (once per cache), not the model's arithmetic."""
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if isinstance(cache, Cache) and not getattr(cache, "_broken", False):
+            self.break_cache(cache)
+            cache._broken = True
+        else:
+            position_ids = self.paged_positions(cache, position_ids)
+        return LlamaForward(self, input_ids, attention_mask, position_ids, kwargs)
+
+    def break_cache(self, cache):
+        pass
+
+    def paged_positions(self, cache, position_ids):
+        return position_ids
+
+
+def LlamaForward(model, input_ids, attention_mask, position_ids, kwargs):
+    # The Llama forward itself: _Tiny.forward reads a cache length the paged cache does not offer.
+    return super(_Tiny, model).forward(input_ids=input_ids, attention_mask=attention_mask,
+                                       position_ids=position_ids, **kwargs)
+
+
+class ReorderSkipsLastLayer(_Surface):
+    """reorder_cache leaves the last layer as it was: beam search and reordered prefixes read stale rows."""
+
+    def break_cache(self, cache):
+        def reorder_cache(self, beam_idx):
+            for layer in self.layers[:-1]:
+                layer.reorder_cache(beam_idx)
+
+        cache.reorder_cache = types.MethodType(reorder_cache, cache)
+
+
+class CropForgetsLastLayer(_Surface):
+    """crop shortens every layer but the last, which keeps the cropped tokens."""
+
+    def break_cache(self, cache):
+        def crop(self, tokens_to_remove):
+            for layer in self.layers[:-1]:
+                layer.crop(tokens_to_remove)
+
+        cache.crop = types.MethodType(crop, cache)
+
+
+class PagedPositionsPastFirstPage(_Surface):
+    """Under continuous batching's paged cache, tokens past the first page get positions one too far (what a
+    block table off by one page does to a token's place)."""
+
+    def paged_positions(self, cache, position_ids):
+        if type(cache).__name__ == "PagedAttentionCache" and position_ids is not None:
+            return position_ids + (position_ids >= PAGE).long()
+        return position_ids
+
+
+def clean():
+    return _build(_Surface)
+
+
+def reorder_skips_last_layer():
+    return _build(ReorderSkipsLastLayer)
+
+
+def crop_forgets_last_layer():
+    return _build(CropForgetsLastLayer)
+
+
+def paged_positions_past_first_page():
+    return _build(PagedPositionsPastFirstPage)

@@ -1,0 +1,75 @@
+"""The cache-surface oracles (beam, prefix-reuse, continuous-batching) find a planted bug in their surface and
+shrink it, pass on the clean model, and their reproduction scripts reproduce what they found."""
+
+import subprocess
+import sys
+
+import pytest
+
+from fuzzkv.backends.hf_paths import transformers_major
+from fuzzkv.case import Case
+from fuzzkv.oracles import ORACLES
+from tests.conftest import fuzz
+
+pytestmark = pytest.mark.skipif(transformers_major() < 5, reason="the cache surfaces are driven on transformers 5.x")
+
+SURFACES = ("beam", "prefix-reuse", "continuous-batching")
+BUDGET = 50
+
+
+def failures(finished):
+    return {f.verdict.oracle: f.verdict for f in finished.failures}
+
+
+def test_surface_oracles_are_opt_in_and_pass_on_the_clean_model():
+    assert not any(ORACLES[name].default for name in SURFACES)
+    finished, recorder, _ = fuzz("tests.broken_surfaces:clean", oracles=SURFACES, max_examples=25)
+    assert not finished.failures, [f.verdict.summary() for f in finished.failures]
+    ran = {e.oracle: e.examples for e in recorder.of("OracleFinished")}
+    assert set(ran) == set(SURFACES) and all(n >= 10 for n in ran.values()), ran
+
+
+def test_a_reorder_that_skips_a_layer_is_found_by_beam_search_and_by_a_reordered_prefix():
+    finished, _, store = fuzz("tests.broken_surfaces:reorder_skips_last_layer", oracles=("beam", "prefix-reuse"),
+                              max_examples=BUDGET)
+    found = failures(finished)
+    assert set(found) == {"beam", "prefix-reuse"}, [v.summary() for v in found.values()]
+    assert found["prefix-reuse"].case.setting("operation") == "reorder"
+    # The reorder must move something: two rows.
+    assert found["prefix-reuse"].case.batch_size == 2
+    # Beam search: one one-token prompt, two beams; how many steps it takes until the beams first swap rows
+    # (so that a stale layer is read) depends on the weights.
+    beam = found["beam"].case
+    assert beam.prompts == ((0,),) and beam.setting("num_beams") == 2 and beam.max_new_tokens >= 2
+
+
+def test_a_crop_that_forgets_a_layer_is_found_and_shrunk_to_the_crop():
+    finished, _, _ = fuzz("tests.broken_surfaces:crop_forgets_last_layer", oracles=("prefix-reuse",),
+                          max_examples=BUDGET)
+    [verdict] = failures(finished).values()
+    case = verdict.case
+    assert case.setting("operation") == "crop"
+    assert case.batch_size == 1 and case.prefill_chunks == (1, 1) and case.max_new_tokens == 1
+
+
+def test_paged_positions_past_the_first_page_are_found_and_shrunk_to_cross_one_page():
+    finished, _, store = fuzz("tests.broken_surfaces:paged_positions_past_first_page",
+                              oracles=("continuous-batching",), max_examples=BUDGET)
+    [verdict] = failures(finished).values()
+    assert verdict.kind == "mismatch"
+    case = verdict.case
+    assert case.batch_size == 1 and case.setting("page_size") == 4
+    assert len(case.prompts[0]) + case.max_new_tokens == 6  # the first position past the page is decoded
+    [record] = store.failures()
+    script = record.reproduction
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "FAILS" in run.stdout
+
+
+def test_settings_round_trip_and_leave_other_cases_as_stored():
+    case = Case(prompts=((1, 2),), settings=(("num_beams", 2), ("num_return_sequences", 1)))
+    assert Case.from_json(case.to_json()) == case
+    assert "settings" not in Case(prompts=((1,),)).to_json()
+    with pytest.raises(ValueError):
+        Case(prompts=((1,),), settings=(("x", [1]),))
