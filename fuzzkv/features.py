@@ -7,3 +7,4 @@ PADDED_POSITIONS = "padded-positions"  # a left-padded row can be given its real
 BEAM_SEARCH = "beam-search"  # the library's generate() with beam search (its cache reordered each step)
 CACHE_OPERATIONS = "cache-operations"  # a cache can be deep-copied, cropped, batch-selected and reordered
 CONTINUOUS_BATCHING = "continuous-batching"  # the library's continuous batching over a paged cache
+ASSISTED_DECODING = "assisted-decoding"  # the library's generate() with a draft model or prompt lookup

@@ -10,10 +10,11 @@ from fuzzkv.backends.hf_paths import transformers_major
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from tests.conftest import fuzz
+from tests.known_bugs import scripted_reason as known_bug
 
 pytestmark = pytest.mark.skipif(transformers_major() < 5, reason="the cache surfaces are driven on transformers 5.x")
 
-SURFACES = ("beam", "prefix-reuse", "continuous-batching")
+SURFACES = ("beam", "prefix-reuse", "continuous-batching", "assisted")
 BUDGET = 50
 
 
@@ -23,10 +24,30 @@ def failures(finished):
 
 def test_surface_oracles_are_opt_in_and_pass_on_the_clean_model():
     assert not any(ORACLES[name].default for name in SURFACES)
-    finished, recorder, _ = fuzz("tests.broken_surfaces:clean", oracles=SURFACES, max_examples=25)
+    # assisted decoding has a real transformers 5.24 bug on the clean model (below), so it is checked there.
+    clean = tuple(name for name in SURFACES if name != "assisted")
+    finished, recorder, _ = fuzz("tests.broken_surfaces:clean", oracles=clean, max_examples=25)
     assert not finished.failures, [f.verdict.summary() for f in finished.failures]
     ran = {e.oracle: e.examples for e in recorder.of("OracleFinished")}
-    assert set(ran) == set(SURFACES) and all(n >= 10 for n in ran.values()), ran
+    assert set(ran) == set(clean) and all(n >= 10 for n in ran.values()), ran
+
+
+def test_a_crop_that_forgets_a_layer_is_found_by_assisted_decoding():
+    finished, _, _ = fuzz("tests.broken_surfaces:crop_forgets_last_layer", oracles=("assisted",), max_examples=BUDGET)
+    on_dynamic = [f.verdict for f in finished.failures if f.verdict.case.cache == "dynamic"]
+    assert on_dynamic, [f.verdict.summary() for f in finished.failures]  # a dynamic cache has no transformers bug here
+    assert all(v.case.batch_size == 1 for v in on_dynamic)
+
+
+@pytest.mark.skipif(known_bug("transformers-prompt-lookup-static-cache-overflow") is not None,
+                    reason="transformers before 5.24 refuses a static cache for assisted decoding")
+def test_prompt_lookup_overflowing_a_static_cache_is_found_on_the_clean_model():
+    # findings/transformers-prompt-lookup-static-cache-overflow.md
+    finished, _, _ = fuzz("tests.broken_surfaces:clean", oracles=("assisted",), max_examples=200)
+    found = [f.verdict for f in finished.failures]
+    assert [v.error_type for v in found] == ["IndexError"], [v.summary() for v in found]
+    case = found[0].case
+    assert case.cache == "static" and case.setting("drafter") == "prompt-lookup" and case.batch_size == 1
 
 
 def test_a_reorder_that_skips_a_layer_is_found_by_beam_search_and_by_a_reordered_prefix():

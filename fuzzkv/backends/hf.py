@@ -23,6 +23,7 @@ from fuzzkv.backends.interface import CacheContents, Capabilities, ModelInfo, Tr
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import (  # noqa: E402
+    ASSISTED_DECODING,
     BEAM_SEARCH,
     CACHE_CONTENTS,
     CACHE_OPERATIONS,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = (Capabilities(("dynamic", "static"),
                              frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS, BEAM_SEARCH,
-                                        CACHE_OPERATIONS, CONTINUOUS_BATCHING}))
+                                        CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING}))
                 if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
 
 
@@ -62,6 +63,7 @@ class HFBackend(DrivenBackend):
         self.capabilities = _capabilities(self.model)
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
+        self._draft: tuple[Any, Any] | None = None  # (the model it drafts for, the draft)
 
     @classmethod
     def from_config(cls, config: RunConfig) -> HFBackend:
@@ -125,6 +127,13 @@ class HFBackend(DrivenBackend):
     def beam(self, case: Case) -> Trace:
         sequences, mask, steps = hf_paths.beam_search(self.model, case.to_dict(), self.pad_id, self.device,
                                                       self.generate_cache(case))
+        return Trace.generated(sequences, mask, steps, case.padded_length)
+
+    def assisted(self, case: Case) -> Trace:
+        if self._draft is None or self._draft[0] is not self.model:  # one draft per model (a precise view has its own)
+            self._draft = (self.model, hf_paths.draft_model(self.model))
+        sequences, mask, steps = hf_paths.assisted(self.model, case.to_dict(), self.pad_id, self.device,
+                                                   self._draft[1], self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def prefix_reused(self, case: Case, tokens: torch.Tensor, operation: str) -> Trace:

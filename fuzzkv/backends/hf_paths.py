@@ -359,6 +359,40 @@ def beam_search(model, case, pad_id, device, cache_implementation=None):
     return out.sequences, mask.repeat_interleave(returned, 0), list(per_sequence.unbind(1))
 
 
+def draft_model(model, seed=0):
+    """A draft for assisted decoding: ``model`` with its output head perturbed by its own spread (seeded), so its
+    guesses are often wrong and rejected, and the target's cache is cropped back across draft windows."""
+    draft = copy.deepcopy(model)
+    head = draft.get_output_embeddings().weight
+    noise = torch.randn(head.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.no_grad():
+        head.add_((noise * head.double().std()).to(device=head.device, dtype=head.dtype))
+    return draft
+
+
+@torch.inference_mode()
+def assisted(model, case, pad_id, device, draft, cache_implementation=None):
+    """The library's ``generate`` with assisted decoding (``case["settings"]``: drafter "draft" or
+    "prompt-lookup", draft_tokens per window), greedy, with each step's logits; as :func:`generate` returns."""
+    ids, mask = padded(case, pad_id, device)
+    n, settings = case["max_new_tokens"], case["settings"]
+    extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    if settings["drafter"] == "prompt-lookup":
+        extra["prompt_lookup_num_tokens"] = settings["draft_tokens"]
+    else:
+        # The draft's own generation config governs its window; a confidence threshold of 0 keeps it drafting
+        # (the default, 0.4, stops a poor draft after one token), and a constant schedule keeps the window.
+        draft.generation_config.num_assistant_tokens = settings["draft_tokens"]
+        draft.generation_config.assistant_confidence_threshold = 0.0
+        draft.generation_config.num_assistant_tokens_schedule = "constant"
+        extra["assistant_model"] = draft
+    model.__dict__.pop("_previous_max_cache_length", None)  # as in generate(): no memory of earlier cases
+    out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id,
+                         **extra)
+    return out.sequences, mask, list(out.logits)
+
+
 def crop_to(cache, length):
     """Crop ``cache`` to its first ``length`` positions: transformers 5.24's ``crop`` takes the number of tokens
     to remove (negative), earlier releases the length to keep."""
@@ -393,6 +427,9 @@ def _prefix_cache(model, ids, mask, kind, total, prefix, operation):
         return reversed_rows.cache, logits
     original = CachedForward(model, mask, new_cache(model, kind, total), static_len)
     if operation == "crop":  # the whole prompt prefilled, then cropped back to the prefix
+        # transformers 5.24: a sliding-window layer keeps what a crop needs only once told to, as assisted
+        # decoding does ("Call `activate_past_recording` before `crop`"); earlier releases have no such call.
+        getattr(original.cache, "activate_past_recording", lambda: None)()
         logits = original(ids, 0, ids.shape[1])[:, :prefix]
         if croppable(original.cache):
             crop_to(original.cache, prefix)

@@ -169,6 +169,11 @@ class Backend(ABC):
         ``beam-search`` feature."""
         raise Unsupported(f"backend {self.name} has no beam search")
 
+    def assisted(self, case: Case) -> Trace:
+        """The library's generate() with assisted decoding (``case.settings``: drafter, draft_tokens), greedy,
+        batch 1. Declared by the ``assisted-decoding`` feature."""
+        raise Unsupported(f"backend {self.name} has no assisted decoding")
+
     def prefix_reused(self, case: Case, tokens: torch.Tensor, operation: str) -> Trace:
         """Like :meth:`cached` feeding ``tokens``, continued from a cache of the first prefill chunk that went
         through ``operation`` (copy, crop, select, reorder). Declared by the ``cache-operations`` feature."""

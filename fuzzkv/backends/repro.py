@@ -84,6 +84,11 @@ sequences, mask, steps = beam_search(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
 ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
 report("beam search vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 ''',
+    "assisted": '''
+sequences, mask, steps = assisted(subject, CASE, PAD, DEVICE, draft_model(subject), GENERATE_CACHE)
+ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
+report("assisted vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+''',
     "prefix-reuse": '''
 tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
 _, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])

@@ -10,12 +10,13 @@ them; an exception in a path is itself a finding (kind "error"), never a crash o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hypothesis.strategies import SearchStrategy
 
 from fuzzkv.case import Case
 from fuzzkv.features import (
+    ASSISTED_DECODING,
     BEAM_SEARCH,
     CACHE_OPERATIONS,
     CACHE_RESET,
@@ -25,6 +26,7 @@ from fuzzkv.features import (
 )
 from fuzzkv.strategies import (
     CaseSpace,
+    assisted_settings,
     beam_settings,
     cases,
     paged_settings,
@@ -76,6 +78,12 @@ ORACLES: dict[str, Oracle] = _oracles(
     Oracle("beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",
            lambda s: with_settings(cases(s, chunked=False, padding=("left",)), beam_settings), "beam",
            needs=frozenset({BEAM_SEARCH}), default=False),
+    # transformers documents assisted generation for batch size 1 only ("assisted generate is only supported for
+    # batch_size = 1").
+    Oracle("assisted", "assisted decoding (a draft that is often rejected, or prompt lookup) vs the uncached forward "
+           "over the tokens it generated", lambda s: with_settings(
+               cases(replace(s, max_batch=1), chunked=False, padding=("left",)), assisted_settings),
+           "speculative", needs=frozenset({ASSISTED_DECODING}), default=False),
     Oracle("prefix-reuse", "a prefix cache deep-copied, cropped, batch-selected or reordered, then continued, "
            "vs a fresh cache", lambda s: with_settings(cases(s, min_chunks=2, continued=True), prefix_settings),
            "prefix", needs=frozenset({CACHE_OPERATIONS}), default=False),

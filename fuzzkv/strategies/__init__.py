@@ -218,6 +218,14 @@ def beam_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
         {"num_beams": st.just(beams), "num_return_sequences": st.integers(1, beams)}))
 
 
+DRAFTERS = ("draft", "prompt-lookup")
+
+
+def assisted_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
+    """Who drafts (a perturbed copy of the model, or prompt lookup) and how many tokens per window."""
+    return st.fixed_dictionaries({"drafter": _sampled_from(DRAFTERS), "draft_tokens": st.integers(1, 5)})
+
+
 def prefix_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
     """The cache operation a prefix goes through (shrinks to a deep copy)."""
     operations = STATIC_PREFIX_OPERATIONS if case.cache == "static" else PREFIX_OPERATIONS

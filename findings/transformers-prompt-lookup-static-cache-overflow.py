@@ -1,0 +1,50 @@
+"""transformers: prompt-lookup decoding overflows a static cache by drafting past ``max_length``.
+
+``PromptLookupCandidateGenerator.get_candidates`` caps its candidates with
+``end_idx = min(end_idx, input_length, self.max_length)``, but ``end_idx`` is an index into the tokens it
+copies from (where the matched n-gram's continuation ends), not the length of the sequence the candidates
+extend. The number of candidates is therefore never limited to ``max_length - 1 - input_length``, as the
+draft-model generator limits its own (``main_model_max_length - input_ids.shape[1] - 1``). With
+``cache_implementation="static"`` generate() sizes the cache to ``max_length - 1``, so verifying the overlong
+candidate window writes past the last slot: IndexError. The same case with a draft model, or with a dynamic
+cache, runs. Exits 1 when the bug is present.
+"""
+import copy
+import sys
+
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM
+
+torch.set_num_threads(1)
+print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                     num_key_value_heads=2, max_position_embeddings=256)
+torch.manual_seed(0)
+model = LlamaForCausalLM(config).eval()
+ids = torch.tensor([[0, 0, 0, 0]])  # a repeated token: the last n-gram matches earlier, so prompt lookup drafts
+draft = copy.deepcopy(model)
+draft.generation_config.num_assistant_tokens = 2
+draft.generation_config.assistant_confidence_threshold = 0.0
+draft.generation_config.num_assistant_tokens_schedule = "constant"
+
+
+def run(cache, **assistance):
+    try:
+        model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, min_new_tokens=2,
+                       do_sample=False, pad_token_id=0, cache_implementation=cache, **assistance)
+        return "ok"
+    except Exception as exc:  # the finding is the exception
+        return f"{type(exc).__name__}: {exc}"
+
+
+results = {}
+for cache in ("dynamic", "static"):
+    for name, assistance in (("prompt lookup (2 tokens)", {"prompt_lookup_num_tokens": 2}),
+                             ("draft model (2 tokens)", {"assistant_model": draft})):
+        results[(cache, name)] = run(cache, **assistance)
+        print(f"prompt 4 tokens, 2 new, {cache} cache, {name}: {results[(cache, name)]}")
+broken = results[("static", "prompt lookup (2 tokens)")] != "ok"
+others_fine = all(v == "ok" for k, v in results.items() if k != ("static", "prompt lookup (2 tokens)"))
+print("REPRODUCED" if broken and others_fine else "not reproduced")
+sys.exit(1 if broken and others_fine else 0)

@@ -1,0 +1,16 @@
+"""The assisted-decoding oracle's paths: the library's generate() with a draft model (or prompt lookup), whose
+rejected guesses crop the target's cache back, against one uncached forward over the tokens it generated."""
+
+from __future__ import annotations
+
+from fuzzkv.backends.interface import Backend, Trace
+from fuzzkv.case import Case
+from fuzzkv.oracles.check import Pairs, run_path, single, teacher_forced
+
+
+def _assisted(backend: Backend, case: Case) -> tuple[Trace, Trace]:
+    generated = run_path(f"assisted generate ({case.setting('drafter')})", backend.assisted, case)
+    return teacher_forced(backend, generated), generated
+
+
+PAIRS: dict[str, Pairs] = {"assisted": single("assisted vs uncached", _assisted)}
