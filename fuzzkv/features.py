@@ -8,3 +8,4 @@ BEAM_SEARCH = "beam-search"  # the library's generate() with beam search (its ca
 CACHE_OPERATIONS = "cache-operations"  # a cache can be deep-copied, cropped, batch-selected and reordered
 CONTINUOUS_BATCHING = "continuous-batching"  # the library's continuous batching over a paged cache
 ASSISTED_DECODING = "assisted-decoding"  # the library's generate() with a draft model or prompt lookup
+ATTENTION_IMPLEMENTATIONS = "attention-implementations"  # the model runs under more than one attention kernel

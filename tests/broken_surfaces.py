@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import types
 
+import torch
 from transformers.cache_utils import Cache
 
 from tests.broken_models import _build, _Tiny
@@ -70,6 +71,16 @@ class PagedPositionsPastFirstPage(_Surface):
         return position_ids
 
 
+class SdpaDropsPaddingMask(_Tiny):
+    """Under the sdpa attention implementation the padding mask is dropped (an attention kernel that ignores its
+    mask); eager is right."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if self.config._attn_implementation == "sdpa" and attention_mask is not None:
+            attention_mask = torch.ones_like(attention_mask)
+        return input_ids, attention_mask, position_ids
+
+
 def clean():
     return _build(_Surface)
 
@@ -84,3 +95,7 @@ def crop_forgets_last_layer():
 
 def paged_positions_past_first_page():
     return _build(PagedPositionsPastFirstPage)
+
+
+def sdpa_drops_padding_mask():
+    return _build(SdpaDropsPaddingMask)

@@ -14,7 +14,7 @@ from tests.known_bugs import scripted_reason as known_bug
 
 pytestmark = pytest.mark.skipif(transformers_major() < 5, reason="the cache surfaces are driven on transformers 5.x")
 
-SURFACES = ("beam", "prefix-reuse", "continuous-batching", "assisted")
+SURFACES = ("beam", "prefix-reuse", "continuous-batching", "assisted", "attn-impl")
 BUDGET = 50
 
 
@@ -107,3 +107,14 @@ def test_continuous_batching_dropping_gemma2s_attention_softcap_is_found():
     # Minimal: the first log-prob whose query attends to two keys (with one key a softmax is 1, capped or not).
     case = verdict.case
     assert case.batch_size == 1 and len(case.prompts[0]) + case.max_new_tokens == 3
+
+
+def test_an_attention_kernel_that_drops_the_padding_mask_is_found_and_named():
+    finished, _, store = fuzz("tests.broken_surfaces:sdpa_drops_padding_mask", oracles=("attn-impl",), max_examples=BUDGET)
+    [verdict] = failures(finished).values()
+    assert verdict.kind == "mismatch" and "sdpa" in verdict.comparison
+    case = verdict.case
+    assert case.batch_size == 2 and sorted(map(len, case.prompts)) == [1, 2] and case.padding_side == "left"
+    [record] = store.failures()
+    run = subprocess.run([sys.executable, "-c", record.reproduction], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1 and "sdpa vs the run's: max" in run.stdout, run.stdout + run.stderr[-2000:]

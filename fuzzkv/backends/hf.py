@@ -19,11 +19,12 @@ from fuzzkv.backends import (
     hf_paths,  # noqa: E402
 )
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
-from fuzzkv.backends.interface import CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
+from fuzzkv.backends.interface import Backend, CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import (  # noqa: E402
     ASSISTED_DECODING,
+    ATTENTION_IMPLEMENTATIONS,
     BEAM_SEARCH,
     CACHE_CONTENTS,
     CACHE_OPERATIONS,
@@ -43,7 +44,8 @@ if TYPE_CHECKING:
 MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = (Capabilities(("dynamic", "static"),
                              frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS, BEAM_SEARCH,
-                                        CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING}))
+                                        CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING,
+                                        ATTENTION_IMPLEMENTATIONS}))
                 if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
 
 
@@ -64,6 +66,7 @@ class HFBackend(DrivenBackend):
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
         self._draft: tuple[Any, Any] | None = None  # (the model it drafts for, the draft)
+        self._variants: tuple[Any, dict[str, Backend]] | None = None  # (the model they copy, attention -> view)
 
     @classmethod
     def from_config(cls, config: RunConfig) -> HFBackend:
@@ -136,6 +139,17 @@ class HFBackend(DrivenBackend):
                                                    self._draft[1], self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
+    def attention_variants(self) -> dict[str, Backend]:
+        if self._variants is None or self._variants[0] is not self.model:  # a precise view makes its own
+            views: dict[str, Backend] = {}
+            for attn in _attentions(self.model, self.device):
+                if attn != self.attn:
+                    twin = self.precise_twin(self.model.dtype, attn)  # the same dtype: only the kernel differs
+                    if twin is not None:
+                        views[attn] = self._view(twin)
+            self._variants = (self.model, views)
+        return self._variants[1]
+
     def prefix_reused(self, case: Case, tokens: torch.Tensor, operation: str) -> Trace:
         return Trace.everywhere(*hf_paths.prefix_reused(self.model, case.to_dict(), self.pad_id, self.device, tokens,
                                                         operation))
@@ -206,9 +220,25 @@ def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
     state_layers = sorted({type(layer).__name__ for layer in dynamic.layers if not _holds_keys_and_values(type(layer))})
     if state_layers:
         absent.append((CACHE_CONTENTS, f"its cache holds states that are not key/value pairs ({', '.join(state_layers)})"))
+    if len(_attentions(model, str(model.device))) < 2:
+        absent.append((ATTENTION_IMPLEMENTATIONS, f"{type(model).__name__} declares one attention implementation on "
+                                                  f"{model.device.type} (eager)"))
     if not isinstance(model, ContinuousMixin):
         absent.append((CONTINUOUS_BATCHING, f"{type(model).__name__} has no generate_batch (not a ContinuousMixin)"))
     return absent
+
+
+# The attention implementations a model may declare (transformers' class flags), and the devices each runs on
+# at a cost a fuzzing run can pay: flex_attention compiles a kernel per shape, 24 s a call on this CPU.
+ATTENTIONS = (("eager", None, ("cpu", "cuda")), ("sdpa", "_supports_sdpa", ("cpu", "cuda")),
+              ("flex_attention", "_supports_flex_attn", ("cuda",)))
+
+
+def _attentions(model: Any, device: str) -> list[str]:
+    """The attention implementations ``model`` declares that run on ``device``."""
+    kind = torch.device(device).type
+    return [name for name, flag, devices in ATTENTIONS
+            if kind in devices and (flag is None or getattr(type(model), flag, False))]
 
 
 def _no_static_cache(model: Any) -> str | None:

@@ -174,6 +174,11 @@ class Backend(ABC):
         batch 1. Declared by the ``assisted-decoding`` feature."""
         raise Unsupported(f"backend {self.name} has no assisted decoding")
 
+    def attention_variants(self) -> dict[str, Backend]:
+        """This backend under each other attention implementation the model declares and the device runs
+        (by name), in the same dtype; the run's own is this backend. Declared by ``attention-implementations``."""
+        raise Unsupported(f"backend {self.name} has one attention implementation")
+
     def prefix_reused(self, case: Case, tokens: torch.Tensor, operation: str) -> Trace:
         """Like :meth:`cached` feeding ``tokens``, continued from a cache of the first prefill chunk that went
         through ``operation`` (copy, crop, select, reorder). Declared by the ``cache-operations`` feature."""

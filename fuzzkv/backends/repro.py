@@ -89,6 +89,16 @@ sequences, mask, steps = assisted(subject, CASE, PAD, DEVICE, draft_model(subjec
 ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
 report("assisted vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 ''',
+    "attn-impl": '''
+tokens, mask, run_cached = cached(subject, CASE, PAD, DEVICE)
+run_uncached = reference(subject, tokens, mask)
+for attn in {attentions}:  # the model's other attention implementations, as fuzzkv ran them
+    other = copy.deepcopy(subject)
+    other.set_attn_implementation(attn)
+    _, _, other_cached = cached(other, CASE, PAD, DEVICE, forced=tokens)
+    report(f"cached: {attn} vs the run's", run_cached, other_cached, mask[:, :-1].bool())
+    report(f"uncached: {attn} vs the run's", run_uncached, reference(other, tokens, mask), mask[:, :-1].bool())
+''',
     "prefix-reuse": '''
 tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
 _, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])
@@ -168,7 +178,8 @@ def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules:
 
 def hf_script(hf: HFBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers only."""
-    return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=BODIES[oracle],
+    body = BODIES[oracle].replace("{attentions}", repr(tuple(hf.attention_variants())) if oracle == "attn-impl" else "")
+    return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=body,
                     libraries="torch + transformers only")
 
 

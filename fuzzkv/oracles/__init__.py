@@ -17,6 +17,7 @@ from hypothesis.strategies import SearchStrategy
 from fuzzkv.case import Case
 from fuzzkv.features import (
     ASSISTED_DECODING,
+    ATTENTION_IMPLEMENTATIONS,
     BEAM_SEARCH,
     CACHE_OPERATIONS,
     CACHE_RESET,
@@ -78,6 +79,9 @@ ORACLES: dict[str, Oracle] = _oracles(
     Oracle("beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",
            lambda s: with_settings(cases(s, chunked=False, padding=("left",)), beam_settings), "beam",
            needs=frozenset({BEAM_SEARCH}), default=False),
+    Oracle("attn-impl", "the case under every other attention implementation the model declares (eager, sdpa; "
+           "flex_attention on CUDA), cached and uncached, vs the run's own",
+           lambda s: cases(s, continued=True), "attention", needs=frozenset({ATTENTION_IMPLEMENTATIONS}), default=False),
     # transformers documents assisted generation for batch size 1 only ("assisted generate is only supported for
     # batch_size = 1").
     Oracle("assisted", "assisted decoding (a draft that is often rejected, or prompt lookup) vs the uncached forward "
