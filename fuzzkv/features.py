@@ -9,3 +9,4 @@ CACHE_OPERATIONS = "cache-operations"  # a cache can be deep-copied, cropped, ba
 CONTINUOUS_BATCHING = "continuous-batching"  # the library's continuous batching over a paged cache
 ASSISTED_DECODING = "assisted-decoding"  # the library's generate() with a draft model or prompt lookup
 ATTENTION_IMPLEMENTATIONS = "attention-implementations"  # the model runs under more than one attention kernel
+OFFLOADED_CACHE = "offloaded-cache"  # a cache that offloads its layers to the CPU between uses (CUDA only)

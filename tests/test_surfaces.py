@@ -118,3 +118,17 @@ def test_an_attention_kernel_that_drops_the_padding_mask_is_found_and_named():
     [record] = store.failures()
     run = subprocess.run([sys.executable, "-c", record.reproduction], capture_output=True, text=True, timeout=600)
     assert run.returncode == 1 and "sdpa vs the run's: max" in run.stdout, run.stdout + run.stderr[-2000:]
+
+
+def test_the_offloaded_cache_is_not_applicable_off_cuda_and_says_why():
+    finished, recorder, _ = fuzz("llama", oracles=("offloaded",), max_examples=5)
+    [skipped] = recorder.of("OracleSkipped")
+    assert skipped.oracle == "offloaded" and "CUDA only" in skipped.reason
+    assert not finished.failures and not recorder.of("OracleFinished")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="an offloaded cache needs CUDA (optional GPU test)")
+def test_the_offloaded_cache_agrees_with_a_dynamic_cache_on_cuda():
+    finished, recorder, _ = fuzz("llama", oracles=("offloaded",), max_examples=25, device="cuda")
+    assert not finished.failures, [f.verdict.summary() for f in finished.failures]
+    assert [e.oracle for e in recorder.of("OracleFinished")] == ["offloaded"]

@@ -30,6 +30,7 @@ from fuzzkv.features import (  # noqa: E402
     CACHE_OPERATIONS,
     CACHE_RESET,
     CONTINUOUS_BATCHING,
+    OFFLOADED_CACHE,
     PADDED_POSITIONS,
     STATIC_CACHE,
 )
@@ -45,7 +46,7 @@ MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = (Capabilities(("dynamic", "static"),
                              frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS, BEAM_SEARCH,
                                         CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING,
-                                        ATTENTION_IMPLEMENTATIONS}))
+                                        ATTENTION_IMPLEMENTATIONS, OFFLOADED_CACHE}))
                 if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
 
 
@@ -223,6 +224,8 @@ def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
     if len(_attentions(model, str(model.device))) < 2:
         absent.append((ATTENTION_IMPLEMENTATIONS, f"{type(model).__name__} declares one attention implementation on "
                                                   f"{model.device.type} (eager)"))
+    if model.device.type != "cuda":
+        absent.append((OFFLOADED_CACHE, "an offloaded cache moves layers between the GPU and the CPU: CUDA only"))
     if not isinstance(model, ContinuousMixin):
         absent.append((CONTINUOUS_BATCHING, f"{type(model).__name__} has no generate_batch (not a ContinuousMixin)"))
     return absent

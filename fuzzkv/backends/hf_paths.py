@@ -183,13 +183,15 @@ def padded(case, pad_id, device):
 
 
 def new_cache(model, kind, max_len):
-    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots, or a DynamicCache.
+    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots, an offloaded DynamicCache, or a DynamicCache.
 
     transformers 4.x builds a DynamicCache without a config, and some of its models take only
     legacy tuples (None to start).
     """
     if kind == "static":
         return StaticCache(config=model.config, max_cache_len=max_len)
+    if kind == "offloaded":  # a DynamicCache that keeps layers on the CPU between uses (transformers 5.x, CUDA)
+        return DynamicCache(config=model.config, offloading=True)
     if takes(DynamicCache.__init__, "config"):
         return DynamicCache(config=model.config)
     return DynamicCache() if getattr(model, "_supports_cache_class", False) else None

@@ -60,6 +60,11 @@ tokens, mask, dynamic = cached(subject, CASE, PAD, DEVICE, kind="dynamic")
 _, _, static = cached(subject, CASE, PAD, DEVICE, kind="static", forced=tokens)
 report("static vs dynamic", dynamic, static, mask[:, :-1].bool())
 ''',
+    "offloaded": '''
+tokens, mask, dynamic = cached(subject, CASE, PAD, DEVICE, kind="dynamic")
+_, _, offloaded = cached(subject, CASE, PAD, DEVICE, kind="offloaded", forced=tokens)
+report("offloaded vs dynamic", dynamic, offloaded, mask[:, :-1].bool())
+''',
     "cache-reuse": '''
 tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
 _, _, again = reused(subject, CASE, PAD, DEVICE, tokens)

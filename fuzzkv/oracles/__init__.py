@@ -22,6 +22,7 @@ from fuzzkv.features import (
     CACHE_OPERATIONS,
     CACHE_RESET,
     CONTINUOUS_BATCHING,
+    OFFLOADED_CACHE,
     PADDED_POSITIONS,
     STATIC_CACHE,
 )
@@ -79,6 +80,9 @@ ORACLES: dict[str, Oracle] = _oracles(
     Oracle("beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",
            lambda s: with_settings(cases(s, chunked=False, padding=("left",)), beam_settings), "beam",
            needs=frozenset({BEAM_SEARCH}), default=False),
+    Oracle("offloaded", "an offloaded dynamic cache (layers kept on the CPU between uses) vs a dynamic cache",
+           lambda s: cases(s, caches=("dynamic",), continued=True), "core", needs=frozenset({OFFLOADED_CACHE}),
+           default=False),
     Oracle("attn-impl", "the case under every other attention implementation the model declares (eager, sdpa; "
            "flex_attention on CUDA), cached and uncached, vs the run's own",
            lambda s: cases(s, continued=True), "attention", needs=frozenset({ATTENTION_IMPLEMENTATIONS}), default=False),

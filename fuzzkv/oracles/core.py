@@ -47,6 +47,11 @@ def _cache_impl(backend: Backend, case: Case) -> tuple[Trace, Trace]:
     return dynamic, run_path("static cache", backend.cached, case, dynamic.tokens, cache="static")
 
 
+def _offloaded(backend: Backend, case: Case) -> tuple[Trace, Trace]:
+    dynamic = run_path("dynamic cache", backend.cached, case, cache="dynamic")
+    return dynamic, run_path("offloaded cache", backend.cached, case, dynamic.tokens, cache="offloaded")
+
+
 def _cache_reuse(backend: Backend, case: Case) -> tuple[Trace, Trace]:
     fresh = run_path("fresh cache", backend.cached, case)
     return fresh, run_path("reused cache", backend.reused, case, fresh.tokens)
@@ -63,5 +68,6 @@ PAIRS: dict[str, Pairs] = {
     "chunked": single("chunked vs one pass", _chunked),
     "cache-impl": single("static vs dynamic", _cache_impl),
     "cache-reuse": single("reused vs fresh", _cache_reuse),
+    "offloaded": single("offloaded vs dynamic", _offloaded),
     "generate": single("generate vs uncached", _generate),
 }
