@@ -39,26 +39,28 @@ def LlamaForward(model, input_ids, attention_mask, position_ids, kwargs):
                                        position_ids=position_ids, **kwargs)
 
 
+def _all_but_last_layer(cache, operation):
+    """Make ``cache.<operation>`` apply the layers' ``operation`` to every layer but the last."""
+
+    def broken(self, *args):
+        for layer in self.layers[:-1]:
+            getattr(layer, operation)(*args)
+
+    setattr(cache, operation, types.MethodType(broken, cache))
+
+
 class ReorderSkipsLastLayer(_Surface):
     """reorder_cache leaves the last layer as it was: beam search and reordered prefixes read stale rows."""
 
     def break_cache(self, cache):
-        def reorder_cache(self, beam_idx):
-            for layer in self.layers[:-1]:
-                layer.reorder_cache(beam_idx)
-
-        cache.reorder_cache = types.MethodType(reorder_cache, cache)
+        _all_but_last_layer(cache, "reorder_cache")
 
 
 class CropForgetsLastLayer(_Surface):
     """crop shortens every layer but the last, which keeps the cropped tokens."""
 
     def break_cache(self, cache):
-        def crop(self, tokens_to_remove):
-            for layer in self.layers[:-1]:
-                layer.crop(tokens_to_remove)
-
-        cache.crop = types.MethodType(crop, cache)
+        _all_but_last_layer(cache, "crop")
 
 
 class PagedPositionsPastFirstPage(_Surface):
