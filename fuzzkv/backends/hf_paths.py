@@ -328,10 +328,14 @@ def reference(model, tokens, mask):
 
 @torch.inference_mode()
 def generate(model, case, pad_id, device, cache_implementation=None):
-    """The library's own ``generate``, greedy, with each step's logits. Returns (sequences, mask, step logits)."""
+    """The library's own ``generate``, greedy, with each step's logits (the prompt prefilled in pieces of
+    ``case["settings"]["prefill_chunk_size"]`` tokens where that is set). Returns (sequences, mask, step logits)."""
     ids, mask = padded(case, pad_id, device)
     n = case["max_new_tokens"]
     extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    chunk = case.get("settings", {}).get("prefill_chunk_size")
+    if chunk:  # the prompt prefilled in pieces of this many tokens (the prefix-reuse oracle's chunked generate)
+        extra["prefill_chunk_size"] = chunk
     # generate() sizes a static cache to the largest it sized on this model before (transformers 5.x keeps
     # _previous_max_cache_length to avoid recompiling): forget it, so a case's result never depends on the
     # cases before it and its reproduction script (a fresh model) reproduces it.

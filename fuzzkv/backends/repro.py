@@ -105,9 +105,15 @@ for attn in {attentions}:  # the model's other attention implementations, as fuz
     report(f"uncached: {attn} vs the run's", run_uncached, reference(other, tokens, mask), mask[:, :-1].bool())
 ''',
     "prefix-reuse": '''
-tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
-_, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])
-report("reused prefix vs fresh", fresh, resumed, mask[:, :-1].bool())
+if CASE["settings"]["operation"] == "chunked-generate":
+    sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
+    ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
+    report("reused prefix vs fresh", ref, torch.stack([s.float() for s in steps], 1),
+           torch.ones(ref.shape[:2], dtype=torch.bool))
+else:
+    tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
+    _, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])
+    report("reused prefix vs fresh", fresh, resumed, mask[:, :-1].bool())
 ''',
     "continuous-batching": '''
 tokens, mask, logprobs = continuous_batching(subject, CASE, PAD, DEVICE)

@@ -93,7 +93,8 @@ ORACLES: dict[str, Oracle] = _oracles(
                cases(replace(s, max_batch=1), chunked=False, padding=("left",)), assisted_settings),
            "speculative", needs=frozenset({ASSISTED_DECODING}), default=False),
     Oracle("prefix-reuse", "a prefix cache deep-copied, cropped, batch-selected or reordered, then continued, "
-           "vs a fresh cache", lambda s: with_settings(cases(s, min_chunks=2, continued=True), prefix_settings),
+           "vs a fresh cache; or generate() prefilling in chunks vs the uncached forward",
+           lambda s: with_settings(cases(s, min_chunks=2, continued=True), prefix_settings),
            "prefix", needs=frozenset({CACHE_OPERATIONS}), default=False),
     Oracle("continuous-batching", "each prompt as a request through continuous batching (paged cache, drawn pages, "
            "blocks and batch limits) vs the uncached forward: greedy tokens and log-probs",

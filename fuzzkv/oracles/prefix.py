@@ -1,15 +1,20 @@
 """The prefix-reuse oracle's paths: a prefix cache that went through one cache operation (deep copy, crop,
-batch selection, reorder), then continued, against a fresh cache fed the same tokens."""
+batch selection, reorder), then continued, against a fresh cache fed the same tokens; or the library's generate()
+prefilling the prompt in pieces of the prefix's length, against the uncached forward over its tokens."""
 
 from __future__ import annotations
 
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Pairs, run_path, single
+from fuzzkv.oracles.check import Pairs, run_path, single, teacher_forced
 
 
 def _prefix_reuse(backend: Backend, case: Case) -> tuple[Trace, Trace]:
     operation = case.setting("operation")
+    if operation == "chunked-generate":  # generate() prefilling in pieces, vs the uncached forward of its tokens
+        generated = run_path(f"generate(prefill_chunk_size={case.setting('prefill_chunk_size')})", backend.generate,
+                             case)
+        return teacher_forced(backend, generated), generated
     fresh = run_path("fresh cache", backend.cached, case)
     return fresh, run_path(f"prefix cache after {operation}", backend.prefix_reused, case, fresh.tokens, operation)
 

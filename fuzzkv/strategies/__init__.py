@@ -194,8 +194,9 @@ def continuations(space: CaseSpace, rows: int, new_tokens: int) -> st.SearchStra
 
 # What a prefix cache goes through before it is continued (the ``prefix-reuse`` oracle). A static cache keeps
 # the batch it was built for: transformers' StaticLayer has no batch_select_indices, so "select" is dynamic only.
-PREFIX_OPERATIONS = ("copy", "crop", "select", "reorder")
-STATIC_PREFIX_OPERATIONS = ("copy", "crop", "reorder")
+# "chunked-generate" is generate(prefill_chunk_size=the prefix's length), checked against the uncached forward.
+PREFIX_OPERATIONS = ("copy", "crop", "select", "reorder", "chunked-generate")
+STATIC_PREFIX_OPERATIONS = ("copy", "crop", "reorder", "chunked-generate")
 # transformers refuses pages of fewer than 4 tokens ("page_size must be at least 4"); 256 is its default.
 PAGE_SIZES = (4, 5, 8, 16, 32, 256)
 
@@ -229,7 +230,9 @@ def assisted_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
 def prefix_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
     """The cache operation a prefix goes through (shrinks to a deep copy)."""
     operations = STATIC_PREFIX_OPERATIONS if case.cache == "static" else PREFIX_OPERATIONS
-    return st.fixed_dictionaries({"operation": _sampled_from(operations)})
+    return _sampled_from(operations).map(
+        lambda operation: {"operation": operation, "prefill_chunk_size": case.prefill_chunks[0]}
+        if operation == "chunked-generate" else {"operation": operation})
 
 
 @st.composite
