@@ -58,6 +58,9 @@ def test_a_reorder_that_skips_a_layer_is_found_by_beam_search_and_by_a_reordered
     assert found["prefix-reuse"].case.setting("operation") == "reorder"
     # The reorder must move something: two rows.
     assert found["prefix-reuse"].case.batch_size == 2
+    [record] = [r for r in store.failures() if r.oracle == "prefix-reuse"]
+    run = subprocess.run([sys.executable, "-c", record.reproduction], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1 and "reused prefix vs fresh" in run.stdout, run.stdout + run.stderr[-2000:]
     # Beam search: one one-token prompt, two beams; how many steps it takes until the beams first swap rows
     # (so that a stale layer is read) depends on the weights.
     beam = found["beam"].case
