@@ -36,6 +36,7 @@ def tl_cache_bug_reason() -> str | None:
 # transformers bugs with a standalone script in findings/ that exits 1 where they are present:
 # (finding, first transformers release checked affected). The scripts drive 5.24's cache= keyword.
 SCRIPTED = [
+    ("transformers-continuous-batching-fails-bloom-falcon", (5, 24)),
     ("transformers-continuous-batching-drops-attention-softcap", (5, 24)),
     ("transformers-prompt-lookup-static-cache-overflow", (5, 24)),
     ("transformers-mamba1-multi-token-cached-forward-drops-ssm-state", (5, 24)),

@@ -135,3 +135,13 @@ def test_the_offloaded_cache_agrees_with_a_dynamic_cache_on_cuda():
     finished, recorder, _ = fuzz("llama", oracles=("offloaded",), max_examples=25, device="cuda")
     assert not finished.failures, [f.verdict.summary() for f in finished.failures]
     assert [e.oracle for e in recorder.of("OracleFinished")] == ["offloaded"]
+
+
+@pytest.mark.skipif(known_bug("transformers-continuous-batching-fails-bloom-falcon") is not None,
+                    reason="found on transformers 5.24")
+def test_continuous_batching_failing_every_bloom_request_is_an_error_finding():
+    # findings/transformers-continuous-batching-fails-bloom-falcon.md
+    finished, _, _ = fuzz("bloom-560m", oracles=("continuous-batching",), max_examples=10)
+    [verdict] = failures(finished).values()
+    assert verdict.kind == "error" and "get_seq_length" in verdict.error
+    assert verdict.case.prompts == ((0,),) and verdict.case.max_new_tokens == 1
