@@ -80,8 +80,8 @@ def _inert(lane: Lane, planted: Lane, case: Case, tolerance: Tolerance) -> str |
     computes at all (ALiBi ignores position ids, a recurrent model has no keys to drop). Its cached path is
     then the clean one's within the rounding noise calibration measured; None otherwise."""
     try:
-        [(_, _, mutated)] = pairs_of(ORACLES["decode"])(planted.subject, case)
-        [(_, _, clean)] = pairs_of(ORACLES["decode"])(lane.subject, case)
+        [(_, _, mutated, _)] = pairs_of(ORACLES["decode"])(planted.subject, case)
+        [(_, _, clean, _)] = pairs_of(ORACLES["decode"])(lane.subject, case)
     except PathError:
         return None
     if mutated.logits.shape != clean.logits.shape or not bool((mutated.tokens == clean.tokens).all()):

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 PADDING_SIDES = ("left", "right")
-CACHES = ("dynamic", "static")
+DRAWN_CACHES = ("dynamic", "static")  # what the core oracles draw
+CACHES = (*DRAWN_CACHES, "quantized")  # "quantized": its knobs in ``settings``, drawn by its own oracle only
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -25,7 +26,7 @@ class Case:
     max_new_tokens: how many tokens greedy decoding produces (at least 1).
     prefill_chunks: sizes of the pieces the padded prompt is fed in; they sum to the
         padded prompt length. ``(L,)`` is a single prefill pass.
-    cache: the cache implementation, ``"dynamic"`` or ``"static"``.
+    cache: the cache implementation, ``"dynamic"``, ``"static"`` or ``"quantized"`` (its knobs in ``settings``).
     dtype: the floating-point type the model runs in.
     reuse_batch: for the ``cache-reuse`` oracle, the batch size the cache served
         before it was reset and reused for this case (0 when unused).

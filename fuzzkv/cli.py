@@ -10,7 +10,7 @@ from fuzzkv import __version__, app
 from fuzzkv.case import DTYPES
 from fuzzkv.config import ATTNS, BACKENDS, SCALES, RunConfig, default_db_url
 from fuzzkv.errors import EXIT_INTERNAL, FuzzkvError
-from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles import ORACLES, Oracle
 
 DB_HELP = "Store URL [default: $FUZZKV_DB or sqlite:///fuzzkv.db]."
 
@@ -45,11 +45,15 @@ def cli() -> None:
     """Fuzz a language model's KV cache: cached outputs must equal uncached ones."""
 
 
+def _opt_in(name: str, oracle: Oracle) -> str:
+    return f"{name} (default on {'/'.join(oracle.default_on)})" if oracle.default_on else name
+
+
 @cli.command()
 @model_options
 @click.option("--oracle", "oracles", multiple=True, type=click.Choice(list(ORACLES)),
               help="Oracle to run (repeatable). Default: all that apply to --backend, except the opt-in "
-                   f"{', '.join(name for name, oracle in ORACLES.items() if not oracle.default)}.")
+                   f"{', '.join(_opt_in(name, oracle) for name, oracle in ORACLES.items() if not oracle.default)}.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
 @click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
 @click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")

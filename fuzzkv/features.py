@@ -10,3 +10,5 @@ CONTINUOUS_BATCHING = "continuous-batching"  # the library's continuous batching
 ASSISTED_DECODING = "assisted-decoding"  # the library's generate() with a draft model or prompt lookup
 ATTENTION_IMPLEMENTATIONS = "attention-implementations"  # the model runs under more than one attention kernel
 OFFLOADED_CACHE = "offloaded-cache"  # a cache that offloads its layers to the CPU between uses (CUDA only)
+QUANTIZED_CACHE = "quantized-cache"  # a lossy quantized cache (quanto, HQQ, FP8 backends)
+COMPILED_DECODING = "compiled-decoding"  # the library's generate() with torch.compile'd decoding steps on a static cache

@@ -28,7 +28,7 @@ from fuzzkv.oracles.check import check_within
 from fuzzkv.search import Search, failure_key
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.tolerance import Tolerance
-from fuzzkv.verdict import Verdict
+from fuzzkv.verdict import Bounds, Verdict
 
 Emit = Callable[[object], None]
 MODEL_SETTINGS = ("model", "backend", "scale", "dtype", "device", "attn", "init_std", "weights_seed")
@@ -64,7 +64,7 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
-                     caches=capabilities.caches)
+                     caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers)
 
 
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:
@@ -79,7 +79,8 @@ def skipped(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str]]:
 
 
 def candidates(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str | None]]:
-    chosen = [ORACLES[n] for n in config.oracles] if config.oracles else [o for o in ORACLES.values() if o.default]
+    chosen = ([ORACLES[n] for n in config.oracles] if config.oracles
+              else [o for o in ORACLES.values() if o.is_default(config.device)])
     return [(oracle, name, lanes.lanes[name].capabilities.why_not(oracle.min_batch, oracle.needs))
             for oracle in chosen for name in oracle.lanes if name in lanes.lanes]
 
@@ -206,9 +207,14 @@ class Run:
             kind=verdict.kind, case=verdict.case,
             max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None, tolerance=verdict.tolerance,
             metrics=verdict.metrics.to_dict() if verdict.metrics else {}, error=verdict.error,
-            reproduction=self.lanes.lanes[lane].reproduction(verdict.oracle, verdict.case, self.tolerance(lane).bounds),
+            reproduction=self.lanes.lanes[lane].reproduction(verdict.oracle, verdict.case, self._bounds_of(verdict, lane)),
             versions=self.versions, settings=model_settings(self.config, lane),
             tolerance_source=self.tolerance(lane).source, run_id=self.run_id)
+
+    def _bounds_of(self, verdict: Verdict, lane: str) -> Bounds:
+        """The run's bounds, with the failing comparison's own where it carried one (see ``Bounds.lossy``)."""
+        bounds = self.tolerance(lane).bounds
+        return bounds if verdict.tolerance == bounds.value else replace(bounds, lossy=verdict.tolerance)
 
     def _keep_smallest(self, verdict: Verdict, lane: str) -> None:
         """Commit each failing case the moment it is seen, if smaller than the one stored: a run

@@ -15,19 +15,16 @@ left out (the search will report it) and counted in the tolerance's source.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 from fuzzkv.backends.interface import Backend, PathError, Trace
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases
 from fuzzkv.oracles.check import ExampleDeadline, pairs_of, within
 from fuzzkv.verdict import PRECISE_SHARE, Bounds
 
-# Measured on clean models (README, "Tolerances"): over 100+ search cases per oracle, the largest
-# cached-vs-uncached difference stayed within 2.4x the largest one over the calibration cases.
-SAFETY_FACTOR = 4.0
 ESTIMATED_NOISE_RATIO = 8.0
 # Unit roundoff of each dtype: the floor is `resolution * logit scale`.
 RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
@@ -58,41 +55,6 @@ class Tolerance:
         return asdict(self)
 
 
-def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new_tokens: int = 8,
-                      seed: int = 0) -> list[Case]:
-    """A fixed set of cases shaped like the search's: the longest lengths it draws (rounding grows with
-    length) alone and in a ragged left-padded batch, a prompt fed in two chunks, and short batches."""
-    rng = random.Random(seed)
-    info, capabilities = backend.info, backend.capabilities
-    limit = (info.max_positions or 10**9) - max_new_tokens
-    longest = max(2, min(max_prompt_len, limit))
-    tokens = list(range(info.vocab_size))
-    most = min(3, capabilities.max_batch or 3)
-
-    def prompt(length: int) -> tuple[int, ...]:
-        return tuple(rng.choice(tokens) for _ in range(max(1, length)))
-
-    short = prompt(1)
-    # Kernels are chosen by shape, and their rounding with them: short batches round differently.
-    return [Case(prompts=(prompt(longest),), max_new_tokens=max_new_tokens, dtype=dtype),
-            Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
-                 dtype=dtype),
-            Case(prompts=(prompt(longest // 2 + 1),), max_new_tokens=max_new_tokens,
-                 prefill_chunks=(1, longest // 2), dtype=dtype),
-            Case(prompts=(short,) * most, max_new_tokens=max_new_tokens, dtype=dtype),
-            Case(prompts=tuple(prompt(2 + row) for row in range(most)), max_new_tokens=2, dtype=dtype),
-            # Drawn continuations, fed one at a time: tokens greedy decoding of a random model never picks.
-            Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
-                 dtype=dtype, continuation=tuple(prompt(max_new_tokens) for _ in range(most))),
-            # The shapes shrinking ends in: one token, two new ones, alone and twice; and the special
-            # tokens the search draws, whose trained activations can be far larger than others'.
-            Case(prompts=(short,), max_new_tokens=2, dtype=dtype),
-            Case(prompts=(short,) * min(2, most), max_new_tokens=2, dtype=dtype),
-            *(Case(prompts=((special,),) * rows, max_new_tokens=2, dtype=dtype)
-              for special in info.special_ids[:3] for rows in sorted({1, min(2, most)})),
-            *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in info.special_ids[:3])]
-
-
 # How a calibration case is shaped into one each oracle accepts (what its strategy draws), or None.
 FITS: dict[str, Callable[[Case], Case | None]] = {
     "decode": lambda case: case,
@@ -115,7 +77,7 @@ def _differences(reference: Trace, candidate: Trace) -> tuple[float, float]:
 
 def _spread(oracle: str, subject: Backend, case: Case) -> list[tuple[float, float]]:
     """Each comparison's (largest, rms) difference for ``oracle`` on ``case``."""
-    return [_differences(reference, candidate) for _label, reference, candidate in pairs_of(ORACLES[oracle])(subject, case)]
+    return [_differences(reference, candidate) for _label, reference, candidate, _own in pairs_of(ORACLES[oracle])(subject, case)]
 
 
 def calibrated_oracles(backend: Backend) -> list[str]:

@@ -31,6 +31,9 @@ class Bounds:
 
     value: float
     rms: float | None = None
+    # The bound of the failing comparison where it carried its own (a quantized cache's calibrated loss), for
+    # the reproduction script to judge that comparison by; None otherwise.
+    lossy: float | None = None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ oracles find each and shrink it."""
 
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -42,11 +43,14 @@ def LlamaForward(model, input_ids, attention_mask, position_ids, kwargs):
 def _all_but_last_layer(cache, operation):
     """Make ``cache.<operation>`` apply the layers' ``operation`` to every layer but the last."""
 
-    def broken(self, *args):
-        for layer in self.layers[:-1]:
+    original = getattr(cache, operation)
+
+    @functools.wraps(original)  # the same signature: fuzzkv calls crop the way this transformers takes it
+    def broken(*args):
+        for layer in cache.layers[:-1]:
             getattr(layer, operation)(*args)
 
-    setattr(cache, operation, types.MethodType(broken, cache))
+    setattr(cache, operation, broken)
 
 
 class ReorderSkipsLastLayer(_Surface):
@@ -71,6 +75,40 @@ class PagedPositionsPastFirstPage(_Surface):
         if type(cache).__name__ == "PagedAttentionCache" and position_ids is not None:
             return position_ids + (position_ids >= PAGE).long()
         return position_ids
+
+
+class QuantizedScaleSpansBatch(_Surface):
+    """A quantized cache that takes one scale over the whole batch (per tensor) while its settings promise groups
+    inside each row: a row's keys and values are quantized differently beside other rows than alone."""
+
+    def break_cache(self, cache):
+        if type(cache).__name__ != "QuantizedCache":
+            return
+        for layer in cache.layers:
+            if type(layer).__name__ == "Fp8QuantizedLayer":  # per tensor already, by design
+                continue
+            layer._quantize = types.MethodType(_per_tensor_quantize, layer)
+            layer._dequantize = types.MethodType(_per_tensor_dequantize, layer)
+
+
+def _per_tensor_quantize(layer, tensor, axis=None):
+    scale = tensor.abs().amax().clamp(min=1e-12) / 7  # 4 bits, one scale over every row of the batch
+    return (tensor / scale).round(), scale
+
+
+def _per_tensor_dequantize(layer, quantized):
+    values, scale = quantized
+    return values * scale
+
+
+class CompiledPositionsOffByOne(_Tiny):
+    """Under torch.compile the positions are one too far (a branch on ``torch.compiler.is_compiling()`` that eager
+    never takes, as compile-only code paths do): compiled decoding differs, eager is right."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        if torch.compiler.is_compiling() and position_ids is not None:
+            position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
 
 
 class SdpaDropsPaddingMask(_Tiny):
@@ -101,3 +139,11 @@ def paged_positions_past_first_page():
 
 def sdpa_drops_padding_mask():
     return _build(SdpaDropsPaddingMask)
+
+
+def quantized_scale_spans_batch():
+    return _build(QuantizedScaleSpansBatch)
+
+
+def compiled_positions_off_by_one():
+    return _build(CompiledPositionsOffByOne)

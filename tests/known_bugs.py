@@ -36,6 +36,10 @@ def tl_cache_bug_reason() -> str | None:
 # transformers bugs with a standalone script in findings/ that exits 1 where they are present:
 # (finding, first transformers release checked affected). The scripts drive 5.24's cache= keyword.
 SCRIPTED = [
+    ("transformers-quantized-cache-batch-select-fails", (5, 24)),
+    ("optimum-quanto-quantized-cache-deepcopy-fails", (5, 24)),
+    ("transformers-quanto-cache-axis-minus-one-fails-most-lengths", (5, 24)),
+    ("transformers-hqq-cache-low-bits-fail", (5, 24)),
     ("transformers-continuous-batching-fails-bloom-falcon", (5, 24)),
     ("transformers-continuous-batching-drops-attention-softcap", (5, 24)),
     ("transformers-prompt-lookup-static-cache-overflow", (5, 24)),
@@ -54,10 +58,18 @@ SCRIPTED = [
 ]
 
 
+# The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).
+NEEDS = {"optimum-quanto-quantized-cache-deepcopy-fails": "optimum-quanto",
+         "transformers-quanto-cache-axis-minus-one-fails-most-lengths": "optimum-quanto",
+         "transformers-hqq-cache-low-bits-fail": "hqq"}
+
+
 def scripted_reason(finding: str) -> str | None:
     """Why ``finding``'s script is not expected to reproduce here (None: it must)."""
     hf = _version("transformers")
     affected = dict(SCRIPTED)[finding]
     if hf is None or hf < affected:
         return f"{finding} was found on transformers {'.'.join(map(str, affected))}; this is an older release"
+    if finding in NEEDS and _version(NEEDS[finding]) is None:
+        return f"{finding} needs {NEEDS[finding]} (pip install 'fuzzkv[quantized]')"
     return None

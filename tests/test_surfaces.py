@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fuzzkv.backends.hf_paths import transformers_major
+from fuzzkv.backends.hf_paths import quantizers, transformers_major
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from tests.conftest import fuzz
@@ -68,8 +68,9 @@ def test_a_reorder_that_skips_a_layer_is_found_by_beam_search_and_by_a_reordered
 
 
 def test_a_crop_that_forgets_a_layer_is_found_and_shrunk_to_the_crop():
+    # Five operations share the draws: a wider budget than the others', so that crop is drawn whatever the seed.
     finished, _, _ = fuzz("tests.broken_surfaces:crop_forgets_last_layer", oracles=("prefix-reuse",),
-                          max_examples=BUDGET)
+                          max_examples=4 * BUDGET)
     [verdict] = failures(finished).values()
     case = verdict.case
     assert case.setting("operation") == "crop"
@@ -89,6 +90,12 @@ def test_paged_positions_past_the_first_page_are_found_and_shrunk_to_cross_one_p
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "FAILS" in run.stdout
+
+
+def test_compiled_decoding_is_opt_in_on_a_cpu_and_default_on_cuda():
+    compiled = ORACLES["compiled"]
+    assert not compiled.is_default("cpu") and compiled.is_default("cuda") and compiled.is_default("cuda:1")
+    assert all(oracle.is_default("cuda") == (oracle.default or name == "compiled") for name, oracle in ORACLES.items())
 
 
 def test_settings_round_trip_and_leave_other_cases_as_stored():
@@ -145,3 +152,49 @@ def test_continuous_batching_failing_every_bloom_request_is_an_error_finding():
     [verdict] = failures(finished).values()
     assert verdict.kind == "error" and "get_seq_length" in verdict.error
     assert verdict.case.prompts == ((0,),) and verdict.case.max_new_tokens == 1
+
+
+quantized = pytest.mark.skipif(
+    transformers_major() < 5 or not {"quanto", "hqq", "fp8"} <= set(quantizers()),
+    reason="the quantized-cache backends are installed with fuzzkv[quantized] (and FP8 is transformers 5.24's)")
+# The real errors the quantized oracle meets on every model in transformers 5.24 with optimum-quanto 0.2.7 and HQQ
+# 0.2.8 (findings/transformers-quantized-cache-*.md, findings/optimum-quanto-*.md, findings/hqq-*.md).
+QUANTIZED_LIBRARY_ERRORS = {"IndexError", "RuntimeError", "ValueError"}
+
+
+@quantized
+def test_a_quantized_scale_spanning_the_batch_is_found_in_float64_and_shrunk_to_two_rows():
+    finished, _, store = fuzz("tests.broken_surfaces:quantized_scale_spans_batch", oracles=("quantized",),
+                              max_examples=60)
+    [verdict] = [f.verdict for f in finished.failures if f.verdict.kind == "mismatch"]
+    assert verdict.comparison == "quantized: batch row vs alone (float64)"
+    case = verdict.case
+    assert case.batch_size == 2 and case.setting("quantizer") in ("quanto", "hqq") and case.max_new_tokens == 1
+    [record] = [r for r in store.failures() if r.kind == "mismatch"]
+    run = subprocess.run([sys.executable, "-c", record.reproduction], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1 and "vs alone" in run.stdout and "FAILS" in run.stdout, run.stdout + run.stderr[-2000:]
+
+
+@quantized
+def test_the_quantized_oracle_reports_only_the_libraries_own_errors_on_the_clean_model():
+    finished, recorder, _ = fuzz("tests.broken_surfaces:clean", oracles=("quantized",), max_examples=60)
+    found = [f.verdict for f in finished.failures]
+    assert all(v.kind == "error" and v.error_type in QUANTIZED_LIBRARY_ERRORS for v in found), \
+        [v.summary() for v in found]
+    assert finished.examples >= 30
+
+
+def test_compiled_decoding_that_differs_from_eager_is_found_and_shrunk_to_one_compiled_step():
+    # Compiling costs ~15 s per new shape on a CPU: few examples, and the clean model checked alongside.
+    finished, _, store = fuzz("tests.broken_surfaces:compiled_positions_off_by_one", oracles=("compiled",),
+                              max_examples=20)
+    [verdict] = failures(finished).values()
+    assert verdict.kind == "mismatch" and verdict.comparison == "compiled generate vs uncached"
+    case = verdict.case
+    # The first new token comes from the eager prefill; the second from the first compiled decoding step.
+    assert case.batch_size == 1 and case.max_new_tokens == 2 and case.cache == "static"
+    [record] = store.failures()
+    run = subprocess.run([sys.executable, "-c", record.reproduction], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1 and "FAILS" in run.stdout, run.stdout + run.stderr[-2000:]
+    clean, recorder, _ = fuzz("tests.broken_surfaces:clean", oracles=("compiled",), max_examples=10)
+    assert not clean.failures and clean.examples >= 8, [f.verdict.summary() for f in clean.failures]

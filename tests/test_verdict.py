@@ -71,3 +71,45 @@ def test_score_is_difference_over_tolerance():
     verdict = Verdict("decode", Case(prompts=((1,),)), "mismatch", 0.1, metrics=m)
     assert math.isclose(verdict.score, 5.0, rel_tol=1e-4)
     assert "0.5 > tolerance 0.1" in verdict.summary()
+
+
+def _trace(logits):
+    from fuzzkv.backends.interface import Trace
+
+    tokens = torch.zeros(logits.shape[0], logits.shape[1] + 1, dtype=torch.long)
+    return Trace.everywhere(tokens, torch.ones_like(tokens), logits)
+
+
+def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_runs(monkeypatch):
+    """A lossy surface (the quantized cache) carries its calibrated bounds: within them it passes though far past the
+    run's rounding tolerance; past them it is a mismatch reported at its own bound; a comparison without its own
+    bounds in the same oracle is still held to the run's."""
+    from fuzzkv.oracles import ORACLES, quantized
+    from fuzzkv.oracles.check import Comparison, check
+
+    ref = _logits()
+    lossy, exact = ref + 0.3, ref.clone()
+
+    def pairs(comparisons):
+        monkeypatch.setitem(quantized.PAIRS, "quantized", lambda subject, case: comparisons)
+
+    class Lane:
+        subject = None
+
+        def precise_subject(self):
+            return None
+
+        def release_precise(self):
+            pass
+
+    case, run_bounds = Case(prompts=((1, 2),)), Bounds(1e-4)
+    oracle = ORACLES["quantized"]
+    pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.5)), Comparison("rows", _trace(ref), _trace(exact))])
+    assert check(oracle, Lane(), case, run_bounds).kind == "pass"
+    pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.1))])
+    verdict = check(oracle, Lane(), case, run_bounds)
+    assert verdict.kind == "mismatch" and verdict.comparison == "loss" and verdict.tolerance == 0.1
+    pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.5)), Comparison("rows", _trace(ref), _trace(ref + 1e-3))])
+    assert check(oracle, Lane(), case, run_bounds).comparison == "rows"
+    pairs([Comparison("loss", _trace(ref), _trace(ref + 1e-5), Bounds(0.0))])  # never below the run's rounding
+    assert check(oracle, Lane(), case, run_bounds).kind == "pass"

@@ -29,9 +29,11 @@ from fuzzkv.features import (  # noqa: E402
     CACHE_CONTENTS,
     CACHE_OPERATIONS,
     CACHE_RESET,
+    COMPILED_DECODING,
     CONTINUOUS_BATCHING,
     OFFLOADED_CACHE,
     PADDED_POSITIONS,
+    QUANTIZED_CACHE,
     STATIC_CACHE,
 )
 from fuzzkv.verdict import Bounds  # noqa: E402
@@ -46,7 +48,8 @@ MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = (Capabilities(("dynamic", "static"),
                              frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS, BEAM_SEARCH,
                                         CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING,
-                                        ATTENTION_IMPLEMENTATIONS, OFFLOADED_CACHE}))
+                                        ATTENTION_IMPLEMENTATIONS, OFFLOADED_CACHE, QUANTIZED_CACHE,
+                                        COMPILED_DECODING}))
                 if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
 
 
@@ -128,6 +131,10 @@ class HFBackend(DrivenBackend):
                                                    self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
+    def compiled(self, case: Case) -> Trace:
+        sequences, mask, steps = hf_paths.compiled_generate(self.model, case.to_dict(), self.pad_id, self.device)
+        return Trace.generated(sequences, mask, steps, case.padded_length)
+
     def beam(self, case: Case) -> Trace:
         sequences, mask, steps = hf_paths.beam_search(self.model, case.to_dict(), self.pad_id, self.device,
                                                       self.generate_cache(case))
@@ -206,7 +213,8 @@ def _capabilities(model: Any) -> Capabilities:
         absent += _absent_cache_features(model)
     features = CAPABILITIES.features - {feature for feature, _ in absent}
     caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
-    return Capabilities(caches, features, absent=tuple(absent))
+    quantizers = hf_paths.quantizers() if QUANTIZED_CACHE in features else ()
+    return Capabilities(caches, features, absent=tuple(absent), quantizers=quantizers)
 
 
 def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
@@ -216,7 +224,7 @@ def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
     absent = []
     static_why = hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
     if static_why:
-        absent.append((STATIC_CACHE, static_why))
+        absent += [(STATIC_CACHE, static_why), (COMPILED_DECODING, f"compiled decoding needs a static cache: {static_why}")]
     dynamic = hf_paths.new_cache(model, "dynamic", 8)
     state_layers = sorted({type(layer).__name__ for layer in dynamic.layers if not _holds_keys_and_values(type(layer))})
     if state_layers:
@@ -226,6 +234,9 @@ def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
                                                   f"{model.device.type} (eager)"))
     if model.device.type != "cuda":
         absent.append((OFFLOADED_CACHE, "an offloaded cache moves layers between the GPU and the CPU: CUDA only"))
+    quantized_why = _no_quantized_cache(model)
+    if quantized_why:
+        absent.append((QUANTIZED_CACHE, quantized_why))
     if not isinstance(model, ContinuousMixin):
         absent.append((CONTINUOUS_BATCHING, f"{type(model).__name__} has no generate_batch (not a ContinuousMixin)"))
     return absent
@@ -250,6 +261,20 @@ def _no_static_cache(model: Any) -> str | None:
         hf_paths.new_cache(model, "static", 8)
     except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a static cache?"
         return (f"transformers builds no StaticCache for this config ({type(exc).__name__}: "
+                f"{(str(exc).splitlines() or [''])[0][:160]})")
+    return None
+
+
+def _no_quantized_cache(model: Any) -> str | None:
+    """Why this model gets no QuantizedCache here: no quantizer installed, or transformers' own refusal for its
+    config (it documents the cache for models whose layers are all full attention)."""
+    installed = hf_paths.quantizers()
+    if not installed:
+        return "no quantized-cache backend is installed (pip install 'fuzzkv[quantized]')"
+    try:
+        hf_paths.new_cache(model, "quantized", 8, {"quantizer": installed[0]})
+    except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a quantized cache?"
+        return (f"transformers builds no QuantizedCache for this config ({type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:160]})")
     return None
 
@@ -288,4 +313,14 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
     name = loaded.spec.name if loaded.spec else (loaded.name or loaded.factory or config.name_or_path or text.model_type)
     return ModelInfo(name=name, architecture=(config.architectures or [type(loaded.model).__name__])[0],
                      vocab_size=vocab, special_ids=tuple(specials), max_positions=max_positions,
-                     sliding_windows=windows, source=loaded.source, model_type=text.model_type)
+                     sliding_windows=windows, source=loaded.source, model_type=text.model_type,
+                     head_dim=_head_dim(text))
+
+
+def _head_dim(text: Any) -> int | None:
+    """One attention head's width: the config's ``head_dim`` where it sets one, else hidden size / heads."""
+    explicit = getattr(text, "head_dim", None)
+    if isinstance(explicit, int) and explicit > 0:
+        return explicit
+    hidden, heads = getattr(text, "hidden_size", None), getattr(text, "num_attention_heads", None)
+    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads > 0 else None

@@ -182,19 +182,46 @@ def padded(case, pad_id, device):
     return ids.to(device), mask.to(device)
 
 
-def new_cache(model, kind, max_len):
-    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots, an offloaded DynamicCache, or a DynamicCache.
+def new_cache(model, kind, max_len, settings=None):
+    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots, an offloaded DynamicCache, a QuantizedCache
+    with the case's ``settings`` (see :func:`quantized_options`), or a DynamicCache.
 
     transformers 4.x builds a DynamicCache without a config, and some of its models take only
     legacy tuples (None to start).
     """
     if kind == "static":
         return StaticCache(config=model.config, max_cache_len=max_len)
+    if kind == "quantized":
+        from transformers import QuantizedCache
+
+        return QuantizedCache(config=model.config, **quantized_options(settings or {}))
     if kind == "offloaded":  # a DynamicCache that keeps layers on the CPU between uses (transformers 5.x, CUDA)
         return DynamicCache(config=model.config, offloading=True)
     if takes(DynamicCache.__init__, "config"):
         return DynamicCache(config=model.config)
     return DynamicCache() if getattr(model, "_supports_cache_class", False) else None
+
+
+# The case settings a QuantizedCache takes, under its own names ("quantizer" is its ``backend``).
+QUANTIZED_OPTIONS = ("nbits", "axis_key", "axis_value", "q_group_size", "residual_length")
+
+
+def quantized_options(settings):
+    """QuantizedCache's keyword arguments (also generate()'s ``cache_config``) from a case's settings."""
+    options = {name: settings[name] for name in QUANTIZED_OPTIONS if name in settings}
+    return {"backend": settings.get("quantizer", "quanto"), **options}
+
+
+def quantizers():
+    """The QuantizedCache backends this installation can run: FP8 where transformers has it (5.24), quanto and
+    HQQ where their packages are installed (transformers' own availability checks)."""
+    from transformers import cache_utils
+    from transformers.utils import is_hqq_available, is_optimum_quanto_available
+
+    names = ["quanto"] if is_optimum_quanto_available() else []
+    names += ["hqq"] if is_hqq_available() else []
+    names += ["fp8"] if "Fp8QuantizedLayer" in vars(cache_utils) else []
+    return tuple(names)
 
 
 # Pure state-space models whose own generate() drops the attention mask after the first step
@@ -300,7 +327,7 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
     total = mask.shape[1]
     if forced is None and case.get("continuation"):
         forced = torch.cat([ids, torch.tensor(case["continuation"], dtype=torch.long, device=ids.device)], dim=1)
-    store = cache if cache is not None else new_cache(model, kind, total)
+    store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"))
     step = CachedForward(model, mask, store, total if kind == "static" else None)
     tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], forced, step)
     return tokens, mask, logits
@@ -333,6 +360,8 @@ def generate(model, case, pad_id, device, cache_implementation=None):
     ids, mask = padded(case, pad_id, device)
     n = case["max_new_tokens"]
     extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
+    if cache_implementation == "quantized":
+        extra["cache_config"] = quantized_options(case.get("settings", {}))
     chunk = case.get("settings", {}).get("prefill_chunk_size")
     if chunk:  # the prompt prefilled in pieces of this many tokens (the prefix-reuse oracle's chunked generate)
         extra["prefill_chunk_size"] = chunk
@@ -343,6 +372,40 @@ def generate(model, case, pad_id, device, cache_implementation=None):
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)
+    return out.sequences, mask, list(out.logits)
+
+
+# Compiled decoding: one static cache length per bucket of this many positions, so that cases of different lengths
+# reuse the graphs torch.compile built for the first (it recompiles per cache length; batch sizes become dynamic
+# after the first change). The compile settings are one object, so generate() keeps its compiled call.
+COMPILED_CACHE_BUCKET = 64
+_COMPILE_CONFIG: list = []
+
+
+def compile_config():
+    """transformers' CompileConfig with its defaults, told to compile on every device: generate() compiles only on
+    accelerators otherwise (``_valid_auto_compile_criteria`` in transformers 5.24 generation/utils.py:2450)."""
+    if not _COMPILE_CONFIG:
+        from transformers.generation import CompileConfig
+
+        config = CompileConfig()
+        config._compile_all_devices = True  # type: ignore[assignment]  # declared None, read as a flag
+        _COMPILE_CONFIG.append(config)
+    return _COMPILE_CONFIG[0]
+
+
+@torch.inference_mode()
+def compiled_generate(model, case, pad_id, device):
+    """The library's own compiled decoding: ``generate()`` on a StaticCache (its length rounded up to a bucket), with
+    its decoding steps ``torch.compile``d, greedy, with each step's logits. Returns (sequences, mask, step logits)."""
+    ids, mask = padded(case, pad_id, device)
+    n = case["max_new_tokens"]
+    length = -(-mask.shape[1] // COMPILED_CACHE_BUCKET) * COMPILED_CACHE_BUCKET
+    cache = StaticCache(config=model.config, max_cache_len=length)
+    keyword = cache_keyword(model)  # generate() takes the cache under the forward's name (5.24: cache=)
+    out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
+                         do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
+                         pad_token_id=pad_id, compile_config=compile_config(), **{keyword: cache})
     return out.sequences, mask, list(out.logits)
 
 
@@ -414,24 +477,24 @@ def croppable(cache):
     return bool(getattr(cache, "is_croppable", True))
 
 
-def _prefix_cache(model, ids, mask, kind, total, prefix, operation):
+def _prefix_cache(model, ids, mask, kind, total, prefix, operation, settings=None):
     """A cache holding the first ``prefix`` positions of ``ids`` after ``operation``, and those positions'
     logits (as computed when the cache was filled)."""
     static_len = total if kind == "static" else None
     rows = ids.shape[0]
     if operation == "select":  # prefilled beside other rows, which are then dropped
         others = (ids + 1) % model.config.get_text_config().vocab_size
-        both = CachedForward(model, torch.cat([mask, mask]), new_cache(model, kind, total), static_len)
+        both = CachedForward(model, torch.cat([mask, mask]), new_cache(model, kind, total, settings), static_len)
         logits = both(torch.cat([ids, others]), 0, prefix)[:rows]
         both.cache.batch_select_indices(torch.arange(rows, device=ids.device))
         return both.cache, logits
     if operation == "reorder":  # prefilled with the rows reversed, then put back in order
         order = torch.arange(rows - 1, -1, -1, device=ids.device)
-        reversed_rows = CachedForward(model, mask[order], new_cache(model, kind, total), static_len)
+        reversed_rows = CachedForward(model, mask[order], new_cache(model, kind, total, settings), static_len)
         logits = reversed_rows(ids[order], 0, prefix)[order]
         reversed_rows.cache.reorder_cache(order)
         return reversed_rows.cache, logits
-    original = CachedForward(model, mask, new_cache(model, kind, total), static_len)
+    original = CachedForward(model, mask, new_cache(model, kind, total, settings), static_len)
     if operation == "crop":  # the whole prompt prefilled, then cropped back to the prefix
         # transformers 5.24: a sliding-window layer keeps what a crop needs only once told to, as assisted
         # decoding does ("Call `activate_past_recording` before `crop`"); earlier releases have no such call.
@@ -442,7 +505,7 @@ def _prefix_cache(model, ids, mask, kind, total, prefix, operation):
             return original.cache, logits
         # The library says this cache cannot be put back by a crop (a recurrent state, a window already
         # slid past): the case is run as "copy" instead.
-        original = CachedForward(model, mask, new_cache(model, kind, total), static_len)
+        original = CachedForward(model, mask, new_cache(model, kind, total, settings), static_len)
     # copy: a deep copy of the prefix cache; the original is then continued with the rest of the prompt, which
     # must leave the copy as it was
     logits = original(ids, 0, prefix)
@@ -458,7 +521,8 @@ def prefix_reused(model, case, pad_id, device, forced, operation):
     fed as the case's other chunks, then ``forced`` is decoded. Returns (tokens, mask, logits) like ``cached``."""
     ids, mask = padded(case, pad_id, device)
     total, chunks = mask.shape[1], case["prefill_chunks"]
-    store, prefix_logits = _prefix_cache(model, ids, mask, case["cache"], total, chunks[0], operation)
+    store, prefix_logits = _prefix_cache(model, ids, mask, case["cache"], total, chunks[0], operation,
+                                         case.get("settings"))
     step = CachedForward(model, mask, store, total if case["cache"] == "static" else None)
 
     def resumed(tokens, start, size):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fuzzkv.case import CACHES, DTYPES, Case
+from fuzzkv.case import DRAWN_CACHES, DTYPES, Case
 
 if TYPE_CHECKING:
     from fuzzkv.tolerance import Tolerance
@@ -38,13 +38,14 @@ class ModelInfo:
     sliding_windows: tuple[int, ...]
     source: str
     model_type: str = ""  # the transformers model_type, where there is one (the sweep's expected table keys on it)
+    head_dim: int | None = None  # the width of one attention head (a quantized cache's groups must divide it)
 
 
 @dataclass(frozen=True)
 class Capabilities:
     """What a backend supports, declared (pip-audit style) rather than probed."""
 
-    caches: tuple[str, ...] = CACHES
+    caches: tuple[str, ...] = DRAWN_CACHES
     features: frozenset[str] = frozenset()
     max_batch: int | None = None  # None: any batch the case space allows
     dtypes: tuple[str, ...] = DTYPES
@@ -52,6 +53,7 @@ class Capabilities:
     # Why a feature this backend usually has is absent for this model, as (feature, reason) pairs: an
     # oracle that needs it is skipped with that reason (e.g. no static cache for a recurrent state).
     absent: tuple[tuple[str, str], ...] = ()
+    quantizers: tuple[str, ...] = ()  # the quantized-cache backends installed here (with the quantized-cache feature)
 
     def allows(self, min_batch: int, needs: frozenset[str]) -> bool:
         """Whether an oracle needing ``min_batch`` rows and the features ``needs`` can run here."""
@@ -173,6 +175,11 @@ class Backend(ABC):
         """The library's generate() with assisted decoding (``case.settings``: drafter, draft_tokens), greedy,
         batch 1. Declared by the ``assisted-decoding`` feature."""
         raise Unsupported(f"backend {self.name} has no assisted decoding")
+
+    def compiled(self, case: Case) -> Trace:
+        """The library's generate() with its decoding steps compiled (``torch.compile``) on a static cache, greedy.
+        Declared by the ``compiled-decoding`` feature."""
+        raise Unsupported(f"backend {self.name} has no compiled decoding")
 
     def attention_variants(self) -> dict[str, Backend]:
         """This backend under each other attention implementation the model declares and the device runs

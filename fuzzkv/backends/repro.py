@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fuzzkv.backends import hf_paths, tl_legacy_paths, tl_paths
+from fuzzkv.quantizers import exact_in_float64
 
 if TYPE_CHECKING:
     from fuzzkv.backends.hf import HFBackend
@@ -89,6 +90,12 @@ sequences, mask, steps = beam_search(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
 ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
 report("beam search vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 ''',
+    "compiled": '''
+sequences, mask, steps = compiled_generate(subject, CASE, PAD, DEVICE)
+ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
+report("compiled generate vs uncached", ref, torch.stack([s.float() for s in steps], 1),
+       torch.ones(ref.shape[:2], dtype=torch.bool))
+''',
     "assisted": '''
 sequences, mask, steps = assisted(subject, CASE, PAD, DEVICE, draft_model(subject), GENERATE_CACHE)
 ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
@@ -114,6 +121,38 @@ else:
     tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
     _, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])
     report("reused prefix vs fresh", fresh, resumed, mask[:, :-1].bool())
+''',
+    "quantized": '''
+# A quantized cache (CASE["settings"]). Exact properties in float64 (float32 runs whose layout keeps each row's
+# quantization groups inside the row; fuzzkv's ROW_MIXING lists those that do not): each row vs the row alone,
+# and the drawn operation vs a fresh quantized cache. The loss against the unquantized cache is judged by the
+# bound fuzzkv calibrated for these settings, where that comparison is the one that failed.
+plain = dict(CASE, cache="dynamic", settings={})
+tokens, mask, unquantized = cached(subject, plain, PAD, DEVICE)
+_, _, quantized = cached(subject, CASE, PAD, DEVICE, forced=tokens)
+checked = mask[:, :-1].bool()
+loss = max_difference(unquantized, quantized, checked)
+print(f"quantized vs unquantized: max |logit difference| {loss:.6g} (calibrated bound {LOSS_TOLERANCE})")
+if LOSS_TOLERANCE is not None and loss > LOSS_TOLERANCE:
+    FAILED.append("quantized vs unquantized")
+exact = subject.to(torch.float64) if EXACT else subject
+tokens, mask, fresh = cached(exact, CASE, PAD, DEVICE, forced=tokens)
+for row, prompt in enumerate(CASE["prompts"] if len(CASE["prompts"]) > 1 else []):
+    alone = dict(CASE, prompts=[prompt], continuation=[])  # rows as long as the batch's: the same chunks
+    _, _, single = cached(exact, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
+    where = mask[row, :-1].bool()
+    n = int(where.sum())
+    report(f"row {row} vs alone", fresh[row][where].unsqueeze(0), single[:, :n], torch.ones(1, n, dtype=torch.bool))
+operation = CASE["settings"]["operation"]
+if operation == "generate":
+    sequences, mask, steps = generate(exact, CASE, PAD, DEVICE, "quantized")
+    _, _, fed = cached(exact, CASE, PAD, DEVICE, forced=sequences, chunks=[max(len(p) for p in CASE["prompts"])])
+    start = max(len(p) for p in CASE["prompts"]) - 1
+    report("generate() vs the cached path", fed[:, start:], torch.stack([s.float() for s in steps], 1).to(fed.dtype),
+           torch.ones(fed[:, start:].shape[:2], dtype=torch.bool))
+elif operation != "none":
+    _, _, resumed = prefix_reused(exact, CASE, PAD, DEVICE, tokens, operation)
+    report(f"prefix after {operation} vs fresh", fresh, resumed, mask[:, :-1].bool())
 ''',
     "continuous-batching": '''
 tokens, mask, logprobs = continuous_batching(subject, CASE, PAD, DEVICE)
@@ -179,6 +218,7 @@ def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules:
     setup = (f"DEVICE, DTYPE = {hf.device!r}, torch.{case.dtype}\n"
              "model = model.to(device=DEVICE, dtype=DTYPE).eval()\n"
              f"PAD = {hf.pad_id}\nTOLERANCE, RMS_TOLERANCE = {bounds.value!r}, {bounds.rms!r}\n"
+             f"LOSS_TOLERANCE = {bounds.lossy!r}  # fuzzkv's calibrated bound of a lossy comparison (quantized)\n"
              f"GENERATE_CACHE = {hf.generate_cache(case)!r}\n"
              f"CASE = json.loads({case.to_json()!r})\n"
              f"{subject}\n")
@@ -190,6 +230,8 @@ def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules:
 def hf_script(hf: HFBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers only."""
     body = BODIES[oracle].replace("{attentions}", repr(tuple(hf.attention_variants())) if oracle == "attn-impl" else "")
+    if oracle == "quantized":  # whether fuzzkv held its exact properties in float64 (see oracles/quantized.py)
+        body = f"EXACT = {exact_in_float64(dict(case.settings), case.dtype)!r}\n{body}"
     return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=body,
                     libraries="torch + transformers only")
 

@@ -21,9 +21,11 @@ from fuzzkv.features import (
     BEAM_SEARCH,
     CACHE_OPERATIONS,
     CACHE_RESET,
+    COMPILED_DECODING,
     CONTINUOUS_BATCHING,
     OFFLOADED_CACHE,
     PADDED_POSITIONS,
+    QUANTIZED_CACHE,
     STATIC_CACHE,
 )
 from fuzzkv.strategies import (
@@ -31,8 +33,10 @@ from fuzzkv.strategies import (
     assisted_settings,
     beam_settings,
     cases,
+    equal_lengths,
     paged_settings,
     prefix_settings,
+    quantized_settings,
     shared_prefixes,
     with_settings,
 )
@@ -53,6 +57,13 @@ class Oracle:
     # In the default set (no --oracle). A new surface's oracle is opt-in until 100 clean examples on every
     # registry model have shown it raises no false alarm (README, "Oracles").
     default: bool = True
+    # Devices (torch device types) on which an opt-in oracle is in the default set all the same: where it costs
+    # what the others do (compiling on a CPU takes 10-40 s per model).
+    default_on: tuple[str, ...] = ()
+
+    def is_default(self, device: str) -> bool:
+        """Whether this oracle runs without --oracle on ``device`` ("cpu", "cuda", "cuda:1", ...)."""
+        return self.default or device.split(":")[0] in self.default_on
 
 
 def _oracles(*oracles: Oracle) -> dict[str, Oracle]:
@@ -96,6 +107,15 @@ ORACLES: dict[str, Oracle] = _oracles(
            "vs a fresh cache; or generate() prefilling in chunks vs the uncached forward",
            lambda s: with_settings(cases(s, min_chunks=2, continued=True), prefix_settings),
            "prefix", needs=frozenset({CACHE_OPERATIONS}), default=False),
+    Oracle("compiled", "the library's generate() with torch.compile'd decoding steps on a static cache vs the "
+           "uncached forward over the tokens it generated",
+           lambda s: cases(s, chunked=False, padding=("left",), caches=("static",)), "compiled",
+           needs=frozenset({STATIC_CACHE, COMPILED_DECODING}), default=False, default_on=("cuda",)),
+    Oracle("quantized", "a quantized cache (quanto, HQQ, FP8; drawn bits, axes, groups, residual): each row vs the "
+           "row alone and its operations vs a fresh quantized cache (float64), loss vs unquantized within its "
+           "calibrated bound", lambda s: with_settings(
+               cases(s, min_chunks=2, continued=True, caches=("quantized",)).map(equal_lengths), quantized_settings(s)),
+           "quantized", needs=frozenset({QUANTIZED_CACHE}), default=False),
     Oracle("continuous-batching", "each prompt as a request through continuous batching (paged cache, drawn pages, "
            "blocks and batch limits) vs the uncached forward: greedy tokens and log-probs",
            lambda s: with_settings(shared_prefixes(cases(s, chunked=False, padding=("left",), caches=("dynamic",))),

@@ -15,8 +15,9 @@ def _attn_impl(backend: Backend, case: Case) -> list[Comparison]:
     comparisons: list[Comparison] = []
     for attn, variant in run_path("attention implementations", backend.attention_variants).items():
         other = run_path(f"cached ({attn})", variant.cached, case, cached.tokens)
-        comparisons += [(f"cached: {attn} vs the run's", cached, other),
-                        (f"uncached: {attn} vs the run's", uncached, teacher_forced(variant, other, f"uncached ({attn})"))]
+        comparisons += [Comparison(f"cached: {attn} vs the run's", cached, other),
+                        Comparison(f"uncached: {attn} vs the run's", uncached,
+                                   teacher_forced(variant, other, f"uncached ({attn})"))]
     return comparisons
 
 

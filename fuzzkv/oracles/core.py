@@ -17,10 +17,17 @@ def _decode(backend: Backend, case: Case) -> tuple[Trace, Trace]:
 
 
 def _batch(backend: Backend, case: Case) -> tuple[Trace, Trace]:
-    batched = run_path("batched cached", backend.cached, case)
+    return batch_rows_alone(backend, case, run_path("batched cached", backend.cached, case))
+
+
+def batch_rows_alone(backend: Backend, case: Case, batched: Trace, same_chunks: bool = False) -> tuple[Trace, Trace]:
+    """``batched`` (the cached path over the whole batch) and each of its rows run alone with the same cache
+    kind, fed the same tokens, placed at the row's positions (``same_chunks``: prefilled in the batch's chunks,
+    for rows as long as the batch's)."""
     rows = []
     for row, prompt in enumerate(case.prompts):
-        alone = replace(case, prompts=(prompt,), prefill_chunks=(), continuation=())
+        alone = replace(case, prompts=(prompt,), prefill_chunks=case.prefill_chunks if same_chunks else (),
+                        continuation=())
         forced = batched.tokens[row][batched.attention_mask[row].bool()].unsqueeze(0)
         rows.append(run_path(f"row {row} alone", backend.cached, alone, forced))
     return batched, _scatter(batched, rows)

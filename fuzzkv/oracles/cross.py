@@ -13,8 +13,8 @@ def _cross(pair: Pair, case: Case) -> list[Comparison]:
     cand_cached = run_path("TransformerLens cached", candidate.cached, case, ref_cached.tokens)
     ref_uncached = teacher_forced(reference, ref_cached, "HF uncached")
     cand_uncached = teacher_forced(candidate, cand_cached, "TransformerLens uncached")
-    return [("uncached: TransformerLens vs HF", ref_uncached, cand_uncached),
-            ("cached: TransformerLens vs HF", ref_cached, cand_cached)]
+    return [Comparison("uncached: TransformerLens vs HF", ref_uncached, cand_uncached),
+            Comparison("cached: TransformerLens vs HF", ref_cached, cand_cached)]
 
 
 PAIRS: dict[str, Pairs] = {"cross": _cross}

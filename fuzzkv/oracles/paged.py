@@ -25,8 +25,8 @@ def _continuous_batching(backend: Backend, case: Case) -> list[Comparison]:
     def trace(values: torch.Tensor) -> Trace:
         return Trace(batched.tokens, batched.attention_mask, values, batched.checked)
 
-    return [("greedy token: best vs chosen (uncached log-probs)", trace(best), trace(chosen)),
-            ("log-probs: continuous batching vs uncached", trace(chosen), batched)]
+    return [Comparison("greedy token: best vs chosen (uncached log-probs)", trace(best), trace(chosen)),
+            Comparison("log-probs: continuous batching vs uncached", trace(chosen), batched)]
 
 
 PAIRS: dict[str, Pairs] = {"continuous-batching": _continuous_batching}

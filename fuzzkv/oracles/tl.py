@@ -10,8 +10,8 @@ from fuzzkv.oracles.check import Comparison, Pairs, run_path, teacher_forced
 def _tl_decode(backend: Backend, case: Case) -> list[Comparison]:
     cached = run_path("TransformerLens cached forward", backend.cached, case)
     generated = run_path("TransformerLens generate(use_past_kv_cache=True)", backend.generate, case)
-    return [("forward with past_key_values", teacher_forced(backend, cached), cached),
-            ("generate(use_past_kv_cache=True)", teacher_forced(backend, generated), generated)]
+    return [Comparison("forward with past_key_values", teacher_forced(backend, cached), cached),
+            Comparison("generate(use_past_kv_cache=True)", teacher_forced(backend, generated), generated)]
 
 
 PAIRS: dict[str, Pairs] = {"tl-decode": _tl_decode}

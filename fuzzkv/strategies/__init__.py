@@ -23,7 +23,8 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from hypothesis import strategies as st
 
-from fuzzkv.case import CACHES, PADDING_SIDES, Case
+from fuzzkv.case import DRAWN_CACHES, PADDING_SIDES, Case
+from fuzzkv.quantizers import QUANTIZER_OPTIONS
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -40,7 +41,9 @@ class CaseSpace:
     max_new_tokens: int = 8
     max_positions: int | None = None
     sliding_windows: tuple[int, ...] = ()
-    caches: tuple[str, ...] = CACHES
+    caches: tuple[str, ...] = DRAWN_CACHES
+    head_dim: int | None = None  # the attention heads' width: a quantization group must divide it
+    quantizers: tuple[str, ...] = ()  # the quantized-cache backends the library has here (quanto, hqq, fp8)
     padding_sides: tuple[str, ...] = PADDING_SIDES
     dtype: str = "float32"
     max_boundary_len: int = 128
@@ -247,6 +250,20 @@ def paged_settings(draw: st.DrawFn, case: Case) -> dict[str, Any]:
             "block_sharing": draw(st.booleans())}
 
 
+def equal_lengths(case: Case) -> Case:
+    """``case`` with every row cut to the shortest row's length (no padding), its chunks cut to fit: a quantized
+    cache counts padding toward its residual length, so a padded row is quantized on another schedule than the
+    row alone would be."""
+    length = min(map(len, case.prompts))
+    chunks: list[int] = []
+    for size in case.prefill_chunks:
+        if sum(chunks) < length:
+            chunks.append(min(size, length - sum(chunks)))
+    if len(chunks) < len(case.prefill_chunks) and len(chunks) < 2 <= length:
+        chunks = [length - 1, 1]  # keep the split the oracle asked for
+    return replace(case, prompts=tuple(p[:length] for p in case.prompts), prefill_chunks=tuple(chunks))
+
+
 @st.composite
 def shared_prefixes(draw: st.DrawFn, base: st.SearchStrategy[Case]) -> Case:
     """Cases of ``base`` whose rows may start with the first row's first tokens (a prefix a paged cache can
@@ -258,3 +275,29 @@ def shared_prefixes(draw: st.DrawFn, base: st.SearchStrategy[Case]) -> Case:
         return case
     rows = (first, *(first[:min(shared, len(row))] + row[min(shared, len(row)):] for row in case.prompts[1:]))
     return replace(case, prompts=rows, prefill_chunks=(max(map(len, rows)),))
+
+
+GROUP_SIZES = (16, 8, 32, 64, 128)
+# What a quantized cache goes through besides the plain cached path: nothing, a deep copy of a prefix, a beam
+# reorder, a batch selection, or the library's generate(cache_implementation="quantized").
+QUANTIZED_OPERATIONS = ("none", "copy", "reorder", "select", "generate")
+
+
+def quantized_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[dict[str, Any]]]:
+    """A quantized cache for each case: backend, bits, axes, a group size that divides the heads' width (the
+    model's sizes make any other invalid), a residual length from 1 (quantize after every token) to past the
+    case's length (never quantize), and the operation it goes through."""
+    groups = tuple(g for g in GROUP_SIZES if space.head_dim and space.head_dim % g == 0) or (space.head_dim or 16,)
+
+    @st.composite
+    def knobs(draw: st.DrawFn, case: Case) -> dict[str, Any]:
+        backend = draw(_sampled_from(space.quantizers))
+        drawn: dict[str, Any] = {"quantizer": backend, "operation": draw(_sampled_from(QUANTIZED_OPERATIONS))}
+        bits, axes = QUANTIZER_OPTIONS[backend]
+        if bits:
+            drawn.update(nbits=draw(_sampled_from(bits)), axis_key=draw(_sampled_from(axes)),
+                         axis_value=draw(_sampled_from(axes)), q_group_size=draw(_sampled_from(groups)),
+                         residual_length=draw(st.integers(1, case.total_length + 1)))
+        return drawn
+
+    return knobs

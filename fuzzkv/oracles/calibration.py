@@ -1,0 +1,51 @@
+"""The fixed cases calibration measures on: shaped like the search's, so their spread is the search's.
+
+The run's tolerance (:mod:`fuzzkv.tolerance`) and the lossy surfaces' per-setting bounds
+(:mod:`fuzzkv.oracles.quantized`) both measure on them.
+"""
+
+from __future__ import annotations
+
+import random
+
+from fuzzkv.backends.interface import Backend
+from fuzzkv.case import Case
+
+# Measured on clean models (README, "Tolerances"): over 100+ search cases per oracle, the largest
+# cached-vs-uncached difference stayed within 2.4x the largest one over the calibration cases.
+SAFETY_FACTOR = 4.0
+
+
+def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new_tokens: int = 8,
+                      seed: int = 0) -> list[Case]:
+    """A fixed set of cases shaped like the search's: the longest lengths it draws (rounding grows with
+    length) alone and in a ragged left-padded batch, a prompt fed in two chunks, and short batches."""
+    rng = random.Random(seed)
+    info, capabilities = backend.info, backend.capabilities
+    limit = (info.max_positions or 10**9) - max_new_tokens
+    longest = max(2, min(max_prompt_len, limit))
+    tokens = list(range(info.vocab_size))
+    most = min(3, capabilities.max_batch or 3)
+
+    def prompt(length: int) -> tuple[int, ...]:
+        return tuple(rng.choice(tokens) for _ in range(max(1, length)))
+
+    short = prompt(1)
+    # Kernels are chosen by shape, and their rounding with them: short batches round differently.
+    return [Case(prompts=(prompt(longest),), max_new_tokens=max_new_tokens, dtype=dtype),
+            Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
+                 dtype=dtype),
+            Case(prompts=(prompt(longest // 2 + 1),), max_new_tokens=max_new_tokens,
+                 prefill_chunks=(1, longest // 2), dtype=dtype),
+            Case(prompts=(short,) * most, max_new_tokens=max_new_tokens, dtype=dtype),
+            Case(prompts=tuple(prompt(2 + row) for row in range(most)), max_new_tokens=2, dtype=dtype),
+            # Drawn continuations, fed one at a time: tokens greedy decoding of a random model never picks.
+            Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
+                 dtype=dtype, continuation=tuple(prompt(max_new_tokens) for _ in range(most))),
+            # The shapes shrinking ends in: one token, two new ones, alone and twice; and the special
+            # tokens the search draws, whose trained activations can be far larger than others'.
+            Case(prompts=(short,), max_new_tokens=2, dtype=dtype),
+            Case(prompts=(short,) * min(2, most), max_new_tokens=2, dtype=dtype),
+            *(Case(prompts=((special,),) * rows, max_new_tokens=2, dtype=dtype)
+              for special in info.special_ids[:3] for rows in sorted({1, min(2, most)})),
+            *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in info.special_ids[:3])]
