@@ -7,6 +7,7 @@ the smallest case found so far even if the process is killed mid-shrink.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -19,6 +20,10 @@ from fuzzkv.oracles import Oracle
 from fuzzkv.oracles.check import check_within
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.verdict import Bounds, Verdict
+
+# Set when this process was asked to stop (a worker's Ctrl-C): the next example raises KeyboardInterrupt. A signal
+# handler's own KeyboardInterrupt can land in a garbage-collector callback, where Python prints it and drops it.
+STOP_REQUESTED = threading.Event()
 
 
 class OutOfTime(KeyboardInterrupt):
@@ -72,6 +77,8 @@ class Search:
 
     def check(self, case: Case) -> None:
         """The Hypothesis test body: check one case, raise if it fails."""
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt()
         verdict = self.seen.get(case)
         if verdict is None:
             if self._out_of_time():
