@@ -37,6 +37,8 @@ SURFACES = [name for name, oracle in ORACLES.items() if not oracle.default]
 
 def signature(verdict) -> str:
     """What failed, without the numbers: kind plus comparison, or the exception and its message's shape."""
+    if verdict.kind == "refused":
+        return "refused (documented): " + re.sub(r"\d+", "N", (verdict.error or "")[:120])
     if verdict.kind == "mismatch":
         return f"mismatch: {verdict.comparison}"
     return "error: " + re.sub(r"\d+", "N", (verdict.error or "")[:160])

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
+from hypothesis import HealthCheck, Phase, Verbosity, given, reject, seed, settings, target
 from hypothesis.database import ExampleDatabase
 
 from fuzzkv.backends.interface import Lane
@@ -86,6 +86,8 @@ class Search:
                     raise OutOfTime()  # nothing found yet: stop the search outright
                 return  # shrinking past its time: new candidates pass, known failures still replay
             verdict = self._fresh(case)
+        if verdict.kind == "refused":
+            reject()  # the library documents it does not run this case: neither a pass nor a finding
         if verdict.metrics is not None:
             target(verdict.score, label=self.oracle.name)
         if verdict.failed:

@@ -20,8 +20,10 @@ from fuzzkv.case import Case
 PRECISE_SHARE = 1 / 2
 
 # "pass": the paths agree; "mismatch": logits differ past the tolerance; "error": a path raised
-# (or produced non-finite logits, or hung) where the other did not.
-Kind = Literal["pass", "mismatch", "error"]
+# (or produced non-finite logits, or hung) where the other did not; "refused": the library refused the case
+# with the error it documents for a combination it does not support (neither a pass nor a finding: the search
+# discards the case).
+Kind = Literal["pass", "mismatch", "error", "refused"]
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Verdict:
 
     @property
     def failed(self) -> bool:
-        return self.kind != "pass"
+        return self.kind in ("mismatch", "error")
 
     @property
     def score(self) -> float:
@@ -90,6 +92,8 @@ class Verdict:
         return min(max(m.max_abs_diff / self.tolerance, rms), 1e6)
 
     def summary(self) -> str:
+        if self.kind == "refused":
+            return f"{self.oracle}: refused by the library - {self.error}"
         if self.kind == "error":
             return f"{self.oracle}: error - {self.error}"
         m = self.metrics

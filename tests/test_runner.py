@@ -148,9 +148,12 @@ def test_ctrl_c_stops_within_seconds_stores_what_it_has_and_says_so(tmp_path, fa
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until a failure is stored, then press Ctrl-C
         if db.exists():
-            with sqlite3.connect(db) as conn:
-                if conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0]:
-                    break
+            try:
+                with sqlite3.connect(db) as conn:
+                    if conn.execute("SELECT COUNT(*) FROM failures").fetchone()[0]:
+                        break
+            except sqlite3.OperationalError:  # the file exists before its tables do
+                pass
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     pressed = time.monotonic()

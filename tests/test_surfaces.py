@@ -198,3 +198,21 @@ def test_compiled_decoding_that_differs_from_eager_is_found_and_shrunk_to_one_co
     assert run.returncode == 1 and "FAILS" in run.stdout, run.stdout + run.stderr[-2000:]
     clean, recorder, _ = fuzz("tests.broken_surfaces:clean", oracles=("compiled",), max_examples=10)
     assert not clean.failures and clean.examples >= 8, [f.verdict.summary() for f in clean.failures]
+
+
+def test_a_combination_the_library_refuses_with_its_documented_error_is_not_a_finding():
+    """transformers refuses assisted decoding when the cache cannot be cropped (gemma-2's static sliding-window
+    layers): that case is "refused", which the search discards, never an error finding."""
+    from fuzzkv.backends.loader import load_lanes
+    from fuzzkv.config import RunConfig
+    from fuzzkv.oracles.check import check
+    from fuzzkv.verdict import Bounds
+
+    lane = load_lanes(RunConfig(model="gemma-2-2b", scale="tiny", db_url="memory:")).lanes["hf"]
+    case = Case(prompts=((1023, 0, 1023, 1009, 501, 1022, 2),), max_new_tokens=6, cache="static",
+                settings=(("draft_tokens", 1), ("drafter", "prompt-lookup")))
+    verdict = check(ORACLES["assisted"], lane, case, Bounds(1e-4))
+    assert verdict.kind == "refused" and not verdict.failed, verdict.summary()
+    assert "requires a cache that can be cropped" in verdict.summary()
+    finished, _, _ = fuzz("gemma-2-2b", oracles=("assisted",), max_examples=40)
+    assert not [f for f in finished.failures if "cropped" in (f.verdict.error or "")]

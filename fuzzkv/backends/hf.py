@@ -9,6 +9,8 @@ The path code itself lives in :mod:`fuzzkv.backends.hf_paths`, shared with the s
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch  # noqa: E402
@@ -19,7 +21,7 @@ from fuzzkv.backends import (
     hf_paths,  # noqa: E402
 )
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
-from fuzzkv.backends.interface import Backend, CacheContents, Capabilities, ModelInfo, Trace  # noqa: E402
+from fuzzkv.backends.interface import Backend, CacheContents, Capabilities, ModelInfo, Refused, Trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import (  # noqa: E402
@@ -143,8 +145,9 @@ class HFBackend(DrivenBackend):
     def assisted(self, case: Case) -> Trace:
         if self._draft is None or self._draft[0] is not self.model:  # one draft per model (a precise view has its own)
             self._draft = (self.model, hf_paths.draft_model(self.model))
-        sequences, mask, steps = hf_paths.assisted(self.model, case.to_dict(), self.pad_id, self.device,
-                                                   self._draft[1], self.generate_cache(case))
+        with _documented_refusals():
+            sequences, mask, steps = hf_paths.assisted(self.model, case.to_dict(), self.pad_id, self.device,
+                                                       self._draft[1], self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def attention_variants(self) -> dict[str, Backend]:
@@ -186,6 +189,25 @@ class HFBackend(DrivenBackend):
         from fuzzkv.backends.repro import hf_script
 
         return hf_script(self, oracle, case, bounds)
+
+
+# The errors transformers raises on purpose to refuse a combination it does not support, with where it says so:
+# a case that meets one is not applicable (Refused), not a finding. An error that is not here stays a finding.
+REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
+    (ValueError, "Assisted decoding requires a cache that can be cropped",
+     "generation/utils.py:4098 (5.24): checked after the prefill, when each layer knows whether it can crop "
+     "(a sliding window already slid, a recurrent state)"),
+)
+
+
+@contextmanager
+def _documented_refusals() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if any(isinstance(exc, kind) and str(exc).startswith(text) for kind, text, _ in REFUSALS):
+            raise Refused(str(exc)) from exc
+        raise
 
 
 def _set_attention(model: Any, attn: str, name: str) -> bool:

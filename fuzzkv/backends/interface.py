@@ -125,6 +125,11 @@ class Unsupported(Exception):
     """A backend cannot run this model, path or library version: reported once, never a failure."""
 
 
+class Refused(Exception):
+    """The library refused one case with the error it documents for a combination it does not support (a
+    backend's table of such refusals says which): the case is not applicable, neither a pass nor a finding."""
+
+
 CacheContents = Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]
 
 

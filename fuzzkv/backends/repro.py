@@ -43,6 +43,12 @@ def report(label, reference_logits, candidate_logits, checked):
 def teacher_forced(model, sequences, mask, prompt_length):
     """The uncached reference at the positions generate() produced logits for."""
     return reference(model, sequences, mask)[:, prompt_length - 1:]
+
+
+def report_generated(label, sequences, mask, steps):
+    """A path that chose its own tokens (generate() and its variants) vs one uncached forward over them."""
+    ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
+    report(label, ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 '''
 
 # The oracles' comparisons, on ``subject`` (the model, or an adapter over a TransformerLens model).
@@ -82,24 +88,19 @@ for row, prompt in enumerate(CASE["prompts"]):
 ''',
     "generate": '''
 sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
-ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
-report("generate vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+report_generated("generate vs uncached", sequences, mask, steps)
 ''',
     "beam": '''
 sequences, mask, steps = beam_search(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
-ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
-report("beam search vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+report_generated("beam search vs uncached", sequences, mask, steps)
 ''',
     "compiled": '''
 sequences, mask, steps = compiled_generate(subject, CASE, PAD, DEVICE)
-ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
-report("compiled generate vs uncached", ref, torch.stack([s.float() for s in steps], 1),
-       torch.ones(ref.shape[:2], dtype=torch.bool))
+report_generated("compiled generate vs uncached", sequences, mask, steps)
 ''',
     "assisted": '''
 sequences, mask, steps = assisted(subject, CASE, PAD, DEVICE, draft_model(subject), GENERATE_CACHE)
-ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
-report("assisted vs uncached", ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+report_generated("assisted vs uncached", sequences, mask, steps)
 ''',
     "attn-impl": '''
 tokens, mask, run_cached = cached(subject, CASE, PAD, DEVICE)
@@ -114,9 +115,7 @@ for attn in {attentions}:  # the model's other attention implementations, as fuz
     "prefix-reuse": '''
 if CASE["settings"]["operation"] == "chunked-generate":
     sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
-    ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
-    report("reused prefix vs fresh", ref, torch.stack([s.float() for s in steps], 1),
-           torch.ones(ref.shape[:2], dtype=torch.bool))
+    report_generated("reused prefix vs fresh", sequences, mask, steps)
 else:
     tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
     _, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])

@@ -16,11 +16,11 @@ from typing import Any, NamedTuple, TypeVar
 
 import torch
 
-from fuzzkv.backends.interface import Backend, Lane, PathError, Trace
+from fuzzkv.backends.interface import Backend, Lane, PathError, Refused, Trace
 from fuzzkv.case import Case
 from fuzzkv.comparison import compare
 from fuzzkv.oracles import Oracle
-from fuzzkv.verdict import PRECISE_SHARE, Bounds, Metrics, Verdict
+from fuzzkv.verdict import PRECISE_SHARE, Bounds, Kind, Metrics, Verdict
 
 # A mismatch at most this many times its bounds may be rounding that calibration's cases did not reach (a
 # long tail, measured on tiny hybrid and MoE models at 1.1-1.8x). It is re-run in the higher precision, where
@@ -62,7 +62,8 @@ def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
     try:
         comparisons = pairs_of(oracle)(lane.subject, case)
     except PathError as exc:
-        return Verdict(oracle.name, case, "error", tolerance, error=str(exc), error_type=type(exc.error).__name__)
+        kind: Kind = "refused" if isinstance(exc.error, Refused) else "error"
+        return Verdict(oracle.name, case, kind, tolerance, error=str(exc), error_type=type(exc.error).__name__)
     worst: tuple[str, Metrics, Bounds] | None = None
     for label, reference, candidate, own in comparisons:
         blind = _non_finite(reference, candidate)
@@ -170,6 +171,13 @@ def teacher_forced(backend: Backend, trace: Trace, path: str = "uncached referen
     """The uncached reference for ``trace``'s final sequence: one forward pass."""
     logits = run_path(path, backend.reference, trace.tokens, trace.attention_mask)
     return Trace.everywhere(trace.tokens, trace.attention_mask, logits)
+
+
+def against_uncached(backend: Backend, path: str, produce: Callable[[Case], Trace], case: Case) -> tuple[Trace, Trace]:
+    """A path that chooses its own tokens (generate() and its variants) against one uncached forward over them:
+    teacher-forcing checks every step's logits, where a second run without a cache could flip on near-ties."""
+    produced = run_path(path, produce, case)
+    return teacher_forced(backend, produced), produced
 
 
 def single(label: str, pair: Callable[[Any, Case], tuple[Trace, Trace]]) -> Pairs:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Pairs, run_path, single, teacher_forced
+from fuzzkv.oracles.check import Pairs, against_uncached, single
 
 
 def _compiled(backend: Backend, case: Case) -> tuple[Trace, Trace]:
-    generated = run_path("compiled generate (torch.compile, static cache)", backend.compiled, case)
-    return teacher_forced(backend, generated), generated
+    return against_uncached(backend, "compiled generate (torch.compile, static cache)", backend.compiled, case)
 
 
 PAIRS: dict[str, Pairs] = {"compiled": single("compiled generate vs uncached", _compiled)}

@@ -8,7 +8,7 @@ import torch
 
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Pairs, run_path, single, teacher_forced
+from fuzzkv.oracles.check import Pairs, against_uncached, run_path, single, teacher_forced
 
 
 def _decode(backend: Backend, case: Case) -> tuple[Trace, Trace]:
@@ -65,8 +65,7 @@ def _cache_reuse(backend: Backend, case: Case) -> tuple[Trace, Trace]:
 
 
 def _generate(backend: Backend, case: Case) -> tuple[Trace, Trace]:
-    generated = run_path("generate", backend.generate, case)
-    return teacher_forced(backend, generated), generated
+    return against_uncached(backend, "generate", backend.generate, case)
 
 
 PAIRS: dict[str, Pairs] = {

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Pairs, run_path, single, teacher_forced
+from fuzzkv.oracles.check import Pairs, against_uncached, run_path, single
 
 
 def _prefix_reuse(backend: Backend, case: Case) -> tuple[Trace, Trace]:
     operation = case.setting("operation")
     if operation == "chunked-generate":  # generate() prefilling in pieces, vs the uncached forward of its tokens
-        generated = run_path(f"generate(prefill_chunk_size={case.setting('prefill_chunk_size')})", backend.generate,
-                             case)
-        return teacher_forced(backend, generated), generated
+        return against_uncached(backend, f"generate(prefill_chunk_size={case.setting('prefill_chunk_size')})",
+                                backend.generate, case)
     fresh = run_path("fresh cache", backend.cached, case)
     return fresh, run_path(f"prefix cache after {operation}", backend.prefix_reused, case, fresh.tokens, operation)
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Pairs, run_path, single, teacher_forced
+from fuzzkv.oracles.check import Pairs, against_uncached, single
 
 
 def _assisted(backend: Backend, case: Case) -> tuple[Trace, Trace]:
-    generated = run_path(f"assisted generate ({case.setting('drafter')})", backend.assisted, case)
-    return teacher_forced(backend, generated), generated
+    return against_uncached(backend, f"assisted generate ({case.setting('drafter')})", backend.assisted, case)
 
 
 PAIRS: dict[str, Pairs] = {"assisted": single("assisted vs uncached", _assisted)}
