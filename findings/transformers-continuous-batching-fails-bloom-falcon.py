@@ -1,7 +1,7 @@
-"""transformers: continuous batching fails every request of Bloom and Falcon (the paged cache has no length).
+"""transformers: continuous batching fails every request of Bloom, Falcon and OPT (the paged cache has no length).
 
-transformers documents that ``generate_batch()`` "works with all autoregressive text models". Bloom's and
-Falcon's forwards ask the cache they are given for its length (``cache.get_seq_length()``, to build their ALiBi
+transformers documents that ``generate_batch()`` "works with all autoregressive text models". Bloom's,
+Falcon's and OPT's forwards ask the cache they are given for its length (``cache.get_seq_length()``, to build their ALiBi
 bias and position ids), and the ``PagedAttentionCache`` continuous batching passes has no such method. Nothing
 refuses the model up front: ``generate_batch`` runs, and every request ends in the FAILED state with
 AttributeError and no tokens. Llama in the same script generates normally. Exits 1 when the bug is present.
@@ -18,6 +18,8 @@ from transformers import (
     GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
 )
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
@@ -28,6 +30,8 @@ MODELS = {
     "falcon (alibi)": lambda: FalconForCausalLM(FalconConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2,
                                                              num_attention_heads=4, alibi=True, new_decoder_architecture=False,
                                                              multi_query=False, parallel_attn=False, bias=True)),
+    "opt": lambda: OPTForCausalLM(OPTConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                            ffn_dim=128, word_embed_proj_dim=64)),
     "llama": lambda: LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
                                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)),
 }
@@ -43,6 +47,6 @@ for name, build in MODELS.items():
     failed[name] = all(o.error for o in outputs)
     for i, out in enumerate(outputs):
         print(f"{name}, request {i}: status {out.status}, tokens {out.generated_tokens}, error {out.error!r}")
-broken = failed["bloom"] and failed["falcon (alibi)"] and not failed["llama"]
+broken = failed["bloom"] and failed["falcon (alibi)"] and failed["opt"] and not failed["llama"]
 print("REPRODUCED" if broken else "not reproduced")
 sys.exit(1 if broken else 0)
