@@ -113,3 +113,29 @@ def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_
     assert check(oracle, Lane(), case, run_bounds).comparison == "rows"
     pairs([Comparison("loss", _trace(ref), _trace(ref + 1e-5), Bounds(0.0))])  # never below the run's rounding
     assert check(oracle, Lane(), case, run_bounds).kind == "pass"
+
+
+def test_a_comparison_of_one_value_per_position_is_not_held_to_the_vocabulary_rms_bound(monkeypatch):
+    """Continuous batching returns one log-prob per position: its 'RMS over the vocabulary' is the difference
+    itself, so only the largest-difference bound applies (a false alarm on cohere, 1.04x the RMS bound)."""
+    from fuzzkv.oracles import ORACLES, paged
+    from fuzzkv.oracles.check import Comparison, check
+
+    ref = _logits()[..., :1]
+    run_bounds = Bounds(1e-3, rms=1e-4)
+    monkeypatch.setitem(paged.PAIRS, "continuous-batching",
+                        lambda subject, case: [Comparison("log-probs", _trace(ref), _trace(ref + 5e-4))])
+
+    class Lane:
+        subject = None
+
+        def precise_subject(self):
+            return None
+
+        def release_precise(self):
+            pass
+
+    assert check(ORACLES["continuous-batching"], Lane(), Case(prompts=((1, 2),)), run_bounds).kind == "pass"
+    monkeypatch.setitem(paged.PAIRS, "continuous-batching",
+                        lambda subject, case: [Comparison("log-probs", _trace(ref), _trace(ref + 5e-3))])
+    assert check(ORACLES["continuous-batching"], Lane(), Case(prompts=((1, 2),)), run_bounds).kind == "mismatch"

@@ -64,33 +64,36 @@ def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
     except PathError as exc:
         kind: Kind = "refused" if isinstance(exc.error, Refused) else "error"
         return Verdict(oracle.name, case, kind, tolerance, error=str(exc), error_type=type(exc.error).__name__)
-    worst: tuple[str, Metrics, Bounds] | None = None
+    worst: tuple[str, Metrics, Bounds, bool] | None = None
     for label, reference, candidate, own in comparisons:
         blind = _non_finite(reference, candidate)
         if blind:
             return Verdict(oracle.name, case, "error", tolerance, error=f"{label}: {blind}", error_type="NonFinite")
-        limits = bounds if own is None else _at_least(own, bounds)
+        limits = _limits(bounds, own, reference.logits.shape[-1])
         metrics = compare(reference.logits, candidate.logits, reference.checked & candidate.checked, limits)
         if worst is None or _beyond(metrics, limits) > _beyond(worst[1], worst[2]):
-            worst = (label, metrics, limits)
+            worst = (label, metrics, limits, own is not None)
     assert worst is not None, f"oracle {oracle.name} made no comparison"
-    label, metrics, limits = worst
+    label, metrics, limits, lossy = worst
     beyond = _beyond(metrics, limits)
-    if limits is not bounds:  # a comparison with its own calibrated bounds: judged by them, never re-run
+    if lossy:  # a comparison with its own calibrated bounds: judged by them, never re-run
         return Verdict(oracle.name, case, "mismatch" if beyond > 1 else "pass", limits.value, metrics=metrics,
                        comparison=label)
     if 1 < beyond <= RECHECK_WITHIN:
-        metrics = replace(metrics, precise_diff=_precise_difference(oracle, lane, case, label, bounds))
+        metrics = replace(metrics, precise_diff=_precise_difference(oracle, lane, case, label, limits))
         if metrics.precise_diff is not None and metrics.precise_diff <= PRECISE_SHARE * metrics.max_abs_diff:
             beyond = 0.0  # rounding: the difference shrinks in the higher precision
     return Verdict(oracle.name, case, "mismatch" if beyond > 1 else "pass", tolerance, metrics=metrics,
                    comparison=label)
 
 
-def _at_least(own: Bounds, run: Bounds) -> Bounds:
-    """A comparison's own bounds, never tighter than the run's rounding tolerance."""
-    rms = None if own.rms is None else max(own.rms, run.rms or 0.0)
-    return Bounds(max(own.value, run.value), rms)
+def _limits(run: Bounds, own: Bounds | None, width: int) -> Bounds:
+    """The bounds one comparison is judged by: the run's, or its own (never tighter than the run's rounding).
+    A comparison of one value per position (a log-prob) has no vocabulary to take a root mean square over: the
+    run's RMS bound, calibrated over whole logit vectors, does not apply to it."""
+    limits = run if own is None else Bounds(max(own.value, run.value),
+                                            None if own.rms is None else max(own.rms, run.rms or 0.0))
+    return replace(limits, rms=None) if width == 1 else limits
 
 
 def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str, bounds: Bounds) -> float | None:
