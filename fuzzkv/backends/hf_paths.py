@@ -30,6 +30,17 @@ def transformers_major() -> int:
     return int(transformers.__version__.split(".")[0])
 
 
+def transformers_release():
+    """(major, minor) of the installed transformers."""
+    major, minor = transformers.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+# transformers 5.24 declares which caches a crop can put back (``Cache.is_croppable``) and makes sliding-window
+# layers keep what a crop needs only once told to (``activate_past_recording``); earlier releases have neither.
+CROP_PROTOCOL_SINCE = (5, 24)
+
+
 def dtype_keyword() -> str:
     """``from_config`` / ``from_pretrained`` take ``dtype`` in transformers 5.x, ``torch_dtype`` in 4.x."""
     return "dtype" if transformers_major() >= 5 else "torch_dtype"
@@ -474,7 +485,7 @@ def crop_to(cache, length):
 def croppable(cache):
     """Whether the library says ``crop`` can put ``cache`` back as it was (``Cache.is_croppable``, transformers
     5.24; earlier releases say nothing, and fuzzkv holds them to the crop they offer)."""
-    return bool(getattr(cache, "is_croppable", True))
+    return bool(cache.is_croppable) if transformers_release() >= CROP_PROTOCOL_SINCE else True
 
 
 def _prefix_cache(model, ids, mask, kind, total, prefix, operation, settings=None):
@@ -498,7 +509,8 @@ def _prefix_cache(model, ids, mask, kind, total, prefix, operation, settings=Non
     if operation == "crop":  # the whole prompt prefilled, then cropped back to the prefix
         # transformers 5.24: a sliding-window layer keeps what a crop needs only once told to, as assisted
         # decoding does ("Call `activate_past_recording` before `crop`"); earlier releases have no such call.
-        getattr(original.cache, "activate_past_recording", lambda: None)()
+        if transformers_release() >= CROP_PROTOCOL_SINCE:
+            original.cache.activate_past_recording()
         logits = original(ids, 0, ids.shape[1])[:, :prefix]
         if croppable(original.cache):
             crop_to(original.cache, prefix)
