@@ -36,6 +36,7 @@ def tl_cache_bug_reason() -> str | None:
 # transformers bugs with a standalone script in findings/ that exits 1 where they are present:
 # (finding, first transformers release checked affected). The scripts drive 5.24's cache= keyword.
 SCRIPTED = [
+    ("transformers-continuous-batching-fails-stablelm-nemotron", (5, 24)),
     ("transformers-continuous-batching-fails-gpt-neox", (5, 24)),
     ("transformers-continuous-batching-fails-mpt", (5, 24)),
     ("transformers-quantized-cache-batch-select-fails", (5, 24)),

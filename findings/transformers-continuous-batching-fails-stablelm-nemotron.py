@@ -1,0 +1,48 @@
+"""transformers 5.24: continuous batching fails every request of StableLM and Nemotron (their decoder layers drop the
+attention kwargs the paged cache needs).
+
+transformers documents that ``generate_batch()`` works with all autoregressive text models. StableLM's and
+Nemotron's decoder layers take ``**kwargs`` but call their attention without them, so the attention's
+``cache.update(..., kwargs=kwargs)`` hands the paged cache an empty dict, and it fails reading
+``kwargs["cu_seq_lens_k"]``. Every request ends FAILED with KeyError and no tokens. Llama in the same script
+generates normally. Exits 1 when the bug is present.
+"""
+import sys
+
+import torch
+import transformers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    NemotronConfig,
+    NemotronForCausalLM,
+    StableLmConfig,
+    StableLmForCausalLM,
+)
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+torch.set_num_threads(1)
+print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+SIZES = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2)
+MODELS = {
+    "stablelm": lambda: StableLmForCausalLM(StableLmConfig(**SIZES)),
+    "nemotron": lambda: NemotronForCausalLM(NemotronConfig(**SIZES)),
+    "llama": lambda: LlamaForCausalLM(LlamaConfig(**SIZES)),
+}
+failed = {}
+for name, build in MODELS.items():
+    torch.manual_seed(0)
+    model = build().eval()
+    generation = GenerationConfig(max_new_tokens=2, do_sample=False, eos_token_id=-1, pad_token_id=0)
+    paged = ContinuousBatchingConfig(page_size=16, num_blocks=16, use_cuda_graph=False)
+    results = model.generate_batch([[5, 6, 7], [8, 9]], generation_config=generation, continuous_batching_config=paged,
+                                   warmup=False)
+    outputs = [results[f"req_{i}"] for i in range(2)]
+    failed[name] = all(o.error for o in outputs)
+    for i, out in enumerate(outputs):
+        print(f"{name}, request {i}: status {out.status}, tokens {out.generated_tokens}, error {out.error!r}")
+broken = failed["stablelm"] and failed["nemotron"] and not failed["llama"]
+print("REPRODUCED" if broken else "not reproduced")
+sys.exit(1 if broken else 0)
