@@ -44,17 +44,22 @@ def signature(verdict) -> str:
     return "error: " + re.sub(r"\d+", "N", (verdict.error or "")[:160])
 
 
-def measure(model: str, oracle_name: str, examples: int, seed: int, dtype: str) -> dict:
+def measure(model: str, oracle_name: str, examples: int, seed: int, dtype: str, loaded: dict) -> dict:
+    """One oracle's tally on one model; ``loaded`` keeps each model's lane and calibrated bounds between oracles."""
     started = time.monotonic()
     config = RunConfig(model=model, scale="tiny", dtype=dtype, db_url="memory:", max_examples=examples, seed=seed)
-    lanes = load_lanes(config)
-    lane = lanes.lanes["hf"]
+    if model not in loaded:
+        loaded.clear()  # one model in memory at a time
+        loaded[model] = (load_lanes(config).lanes["hf"], None)
+    lane, bounds = loaded[model]
     oracle = ORACLES[oracle_name]
     why = lane.capabilities.why_not(oracle.min_batch, oracle.needs)
     if why:
         return {"model": model, "oracle": oracle_name, "not_applicable": why}
-    bounds = calibrate(lane.backends[0], dtype, max_prompt_len=config.prompt_len_cap,
-                       max_new_tokens=config.new_tokens_cap).bounds
+    if bounds is None:
+        bounds = calibrate(lane.backends[0], dtype, max_prompt_len=config.prompt_len_cap,
+                           max_new_tokens=config.new_tokens_cap).bounds
+        loaded[model] = (lane, bounds)
     tally: Counter[str] = Counter()
     examples_of: dict[str, str] = {}
 
@@ -82,9 +87,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="also write the results here (one JSON object per line, as they come)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    loaded: dict = {}
     for model in args.models.split(","):
         for oracle in args.oracles.split(","):
-            row = measure(model, oracle, args.examples, args.seed, args.dtype)
+            row = measure(model, oracle, args.examples, args.seed, args.dtype, loaded)
             if "not_applicable" in row:
                 print(f"{model:20s} {oracle:20s} not applicable: {row['not_applicable']}", flush=True)
             else:
