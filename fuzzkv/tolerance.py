@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-from fuzzkv.backends.interface import Backend, PathError, Trace
+from fuzzkv.backends.interface import Backend, PathError
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
-from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases
+from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
 from fuzzkv.oracles.check import ExampleDeadline, pairs_of, within
 from fuzzkv.verdict import PRECISE_SHARE, Bounds
 
@@ -67,17 +67,9 @@ FITS: dict[str, Callable[[Case], Case | None]] = {
 }
 
 
-def _differences(reference: Trace, candidate: Trace) -> tuple[float, float]:
-    diff = (reference.logits.double() - candidate.logits.double()).nan_to_num(nan=float("inf"))
-    checked = reference.checked & candidate.checked
-    largest = diff.abs().amax(-1).masked_fill(~checked, 0.0)
-    rms = diff.pow(2).mean(-1).sqrt().masked_fill(~checked, 0.0)
-    return float(largest.max()), float(rms.max())
-
-
 def _spread(oracle: str, subject: Backend, case: Case) -> list[tuple[float, float]]:
     """Each comparison's (largest, rms) difference for ``oracle`` on ``case``."""
-    return [_differences(reference, candidate) for _label, reference, candidate, _own in pairs_of(ORACLES[oracle])(subject, case)]
+    return [differences(reference, candidate) for _label, reference, candidate, _own in pairs_of(ORACLES[oracle])(subject, case)]
 
 
 def calibrated_oracles(backend: Backend) -> list[str]:

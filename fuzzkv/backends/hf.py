@@ -279,10 +279,15 @@ def _attentions(model: Any, device: str) -> list[str]:
 
 def _no_static_cache(model: Any) -> str | None:
     """Why transformers builds no StaticCache for this model's config (its own answer), or None."""
+    return _refuses_cache(model, "static", "StaticCache")
+
+
+def _refuses_cache(model: Any, kind: str, name: str, settings: dict[str, Any] | None = None) -> str | None:
+    """transformers' own answer to "can this config have a cache of ``kind``?": why not (its error), or None."""
     try:
-        hf_paths.new_cache(model, "static", 8)
-    except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a static cache?"
-        return (f"transformers builds no StaticCache for this config ({type(exc).__name__}: "
+        hf_paths.new_cache(model, kind, 8, settings)
+    except Exception as exc:  # noqa: BLE001 - the library's refusal is the answer
+        return (f"transformers builds no {name} for this config ({type(exc).__name__}: "
                 f"{(str(exc).splitlines() or [''])[0][:160]})")
     return None
 
@@ -293,12 +298,7 @@ def _no_quantized_cache(model: Any) -> str | None:
     installed = hf_paths.quantizers()
     if not installed:
         return "no quantized-cache backend is installed (pip install 'fuzzkv[quantized]')"
-    try:
-        hf_paths.new_cache(model, "quantized", 8, {"quantizer": installed[0]})
-    except Exception as exc:  # noqa: BLE001 - transformers' own answer to "can this config have a quantized cache?"
-        return (f"transformers builds no QuantizedCache for this config ({type(exc).__name__}: "
-                f"{(str(exc).splitlines() or [''])[0][:160]})")
-    return None
+    return _refuses_cache(model, "quantized", "QuantizedCache", {"quantizer": installed[0]})
 
 
 def _holds_keys_and_values(layer: type) -> bool:

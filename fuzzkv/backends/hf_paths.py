@@ -380,6 +380,11 @@ def generate(model, case, pad_id, device, cache_implementation=None):
     # _previous_max_cache_length to avoid recompiling): forget it, so a case's result never depends on the
     # cases before it and its reproduction script (a fresh model) reproduces it.
     model.__dict__.pop("_previous_max_cache_length", None)
+    return _greedy_generate(model, ids, mask, n, pad_id, **extra)
+
+
+def _greedy_generate(model, ids, mask, n, pad_id, **extra):
+    """``generate()`` greedy for exactly ``n`` new tokens, returning each step's logits: (sequences, mask, logits)."""
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)
@@ -410,14 +415,11 @@ def compiled_generate(model, case, pad_id, device):
     """The library's own compiled decoding: ``generate()`` on a StaticCache (its length rounded up to a bucket), with
     its decoding steps ``torch.compile``d, greedy, with each step's logits. Returns (sequences, mask, step logits)."""
     ids, mask = padded(case, pad_id, device)
-    n = case["max_new_tokens"]
     length = -(-mask.shape[1] // COMPILED_CACHE_BUCKET) * COMPILED_CACHE_BUCKET
     cache = StaticCache(config=model.config, max_cache_len=length)
     keyword = cache_keyword(model)  # generate() takes the cache under the forward's name (5.24: cache=)
-    out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
-                         do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
-                         pad_token_id=pad_id, compile_config=compile_config(), **{keyword: cache})
-    return out.sequences, mask, list(out.logits)
+    return _greedy_generate(model, ids, mask, case["max_new_tokens"], pad_id, compile_config=compile_config(),
+                            **{keyword: cache})
 
 
 @torch.inference_mode()

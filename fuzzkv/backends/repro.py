@@ -45,6 +45,19 @@ def teacher_forced(model, sequences, mask, prompt_length):
     return reference(model, sequences, mask)[:, prompt_length - 1:]
 
 
+def report_rows_alone(model, batched, tokens, mask, same_chunks=False):
+    """Each row of the batch run alone, fed its tokens of the batch, vs its place in the batch (``same_chunks``:
+    prefilled in the batch's chunks, for rows as long as the batch's)."""
+    for row, prompt in enumerate(CASE["prompts"]):
+        chunks = {} if same_chunks else {"prefill_chunks": [len(prompt)]}
+        alone = dict(CASE, prompts=[prompt], continuation=[], **chunks)
+        _, _, single = cached(model, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
+        where = mask[row, :-1].bool()
+        n = int(where.sum())
+        report(f"row {row} vs alone", batched[row][where].unsqueeze(0), single[:, :n],
+               torch.ones(1, n, dtype=torch.bool))
+
+
 def report_generated(label, sequences, mask, steps):
     """A path that chose its own tokens (generate() and its variants) vs one uncached forward over them."""
     ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
@@ -79,12 +92,7 @@ report("reused vs fresh", fresh, again, mask[:, :-1].bool())
 ''',
     "batch": '''
 tokens, mask, batched = cached(subject, CASE, PAD, DEVICE)
-for row, prompt in enumerate(CASE["prompts"]):
-    alone = dict(CASE, prompts=[prompt], prefill_chunks=[len(prompt)], continuation=[])
-    _, _, single = cached(subject, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
-    where = mask[row, :-1].bool()
-    n = int(where.sum())
-    report(f"row {row} vs alone", batched[row][where].unsqueeze(0), single[:, :n], torch.ones(1, n, dtype=torch.bool))
+report_rows_alone(subject, batched, tokens, mask)
 ''',
     "generate": '''
 sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
@@ -136,12 +144,8 @@ if LOSS_TOLERANCE is not None and loss > LOSS_TOLERANCE:
     FAILED.append("quantized vs unquantized")
 exact = subject.to(torch.float64) if EXACT else subject
 tokens, mask, fresh = cached(exact, CASE, PAD, DEVICE, forced=tokens)
-for row, prompt in enumerate(CASE["prompts"] if len(CASE["prompts"]) > 1 else []):
-    alone = dict(CASE, prompts=[prompt], continuation=[])  # rows as long as the batch's: the same chunks
-    _, _, single = cached(exact, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
-    where = mask[row, :-1].bool()
-    n = int(where.sum())
-    report(f"row {row} vs alone", fresh[row][where].unsqueeze(0), single[:, :n], torch.ones(1, n, dtype=torch.bool))
+if len(CASE["prompts"]) > 1:
+    report_rows_alone(exact, fresh, tokens, mask, same_chunks=True)
 operation = CASE["settings"]["operation"]
 if operation == "generate":
     sequences, mask, steps = generate(exact, CASE, PAD, DEVICE, "quantized")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from fuzzkv.backends.interface import Backend
+from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
 
 # Measured on clean models (README, "Tolerances"): over 100+ search cases per oracle, the largest
@@ -49,3 +49,13 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
             *(Case(prompts=((special,),) * rows, max_new_tokens=2, dtype=dtype)
               for special in info.special_ids[:3] for rows in sorted({1, min(2, most)})),
             *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in info.special_ids[:3])]
+
+
+def differences(reference: Trace, candidate: Trace) -> tuple[float, float]:
+    """The largest |logit difference| and the largest RMS difference over the vocabulary, at the positions both
+    traces checked (NaN in one only counts as infinite)."""
+    diff = (reference.logits.double() - candidate.logits.double()).nan_to_num(nan=float("inf"))
+    checked = reference.checked & candidate.checked
+    largest = diff.abs().amax(-1).masked_fill(~checked, 0.0)
+    rms = diff.pow(2).mean(-1).sqrt().masked_fill(~checked, 0.0)
+    return float(largest.max()), float(rms.max())

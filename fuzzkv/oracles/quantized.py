@@ -14,12 +14,13 @@ half dtypes hold them within the calibrated quantization noise instead.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import replace
 
-from fuzzkv.backends.interface import Backend, Trace
+from fuzzkv.backends.interface import Backend
 from fuzzkv.case import Case
-from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases
+from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
 from fuzzkv.oracles.check import Comparison, Pairs, run_path
 from fuzzkv.oracles.core import batch_rows_alone
 from fuzzkv.quantizers import exact_in_float64
@@ -85,16 +86,12 @@ def loss_bounds(backend: Backend, case: Case) -> Bounds | None:
                 quantized = backend.cached(replace(clean, cache="quantized", settings=settings), unquantized.tokens)
             except Exception:  # noqa: BLE001 - a quantized path that raises is the search's finding
                 continue
-            largest, rms = _difference(unquantized, quantized)
+            largest, rms = differences(unquantized, quantized)
+            if not math.isfinite(largest):
+                continue  # non-finite logits never widen the bound (the search reports them)
             worst, worst_rms = max(worst or 0.0, largest), max(worst_rms or 0.0, rms)
         known[settings] = None if worst is None else Bounds(SAFETY_FACTOR * worst, SAFETY_FACTOR * (worst_rms or 0.0))
     return known[settings]
-
-
-def _difference(reference: Trace, candidate: Trace) -> tuple[float, float]:
-    diff = (reference.logits.double() - candidate.logits.double())
-    checked = reference.checked & candidate.checked
-    return float(diff.abs().amax(-1)[checked].max()), float(diff.pow(2).mean(-1).sqrt()[checked].max())
 
 
 PAIRS: dict[str, Pairs] = {"quantized": _quantized}
