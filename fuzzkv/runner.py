@@ -214,7 +214,7 @@ class Run:
     def _bounds_of(self, verdict: Verdict, lane: str) -> Bounds:
         """The run's bounds, with the failing comparison's own where it carried one (see ``Bounds.lossy``)."""
         bounds = self.tolerance(lane).bounds
-        return bounds if verdict.tolerance == bounds.value else replace(bounds, lossy=verdict.tolerance)
+        return replace(bounds, lossy=verdict.tolerance) if verdict.own_bounds else bounds
 
     def _keep_smallest(self, verdict: Verdict, lane: str) -> None:
         """Commit each failing case the moment it is seen, if smaller than the one stored: a run

@@ -77,6 +77,9 @@ class Verdict:
     error: str | None = None  # "<path> path raised <Type>: <message>" for kind "error"
     error_type: str | None = None
     comparison: str | None = None  # which of the oracle's comparisons the numbers come from
+    # The comparison judged carried its own bounds (a lossy surface's, calibrated per setting): ``tolerance`` is
+    # that bound, not the run's.
+    own_bounds: bool = False
 
     @property
     def failed(self) -> bool:

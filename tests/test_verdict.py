@@ -109,6 +109,7 @@ def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_
     pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.1))])
     verdict = check(oracle, Lane(), case, run_bounds)
     assert verdict.kind == "mismatch" and verdict.comparison == "loss" and verdict.tolerance == 0.1
+    assert verdict.own_bounds  # the reproduction script judges this comparison by its own bound
     pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.5)), Comparison("rows", _trace(ref), _trace(ref + 1e-3))])
     assert check(oracle, Lane(), case, run_bounds).comparison == "rows"
     pairs([Comparison("loss", _trace(ref), _trace(ref + 1e-5), Bounds(0.0))])  # never below the run's rounding

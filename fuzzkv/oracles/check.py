@@ -78,7 +78,7 @@ def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
     beyond = _beyond(metrics, limits)
     if lossy:  # a comparison with its own calibrated bounds: judged by them, never re-run
         return Verdict(oracle.name, case, "mismatch" if beyond > 1 else "pass", limits.value, metrics=metrics,
-                       comparison=label)
+                       comparison=label, own_bounds=True)
     if 1 < beyond <= RECHECK_WITHIN:
         metrics = replace(metrics, precise_diff=_precise_difference(oracle, lane, case, label, limits))
         if metrics.precise_diff is not None and metrics.precise_diff <= PRECISE_SHARE * metrics.max_abs_diff:
