@@ -176,7 +176,8 @@ def calibrate_command(config: RunConfig) -> int:
     lane = lanes.lanes.get(config.backend)
     if lane is None:
         raise UsageError(f"backend {config.backend} cannot calibrate {config.model}: "
-                         f"{lanes.unsupported.get(config.backend, 'use --backend hf or tl')}.")
+                         f"{lanes.unsupported.get(config.backend, 'calibration measures one backend')}.",
+                         tip="use --backend hf, tl or torchtune")
     backend = lane.backends[0]
     store = open_store(config.db_url)
     try:
@@ -267,7 +268,8 @@ def _check_oracles(oracles: tuple[str, ...]) -> None:
     for name in oracles:
         if name in ORACLES and "hf" not in ORACLES[name].lanes:
             raise UsageError(f"oracle {name} does not run in a sweep (it needs another backend).",
-                             tip="a sweep drives transformers; run it with 'fuzzkv run --backend both'")
+                             tip="a sweep drives transformers; run it with 'fuzzkv run --backend hf,tl' "
+                                 "(or hf,torchtune)")
 
 
 def model_names(models: str) -> list[str]:

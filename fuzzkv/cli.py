@@ -24,8 +24,10 @@ def model_options(command):
     options = [
         click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, GGUF file, hub "
                      "id in the local HF cache, or package.module:factory. A factory runs your code by design."),
-        click.option("--backend", default="hf", show_default=True, type=click.Choice(BACKENDS),
-                     help="hf: transformers; tl: TransformerLens; both: each, plus the cross oracle."),
+        click.option("--backend", default="hf", show_default=True,
+                     help=f"One or more of {', '.join(BACKENDS)}, comma-separated (hf: transformers; tl: "
+                     "TransformerLens; torchtune); with hf listed, the cross oracle compares HF with each other. "
+                     "'both' is hf,tl."),
         click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
                      help="'tiny' shrinks a registry architecture, keeping every cache feature."),
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES)),

@@ -14,8 +14,41 @@ DEFAULT_DB = "sqlite:///fuzzkv.db"
 DB_ENV = "FUZZKV_DB"
 SCALES = ("full", "tiny")
 ATTNS = ("eager", "sdpa")
-BACKENDS = ("hf", "tl", "both")
-LANES = {"hf": {"hf"}, "tl": {"tl"}, "both": {"hf", "tl", "cross"}}  # the lanes each --backend drives
+BACKENDS = ("hf", "tl", "torchtune")  # the libraries --backend lists, comma-separated
+BACKEND_ALIASES = {"both": "hf,tl"}  # "both" predates the list: HF and TransformerLens
+
+
+def cross_lane_name(candidate: str) -> str:
+    """The lane of the cross oracle comparing HF with ``candidate``: "cross" for TransformerLens (the name stored
+    failures carry since 0.1), "cross-<backend>" for any other."""
+    return "cross" if candidate == "tl" else f"cross-{candidate}"
+
+
+def backends_of(option: str) -> tuple[str, ...]:
+    """The backends a --backend value lists (``hf``, ``tl,torchtune``, ``both``), in order; UsageError if unknown."""
+    names = [name.strip() for name in BACKEND_ALIASES.get(option, option).split(",")]
+    unknown = [name for name in names if name not in BACKENDS]
+    if unknown or not names:
+        raise UsageError(f"unknown backend {unknown[0] if unknown else option!r} in --backend {option}.",
+                         tip=f"list one or more of {', '.join(BACKENDS)} (comma-separated), or 'both' for hf,tl")
+    return tuple(dict.fromkeys(names))
+
+
+def lanes_of(option: str) -> set[str]:
+    """The lanes a --backend value drives: each backend's own, and with hf listed, a cross lane of HF vs each other."""
+    names = backends_of(option)
+    crosses = {cross_lane_name(name) for name in names if name != "hf"} if "hf" in names else set()
+    return set(names) | crosses
+
+
+def backend_option_for(lane: str) -> str | None:
+    """The --backend value that drives ``lane`` (a stored failure's), None for a lane this fuzzkv does not know."""
+    for name in BACKENDS:
+        if lane == name:
+            return name
+        if lane == cross_lane_name(name) and name != "hf":
+            return f"hf,{name}"
+    return None
 DEFAULT_DEADLINE = 300.0
 
 
@@ -52,13 +85,13 @@ class RunConfig:
         unknown = [o for o in self.oracles if o not in ORACLES]
         if unknown:
             raise UsageError(f"unknown oracle {unknown[0]!r}.", tip=f"choose from {', '.join(ORACLES)}")
-        lanes = LANES.get(self.backend, set())
+        lanes = lanes_of(self.backend)
         for name in self.oracles:
-            if lanes and not lanes & set(ORACLES[name].lanes):
-                need = " or ".join(b for b, driven in LANES.items() if driven & set(ORACLES[name].lanes))
+            if not lanes & set(ORACLES[name].lanes):
+                need = " or ".join(option for option in (*BACKENDS, *(f"hf,{b}" for b in BACKENDS[1:]))
+                                   if lanes_of(option) & set(ORACLES[name].lanes))
                 raise UsageError(f"oracle {name} does not run with --backend {self.backend}.",
                                  tip=f"use --backend {need}")
-        _choice("--backend", self.backend, BACKENDS)
         _choice("--scale", self.scale, SCALES)
         _choice("--dtype", self.dtype, DTYPES)
         _choice("--attn", self.attn, ATTNS)

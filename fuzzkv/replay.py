@@ -14,7 +14,7 @@ from itertools import groupby
 from typing import TYPE_CHECKING, cast
 
 from fuzzkv import events
-from fuzzkv.config import DEFAULT_DEADLINE, LANES, RunConfig
+from fuzzkv.config import DEFAULT_DEADLINE, RunConfig, backend_option_for
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.errors import UsageError
 from fuzzkv.oracles import ORACLES
@@ -77,7 +77,7 @@ def _rebuild(settings: dict, lane: str, deadline: float | None) -> tuple[RunConf
     """The config and lanes that recreate a stored failure's model on its lane."""
     from fuzzkv.backends.loader import load_lanes
 
-    option = next((name for name, lanes in LANES.items() if lane in lanes), None)
+    option = backend_option_for(lane)
     if option is None:
         raise Skip(f"backend {lane!r} is not known to this fuzzkv")
     try:

@@ -38,7 +38,7 @@ def library_versions() -> dict[str, str | None]:
     """Versions that decide whether a stored failure still reproduces."""
     versions: dict[str, str | None] = {"python": platform.python_version(), "fuzzkv": __version__,
                                        "calibration": baselines.CALIBRATION_METHOD}
-    for package in ("torch", "transformers", "hypothesis", "transformer_lens"):
+    for package in ("torch", "transformers", "hypothesis", "transformer_lens", "torchtune"):
         try:
             versions[package] = metadata.version(package.replace("_", "-"))
         except metadata.PackageNotFoundError:
@@ -61,8 +61,10 @@ def case_size(case: Case) -> tuple:
 def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
     info, capabilities = lane.info, lane.capabilities
     max_batch = min(config.max_batch, capabilities.max_batch or config.max_batch)
+    # A lane that holds few positions (a cross lane kept within a sliding window) leaves room for a 1-token prompt.
+    new_tokens = min(config.new_tokens_cap, info.max_positions - 1) if info.max_positions else config.new_tokens_cap
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=max_batch,
-                     max_prompt_len=config.prompt_len_cap, max_new_tokens=config.new_tokens_cap,
+                     max_prompt_len=config.prompt_len_cap, max_new_tokens=new_tokens,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
                      caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers)
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from fuzzkv import events
-from fuzzkv.config import RunConfig
+from fuzzkv.config import RunConfig, backends_of
 from fuzzkv.errors import FuzzkvError, UsageError
 
 
@@ -224,7 +224,7 @@ def _drain(processes, outbox, merger: Merger, seconds: float) -> None:
 
 
 def _drive(processes, outbox, merger: Merger, config: RunConfig) -> None:
-    lanes_to_settle = 2 if config.backend == "both" else 1
+    lanes_to_settle = len(backends_of(config.backend))  # one tolerance per backend (a cross lane sums two)
     processes[0].start()
     waiting, stopped = list(processes[1:]), 0
     while stopped < len(processes):

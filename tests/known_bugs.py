@@ -12,7 +12,8 @@ from importlib import metadata
 
 def _version(package: str) -> tuple[int, ...] | None:
     try:
-        return tuple(int(part) for part in metadata.version(package).split(".")[:3] if part.isdigit())
+        release = metadata.version(package).split("+")[0]  # "0.6.1+cpu": the local build tag is not the release
+        return tuple(int(part) for part in release.split(".")[:3] if part.isdigit())
     except metadata.PackageNotFoundError:
         return None
 
@@ -33,46 +34,52 @@ def tl_cache_bug_reason() -> str | None:
     return None
 
 
-# transformers bugs with a standalone script in findings/ that exits 1 where they are present:
-# (finding, first transformers release checked affected). The scripts drive 5.24's cache= keyword.
+# Bugs with a standalone script in findings/ that exits 1 where they are present: (finding, the library it is a
+# bug of, the first release of it checked affected). The transformers scripts drive 5.24's cache= keyword.
 SCRIPTED = [
-    ("transformers-continuous-batching-fails-stablelm-nemotron", (5, 24)),
-    ("transformers-continuous-batching-fails-gpt-neox", (5, 24)),
-    ("transformers-continuous-batching-fails-mpt", (5, 24)),
-    ("transformers-quantized-cache-batch-select-fails", (5, 24)),
-    ("optimum-quanto-quantized-cache-deepcopy-fails", (5, 24)),
-    ("transformers-quanto-cache-axis-minus-one-fails-most-lengths", (5, 24)),
-    ("transformers-hqq-cache-low-bits-fail", (5, 24)),
-    ("transformers-continuous-batching-fails-bloom-falcon", (5, 24)),
-    ("transformers-continuous-batching-drops-attention-softcap", (5, 24)),
-    ("transformers-prompt-lookup-static-cache-overflow", (5, 24)),
-    ("transformers-mamba1-multi-token-cached-forward-drops-ssm-state", (5, 24)),
-    ("transformers-zamba2-nemotronh-decode-skips-dt-clamp", (5, 24)),
-    ("transformers-dynamiccache-reset-keeps-state-batch", (5, 24)),
-    ("transformers-falcon-alibi-static-cache-generate", (5, 24)),
-    ("transformers-gpt-neo-local-attention-static-cache", (5, 24)),
-    ("transformers-hybrid-sliding-static-generate-mask", (5, 24)),
-    ("transformers-inkling-static-cache-query-offset-alias", (5, 24)),
-    ("transformers-llama4-temperature-tuning-ignores-position-ids", (5, 24)),
-    ("transformers-dsa-indexer-topk-tie-order", (5, 24)),
-    ("transformers-doge-dynamic-mask-topk-tie-order", (5, 24)),
-    ("transformers-deepseek-v4-compressor-ignores-padding", (5, 24)),
-    ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", (5, 24)),
+    ("torchtune-gemma2-feed-forward-norms-swapped", "torchtune", (0, 6, 1)),
+    ("torchtune-gemma2-final-softcap-on-hidden-state", "torchtune", (0, 6, 1)),
+    ("torchtune-gemma2-sliding-window-cache-query-offset", "torchtune", (0, 6, 1)),
+    ("torchtune-kv-cache-smaller-batch-raises", "torchtune", (0, 6, 1)),
+    ("transformers-continuous-batching-fails-stablelm-nemotron", "transformers", (5, 24)),
+    ("transformers-continuous-batching-fails-gpt-neox", "transformers", (5, 24)),
+    ("transformers-continuous-batching-fails-mpt", "transformers", (5, 24)),
+    ("transformers-quantized-cache-batch-select-fails", "transformers", (5, 24)),
+    ("optimum-quanto-quantized-cache-deepcopy-fails", "transformers", (5, 24)),
+    ("transformers-quanto-cache-axis-minus-one-fails-most-lengths", "transformers", (5, 24)),
+    ("transformers-hqq-cache-low-bits-fail", "transformers", (5, 24)),
+    ("transformers-continuous-batching-fails-bloom-falcon", "transformers", (5, 24)),
+    ("transformers-continuous-batching-drops-attention-softcap", "transformers", (5, 24)),
+    ("transformers-prompt-lookup-static-cache-overflow", "transformers", (5, 24)),
+    ("transformers-mamba1-multi-token-cached-forward-drops-ssm-state", "transformers", (5, 24)),
+    ("transformers-zamba2-nemotronh-decode-skips-dt-clamp", "transformers", (5, 24)),
+    ("transformers-dynamiccache-reset-keeps-state-batch", "transformers", (5, 24)),
+    ("transformers-falcon-alibi-static-cache-generate", "transformers", (5, 24)),
+    ("transformers-gpt-neo-local-attention-static-cache", "transformers", (5, 24)),
+    ("transformers-hybrid-sliding-static-generate-mask", "transformers", (5, 24)),
+    ("transformers-inkling-static-cache-query-offset-alias", "transformers", (5, 24)),
+    ("transformers-llama4-temperature-tuning-ignores-position-ids", "transformers", (5, 24)),
+    ("transformers-dsa-indexer-topk-tie-order", "transformers", (5, 24)),
+    ("transformers-doge-dynamic-mask-topk-tie-order", "transformers", (5, 24)),
+    ("transformers-deepseek-v4-compressor-ignores-padding", "transformers", (5, 24)),
+    ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", "transformers", (5, 24)),
 ]
 
 
 # The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).
 NEEDS = {"optimum-quanto-quantized-cache-deepcopy-fails": "optimum-quanto",
+         **{finding: "torchtune" for finding, library, _ in SCRIPTED if library == "torchtune"},
          "transformers-quanto-cache-axis-minus-one-fails-most-lengths": "optimum-quanto",
          "transformers-hqq-cache-low-bits-fail": "hqq"}
 
 
 def scripted_reason(finding: str) -> str | None:
     """Why ``finding``'s script is not expected to reproduce here (None: it must)."""
-    hf = _version("transformers")
-    affected = dict(SCRIPTED)[finding]
-    if hf is None or hf < affected:
-        return f"{finding} was found on transformers {'.'.join(map(str, affected))}; this is an older release"
+    library, affected = next((library, first) for name, library, first in SCRIPTED if name == finding)
     if finding in NEEDS and _version(NEEDS[finding]) is None:
-        return f"{finding} needs {NEEDS[finding]} (pip install 'fuzzkv[quantized]')"
+        extra = "torchtune" if NEEDS[finding] == "torchtune" else "quantized"
+        return f"{finding} needs {NEEDS[finding]} (pip install 'fuzzkv[{extra}]')"
+    installed = _version(library)
+    if installed is None or installed < affected:
+        return f"{finding} was found on {library} {'.'.join(map(str, affected))}; this is an older release"
     return None

@@ -47,6 +47,8 @@ def test_run_help_warns_that_factories_run_user_code(snapshot):
     (["run", "--model", "llama", "--report", "."], "is a directory"),
     (["run", "--mdoel", "llama"], "No such option '--mdoel'"),
     (["run", "--model", "llama", "--oracle", "cross"], "oracle cross does not run with --backend hf"),
+    (["run", "--model", "llama", "--backend", "hf,vllm"], "unknown backend 'vllm' in --backend hf,vllm"),
+    (["run", "--model", "llama", "--backend", "tl,torchtune", "--oracle", "cross"], "use --backend hf,tl or hf,torchtune"),
     (["run", "--model", "llama", "--backend", "tl", "--oracle", "generate"], "oracle generate does not run with"),
     (["run", "--model", "gpt2", "--scale", "tiny", "--max-prompt-len", "125", "--max-new-tokens", "8"],
      "133 positions, but gpt2 holds 128"),

@@ -1,11 +1,13 @@
-"""Backends whose model the HF path code drives: the model itself, or an adapter over another
-library's model (TransformerLens). Their cached path and uncached reference are the same code,
-in the run's dtype or in the higher precision that calibration and canaries compare against."""
+"""Backends whose model a path module drives: the HF path code (an HF model itself, or an adapter over
+another library's model: TransformerLens), or a library's own path module with the same functions
+(torchtune). Their cached path and uncached reference are that module's code, in the run's dtype or in
+the higher precision that calibration and canaries compare against."""
 
 from __future__ import annotations
 
 import copy
 from abc import abstractmethod
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -20,8 +22,9 @@ PRECISE = {"float32": torch.float64, "bfloat16": torch.float32, "float16": torch
 
 
 class DrivenBackend(Backend):
-    """``model`` is what ``hf_paths`` calls; a twin of it in the precise dtype serves calibration."""
+    """``model`` is what ``paths`` calls; a twin of it in the precise dtype serves calibration."""
 
+    paths: ModuleType = hf_paths  # the path module: cached(model, case, pad_id, device, ...) and reference(...)
     model: Any
     pad_id: int
     device: str
@@ -31,12 +34,12 @@ class DrivenBackend(Backend):
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
                chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
         model = self._precise_model() if precise else self.model
-        return Trace.everywhere(*hf_paths.cached(model, case.to_dict(), self.pad_id, self.device, kind=cache,
-                                                 chunks=chunks, forced=tokens))
+        return Trace.everywhere(*self.paths.cached(model, case.to_dict(), self.pad_id, self.device, kind=cache,
+                                                   chunks=chunks, forced=tokens))
 
     def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
         model = self._precise_model() if precise else self.model
-        logits = hf_paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
+        logits = self.paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
         return logits.double()
 
     def _precise_model(self, attn: str | None = None) -> Any:

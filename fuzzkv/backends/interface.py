@@ -140,6 +140,10 @@ class Backend(ABC):
     info: ModelInfo
     capabilities: Capabilities = Capabilities()
     api: str = ""  # the library and API version, when it is worth saying (e.g. "TransformerLens 4.3.0")
+    # (length, why) where this backend computes the function of the model it was converted from only for sequences
+    # up to that many positions, by the library's own documented design (a builder without the sliding window);
+    # None: any length. The cross oracle keeps to those sequences.
+    agrees_up_to: tuple[int, str] | None = None
 
     @abstractmethod
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,

@@ -7,11 +7,13 @@ compared layer by layer across implementations), and which script reproduces it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fuzzkv import diagnosis
 from fuzzkv.backends.interface import Backend, Lane, Measure, Pair
 from fuzzkv.case import Case
+from fuzzkv.config import cross_lane_name
 from fuzzkv.tolerance import Tolerance, summed
 from fuzzkv.verdict import Bounds, Verdict
 
@@ -48,13 +50,16 @@ class BackendLane(Lane):
 
 
 class CrossLane(Lane):
-    """``candidate`` (e.g. TransformerLens) against ``reference`` (HF) on the same cases and weights."""
-
-    name = "cross"
+    """``candidate`` (TransformerLens, torchtune) against ``reference`` (HF) on the same cases and weights.
+    Cases keep to the lengths on which the candidate computes the reference's function (``agrees_up_to``)."""
 
     def __init__(self, reference: Backend, candidate: Backend):
         self.pair = Pair(reference, candidate)
+        self.name = cross_lane_name(candidate.name)
         self.info, self.backends = reference.info, (reference, candidate)
+        if candidate.agrees_up_to is not None:
+            length = candidate.agrees_up_to[0]
+            self.info = replace(reference.info, max_positions=min(length, reference.info.max_positions or length))
         self.capabilities = reference.capabilities.both(candidate.capabilities)
 
     @property

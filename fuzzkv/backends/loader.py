@@ -1,44 +1,62 @@
 """Build the lanes a run asks for: the one place that picks backend implementations.
 
-Heavy imports (torch, transformers, TransformerLens) happen here, when a run starts, never
+Heavy imports (torch, transformers, TransformerLens, torchtune) happen here, when a run starts, never
 when the CLI parses its options.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Backend, Lane, Lanes, Unsupported
 from fuzzkv.backends.lanes import BackendLane, CrossLane
-from fuzzkv.config import LANES, fits
-from fuzzkv.errors import UsageError
+from fuzzkv.config import backends_of, fits
 
 if TYPE_CHECKING:
     from fuzzkv.config import RunConfig
 
 
+def _tl(hf: HFBackend) -> Backend:
+    from fuzzkv.backends.tl import tl_backend
+
+    return tl_backend(hf)
+
+
+def _torchtune(hf: HFBackend) -> Backend:
+    from fuzzkv.backends.tune import tune_backend
+
+    return tune_backend(hf)
+
+
+# The backends built from the HF model (same weights), by --backend name: each raises Unsupported where it cannot.
+CONVERTED: dict[str, Callable[[HFBackend], Backend]] = {"tl": _tl, "torchtune": _torchtune}
+
+
 def load_lanes(config: RunConfig) -> Lanes:
-    """Build the backends ``config.backend`` asks for ("hf", "tl" or "both") and their lanes."""
-    wanted = LANES.get(config.backend)
-    if wanted is None:
-        raise UsageError(f"unknown backend {config.backend!r}.", tip="use --backend hf, tl or both")
+    """Build the backends ``config.backend`` lists (``hf``, ``tl``, ``torchtune``, comma-separated; ``both``:
+    hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF vs each other."""
+    wanted = backends_of(config.backend)
     hf = HFBackend.from_config(config)
     fits(config, hf.info.max_positions, hf.info.name)  # before any store is opened
     built: dict[str, Lane] = {"hf": BackendLane(hf)} if "hf" in wanted else {}
     unsupported: dict[str, str] = {}
-    tl: Backend | None = None
-    if "tl" in wanted:
-        from fuzzkv.backends.tl import tl_backend
-
+    apis: list[str] = []
+    limits: list[str] = []
+    for name in (name for name in wanted if name != "hf"):
         try:
-            tl = tl_backend(hf)
+            other = CONVERTED[name](hf)
         except Unsupported as exc:
-            unsupported["tl"] = str(exc)
-        else:
-            built["tl"] = BackendLane(tl)
-    if "cross" in wanted and tl is not None:
-        built["cross"] = CrossLane(hf, tl)
+            unsupported[name] = str(exc)
+            continue
+        built[name] = BackendLane(other)
+        apis.append(other.api)
+        if "hf" in wanted:
+            cross = CrossLane(hf, other)
+            built[cross.name] = cross
+            if other.agrees_up_to is not None:
+                limits.append(f"{cross.name} keeps to {other.agrees_up_to[0]} positions: {other.agrees_up_to[1]}")
     names = list(built) + [f"{lane} (unsupported)" for lane in unsupported]
-    description = ", ".join(names) + (f" ({tl.api})" if tl is not None else "")
+    description = ", ".join(names) + "".join(f" ({api})" for api in apis if api) + "".join(f"; {x}" for x in limits)
     return Lanes(hf.info, built, unsupported, description)

@@ -16,13 +16,14 @@ import json
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from fuzzkv.backends import hf_paths, tl_legacy_paths, tl_paths
+from fuzzkv.backends import hf_paths, tl_legacy_paths, tl_paths, tt_paths
 from fuzzkv.quantizers import exact_in_float64
 
 if TYPE_CHECKING:
     from fuzzkv.backends.hf import HFBackend
     from fuzzkv.backends.tl import TLBackend
     from fuzzkv.backends.tl_legacy import LegacyTLBackend
+    from fuzzkv.backends.tune import TorchtuneBackend
     from fuzzkv.case import Case
     from fuzzkv.verdict import Bounds
 
@@ -62,6 +63,17 @@ def report_generated(label, sequences, mask, steps):
     """A path that chose its own tokens (generate() and its variants) vs one uncached forward over them."""
     ref = teacher_forced(subject, sequences, mask, max(len(p) for p in CASE["prompts"]))
     report(label, ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
+'''
+
+# The cross oracle: HF's paths on the HF model (``{hf}``: the prefix of their names where another backend's path
+# code replaced them), the other backend's on ``subject``.
+CROSS = '''
+tokens, mask, from_hf_cached = {hf}cached(model, CASE, PAD, DEVICE)
+from_hf_uncached = {hf}reference(model, tokens, mask)
+_, _, other_cached = cached(subject, CASE, PAD, DEVICE, forced=tokens)
+other_uncached = reference(subject, tokens, mask)
+report("uncached: {name} vs HF", from_hf_uncached, other_uncached, mask[:, :-1].bool())
+report("cached: {name} vs HF", from_hf_cached, other_cached, mask[:, :-1].bool())
 '''
 
 # The oracles' comparisons, on ``subject`` (the model, or an adapter over a TransformerLens model).
@@ -175,15 +187,15 @@ ref = teacher_forced(subject, sequences, mask, ids.shape[1])
 report("generate(use_past_kv_cache=True) vs uncached", ref, torch.stack([s.float() for s in steps], 1),
        torch.ones(ref.shape[:2], dtype=torch.bool))
 ''',
-    "cross": '''
-tokens, mask, hf_cached = cached(model, CASE, PAD, DEVICE)
-hf_uncached = reference(model, tokens, mask)
-_, _, tl_cached = cached(subject, CASE, PAD, DEVICE, forced=tokens)
-tl_uncached = reference(subject, tokens, mask)
-report("uncached: TransformerLens vs HF", hf_uncached, tl_uncached, mask[:, :-1].bool())
-report("cached: TransformerLens vs HF", hf_cached, tl_cached, mask[:, :-1].bool())
-''',
+    "cross": CROSS.replace("{hf}", "").replace("{name}", "TransformerLens"),
+
 }
+# Embedded between hf_paths and tt_paths: the HF functions torchtune's path code replaces, under their own names.
+KEEP_HF_PATHS = '''
+# torchtune's path code below defines cached, reference, reused and generate again, for torchtune's model; the HF
+# model's are kept here for the cross comparison.
+hf_cached, hf_reference = cached, reference
+'''
 ENDING = '''
 raise SystemExit(1 if FAILED else 0)
 '''
@@ -212,9 +224,10 @@ def model_code(hf: HFBackend) -> str:
             f"model = random_model(CONFIG, seed={loaded.seed}, init_std={loaded.init_std!r}, attn={hf.attn!r})\n")
 
 
-def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules: tuple[ModuleType, ...],
+def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules: tuple[ModuleType | str, ...],
              subject: str, body: str, libraries: str) -> str:
-    """A whole script: header, embedded path code, the model, the case, the subject, the body."""
+    """A whole script: header, embedded path code (a module's source, or lines given as a string), the model, the
+    case, the subject, the body."""
     header = (f"# fuzzkv reproduction: oracle {oracle!r} on model {hf.info.name!r} ({libraries}).\n"
               f"# Runs fuzzkv's own path code (embedded below) on the minimal case; exits 1 when it fails.\n"
               "import json\n")
@@ -225,7 +238,8 @@ def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules:
              f"GENERATE_CACHE = {hf.generate_cache(case)!r}\n"
              f"CASE = json.loads({case.to_json()!r})\n"
              f"{subject}\n")
-    sections = [header, *(embedded(m) for m in (hf_paths, *modules)), REPORT.strip() + "\n", model_code(hf), setup,
+    code = [m if isinstance(m, str) else embedded(m) for m in (hf_paths, *modules)]
+    sections = [header, *code, REPORT.strip() + "\n", model_code(hf), setup,
                 body.strip() + "\n", ENDING.strip()]
     return "\n\n".join(section.strip("\n") for section in sections) + "\n"
 
@@ -254,6 +268,15 @@ def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bound
     body = _tl_body(oracle, "hooked_generate(hooked, ids, CASE['max_new_tokens'])")
     return assemble(tl.hf, oracle, case, bounds, modules=(tl_legacy_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
+
+
+def tune_script(tune: TorchtuneBackend, oracle: str, case: Case, bounds: Bounds) -> str:
+    """torch + transformers + torchtune: the HF model as fuzzkv built it, converted by torchtune's own builder and
+    converter (transformers only builds the weights; every compared path is torchtune's, but for cross)."""
+    body = CROSS.replace("{hf}", "hf_").replace("{name}", "torchtune") if oracle == "cross" else BODIES[oracle]
+    return assemble(tune.hf, oracle, case, bounds, modules=(KEEP_HF_PATHS, tt_paths),
+                    subject="subject = build_tune_model(model)", body=body,
+                    libraries=f"torch + transformers + {tune.api}")
 
 
 def _tl_body(oracle: str, generate_call: str) -> str:

@@ -45,7 +45,8 @@ from fuzzkv.strategies import (
 @dataclass(frozen=True)
 class Oracle:
     """A named property: the strategy that feeds it, the family module holding its paths, and
-    the lanes it runs on ("hf", "tl", or "cross" for HF vs TransformerLens)."""
+    the lanes it runs on ("hf", "tl", "torchtune"; "cross" for HF vs TransformerLens, "cross-torchtune" for HF vs
+    torchtune)."""
 
     name: str
     description: str
@@ -72,22 +73,22 @@ def _oracles(*oracles: Oracle) -> dict[str, Oracle]:
 
 ORACLES: dict[str, Oracle] = _oracles(
     Oracle("decode", "incremental cached decoding vs one teacher-forced uncached forward",
-           lambda s: cases(s, continued=True), "core"),
+           lambda s: cases(s, continued=True), "core", ("hf", "torchtune")),
     Oracle("batch", "each row of a padded batch vs the same prompt alone at batch size 1",
-           lambda s: cases(s, min_batch=2, chunked=False, continued=True), "core", ("hf", "tl"), min_batch=2,
+           lambda s: cases(s, min_batch=2, chunked=False, continued=True), "core", ("hf", "tl", "torchtune"), min_batch=2,
            needs=frozenset({PADDED_POSITIONS})),
     Oracle("chunked", "prefill fed in chunks vs in one pass",
-           lambda s: cases(s, min_chunks=2, continued=True), "core", ("hf", "tl")),
+           lambda s: cases(s, min_chunks=2, continued=True), "core", ("hf", "tl", "torchtune")),
     Oracle("cache-impl", "static cache vs dynamic cache",
            lambda s: cases(s, caches=("static",), continued=True), "core", needs=frozenset({STATIC_CACHE})),
     Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
-           lambda s: cases(s, reuse=True, continued=True), "core", needs=frozenset({CACHE_RESET})),
+           lambda s: cases(s, reuse=True, continued=True), "core", ("hf", "torchtune"), needs=frozenset({CACHE_RESET})),
     Oracle("generate", "the library's generate (greedy, each cache implementation) vs the teacher-forced reference",
-           lambda s: cases(s, chunked=False, padding=("left",)), "core"),
+           lambda s: cases(s, chunked=False, padding=("left",)), "core", ("hf", "torchtune")),
     Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache, and its generate()",
            lambda s: cases(s, padding=("left",), caches=("dynamic",)), "tl", ("tl",)),
-    Oracle("cross", "TransformerLens vs HF on the same case and weights: uncached, cached and greedy tokens",
-           lambda s: cases(s, caches=("dynamic",)), "cross", ("cross",)),
+    Oracle("cross", "each other backend (TransformerLens, torchtune) vs HF on the same case and weights: uncached, "
+           "cached and greedy tokens", lambda s: cases(s, caches=("dynamic",)), "cross", ("cross", "cross-torchtune")),
     Oracle("beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",
            lambda s: with_settings(cases(s, chunked=False, padding=("left",)), beam_settings), "beam",
            needs=frozenset({BEAM_SEARCH}), default=False),
