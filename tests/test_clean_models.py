@@ -17,8 +17,10 @@ KNOWN_FINDINGS = {("falcon-rw", "generate")}
 @pytest.mark.slow
 @pytest.mark.parametrize("model", registry.names())
 def test_registry_model_at_tiny_scale_has_no_false_failure(model):
-    # 125 Hypothesis examples give at least 100 distinct cases per oracle (some draws repeat a case).
-    finished, recorder, _ = fuzz(model, max_examples=125)
+    # 150 Hypothesis examples give at least 100 distinct cases per oracle (some draws repeat a case). How many
+    # repeat varies with the process: Hypothesis's target() climbs differences whose last bits differ between
+    # processes (bloom-560m's cache-reuse: 97 distinct of 125 alone under pytest, 114 in a script, same seed).
+    finished, recorder, _ = fuzz(model, max_examples=150)
     for done in recorder.of("OracleFinished"):
         if (model, done.oracle) not in KNOWN_FINDINGS:  # a search that found a bug stops early
             assert done.examples >= 100, (done.oracle, done.examples)
