@@ -1,0 +1,78 @@
+"""Full-size models: build time and a run's peak memory against the weights it holds (issue #16's figures).
+
+    python benchmarks/memory.py            # bloom-560m build time, llama (1.1B) bf16 peak memory: minutes on a CPU
+    python benchmarks/memory.py --quick    # build time only
+
+Each figure is printed beside its goal. The peak is the ``Maximum resident set size`` ``/usr/bin/time -v``
+reports for a whole ``fuzzkv run --scale full`` in a fresh process; the weights are the model's parameter bytes
+in the run's dtype. Never a timed test: run it by hand and record its output with date and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+PEAK_GOAL_EXTRA_GB = 1.5  # the goal: peak < 2 x weights + 1.5 GB (activations, the interpreter, torch)
+BUILD_GOAL_SPEEDUP = 4.0  # the goal: the full-size random build at least 4x faster than the first measurement
+
+
+def build_seconds(model: str) -> tuple[float, int]:
+    """Seconds to build the full-size random ``model`` in a fresh process, and its parameter count."""
+    code = ("import time, sys; t = time.monotonic()\n"
+            "from fuzzkv.backends import hf_loading\n"
+            "import_done = time.monotonic()\n"
+            f"loaded = hf_loading.load_model({model!r}, scale='full', seed=0, init_std=0.2, attn='eager')\n"
+            "print(time.monotonic() - import_done, sum(p.numel() for p in loaded.model.parameters()))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    seconds, params = out.stdout.split()[-2:]
+    return float(seconds), int(params)
+
+
+def peak_of_run(model: str, dtype: str, examples: int, oracles: tuple[str, ...]) -> tuple[float, float, int]:
+    """(peak RSS in GB, wall seconds, exit code) of a full-size run in a fresh process (``oracles``: the default set
+    when empty)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = ["/usr/bin/time", "-v", sys.executable, "-m", "fuzzkv", "run", "--model", model, "--scale", "full",
+                   "--dtype", dtype, "--max-examples", str(examples), "--db", f"sqlite:///{tmp}/bench.db",
+                   *(option for oracle in oracles for option in ("--oracle", oracle))]
+        started = time.monotonic()
+        out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
+        peak = int(found.group(1)) * 1024 / 1e9 if found else float("nan")
+        return peak, time.monotonic() - started, out.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the build time only")
+    parser.add_argument("--oracle", action="append", default=[],
+                        help="the peak run's oracles (repeatable; default: the default set, as issue #16 states it)")
+    args = parser.parse_args()
+    seconds, params = build_seconds("bloom-560m")
+    print(f"build: full-size random bloom-560m ({params / 1e6:.0f}M parameters) in {seconds:.1f} s "
+          f"(goal: {BUILD_GOAL_SPEEDUP:.0f}x faster than the first measurement, 2026-11-30: 12 s on this CPU)")
+    if args.quick:
+        return
+    _, llama_params = build_seconds("llama")
+    weights = llama_params * BYTES["bfloat16"] / 1e9
+    peak, wall, code = peak_of_run("llama", "bfloat16", 3, tuple(args.oracle))
+    goal = 2 * weights + PEAK_GOAL_EXTRA_GB
+    which = ", ".join(args.oracle) or "the default oracles"
+    print(f"peak: llama full bfloat16, 3 examples of {which}: {peak:.1f} GB for {weights:.1f} GB of weights "
+          f"({peak / weights:.1f}x), {wall:.0f} s, exit {code} (goal: under {goal:.1f} GB = 2 x weights + "
+          f"{PEAK_GOAL_EXTRA_GB} GB): {'MET' if peak < goal else 'NOT MET'}")
+    print("mistral-7b full bfloat16: not run here (14.5 GB of weights; its float32 twin for calibration alone would "
+          "need 29 GB)")
+    print("GPU section: not run (no device lent to the session that wrote this benchmark)")
+
+
+if __name__ == "__main__":
+    main()
