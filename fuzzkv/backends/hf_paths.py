@@ -336,19 +336,31 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
     kind = kind or case["cache"]
     ids, mask = padded(case, pad_id, device)
     total = mask.shape[1]
-    if forced is None and case.get("continuation"):
-        forced = torch.cat([ids, torch.tensor(case["continuation"], dtype=torch.long, device=ids.device)], dim=1)
     store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"))
     step = CachedForward(model, mask, store, total if kind == "static" else None)
-    tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], forced, step)
+    tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], fed(case, ids, forced), step)
     return tokens, mask, logits
+
+
+def fed(case, ids, forced):
+    """The whole sequence a cached path feeds: ``forced``, else the prompts ``ids`` and the case's drawn
+    ``continuation``; None (greedy) when the case has neither."""
+    if forced is None and case.get("continuation"):
+        return torch.cat([ids, torch.tensor(case["continuation"], dtype=torch.long, device=ids.device)], dim=1)
+    return forced
+
+
+def reuse_primer(case):
+    """The batch a reused cache serves first: ``case["reuse_batch"]`` rows (at least the case's), cycling through
+    its prompts, prefilled in one pass, decoded greedily."""
+    rows = [case["prompts"][i % len(case["prompts"])] for i in range(max(case["reuse_batch"], len(case["prompts"])))]
+    return dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)], continuation=[])
 
 
 @torch.inference_mode()
 def reused(model, case, pad_id, device, forced):
     """The cached path on a cache first used for ``case["reuse_batch"]`` rows, then ``reset()``."""
-    rows = [case["prompts"][i % len(case["prompts"])] for i in range(max(case["reuse_batch"], len(case["prompts"])))]
-    primer = dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)], continuation=[])
+    primer = reuse_primer(case)
     total = max(len(p) for p in case["prompts"]) + case["max_new_tokens"]
     shared = new_cache(model, case["cache"], total)
     cached(model, primer, pad_id, device, cache=shared)

@@ -14,10 +14,11 @@ Caches are torchtune's: ``setup_caches`` for one batch size and length, masks an
 """
 
 import importlib
+from contextlib import contextmanager
 
 import torch
 
-from fuzzkv.backends.hf_paths import padded, prefill_and_decode
+from fuzzkv.backends.hf_paths import fed, padded, prefill_and_decode, reuse_primer
 
 # The HF config values each torchtune builder argument comes from (every builder takes these) ...
 COMMON_SETTINGS = {"vocab_size": "vocab_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
@@ -174,15 +175,18 @@ class TuneStep:
         return self.model(tokens[:, start:end], mask=self.masks[:, start:end], input_pos=self.positions[:, start:end])
 
 
-def setup(model, batch_size, length):
-    """Caches for ``batch_size`` rows of ``length`` positions, in the model's dtype, replacing any it had."""
-    from torchtune.modules.common_utils import delete_kv_caches
-
-    if model.caches_are_setup():
-        delete_kv_caches(model)
+@contextmanager
+def caches(model, batch_size, length):
+    """Caches for ``batch_size`` rows of ``length`` positions, in the model's dtype, replacing any it had; deleted
+    on leaving, so each case sets up its own (and the uncached reference runs without)."""
     parameter = next(model.parameters())
+    teardown(model)
     with torch.device(parameter.device):
         model.setup_caches(batch_size=batch_size, dtype=parameter.dtype, decoder_max_seq_len=length)
+    try:
+        yield
+    finally:
+        teardown(model)
 
 
 def teardown(model):
@@ -192,23 +196,14 @@ def teardown(model):
         delete_kv_caches(model)
 
 
-def _forced(case, ids, forced):
-    if forced is None and case.get("continuation"):
-        return torch.cat([ids, torch.tensor(case["continuation"], dtype=torch.long, device=ids.device)], dim=1)
-    return forced
-
-
 @torch.inference_mode()
 def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cache=None):
     """The cached path on caches set up for this case's batch and length (``kind`` and ``cache``: accepted for
     the HF signature; torchtune has one cache): prefill in the case's chunks, then decode greedily, or feeding
     the case's continuation, or ``forced``. Returns (tokens [B, T], mask [B, T], logits [B, T-1, V])."""
     ids, mask = padded(case, pad_id, device)
-    setup(model, ids.shape[0], mask.shape[1])
-    try:
-        return _decode(model, case, ids, mask, chunks, _forced(case, ids, forced))
-    finally:
-        teardown(model)
+    with caches(model, ids.shape[0], mask.shape[1]):
+        return _decode(model, case, ids, mask, chunks, fed(case, ids, forced))
 
 
 def _decode(model, case, ids, mask, chunks, forced):
@@ -220,17 +215,13 @@ def _decode(model, case, ids, mask, chunks, forced):
 def reused(model, case, pad_id, device, forced):
     """The cached path on caches set up for ``case["reuse_batch"]`` rows, used for them, then ``reset_caches()``:
     the evaluation loop whose last batch is smaller than the one its caches were set up for."""
-    rows = [case["prompts"][i % len(case["prompts"])] for i in range(max(case["reuse_batch"], len(case["prompts"])))]
-    primer = dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)], continuation=[])
+    primer = reuse_primer(case)
     primer_ids, primer_mask = padded(primer, pad_id, device)
-    setup(model, len(rows), primer_mask.shape[1])
-    try:
+    with caches(model, len(primer["prompts"]), primer_mask.shape[1]):
         _decode(model, primer, primer_ids, primer_mask, None, None)
         model.reset_caches()  # the contract under test: reset caches behave like fresh ones
         ids, mask = padded(case, pad_id, device)
-        return _decode(model, case, ids, mask, None, _forced(case, ids, forced))
-    finally:
-        teardown(model)
+        return _decode(model, case, ids, mask, None, fed(case, ids, forced))
 
 
 @torch.inference_mode()
@@ -255,10 +246,7 @@ def generate(model, case, pad_id, device, cache_implementation=None):
 
     pad = unused_id(case["prompts"], model.tok_embeddings.num_embeddings)
     ids, mask = padded(case, pad, device)
-    setup(model, ids.shape[0], mask.shape[1])
-    try:
+    with caches(model, ids.shape[0], mask.shape[1]):
         sequences, logits = tune_generate(model, ids, max_generated_tokens=case["max_new_tokens"], pad_id=pad,
                                           top_k=1)
-    finally:
-        teardown(model)
     return sequences, mask, list(logits.unbind(1))

@@ -62,11 +62,12 @@ class TorchtuneBackend(DrivenBackend):
         self.hf, self.api = hf, api
         self.model = tt_paths.build_tune_model(hf.model)
         self.device, self.pad_id, self.dtype = hf.device, hf.pad_id, hf.dtype
+        self.info = hf.info
         window = tt_paths.faithful_length(hf.model.config)
-        # A builder that leaves the sliding window out attends to the whole sequence: torchtune's own oracles see
-        # no window, and the cross oracle keeps to sequences the two compute the same function on.
-        self.info = hf.info if window is None else replace(hf.info, sliding_windows=())
         if window is not None:
+            # A builder that leaves the sliding window out attends to the whole sequence: torchtune's own oracles see
+            # no window, and the cross oracle keeps to sequences the two compute the same function on.
+            self.info = replace(hf.info, sliding_windows=())
             self.agrees_up_to = (window, f"torchtune's builder has no sliding window "
                                          f"({tt_paths.UNWINDOWED[hf.model.config.model_type]})")
 
