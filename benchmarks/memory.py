@@ -21,16 +21,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 PEAK_GOAL_EXTRA_GB = 1.5  # the goal: peak < 2 x weights + 1.5 GB (activations, the interpreter, torch)
-BUILD_GOAL_SPEEDUP = 4.0  # the goal: the full-size random build at least 4x faster than the first measurement
+BUILD_GOAL_SPEEDUP = 4.0  # the goal: the full-size random build at least 4x faster than before #16
 
 
-def build_seconds(model: str) -> tuple[float, int]:
-    """Seconds to build the full-size random ``model`` in a fresh process, and its parameter count."""
-    code = ("import time, sys; t = time.monotonic()\n"
-            "from fuzzkv.backends import hf_loading\n"
-            "import_done = time.monotonic()\n"
-            f"loaded = hf_loading.load_model({model!r}, scale='full', seed=0, init_std=0.2, attn='eager')\n"
-            "print(time.monotonic() - import_done, sum(p.numel() for p in loaded.model.parameters()))\n")
+# How fuzzkv built a full-size random model before #16 (commit 5bd8b90): transformers' construction with its
+# default init (torch's and then transformers' own), then a redraw of every parameter. hf_paths is standalone, so
+# that commit's own file is imported as it was.
+BEFORE = "5bd8b90"
+WHOLE_BUILD = ("import importlib.util, subprocess, tempfile\n"
+               f"source = subprocess.run(['git', 'show', '{BEFORE}:fuzzkv/backends/hf_paths.py'], capture_output=True,"
+               " text=True, check=True).stdout\n"
+               "path = tempfile.mkdtemp() + '/hf_paths_before.py'\n"
+               "open(path, 'w').write(source)\n"
+               "spec = importlib.util.spec_from_file_location('hf_paths_before', path)\n"
+               "before = importlib.util.module_from_spec(spec)\n"
+               "spec.loader.exec_module(before)\n"
+               "from fuzzkv import registry\n"
+               "def build(name):\n"
+               "    return before.random_model(registry.get(name).config_for('full'), 0, 0.2, 'eager')\n")
+FUZZKV_BUILD = ("from fuzzkv.backends import hf_loading\n"
+                "def build(name):\n"
+                "    return hf_loading.load_model(name, scale='full', seed=0, init_std=0.2, attn='eager').model\n")
+
+
+def build_seconds(model: str, builder: str = FUZZKV_BUILD) -> tuple[float, int]:
+    """Seconds to build the full-size random ``model`` in a fresh process (imports excluded), and its parameter
+    count; ``builder`` defines ``build(name)``."""
+    code = (f"{builder}import time\n"
+            "started = time.monotonic()\n"
+            f"model = build({model!r})\n"
+            "print(time.monotonic() - started, sum(p.numel() for p in model.parameters()))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     seconds, params = out.stdout.split()[-2:]
     return float(seconds), int(params)
@@ -56,9 +76,12 @@ def main() -> None:
     parser.add_argument("--oracle", action="append", default=[],
                         help="the peak run's oracles (repeatable; default: the default set, as issue #16 states it)")
     args = parser.parse_args()
+    before, _ = build_seconds("bloom-560m", WHOLE_BUILD)
     seconds, params = build_seconds("bloom-560m")
-    print(f"build: full-size random bloom-560m ({params / 1e6:.0f}M parameters) in {seconds:.1f} s "
-          f"(goal: {BUILD_GOAL_SPEEDUP:.0f}x faster than the first measurement, 2026-11-30: 12 s on this CPU)")
+    ratio = before / seconds
+    print(f"build: full-size random bloom-560m ({params / 1e6:.0f}M parameters) in {seconds:.1f} s; as commit "
+          f"{BEFORE} built it (construction, default init, redraw) in {before:.1f} s: {ratio:.1f}x faster "
+          f"(goal: {BUILD_GOAL_SPEEDUP:.0f}x): {'MET' if ratio >= BUILD_GOAL_SPEEDUP else 'NOT MET'}")
     if args.quick:
         return
     _, llama_params = build_seconds("llama")

@@ -89,7 +89,10 @@ def test_a_norm_weight_dropped_under_the_cache_is_found_only_because_norm_weight
     finished, _, _ = fuzz("tests.broken_architectures:norm_weight_dropped_when_cached", oracles=("decode",),
                           max_examples=30)
     [found] = finished.failures
-    assert found.verdict.kind == "mismatch" and found.verdict.case.max_new_tokens == 2
+    case = found.verdict.case
+    # Shrunk to the first cached call that reads the cache: one row, three positions (a token and two decode
+    # steps, or a prompt of two chunks of one and a decode step; which one depends on the weights drawn).
+    assert found.verdict.kind == "mismatch" and case.batch_size == 1 and case.total_length == 3
     assert torch.isfinite(torch.tensor(found.verdict.metrics.max_abs_diff))
 
 

@@ -27,7 +27,7 @@ def tiny_model(model_type: str, seed: int = 0):
     config = hf_shrink.tiny_config(model_type)
     torch.manual_seed(seed)
     model = hf_shrink.build(config)
-    sensitise(model, 0.2)
+    sensitise(model, 0.2, seed)
     return model
 
 
@@ -126,6 +126,7 @@ def test_sensitise_redraws_norms_and_state_space_parameters_where_they_matter():
 
 
 def test_sensitise_is_deterministic_given_the_seed():
-    first, second = tiny_model("falcon_h1", seed=3), tiny_model("falcon_h1", seed=3)
-    for (name, a), (_, b) in zip(first.named_parameters(), second.named_parameters()):
+    first, second, other = tiny_model("falcon_h1", seed=3), tiny_model("falcon_h1", seed=3), tiny_model("falcon_h1")
+    for (name, a), (_, b), (_, c) in zip(first.named_parameters(), second.named_parameters(), other.named_parameters()):
         assert torch.equal(a, b), name
+        assert a.numel() == 1 or not torch.equal(a, c), name

@@ -8,7 +8,6 @@ The path code itself lives in :mod:`fuzzkv.backends.hf_paths`, shared with the s
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -19,10 +18,12 @@ import transformers  # noqa: E402
 from fuzzkv.backends import (
     hf_loading,  # noqa: F401  (sets offline mode before transformers loads)
     hf_paths,  # noqa: E402
+    precision,  # noqa: E402
 )
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.interface import Backend, CacheContents, Capabilities, ModelInfo, Refused, Trace  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
+from fuzzkv.config import backends_of  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import (  # noqa: E402
     ASSISTED_DECODING,
@@ -63,8 +64,7 @@ class HFBackend(DrivenBackend):
 
     def __init__(self, loaded: hf_loading.LoadedModel, *, dtype: str, device: str, attn: str):
         self.loaded = loaded
-        # transformers wraps PreTrainedModel.to in functools.wraps, which typeshed's _Wrapped does not bind as a method.
-        self.model = loaded.model.to(device=device, dtype=hf_paths.TORCH_DTYPES[dtype]).eval()  # type: ignore[call-arg]
+        self.model = hf_paths.place(loaded.model, device, dtype)
         self.dtype, self.device, self.attn = dtype, device, attn
         self.pad_id = _pad_id(self.model.config)
         self.info = _model_info(loaded, self.model.config)
@@ -80,7 +80,8 @@ class HFBackend(DrivenBackend):
             raise UsageError(f"--device {config.device} requested but CUDA is not available.", tip="use --device cpu")
         try:
             loaded = hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
-                                           init_std=config.init_std, attn=config.attn)
+                                           init_std=config.init_std, attn=config.attn, dtype=config.dtype,
+                                           device=config.device, copies=len(backends_of(config.backend)))
         except (ValueError, ImportError) as exc:
             if "attn" in str(exc) or "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
                 raise UsageError(f"{config.model} does not support --attn {config.attn}.",
@@ -111,7 +112,7 @@ class HFBackend(DrivenBackend):
             yield i, "values", incremental.values, whole.values
 
     def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> torch.nn.Module | None:
-        twin = copy.deepcopy(self.model).to(dtype)
+        twin = precision.twin(self.model, dtype)
         if dtype == torch.float64 and MODERN:
             # transformers' default MoE expert kernel (grouped_mm) has no float64 version; the eager loop
             # computes the same function. (transformers before ~5.20 has one expert path only.)

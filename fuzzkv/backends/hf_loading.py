@@ -31,8 +31,12 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 import transformers  # noqa: E402
 
 from fuzzkv import registry  # noqa: E402
-from fuzzkv.backends import hf_shrink  # noqa: E402
-from fuzzkv.backends.hf_paths import pretrained, random_model, sensitise  # noqa: E402
+from fuzzkv.backends import (
+    hf_shrink,  # noqa: E402
+    precision,  # noqa: E402
+)
+from fuzzkv.backends.driven import PRECISE  # noqa: E402
+from fuzzkv.backends.hf_paths import TORCH_DTYPES, dtype_keyword, pretrained, random_model, sensitise  # noqa: E402
 from fuzzkv.errors import CannotBuildModel, NotFuzzable, UsageError  # noqa: E402
 
 __all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
@@ -67,15 +71,20 @@ def load_tokenizer(path: str | None, gguf_file: str | None = None):
         return None
 
 
-def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) -> LoadedModel:
-    """Resolve ``name`` as described in the module docstring, in float32 on the CPU."""
+def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, dtype: str = "float32",
+               device: str = "cpu", copies: int = 1) -> LoadedModel:
+    """Resolve ``name`` as described in the module docstring, built or loaded in ``dtype`` on ``device`` (a
+    factory's model as it comes). A full-size model first gets a memory plan (:func:`memory_needed`, for
+    ``copies`` copies of its weights: one per backend of the run) and is refused when it cannot fit."""
+    target = Target(dtype, device, copies)
     if ":" in name and not Path(name).exists():
         return _from_factory(name)
     local = _local_weights(Path(name))
     if local is not None:
         directory, gguf_file = local
+        _check_fits(_directory_config(directory, gguf_file), f"model in {name}", target)
         try:
-            model = pretrained(directory, attn, gguf_file)
+            model = pretrained(directory, attn, gguf_file, dtype, device)
         except OSError as exc:
             raise UsageError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}",
                              tip="fuzzkv loads safetensors or GGUF weights only (never pickles): re-save the model "
@@ -84,12 +93,12 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
         return LoadedModel(model, f"weights from {what}", tokenizer_from=directory, gguf_file=gguf_file)
     spec = registry.get(name)
     if spec is not None:
-        return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn)
+        return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn, target=target)
     model_type = generic_model_type(name)
     if model_type is not None:
-        return _from_generic(model_type, scale=scale, seed=seed, init_std=init_std, attn=attn)
+        return _from_generic(model_type, scale=scale, seed=seed, init_std=init_std, attn=attn, target=target)
     try:
-        return LoadedModel(_pretrained(name, attn), f"weights for {name} from the local HuggingFace cache",
+        return LoadedModel(_pretrained(name, attn, target), f"weights for {name} from the local HuggingFace cache",
                            tokenizer_from=name)
     except OSError:
         close = registry.suggestions(name)
@@ -101,8 +110,25 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str) 
                          "HuggingFace cache.", tip=hint) from None
 
 
-def _pretrained(path: str, attn: str):
-    return pretrained(path, attn)
+@dataclass(frozen=True)
+class Target:
+    """Where and how a model is built: the run's dtype and device, and how many copies of its weights the run holds
+    (one per backend)."""
+
+    dtype: str = "float32"
+    device: str = "cpu"
+    copies: int = 1
+
+
+def _pretrained(path: str, attn: str, target: Target):
+    """A hub id or path in the local HuggingFace cache, checked against memory first (its config.json only)."""
+    try:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True).to_dict()
+    except (OSError, ValueError):
+        config = None  # not in the cache (the caller falls through) or unreadable (the load below says why)
+    if config is not None:
+        _check_fits(config, path, target)
+    return pretrained(path, attn, None, target.dtype, target.device)
 
 
 def _local_weights(path: Path) -> tuple[str, str | None] | None:
@@ -143,26 +169,29 @@ def _from_factory(name: str) -> LoadedModel:
     return LoadedModel(model, f"model from factory {name} (its weights are used as they are)", factory=name)
 
 
-def _from_registry(spec, *, scale, seed, init_std, attn) -> LoadedModel:
+def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
     if scale == "full":
         try:
-            model = _pretrained(spec.hub_id, attn)
+            model = _pretrained(spec.hub_id, attn, target)
             return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache", spec=spec,
                                tokenizer_from=spec.hub_id)
         except OSError:
             pass  # not cached locally: fall through to random weights, and say so
     config = spec.config_for(scale)
-    model = build_random(config, seed=seed, init_std=init_std, attn=attn)
+    if scale == "full":
+        _check_fits(config, f"full {spec.name}", target)
+    model = build_random(config, seed=seed, init_std=init_std, attn=attn, dtype=target.dtype, device=target.device)
     source = (f"no local weights for {spec.hub_id}: built the {scale} {spec.architecture} "
               f"with seeded random weights (seed {seed}, init std {init_std})")
     return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
                        init_std=init_std)
 
 
-def build_random(config: dict, *, seed: int, init_std: float, attn: str):
+def build_random(config: dict, *, seed: int, init_std: float, attn: str, dtype: str = "float32",
+                 device: str = "cpu"):
     """The architecture of ``config`` with seeded random weights (see ``hf_paths.random_model``)."""
     try:
-        return random_model(config, seed, init_std, attn)
+        return random_model(config, seed, init_std, attn, dtype, device)
     except ValueError as exc:
         if "model type" not in str(exc).lower() and "unrecognized" not in str(exc).lower():
             raise
@@ -178,7 +207,7 @@ def generic_model_type(name: str) -> str | None:
     return next((t for t in types if hf_shrink.causal_lm_class(t) == name), None)
 
 
-def _from_generic(model_type: str, *, scale, seed, init_std, attn) -> LoadedModel:
+def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> LoadedModel:
     kind, why = hf_shrink.kind(model_type)
     if kind != "decoder-only":
         raise NotFuzzable(f"{model_type} is not a decoder-only language model ({kind}: {why}).",
@@ -189,9 +218,10 @@ def _from_generic(model_type: str, *, scale, seed, init_std, attn) -> LoadedMode
         raise CannotBuildModel(f"cannot build a {scale} {model_type}: {exc}",
                                tip="report it; 'fuzzkv models --all' lists what builds") from None
     if scale == "full":
-        _check_fits(config, model_type)
+        _check_fits(config, f"full {model_type}", target)
     try:
-        model = build_random(config, seed=seed, init_std=init_std, attn=attn)
+        model = build_random(config, seed=seed, init_std=init_std, attn=attn, dtype=target.dtype,
+                             device=target.device)
     except UsageError:
         raise
     except Exception as exc:  # noqa: BLE001 - the config's own validation or construction failed: say so in one line
@@ -204,18 +234,55 @@ def _from_generic(model_type: str, *, scale, seed, init_std, attn) -> LoadedMode
                        name=model_type)
 
 
-# float32 weights, a float64 twin for calibration (twice as large), and room for activations.
-BYTES_PER_PARAMETER = 4 + 8 + 4
+# Activations, the interpreter, torch and the libraries: what a run holds beside weights (#16's budget).
+ALLOWANCE_BYTES = int(1.5 * 2**30)
 
 
-def _check_fits(config: dict, model_type: str) -> None:
-    """Refuse a full-scale architecture whose weights cannot fit in this machine's free memory."""
-    parameters = parameter_count(config)
-    needed, free = parameters * BYTES_PER_PARAMETER, _available_memory()
-    if free is not None and needed > free:
-        raise UsageError(f"the full {model_type} ({parameters / 1e9:.1f}B parameters) needs about "
-                         f"{needed / 2**30:.0f} GiB, and {free / 2**30:.0f} GiB is free.",
-                         tip="use --scale tiny (the generic tiny twin keeps every cache feature)")
+def memory_needed(config: dict, target: Target) -> dict[str, int]:
+    """The bytes a run of ``config``'s model needs, by part: its weights in the run's dtype once per backend, what
+    its precise twin holds (the parts outside the decoder layers, and one layer while it computes: see
+    :mod:`fuzzkv.backends.precision`) and an allowance for activations. Counted on the meta device: nothing built."""
+    model = _meta_model(config, target.dtype)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    own, layer = precision.weight_bytes(model, PRECISE[target.dtype])
+    return {"weights": weights * target.copies, "precise": own + layer, "activations": ALLOWANCE_BYTES}
+
+
+def _check_fits(config: dict | None, what: str, target: Target) -> None:
+    """Refuse a model whose run cannot fit in the free memory of ``target.device``, before building anything."""
+    if config is None or "model_type" not in config:
+        return
+    free = _free_memory(target.device)
+    if free is None:
+        return
+    try:
+        needed = memory_needed(config, target)
+    except Exception:  # noqa: BLE001 - a config the meta build cannot read is refused (or not) by the real build
+        return
+    if sum(needed.values()) > free:
+        parts = ", ".join(f"{part} {size / 2**30:.1f}" for part, size in needed.items())
+        raise UsageError(f"the {what} in {target.dtype} needs about {sum(needed.values()) / 2**30:.1f} GiB "
+                         f"({parts}), and {free / 2**30:.1f} GiB is free on {target.device}.",
+                         tip="use --scale tiny, a half dtype (--dtype bfloat16), fewer backends, or a larger device")
+
+
+def _free_memory(device: str) -> int | None:
+    """Free bytes on ``device``: MemAvailable for the CPU, the CUDA driver's count for a GPU; None if unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.mem_get_info(torch.device(device))[0] if torch.cuda.is_available() else None
+    return _available_memory()
+
+
+def _directory_config(directory: str, gguf_file: str | None) -> dict | None:
+    """A local model's config.json (None for a GGUF file, whose size is the file's own business)."""
+    if gguf_file:
+        return None
+    try:
+        return transformers.AutoConfig.from_pretrained(directory, local_files_only=True).to_dict()
+    except (OSError, ValueError):
+        return None
 
 
 def _available_memory() -> int | None:
@@ -232,10 +299,14 @@ def _available_memory() -> int | None:
 
 def parameter_count(config: dict) -> int:
     """How many parameters ``config``'s causal LM has, counted on the meta device (no memory used)."""
+    return sum(p.numel() for p in _meta_model(config, "float32").parameters())
+
+
+def _meta_model(config: dict, dtype: str):
+    """``config``'s causal LM on the meta device, in ``dtype``: shapes and dtypes, no memory."""
     import torch
 
     config = dict(config)
     cfg = transformers.AutoConfig.for_model(config.pop("model_type"), **config)
     with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg)
-    return sum(p.numel() for p in model.parameters())
+        return transformers.AutoModelForCausalLM.from_config(cfg, **{dtype_keyword(): TORCH_DTYPES[dtype]})

@@ -10,7 +10,10 @@ pasted into the middle of a script). A case is passed as the dict of ``Case.to_d
 """
 
 import copy
+import functools
 import inspect
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import transformers
@@ -56,76 +59,137 @@ SSM_DECAY_RANGE = (1.0, 8.0)
 SSM_STEP_RANGE = (1e-3, 1e-1)
 
 
-def sensitise(model, init_std):
+def sensitise(model, init_std, seed=0):
     """Redraw every parameter so that none sits at a constant default a mistake could hide behind.
 
-    Linear/Embedding weights (and any other matrix: convolutions, stacked experts) get std
-    ``init_std * sqrt(64 / fan_in)``. transformers' own init (std 0.02) makes logits so flat that an
-    off-by-one position barely moves them; one std for every width would blow a full-size model's residual
-    stream up until rounding swamps everything. Scaled to each tensor's fan-in (an embedding's: its width),
-    logits sit at a trained model's order (|logits| ~ 5-15) at any size, and a tiny model (width 64) keeps
-    std ``init_std``. Vectors and scalars (norm weights, biases, gates) are perturbed around their value, so a
-    norm applied without its weight, or a bias dropped, shows; state-space parameters are redrawn in their
-    stable ranges. Deterministic given torch's seed.
+    Matrices (Linear/Embedding weights, convolutions, stacked experts) get std ``init_std * sqrt(64 / fan_in)``
+    (fan-in: the last dimension, an embedding's width; a convolution's channels per group x kernel).
+    transformers' own init (std 0.02) makes logits so flat that an off-by-one position barely moves them; one std
+    for every width would blow a full-size model's residual stream up until rounding swamps everything. Scaled to
+    each tensor's fan-in, logits sit at a trained model's order (|logits| ~ 5-15) at any size, and a tiny model
+    (width 64) keeps std ``init_std``. Vectors and scalars (norm weights, biases, gates) are perturbed around their
+    default value, so a norm applied without its weight, or a bias dropped, shows; state-space parameters are
+    redrawn in their stable ranges.
+
+    Each parameter is drawn in float32 on the CPU from its own generator, seeded by ``seed`` and its name: a
+    weight's value does not depend on the device, on the order of the draws (they run on every core at once),
+    nor, beyond rounding, on the dtype (a half-precision model holds the float32 draws rounded).
     """
     spread = SPREAD_PER_INIT_STD * init_std
-    with torch.no_grad():
-        matrices = set()
-        for module in model.modules():  # first, in module order: the draws fuzzkv has always made
-            if isinstance(module, torch.nn.Linear):
-                module.weight.normal_(0.0, init_std * (REFERENCE_FAN_IN / module.in_features) ** 0.5)
-                matrices.add(id(module.weight))
-            elif isinstance(module, torch.nn.Embedding):
-                module.weight.normal_(0.0, init_std * (REFERENCE_FAN_IN / module.embedding_dim) ** 0.5)
-                matrices.add(id(module.weight))
-        convolutions = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-        fan_ins = {id(m.weight): m.weight[0].numel() for m in model.modules() if isinstance(m, convolutions)}
-        for name, parameter in model.named_parameters():
-            if id(parameter) not in matrices and parameter.is_floating_point():
-                _redraw(name.rsplit(".", 1)[-1], name, parameter, init_std, spread, fan_ins.get(id(parameter)))
+    convolutions = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    fan_ins = {id(m.weight): m.weight[0].numel() for m in model.modules() if isinstance(m, convolutions)}
+
+    def redraw(item):
+        name, parameter = item
+        generator = torch.Generator().manual_seed(_parameter_seed(seed, name))
+        with torch.no_grad():  # per thread: grad mode is thread-local
+            _redraw(name.rsplit(".", 1)[-1], name, parameter, init_std, spread, fan_ins.get(id(parameter)), generator)
+
+    floating = [(n, p) for n, p in model.named_parameters() if p.is_floating_point()]
+    with ThreadPoolExecutor(max_workers=torch.get_num_threads()) as pool:
+        list(pool.map(redraw, floating))  # the draws release the GIL: one parameter per core at a time
 
 
-def _redraw(leaf, name, parameter, init_std, spread, conv_fan_in):
-    """One parameter that is not a Linear/Embedding weight, redrawn by what it is."""
+def _parameter_seed(seed, name):
+    # 32 bits: the CPU generator (mt19937) keeps only the low 32 bits of a seed.
+    return zlib.crc32(f"{seed}/{name}".encode())
+
+
+def _redraw(leaf, name, parameter, init_std, spread, conv_fan_in, generator):
+    """One parameter, redrawn by what it is, in float32 on the CPU (then written in its own dtype and device)."""
     if leaf == "A_log":
         low, high = SSM_DECAY_RANGE
-        parameter.uniform_(low, high).log_()
+        value = torch.empty(parameter.shape).uniform_(low, high, generator=generator).log_()
     elif leaf == "dt_bias" or name.endswith("dt_proj.bias"):
         low, high = SSM_STEP_RANGE
         log_low, log_high = torch.tensor([low, high], dtype=torch.float64).log().tolist()
-        step = torch.empty_like(parameter).uniform_(log_low, log_high).exp()
-        parameter.copy_(step + torch.log(-torch.expm1(-step)))  # the inverse of softplus
-    elif parameter.dim() >= 2:  # convolutions (fan-in: channels per group x kernel), stacked experts, custom matrices
+        step = torch.empty(parameter.shape).uniform_(log_low, log_high, generator=generator).exp()
+        value = step + torch.log(-torch.expm1(-step))  # the inverse of softplus
+    elif parameter.dim() >= 2:  # matrices: Linear/Embedding weights, convolutions, stacked experts
         fan_in = conv_fan_in or parameter.shape[-1]
-        parameter.normal_(0.0, init_std * (REFERENCE_FAN_IN / fan_in) ** 0.5)
+        std = init_std * (REFERENCE_FAN_IN / fan_in) ** 0.5
+        if parameter.dtype == torch.float32 and parameter.device.type == "cpu":
+            parameter.normal_(0.0, std, generator=generator)  # in place: no float32 copy of a large matrix
+            return
+        value = torch.empty(parameter.shape).normal_(0.0, std, generator=generator)
     else:
         # Vectors and scalars: c * (1 + N(0, spread)) around a non-zero value (norm weights of 1, gates, D),
         # N(0, spread) where it is zero (biases, the w of a ``1 + w`` norm).
-        noise = torch.randn_like(parameter) * spread
-        parameter.copy_(torch.where(parameter == 0, noise, parameter * (1 + noise)))
+        noise = torch.empty(parameter.shape).normal_(0.0, spread, generator=generator)
+        default = parameter.detach().float().cpu()
+        value = torch.where(default == 0, noise, default * (1 + noise))
+    parameter.copy_(value)
 
 
-def random_model(config, seed, init_std, attn):
-    """The architecture of ``config`` (a config.json dict) with seeded random weights, in float32."""
+def random_model(config, seed, init_std, attn, dtype="float32", device="cpu"):
+    """The architecture of ``config`` (a config.json dict) with seeded random weights (see ``sensitise``), built
+    in ``dtype`` on ``device``.
+
+    On transformers 5.x the weights are created on the meta device and each is drawn once, in place: no default
+    initialisation to overwrite, no float32 copy of a half-precision model. transformers' own initialisation then
+    gives the vectors (norm weights, biases) and buffers their defaults, which ``sensitise`` perturbs: the
+    defaults ``from_pretrained`` gives the keys a checkpoint lacks. transformers 4.x builds a whole float32 model
+    first (its initialisation does not set every default on the meta device)."""
     config = dict(config)
     cfg = AutoConfig.for_model(config.pop("model_type"), **config)
     cfg.use_cache = True  # MPT ships use_cache=False
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{dtype_keyword(): torch.float32})
-    sensitise(model, init_std)
+    target = TORCH_DTYPES[dtype]
+    model = _empty_model(cfg, attn, target, device) if transformers_major() >= 5 else None
+    if model is None:
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{dtype_keyword(): torch.float32})
+        sensitise(model, init_std, seed)
+        return model.to(device=device, dtype=target)
+    sensitise(model, init_std, seed)
     return model
 
 
-def pretrained(path, attn, gguf_file=None):
-    """Weights from a local directory, in float32: safetensors only (never a pickle), or a GGUF file in it
-    (de-quantized to float32 by transformers). Local files only: no network."""
+def _empty_model(cfg, attn, dtype, device):
+    """``cfg``'s model in ``dtype`` on ``device``: matrices allocated and left for ``sensitise``, vectors and buffers
+    at transformers' defaults; None when transformers leaves a default unset (the caller then builds it whole)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies...) are computed as usual
+        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, dtype=dtype)
+    for module in model.modules():
+        for key, parameter in module._parameters.items():
+            if parameter is not None and parameter.device.type == "meta":
+                fill = torch.empty if parameter.dim() >= 2 else functools.partial(torch.full, fill_value=float("nan"))
+                value = fill(parameter.shape, dtype=parameter.dtype, device=device)
+                module._parameters[key] = torch.nn.Parameter(value, requires_grad=parameter.requires_grad)
+    model.tie_weights()
+    for module in model.modules():
+        module._is_hf_initialized = False  # set by the construction's init, which ran on the empty weights
+    for parameter in model.parameters():
+        if parameter.dim() >= 2:
+            parameter._is_hf_initialized = True  # drawn by sensitise: transformers' init skips it
+    model.initialize_weights()
+    if any(p.is_floating_point() and p.isnan().any() for p in model.parameters() if p.dim() < 2):
+        return None
+    return model.to(device)  # buffers too
+
+
+def pretrained(path, attn, gguf_file=None, dtype="float32", device="cpu"):
+    """Weights from a local directory in ``dtype`` on ``device``: safetensors only (never a pickle), read lazily
+    (memory-mapped) straight into the model, or a GGUF file in it (de-quantized by transformers). Local files only:
+    no network."""
     source = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation=attn,
-                                                 **source, **{dtype_keyword(): torch.float32})
+                                                 device_map=device, **source,
+                                                 **{dtype_keyword(): TORCH_DTYPES[dtype]})
     if gguf_file:
-        # The weights are plain float32 tensors once de-quantized; the GGUF quantizer would refuse a dtype cast.
+        # The weights are plain tensors once de-quantized; the GGUF quantizer would refuse a dtype cast.
         model.hf_quantizer, model.is_quantized = None, False  # type: ignore[assignment]
     return model
+
+
+def place(model, device, dtype):
+    """``model`` in eval mode on ``device`` in ``dtype``, cast only when its weights are in another dtype: a cast
+    also rounds the buffers transformers keeps in float32 in a half-precision model (rotary frequencies), which a
+    model built or loaded in ``dtype`` keeps as its users run it."""
+    target = TORCH_DTYPES[dtype]
+    if model.dtype != target:
+        model = model.to(dtype=target)
+    return model.to(device).eval()
 
 
 def takes(forward, name):

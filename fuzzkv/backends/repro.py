@@ -210,7 +210,8 @@ def embedded(module: ModuleType) -> str:
 
 
 def model_code(hf: HFBackend) -> str:
-    """Python lines that rebuild ``hf``'s model as fuzzkv built it (float32, on the CPU)."""
+    """Python lines that rebuild ``hf``'s model as fuzzkv built it: in the run's dtype, on its device (a factory's
+    model as the factory returns it, then placed like fuzzkv places it)."""
     loaded = hf.loaded
     if loaded.factory:
         module, attr = loaded.factory.split(":")
@@ -218,10 +219,12 @@ def model_code(hf: HFBackend) -> str:
         return f"from {module} import {attr}\n\nmodel = {attr}()\n{switch}"
     if not loaded.random_weights or loaded.config_dict is None:
         path = loaded.tokenizer_from or hf.model.config.name_or_path
-        return f"model = pretrained({path!r}, {hf.attn!r}, gguf_file={loaded.gguf_file!r})\n"
+        return (f"model = pretrained({path!r}, {hf.attn!r}, gguf_file={loaded.gguf_file!r}, dtype={hf.dtype!r}, "
+                f"device={hf.device!r})\n")
     config = json.dumps(loaded.config_dict, sort_keys=True)
     return (f"CONFIG = json.loads({config!r})\n"
-            f"model = random_model(CONFIG, seed={loaded.seed}, init_std={loaded.init_std!r}, attn={hf.attn!r})\n")
+            f"model = random_model(CONFIG, seed={loaded.seed}, init_std={loaded.init_std!r}, attn={hf.attn!r}, "
+            f"dtype={hf.dtype!r}, device={hf.device!r})\n")
 
 
 def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules: tuple[ModuleType | str, ...],
@@ -231,8 +234,8 @@ def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules:
     header = (f"# fuzzkv reproduction: oracle {oracle!r} on model {hf.info.name!r} ({libraries}).\n"
               f"# Runs fuzzkv's own path code (embedded below) on the minimal case; exits 1 when it fails.\n"
               "import json\n")
-    setup = (f"DEVICE, DTYPE = {hf.device!r}, torch.{case.dtype}\n"
-             "model = model.to(device=DEVICE, dtype=DTYPE).eval()\n"
+    setup = (f"DEVICE = {hf.device!r}\n"
+             f"model = place(model, DEVICE, {case.dtype!r})\n"
              f"PAD = {hf.pad_id}\nTOLERANCE, RMS_TOLERANCE = {bounds.value!r}, {bounds.rms!r}\n"
              f"LOSS_TOLERANCE = {bounds.lossy!r}  # fuzzkv's calibrated bound of a lossy comparison (quantized)\n"
              f"GENERATE_CACHE = {hf.generate_cache(case)!r}\n"

@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from fuzzkv.backends import (  # noqa: E402
     hf_loading,  # noqa: F401  (offline mode before transformers loads)
     hf_paths,
+    precision,
     tl_paths,
 )
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
@@ -105,7 +106,7 @@ class TLBackend(DrivenBackend):
     def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> tl_paths.BridgeAsModel | None:
         if attn is not None:
             return None  # the bridge's attention is TransformerLens's own
-        return tl_paths.BridgeAsModel(cast_copy(self.bridge, dtype), self.hf.model.config)
+        return tl_paths.BridgeAsModel(precision.twin(self.bridge, dtype), self.hf.model.config)
 
     def _view(self, model: Any) -> DrivenBackend:
         view = super()._view(model)

@@ -10,14 +10,13 @@ which torchtune reproduction scripts embed.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from importlib import metadata
 from typing import Any
 
 import torch
 
-from fuzzkv.backends import canaries, tt_paths
+from fuzzkv.backends import canaries, precision, tt_paths
 from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported
@@ -74,7 +73,7 @@ class TorchtuneBackend(DrivenBackend):
     def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> Any:
         if attn is not None:
             return None  # torchtune's attention is its own
-        return copy.deepcopy(self.model).to(dtype)
+        return precision.twin(self.model, dtype)
 
     def mutant(self, kind: str, logit_scale: float) -> Backend | None:
         return self._view(TuneMutant(self.model, kind, logit_scale)) if kind in canaries.KINDS else None
