@@ -12,7 +12,7 @@ from pathlib import Path
 from fuzzkv import registry
 from fuzzkv.config import RunConfig
 from fuzzkv.db import STATUSES, check_url, open_store
-from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTESTED, UsageError
 from fuzzkv.reports import failures as failure_views
 from fuzzkv.reports.console import ConsoleReporter, ReplayConsoleReporter
 from fuzzkv.reports.json_report import JsonReporter, ReplayJsonReporter
@@ -85,6 +85,8 @@ def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream
     failing = [f for f in finished.failures if not f.is_flaky and (outputs.fail_on == "any" or f.is_news)]
     if failing:
         return EXIT_FAILURES
+    if finished.untested:
+        return EXIT_UNTESTED
     return EXIT_BLIND if finished.blind else EXIT_OK
 
 
@@ -227,7 +229,18 @@ def sweep_command(config_options: dict, models: str, *, as_json: bool, report: s
     from fuzzkv.executors.local import LocalExecutor
     from fuzzkv.reports.sweep import progress_line, write_matrix
     from fuzzkv.runner import library_versions
-    from fuzzkv.sweep import SWEEP_ORACLES, SweepConfig, has_failed, has_findings, is_blind, matrix, parse_shard, run_sweep, shard
+    from fuzzkv.sweep import (
+        SWEEP_ORACLES,
+        SweepConfig,
+        has_failed,
+        has_findings,
+        is_blind,
+        is_untested,
+        matrix,
+        parse_shard,
+        run_sweep,
+        shard,
+    )
 
     options = dict(config_options, shard=parse_shard(config_options["shard"]),
                    oracles=tuple(config_options["oracles"]) or SWEEP_ORACLES)
@@ -259,7 +272,9 @@ def sweep_command(config_options: dict, models: str, *, as_json: bool, report: s
         write_matrix(result, sys.stdout)
     if has_findings(rows) or has_failed(rows):
         return EXIT_FAILURES
-    return EXIT_BLIND if is_blind(rows) else EXIT_OK
+    if is_blind(rows):
+        return EXIT_BLIND
+    return EXIT_UNTESTED if is_untested(rows) else EXIT_OK
 
 
 def _check_oracles(oracles: tuple[str, ...]) -> None:

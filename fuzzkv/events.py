@@ -133,6 +133,11 @@ class RunFinished:
     # failure but a blind lane is "blind", never "clean" (exit code 4).
     blind: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def untested(self) -> bool:
+        """Nothing was tested: no example ran, no failure, and the run was not stopped (exit code 5, never clean)."""
+        return self.examples == 0 and not self.failures and not self.interrupted and self.error is None
+
 
 @dataclass(frozen=True)
 class ReplayChecked:

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 # Cell states, in the order the summary counts them.
-STATES = ("finding", "expected", "flaky", "blind", "crashed", "hang", "could not build", "not applicable", "clean")
+STATES = ("finding", "expected", "flaky", "blind", "untested", "crashed", "hang", "could not build", "not applicable",
+          "clean")
 
 
 @dataclass

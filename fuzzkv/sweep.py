@@ -8,6 +8,7 @@ The sweep builds a matrix architecture x oracle. Each cell is one of
 - ``flaky``: a failure that did not fail again when re-run;
 - ``not applicable``: the oracle has no meaning for this model (e.g. a static cache for a recurrent state);
 - ``blind``: the lane's canaries went unseen, so a pass there would prove nothing;
+- ``untested``: the oracle applies, but no example ran (every case drawn was refused or skipped): never clean;
 - ``could not build``: the architecture's tiny twin could not be made (with why): never a finding;
 - ``crashed`` / ``hang``: the worker process died or ran past its time.
 
@@ -124,7 +125,9 @@ def _cell(oracle: str, result: dict[str, Any]) -> Cell:
     found = [f for f in result["failures"] if f["oracle"] == oracle]
     if not found:
         blind = result["blind"].get("hf")
-        return Cell("blind", ran["examples"], detail=blind) if blind else Cell("clean", ran["examples"])
+        if blind:
+            return Cell("blind", ran["examples"], detail=blind)
+        return Cell("clean", ran["examples"]) if ran["examples"] else Cell("untested", 0, detail="no example ran")
     worst = max(found, key=lambda f: (f["kind"] == "error", f["max_abs_diff"] or 0.0))
     ids = [f["stored_id"] for f in found if f["stored_id"] is not None]
     if all(f["status"] == "flaky" for f in found):
@@ -205,3 +208,8 @@ def has_failed(rows: list[Row]) -> bool:
 
 def is_blind(rows: list[Row]) -> bool:
     return any(cell.state == "blind" for row in rows for cell in row.cells.values())
+
+
+def is_untested(rows: list[Row]) -> bool:
+    """A cell whose oracle applies but ran no example: a sweep that tested nothing there is not clean."""
+    return any(cell.state == "untested" for row in rows for cell in row.cells.values())

@@ -97,6 +97,15 @@ def test_a_factory_returning_the_wrong_type_is_a_usage_error(tmp_path):
     assert "returned int, not a transformers PreTrainedModel" in result.stderr
 
 
+def test_a_run_that_tested_nothing_says_so_and_exits_5(tmp_path):
+    # torchtune has no GPT-2 builder (or is not installed): the only lane asked for is unsupported, no example runs.
+    result = fuzzkv("run", "--model", "gpt2", "--scale", "tiny", "--backend", "torchtune", "--max-examples", "5",
+                    "--db", f"sqlite:///{tmp_path}/db.sqlite", "--json")
+    assert result.returncode == 5, result.stdout + result.stderr
+    out = json.loads(result.stdout)
+    assert out["examples"] == 0 and out["untested"] is True
+
+
 def test_run_json_on_a_clean_tiny_model(tmp_path):
     db = tmp_path / "runs.db"
     result = fuzzkv("run", "--model", "llama", "--scale", "tiny", "--max-examples", "5", "--oracle", "decode",

@@ -58,6 +58,18 @@ def test_twin_shares_the_layers_storage_and_holds_only_the_rest() -> None:
     assert own == outside * 4 and largest == sum(p.numel() for p in layers[0].parameters()) * 4
 
 
+def test_the_twin_runs_in_and_out_of_inference_mode_alike() -> None:
+    model = tiny("llama", torch.bfloat16)
+    twin = precision.twin(model, torch.float32)
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.inference_mode():
+        first = twin(input_ids=ids).logits
+    second = logits(twin, ids)
+    with torch.inference_mode():
+        third = twin(input_ids=ids).logits
+    assert torch.equal(first, second) and torch.equal(second, third)
+
+
 def test_a_layer_that_raises_gives_its_storage_back() -> None:
     model = tiny("llama", torch.bfloat16)
     twin = precision.twin(model, torch.float32)

@@ -13,7 +13,16 @@ from fuzzkv import expected
 from fuzzkv.db import MemoryStore, open_store
 from fuzzkv.errors import UsageError
 from fuzzkv.executors.local import LocalExecutor
-from fuzzkv.sweep import SweepConfig, matrix, parse_shard, root_causes, row_from_result, run_sweep, shard
+from fuzzkv.sweep import (
+    SweepConfig,
+    is_untested,
+    matrix,
+    parse_shard,
+    root_causes,
+    row_from_result,
+    run_sweep,
+    shard,
+)
 
 ORACLES = ("decode", "batch", "chunked")
 
@@ -67,6 +76,13 @@ def test_cells_say_clean_flaky_blind_and_not_applicable():
     assert row.root_causes == []  # a flaky failure is not a root cause
     blind = row_from_result(_result([], blind={"hf": "canaries missed"}), ORACLES)
     assert {c.state for c in blind.cells.values()} == {"blind"}
+
+
+def test_an_oracle_that_ran_no_example_is_untested_never_clean():
+    oracles = {"decode": {"examples": 25}, "batch": {"examples": 0}, "chunked": {"examples": 25}}
+    row = row_from_result(_result([], oracles=oracles), ORACLES)
+    assert {o: c.state for o, c in row.cells.items()} == {"decode": "clean", "batch": "untested", "chunked": "clean"}
+    assert is_untested([row]) and not is_untested([row_from_result(_result([]), ORACLES)])
 
 
 def test_a_documented_divergence_is_shown_as_expected_and_only_under_its_condition(monkeypatch):

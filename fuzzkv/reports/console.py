@@ -107,6 +107,9 @@ class ConsoleReporter:
             self._line(f"Run stopped by an error: {e.error}")
         if e.blind and not e.failures:
             self._line("BLIND, not clean: " + "; ".join(f"{lane}: {why}" for lane, why in e.blind.items()))
+        if e.untested:
+            self._line("NOTHING TESTED, not clean: every requested oracle was skipped or unsupported (the lines above "
+                       "say why), so no example ran.")
         if e.interrupted:
             ids = ", ".join(map(str, e.shrinking))
             pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""

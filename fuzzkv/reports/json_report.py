@@ -61,7 +61,7 @@ class JsonReporter:
         elif isinstance(event, events.RunFinished):
             self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id,
                              interrupted=event.interrupted, shrinking=list(event.shrinking), error=event.error,
-                             blind=event.blind)
+                             blind=event.blind, untested=event.untested)
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
 

@@ -37,8 +37,9 @@ class SummaryReporter:
 
 def markdown(model: str, run: events.RunFinished, found: list[events.FailureFound]) -> str:
     news, flaky = sum(f.is_news for f in found), sum(f.is_flaky for f in found)
-    verdict = "clean" if not found else f"{news} new or re-opened, {len(found) - news - flaky} known" + (
-        f", {flaky} flaky" if flaky else "")
+    known = len(found) - news - flaky
+    verdict = f"{news} new or re-opened, {known} known" + (f", {flaky} flaky" if flaky else "") if found else (
+        "nothing tested" if run.untested else "clean")
     lines = [f"### fuzzkv: {_cell(model)}", "",
              f"{run.examples} examples in {run.elapsed:.0f} s: **{verdict}**.", ""]
     if run.error:
