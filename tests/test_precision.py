@@ -86,3 +86,22 @@ def test_a_twin_in_the_run_dtype_holds_no_weight_of_its_own() -> None:
     twin = precision.twin(model, torch.float32)
     assert {p.data_ptr() for p in twin.parameters()} == {p.data_ptr() for p in model.parameters()}
     assert precision.weight_bytes(model, torch.float32)[0] == 0
+
+
+def test_a_canary_keeps_its_planted_bug_in_the_precise_twin() -> None:
+    from fuzzkv.backends.canaries import Mutant
+    from fuzzkv.backends.loader import load_lanes
+    from fuzzkv.case import Case
+    from fuzzkv.config import RunConfig
+
+    backend = load_lanes(RunConfig(model="llama", scale="tiny", dtype="bfloat16", db_url="memory:")).lanes["hf"].subject
+    canary = backend.mutant("logit-offset-5pct", 10.0)
+    precise = canary.precise_view()
+    assert isinstance(precise.model, Mutant) and precise.model.kind == "logit-offset-5pct"
+    assert next(precise.model.inner.parameters()).dtype == torch.float32  # the twin of the model it wraps
+    case = Case(prompts=((3, 4),), max_new_tokens=2)
+    tokens = precise.cached(case).tokens
+    planted, plain = precise.cached(case, tokens).logits, backend.precise_view().cached(case, tokens).logits
+    # The last position comes from a cached decode step: moved by 5% of the logit scale, in float32.
+    shift = (planted[0, -1] - plain[0, -1]).float()
+    torch.testing.assert_close(shift, torch.full_like(shift, 0.5), rtol=0, atol=1e-5)

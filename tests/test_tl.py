@@ -135,9 +135,10 @@ def test_an_architecture_transformerlens_does_not_support_is_reported_once(tmp_p
         [sys.executable, "-m", "fuzzkv", "run", "--model", "biogpt:make", "--backend", "tl", "--max-examples", "3",
          "--db", f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
         env={"PYTHONPATH": str(ROOT), **__import__("os").environ})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 5, result.stderr  # the only lane asked for is unsupported: nothing was tested
     assert result.stdout.count("unsupported by backend tl: TransformerLens") == 1
     assert "does not support BioGptForCausalLM" in result.stdout and "FAILURE" not in result.stdout
+    assert "NOTHING TESTED" in result.stdout
 
 
 @needs_working_tl_cache

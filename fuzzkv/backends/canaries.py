@@ -54,9 +54,9 @@ class Mutant:
 
     __call__ = forward
 
-    def to(self, dtype: Any) -> Mutant:
-        """The same planted bug in ``dtype`` (the precise twin that tells a planted bug from rounding)."""
-        return Mutant(self.inner.to(dtype), self.kind, self.logit_scale, self.offset_fraction)
+    def over(self, inner: Any) -> Mutant:
+        """The same planted bug over ``inner`` (the precise twin that tells a planted bug from rounding)."""
+        return Mutant(inner, self.kind, self.logit_scale, self.offset_fraction)
 
 
 def _length(cache: Any) -> int:

@@ -46,8 +46,14 @@ class DrivenBackend(Backend):
         if self._precise is None:
             self._precise = {}
         if attn not in self._precise:
-            self._precise[attn] = self.precise_twin(PRECISE[self.dtype], attn)
+            self._precise[attn] = self._twin_of(self.model, PRECISE[self.dtype], attn)
         return self._precise[attn]
+
+    def _twin_of(self, model: Any, dtype: torch.dtype, attn: str | None) -> Any:
+        if isinstance(model, canaries.Mutant):  # a canary view: the same planted bug over the precise twin
+            inner = self._view(model.inner).precise_twin(dtype, attn)
+            return None if inner is None else model.over(inner)
+        return self.precise_twin(dtype, attn)
 
     @abstractmethod
     def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> Any:

@@ -1,9 +1,10 @@
 """TransformerLens 2.x/3.x: the ``HookedTransformer`` API, where the Bloom cache bug lived.
 
 The HookedTransformer is built offline from the very HF model fuzzkv made or loaded (see
-:mod:`fuzzkv.backends.tl_legacy_paths`) and driven by the HF path code. Batches are unpadded:
-this API infers padding from the pad token, so a generated token equal to it would be
-masked, which is not a cache bug.
+:mod:`fuzzkv.backends.tl_legacy_paths`) and driven by the HF path code. Padded batches pass
+their attention mask explicitly, with and without a cache. Its generate() infers padding from
+the pad token (a generated token equal to it would be masked, which is not a cache bug), so it
+runs each row of a padded case alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Capabilities, Trace
 from fuzzkv.case import Case
+from fuzzkv.features import PADDED_POSITIONS
 from fuzzkv.verdict import Bounds
 
 
@@ -24,7 +26,9 @@ class LegacyTLBackend(DrivenBackend):
     """Runs TransformerLens 2.x/3.x's HookedTransformer with its HookedTransformerKeyValueCache."""
 
     name = "tl"
-    capabilities = Capabilities(caches=("dynamic",), max_batch=1)  # unpadded batches only
+    # Padded batches pass their mask explicitly (generate() runs each row alone: see tl_legacy_paths); positions
+    # come from the mask, so a left-padded row equals the row alone.
+    capabilities = Capabilities(caches=("dynamic",), features=frozenset({PADDED_POSITIONS}))
 
     def __init__(self, hf: HFBackend, api: str):
         self.hf, self.info, self.api = hf, hf.info, api
@@ -50,7 +54,8 @@ class LegacyTLBackend(DrivenBackend):
 
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)
-        sequences, steps = tl_legacy_paths.hooked_generate(self.hooked, ids, case.max_new_tokens)
+        sequences, steps = tl_legacy_paths.hooked_generate_rows(self.hooked, ids, mask, case.max_new_tokens,
+                                                                 self.pad_id)
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def module(self) -> torch.nn.Module:

@@ -54,29 +54,46 @@ def build_hooked_transformer(hf_model):
 class HookedAsModel:
     """Lets the HF path code drive a HookedTransformer with its HookedTransformerKeyValueCache.
 
-    Unpadded batches only: this API infers padding from the pad token, so it takes no mask or
-    positions. A cached call checks that the cache grew by the tokens fed.
+    Padded batches pass their attention mask explicitly (the HF path code's mask over the sequence so far): an
+    uncached call gets it whole, a cached call the new tokens' part, which the cache is documented to store
+    ("If passed, we're doing caching and attention_mask will be stored in the cache"). A cached call checks that
+    the cache grew by the tokens fed.
     """
 
     def __init__(self, hooked, hf_config):
         self.hooked, self.config = hooked, hf_config
 
-    def forward(self, input_ids, cache=None, use_cache=True, **ignored):
-        # The attention mask is all ones here (unpadded batches): this API takes none, and the
-        # signature says so (a canary that corrupts the mask does not apply).
+    def forward(self, input_ids, attention_mask=None, cache=None, use_cache=True, **ignored):
         from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
 
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # unpadded: the call every TransformerLens user makes, with no mask
         if not use_cache:
-            return types.SimpleNamespace(logits=self.hooked(input_ids), cache=None)
+            return types.SimpleNamespace(logits=self.hooked(input_ids, attention_mask=attention_mask), cache=None)
         if cache is None or not isinstance(cache, HookedTransformerKeyValueCache):
             cache = HookedTransformerKeyValueCache.init_cache(self.hooked.cfg, input_ids.device, input_ids.shape[0])
         before = cache[0].past_keys.shape[1]
-        logits = self.hooked(input_ids, past_kv_cache=cache)
+        new_tokens_mask = None if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
+        logits = self.hooked(input_ids, attention_mask=new_tokens_mask, past_kv_cache=cache)
         if cache[0].past_keys.shape[1] != before + input_ids.shape[1]:
             raise SilentlyUncached(f"the cache did not grow from {before} to {before + input_ids.shape[1]} tokens")
         return types.SimpleNamespace(logits=logits, cache=cache)
 
     __call__ = forward
+
+
+def hooked_generate_rows(hooked, ids, mask, max_new_tokens, pad_id):
+    """TransformerLens's generate on each row of a left-padded batch alone (this API infers padding from the pad
+    token, so a prompt or generated token equal to it would be masked: not a cache bug), put back in the batch's
+    layout: (sequences [B, L + n], step logits n x [B, V])."""
+    rows = []
+    for row, row_mask in zip(ids, mask[:, :ids.shape[1]]):
+        sequence, steps = hooked_generate(hooked, row[row_mask.bool()].unsqueeze(0), max_new_tokens)
+        padding = torch.full((1, ids.shape[1] - int(row_mask.sum())), pad_id, dtype=sequence.dtype,
+                             device=sequence.device)
+        rows.append((torch.cat([padding, sequence], 1), steps))
+    sequences = torch.cat([sequence for sequence, _ in rows])
+    return sequences, [torch.cat([steps[i] for _, steps in rows]) for i in range(max_new_tokens)]
 
 
 @torch.inference_mode()
