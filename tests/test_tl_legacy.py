@@ -66,6 +66,12 @@ def test_an_attention_mask_passed_with_a_cache_is_found_before_2_9(tmp_path):
     assert len(case["prompts"]) == 2 and len({len(p) for p in case["prompts"]}) == 2  # shrunk to one padded row
 
 
+def test_the_attention_mask_finding_script_exits_1_exactly_before_2_9(tmp_path):
+    script = ROOT / "findings" / "transformerlens-attention-mask-with-cache-before-2-9.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == (1 if TL_RELEASE < (2, 9) else 0), result.stdout + result.stderr[-2000:]
+
+
 def test_a_configuration_old_transformerlens_cannot_convert_is_unsupported_not_a_crash(tmp_path):
     # TransformerLens 2.8.1 assumes GPT-2's MLP is 4x wide; the tiny GPT-2 sets n_inner.
     result = fuzzkv("run", "--model", "gpt2", "--backend", "tl", "--scale", "tiny", "--max-examples", "5",
