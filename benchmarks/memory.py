@@ -2,7 +2,7 @@
 
     python benchmarks/memory.py            # bloom-560m build time, llama (1.1B) bf16 peak memory: minutes on a CPU
     python benchmarks/memory.py --quick    # build time only
-    python benchmarks/memory.py --mistral  # also the full mistral-7b (7B) in bf16: about an hour on a 2-core CPU
+    python benchmarks/memory.py --mistral  # also a whole run of the full mistral-7b (7B) in bf16: hours on 2 cores
 
 Each figure is printed beside its goal. The peak is the ``Maximum resident set size`` ``/usr/bin/time -v``
 reports for a whole ``fuzzkv run --scale full`` in a fresh process; the weights are the model's parameter bytes
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the build time only")
     parser.add_argument("--oracle", action="append", default=[],
                         help="the peak run's oracles (repeatable; default: the default set, as issue #16 states it)")
-    parser.add_argument("--mistral", action="store_true", help="also the full mistral-7b in bfloat16 (about an hour)")
+    parser.add_argument("--mistral", action="store_true", help="also a whole run of the full mistral-7b in bfloat16 (hours)")
     args = parser.parse_args()
     before, _ = build_seconds("bloom-560m", WHOLE_BUILD)
     seconds, params = build_seconds("bloom-560m")
@@ -88,9 +88,10 @@ def main() -> None:
         return
     for model in ["llama", *(["mistral-7b"] if args.mistral else [])]:
         print(peak_line(model, tuple(args.oracle)), flush=True)
+    print(probe_line("mistral-7b"), flush=True)
     if not args.mistral:
-        print("mistral-7b full bfloat16: not run (--mistral: about an hour on a 2-core CPU; the goal is that it completes "
-              "on a 24 GB machine)")
+        print("mistral-7b full bfloat16, a whole run: not run (--mistral: hours on a 2-core CPU; the goal is that it "
+              "completes on a 24 GB machine)")
     print("GPU section: benchmarks/gpu.py, on a lent device (it says so and does nothing without CUDA)")
 
 
@@ -104,6 +105,40 @@ def peak_line(model: str, oracles: tuple[str, ...]) -> str:
     return (f"peak: {model} full bfloat16, 3 examples of {which}: {peak:.1f} GB for {weights:.1f} GB of weights "
             f"({peak / weights:.1f}x), {wall:.0f} s, exit {code} (goal: completes, under {goal:.1f} GB = 2 x weights + "
             f"{PEAK_GOAL_EXTRA_GB} GB): {'MET' if met else 'NOT MET'}")
+
+
+# One cached decode against one uncached pass of a full-size model in bfloat16, then the same in its float32 precise
+# twin: the memory a run holds at its peak (weights, twin, activations) without the hours of a whole run on a CPU.
+PROBE = """
+import time, torch
+from fuzzkv.backends import hf_loading, hf_paths, precision
+started = time.monotonic()
+model = hf_loading.load_model({model!r}, scale="full", seed=0, init_std=0.2, attn="eager", dtype="bfloat16").model
+model = hf_paths.place(model, "cpu", "bfloat16")
+print(f"built in {{time.monotonic() - started:.0f}} s")
+case = {{"prompts": [[5, 6, 7, 8]], "padding_side": "left", "max_new_tokens": 2, "prefill_chunks": [4],
+         "cache": "dynamic", "dtype": "bfloat16", "reuse_batch": 0, "continuation": [], "settings": {{}}}}
+for name, subject in (("bfloat16", model), ("float32 twin", precision.twin(model, torch.float32))):
+    tokens, mask, cached = hf_paths.cached(subject, case, 0, "cpu")
+    with torch.inference_mode():
+        reference = hf_paths.reference(subject, tokens, mask)
+    print(f"{{name}}: cached vs uncached max |difference| {{float((cached.float() - reference.float()).abs().max()):.3g}}")
+"""
+
+
+def probe_line(model: str) -> str:
+    """The probe above for ``model``, in a fresh process: its peak against 2 x its bf16 weights + 1.5 GB."""
+    weights = parameter_count(model) * BYTES["bfloat16"] / 1e9
+    command = ["/usr/bin/time", "-v", sys.executable, "-c", PROBE.format(model=model)]
+    started = time.monotonic()
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr)
+    peak = int(found.group(1)) * 1024 / 1e9 if found else float("nan")
+    goal = 2 * weights + PEAK_GOAL_EXTRA_GB
+    said = "; ".join(out.stdout.split("\n")[:3]).strip("; ")
+    return (f"probe: {model} full bfloat16 ({said}): peak {peak:.1f} GB for {weights:.1f} GB of weights "
+            f"({peak / weights:.2f}x), {time.monotonic() - started:.0f} s, exit {out.returncode} (goal: under "
+            f"{goal:.1f} GB): {'MET' if peak < goal and out.returncode == 0 else 'NOT MET'}")
 
 
 def parameter_count(model: str) -> int:
