@@ -134,6 +134,7 @@ def random_model(config, seed, init_std, attn, dtype="float32", device="cpu"):
     cfg = AutoConfig.for_model(config.pop("model_type"), **config)
     cfg.use_cache = True  # MPT ships use_cache=False
     target = TORCH_DTYPES[dtype]
+    torch.manual_seed(seed)  # defaults that transformers draws at random (rare, and perturbed anyway) stay seeded
     model = _empty_model(cfg, attn, target, device) if transformers_major() >= 5 else None
     if model is None:
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{dtype_keyword(): torch.float32})
