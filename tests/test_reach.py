@@ -73,7 +73,8 @@ def test_a_recurrent_model_is_driven_as_its_library_intends():
     assert not finished.blind and not recorder.of("CanariesChecked")[0].missed
     [found] = finished.failures
     case = found.verdict.case
-    assert found.verdict.kind == "mismatch" and case.max_new_tokens == 1 and case.padded_length == 3
+    # One decode step after a prompt of two or three tokens (which of the two is minimal depends on the weights).
+    assert found.verdict.kind == "mismatch" and case.max_new_tokens == 1 and case.padded_length in (2, 3)
     assert case.prefill_chunks == (1, 2)  # a multi-token chunk on a non-empty cache; token by token it is right
 
 

@@ -174,9 +174,11 @@ def pretrained(path, attn, gguf_file=None, dtype="float32", device="cpu"):
     (memory-mapped) straight into the model, or a GGUF file in it (de-quantized by transformers). Local files only:
     no network."""
     source = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
+    # A GGUF file is de-quantized to float32 and then cast, as fuzzkv always did: its calibrated tolerances and
+    # canaries were measured that way. Safetensors are read straight into the run's dtype.
+    load_dtype = torch.float32 if gguf_file else TORCH_DTYPES[dtype]
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation=attn,
-                                                 device_map=device, **source,
-                                                 **{dtype_keyword(): TORCH_DTYPES[dtype]})
+                                                 device_map=device, **source, **{dtype_keyword(): load_dtype})
     if gguf_file:
         # The weights are plain tensors once de-quantized; the GGUF quantizer would refuse a dtype cast.
         model.hf_quantizer, model.is_quantized = None, False  # type: ignore[assignment]
