@@ -122,12 +122,8 @@ class Target:
 
 def _pretrained(path: str, attn: str, target: Target):
     """A hub id or path in the local HuggingFace cache, checked against memory first (its config.json only)."""
-    try:
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True).to_dict()
-    except (OSError, ValueError):
-        config = None  # not in the cache (the caller falls through) or unreadable (the load below says why)
-    if config is not None:
-        _check_fits(config, path, target)
+    # No config: not in the cache (the caller falls through) or unreadable (the load below says why).
+    _check_fits(_directory_config(path, None), path, target)
     return pretrained(path, attn, None, target.dtype, target.device)
 
 
@@ -276,7 +272,8 @@ def _free_memory(device: str) -> int | None:
 
 
 def _directory_config(directory: str, gguf_file: str | None) -> dict | None:
-    """A local model's config.json (None for a GGUF file, whose size is the file's own business)."""
+    """The config.json of a local directory or a hub id in the local cache (None for a GGUF file, whose size is the
+    file's own business, and where there is none or it is unreadable)."""
     if gguf_file:
         return None
     try:

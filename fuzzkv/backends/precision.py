@@ -81,7 +81,7 @@ def weight_bytes(model: torch.nn.Module, dtype: torch.dtype) -> tuple[int, int]:
     units = streamed_units(model)
     streamed = {id(t) for unit in units for t in _tensors(unit)}
     size = torch.empty((), dtype=dtype).element_size()
-    own = sum(t.numel() for t in _unique(model.parameters()) if id(t) not in streamed and t.dtype != dtype)
+    own = sum(t.numel() for t in model.parameters() if id(t) not in streamed and t.dtype != dtype)
     largest = max((sum(p.numel() for p in unit.parameters()) for unit in units), default=0)
     return own * size, largest * size
 
@@ -89,14 +89,6 @@ def weight_bytes(model: torch.nn.Module, dtype: torch.dtype) -> tuple[int, int]:
 def _tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
     yield from module.parameters()
     yield from (b for b in module.buffers() if b is not None)
-
-
-def _unique(tensors: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
-    seen: set[int] = set()
-    for tensor in tensors:
-        if id(tensor) not in seen:
-            seen.add(id(tensor))
-            yield tensor
 
 
 def _alias(tensor: torch.Tensor) -> torch.Tensor:
@@ -125,7 +117,7 @@ def _needs_cast(unit: torch.nn.Module, dtype: torch.dtype) -> bool:
 
 
 def _castable_numel(unit: torch.nn.Module, dtype: torch.dtype) -> int:
-    return sum(p.numel() for p in _unique(unit.parameters()) if _castable(p, dtype))
+    return sum(p.numel() for p in unit.parameters() if _castable(p, dtype))
 
 
 def _precise_call(forward: Any, unit: torch.nn.Module, workspace: Workspace, *args: Any, **kwargs: Any) -> Any:
@@ -138,7 +130,7 @@ def _cast(unit: torch.nn.Module, workspace: Workspace) -> Iterator[None]:
     """``unit``'s weights and buffers in the workspace's dtype for the duration; its own (shared) storage
     afterwards, also when the call raised."""
     dtype, shared = workspace.dtype, not workspace.busy
-    parameters = [(p, p.data) for p in _unique(unit.parameters()) if _castable(p, dtype)]
+    parameters = [(p, p.data) for p in unit.parameters() if _castable(p, dtype)]
     buffers = [(m, name, b) for m in unit.modules() for name, b in m._buffers.items()
                if b is not None and _castable(b, dtype)]
     workspace.busy = True
