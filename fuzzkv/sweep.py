@@ -197,8 +197,12 @@ def matrix(config: SweepConfig, rows: list[Row], started: float) -> dict[str, An
             "seconds": round(time.monotonic() - started, 1)}
 
 
+def _any_cell(rows: list[Row], state: str) -> bool:
+    return any(cell.state == state for row in rows for cell in row.cells.values())
+
+
 def has_findings(rows: list[Row]) -> bool:
-    return any(cell.state == "finding" for row in rows for cell in row.cells.values())
+    return _any_cell(rows, "finding")
 
 
 def has_failed(rows: list[Row]) -> bool:
@@ -207,9 +211,9 @@ def has_failed(rows: list[Row]) -> bool:
 
 
 def is_blind(rows: list[Row]) -> bool:
-    return any(cell.state == "blind" for row in rows for cell in row.cells.values())
+    return _any_cell(rows, "blind")
 
 
 def is_untested(rows: list[Row]) -> bool:
     """A cell whose oracle applies but ran no example: a sweep that tested nothing there is not clean."""
-    return any(cell.state == "untested" for row in rows for cell in row.cells.values())
+    return _any_cell(rows, "untested")
