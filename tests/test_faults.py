@@ -109,10 +109,12 @@ def _rows_are_whole(db: Path) -> int:
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A real 4 MiB file system (tmpfs), so 'disk full' is the kernel's, not a simulation."""
+    """A real 64 MiB file system (tmpfs), so 'disk full' is the kernel's, not a simulation. Room to spare before
+    the fill: SQLite's write-ahead log alone reaches 3.4 MB in this run before it is checkpointed, so a 4 MiB
+    disk could fill before the first failure, and the test would not test a disk filling mid-run."""
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
     yield mount
