@@ -66,7 +66,8 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
     return CaseSpace(vocab_size=info.vocab_size, special_ids=info.special_ids, max_batch=max_batch,
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=new_tokens,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
-                     caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers)
+                     caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers,
+                     generate_caches=capabilities.generate_caches)
 
 
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:

@@ -36,7 +36,7 @@ def tl_cache_bug_reason() -> str | None:
 
 # Bugs with a standalone script in findings/ that exits 1 where they are present: (finding, the library it is a
 # bug of, the first release of it checked affected). The transformers scripts drive 5.24's cache= keyword.
-SCRIPTED = [
+SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("torchtune-gemma2-feed-forward-norms-swapped", "torchtune", (0, 6, 1)),
     ("torchtune-gemma2-final-softcap-on-hidden-state", "torchtune", (0, 6, 1)),
     ("torchtune-gemma2-sliding-window-cache-query-offset", "torchtune", (0, 6, 1)),
@@ -63,7 +63,13 @@ SCRIPTED = [
     ("transformers-doge-dynamic-mask-topk-tie-order", "transformers", (5, 24)),
     ("transformers-deepseek-v4-compressor-ignores-padding", "transformers", (5, 24)),
     ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", "transformers", (5, 24)),
+    ("transformers-gemma2-static-cache-generate-mask-4-46", "transformers", (4, 46)),
+    ("transformers-sliding-window-cache-long-prompt-4-46", "transformers", (4, 46)),
 ]
+# Bugs gone by a later release, with the first release checked not to have them (their scripts print "not reproduced"
+# and exit 0 there); releases in between were not checked.
+GONE_BY = {"transformers-gemma2-static-cache-generate-mask-4-46": (4, 57),
+           "transformers-sliding-window-cache-long-prompt-4-46": (4, 57)}
 
 
 # The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).
@@ -82,4 +88,6 @@ def scripted_reason(finding: str) -> str | None:
     installed = _version(library)
     if installed is None or installed < affected:
         return f"{finding} was found on {library} {'.'.join(map(str, affected))}; this is an older release"
+    if finding in GONE_BY and installed >= GONE_BY[finding]:
+        return f"{finding} is gone by {library} {'.'.join(map(str, GONE_BY[finding]))}"
     return None

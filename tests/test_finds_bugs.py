@@ -73,3 +73,12 @@ def test_past_long_sequence_bug_shrinks_to_the_first_length_that_breaks():
 def test_the_clean_twin_passes_every_oracle(oracle):
     finished, _, _ = fuzz("tests.broken_models:clean", oracles=(oracle,), max_examples=40)
     assert finished.failures == []
+
+
+def test_a_static_cache_bug_is_found_through_generate_with_the_static_implementation():
+    # The same planted bug the cache-impl oracle finds by driving a StaticCache directly, found here through the
+    # library's generate(cache_implementation="static"), on every version CI installs (4.x included).
+    finished, _, _ = fuzz("tests.broken_models:static_cache_off_by_one", oracles=("generate",), max_examples=BUDGET)
+    verdict = only_failure(finished, "generate")
+    assert verdict.kind == "mismatch" and dict(verdict.case.settings)["cache_implementation"] == "static"
+    assert verdict.case.batch_size == 1

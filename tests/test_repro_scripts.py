@@ -87,6 +87,16 @@ def assert_passes(lane, oracle: str, case: Case, tmp_path: Path) -> None:
     assert "FAILS" not in result.stdout and printed_differences(result.stdout)
 
 
+def test_a_generate_script_calls_generate_with_the_cache_implementation_the_failing_run_drew(tmp_path):
+    lane = lane_of(BROKEN + "static_cache_off_by_one", "hf", "hf")
+    case = Case(prompts=((3, 4),), max_new_tokens=3, settings={"cache_implementation": "static"})
+    assert "GENERATE_CACHE = 'static'" in lane.reproduction("generate", case, TOLERANCE)
+    assert_reproduces(lane, "generate", case, tmp_path)
+    # "default": no cache_implementation at all (on 4.x a forced "dynamic" would be another cache than generate's)
+    default = Case(prompts=((3, 4),), max_new_tokens=3, settings={"cache_implementation": "default"})
+    assert "GENERATE_CACHE = None" in lane.reproduction("generate", default, TOLERANCE)
+
+
 @pytest.mark.parametrize("oracle", HF_CASES)
 def test_hf_scripts_reproduce_each_oracle_failure_and_pass_on_the_clean_model(oracle, tmp_path):
     bug, case = HF_CASES[oracle]

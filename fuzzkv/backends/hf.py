@@ -172,7 +172,11 @@ class HFBackend(DrivenBackend):
         return Trace.generated(tokens, mask, steps, case.padded_length)
 
     def generate_cache(self, case: Case) -> str | None:
-        """The ``cache_implementation`` generate() is given (4.x: its default, the dynamic cache)."""
+        """The ``cache_implementation`` generate() is given: the one the case drew, where it drew one (None for
+        "default"); else the case's cache on 5.x, and generate()'s own default on 4.x."""
+        drawn = dict(case.settings).get("cache_implementation")
+        if drawn is not None:
+            return None if drawn == DEFAULT_IMPLEMENTATION else str(drawn)
         return case.cache if MODERN else None
 
     def module(self) -> torch.nn.Module:
@@ -237,7 +241,63 @@ def _capabilities(model: Any) -> Capabilities:
     features = CAPABILITIES.features - {feature for feature, _ in absent}
     caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
     quantizers = hf_paths.quantizers() if QUANTIZED_CACHE in features else ()
-    return Capabilities(caches, features, absent=tuple(absent), quantizers=quantizers)
+    static_why = dict(absent).get(STATIC_CACHE) if MODERN else _no_generate_static_cache(model)
+    generate_caches = (DEFAULT_IMPLEMENTATION, *(name for name in _cache_implementations()
+                                                 if _implementation_why_not(model, name, static_why) is None))
+    return Capabilities(caches, features, absent=tuple(absent), quantizers=quantizers,
+                        generate_caches=generate_caches)
+
+
+# generate() without a cache_implementation: the library's own choice for the model.
+DEFAULT_IMPLEMENTATION = "default"
+
+
+def _cache_implementations() -> tuple[str, ...]:
+    """The ``cache_implementation`` names the installed transformers lists (its own ALL_CACHE_IMPLEMENTATIONS)."""
+    from transformers.generation import configuration_utils
+
+    return tuple(dict.fromkeys(configuration_utils.ALL_CACHE_IMPLEMENTATIONS))  # 4.46 lists "static" twice
+
+
+def _static_aliases() -> tuple[str, ...]:
+    """The names the installed transformers builds a StaticCache for, its layers' kinds read from the config (4.56
+    and later: "sliding_window", "hybrid", ... are deprecated aliases of "static"). Before, each named its own
+    class, made for one kind of architecture."""
+    from transformers.generation import configuration_utils
+
+    return tuple(vars(configuration_utils).get("ALL_STATIC_CACHE_IMPLEMENTATIONS", ("static", "offloaded_static")))
+
+
+def _implementation_why_not(model: Any, name: str, static_why: str | None) -> str | None:
+    """Why generate() is not drawn with ``cache_implementation=name`` for ``model`` here; None: it is."""
+    if name == "quantized":
+        return "the quantized oracle draws it, with the cache_config knobs it needs"
+    if "offloaded" in name and model.device.type != "cuda":
+        return "an offloaded cache moves layers between the GPU and the CPU: CUDA only"
+    if name in _static_aliases():
+        return static_why
+    if name in ("dynamic", "dynamic_full"):
+        return None
+    # transformers 4.x before 4.56: a class made for one architecture (SlidingWindowCache, HybridCache, MambaCache).
+    # The model's own choice applies; SlidingWindowCache also to a model whose every layer slides (its config
+    # declares a window and names no other cache: Gemma-2 names "hybrid", its layers alternate).
+    declared = model.generation_config.cache_implementation
+    window = getattr(model.config.get_text_config(), "sliding_window", None)  # a config key only where declared
+    if name == declared or (name == "sliding_window" and declared is None and isinstance(window, int)
+                            and static_why is None):
+        return None
+    return f"a cache for another kind of architecture (this model's config names {declared or 'none'})"
+
+
+def _no_generate_static_cache(model: Any) -> str | None:
+    """transformers 4.x: why generate() builds no static cache for this model. Before 4.56 a model class declares
+    it (``_supports_static_cache``, which generate() checks); from 4.56 generate() builds one from the config as 5.x
+    does, so the config's own answer decides."""
+    if hf_paths.takes(transformers.StaticCache.__init__, "max_batch_size") or hf_paths.takes(
+            transformers.StaticCache.__init__, "batch_size"):
+        return None if type(model)._supports_static_cache else (
+            f"{type(model).__name__} declares no static cache (_supports_static_cache is False)")
+    return hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
 
 
 def _absent_cache_features(model: Any) -> list[tuple[str, str]]:

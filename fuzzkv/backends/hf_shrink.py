@@ -13,6 +13,7 @@ scalars that lay out a hybrid stack, ``FAMILY_FIXES`` holds the few corrections 
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import json
 from collections.abc import Callable
@@ -212,9 +213,23 @@ def kind(model_type: str) -> tuple[str, str]:
     defaults = _class_defaults(model_type)
     if defaults.get("is_encoder_decoder"):
         return "encoder-decoder", "the decoder half of a seq2seq model"
-    if (defaults.get("is_decoder") is False and "add_cross_attention" in defaults) or defaults.get("is_encoder"):
+    if _needs_is_decoder(model_type, defaults):
         return "encoder", "a BERT-like encoder: its causal-LM head needs is_decoder=True"
     return "decoder-only", ""
+
+
+def _needs_is_decoder(model_type: str, defaults: dict) -> bool:
+    """Whether the causal-LM class is a BERT-like encoder's head, which needs ``is_decoder=True``. transformers 5.x
+    says so in the config class's defaults. 4.x gives every config is_decoder=False and add_cross_attention, so only
+    the head's own constructor says it: it reads ``config.is_decoder`` (to warn "add `is_decoder=True`")."""
+    if hf_paths.transformers_major() >= 5:
+        return bool((defaults.get("is_decoder") is False and "add_cross_attention" in defaults)
+                    or defaults.get("is_encoder"))
+    head = getattr(transformers, causal_lm_class(model_type), None)
+    try:
+        return head is not None and "is_decoder" in inspect.getsource(head.__init__)
+    except (OSError, TypeError):  # no source to read (a compiled install): not an encoder's head by its own word
+        return False
 
 
 def _class_defaults(model_type: str) -> dict:

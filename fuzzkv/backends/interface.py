@@ -54,6 +54,9 @@ class Capabilities:
     # oracle that needs it is skipped with that reason (e.g. no static cache for a recurrent state).
     absent: tuple[tuple[str, str], ...] = ()
     quantizers: tuple[str, ...] = ()  # the quantized-cache backends installed here (with the quantized-cache feature)
+    # The ``cache_implementation`` values the library's own generate() is drawn with for this model here, as the
+    # installed version names them ("default": none passed); empty: generate() takes no such choice.
+    generate_caches: tuple[str, ...] = ()
 
     def allows(self, min_batch: int, needs: frozenset[str]) -> bool:
         """Whether an oracle needing ``min_batch`` rows and the features ``needs`` can run here."""

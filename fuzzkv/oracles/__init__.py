@@ -34,6 +34,7 @@ from fuzzkv.strategies import (
     beam_settings,
     cases,
     equal_lengths,
+    generate_settings,
     paged_settings,
     prefix_settings,
     quantized_settings,
@@ -83,8 +84,10 @@ ORACLES: dict[str, Oracle] = _oracles(
            lambda s: cases(s, caches=("static",), continued=True), "core", needs=frozenset({STATIC_CACHE})),
     Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
            lambda s: cases(s, reuse=True, continued=True), "core", ("hf", "torchtune"), needs=frozenset({CACHE_RESET})),
-    Oracle("generate", "the library's generate (greedy, each cache implementation) vs the teacher-forced reference",
-           lambda s: cases(s, chunked=False, padding=("left",)), "core", ("hf", "torchtune")),
+    Oracle("generate", "the library's generate (greedy, each cache implementation the installed version names) vs "
+           "the teacher-forced reference", lambda s: with_settings(
+               cases(s, chunked=False, padding=("left",), caches=("dynamic",) if s.generate_caches else None),
+               generate_settings(s)), "core", ("hf", "torchtune")),
     Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache, and its generate()",
            lambda s: cases(s, padding=("left",), caches=("dynamic",)), "tl", ("tl",)),
     Oracle("cross", "each other backend (TransformerLens, torchtune) vs HF on the same case and weights: uncached, "

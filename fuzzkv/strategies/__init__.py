@@ -44,6 +44,7 @@ class CaseSpace:
     caches: tuple[str, ...] = DRAWN_CACHES
     head_dim: int | None = None  # the attention heads' width: a quantization group must divide it
     quantizers: tuple[str, ...] = ()  # the quantized-cache backends the library has here (quanto, hqq, fp8)
+    generate_caches: tuple[str, ...] = ()  # generate()'s cache_implementation values here ("default" first)
     padding_sides: tuple[str, ...] = PADDING_SIDES
     dtype: str = "float32"
     max_boundary_len: int = 128
@@ -214,6 +215,14 @@ def with_settings(base: st.SearchStrategy[Case],
         return replace(case, settings=tuple(sorted(draw(knobs(case)).items())))
 
     return drawn()
+
+
+def generate_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[dict[str, Any]]]:
+    """The ``cache_implementation`` generate() is called with (shrinks to the first: "default", none passed);
+    nothing where the library's generate() takes no such choice."""
+    drawn = (_sampled_from(space.generate_caches).map(lambda name: {"cache_implementation": name})
+             if space.generate_caches else st.just({}))
+    return lambda case: drawn
 
 
 def beam_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
