@@ -62,4 +62,4 @@ class Mutant:
 def _length(cache: Any) -> int:
     if hasattr(cache, "get_seq_length"):
         return int(cache.get_seq_length())
-    return int(cache[0].past_keys.shape[1])  # TransformerLens 2.x's HookedTransformerKeyValueCache
+    return int(cache[0].past_keys.shape[1])  # TransformerLens 2.x/3.x's key/value cache

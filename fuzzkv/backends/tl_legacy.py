@@ -23,7 +23,7 @@ from fuzzkv.verdict import Bounds
 
 
 class LegacyTLBackend(DrivenBackend):
-    """Runs TransformerLens 2.x/3.x's HookedTransformer with its HookedTransformerKeyValueCache."""
+    """Runs TransformerLens 2.x/3.x's HookedTransformer with its key/value cache."""
 
     name = "tl"
     # Padded batches pass their mask explicitly (generate() runs each row alone: see tl_legacy_paths); positions

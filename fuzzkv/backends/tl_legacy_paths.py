@@ -51,8 +51,22 @@ def build_hooked_transformer(hf_model):
     return hooked.eval()
 
 
+def key_value_cache_class():
+    """TransformerLens's key/value cache class: ``HookedTransformerKeyValueCache`` in 2.x, the same class renamed
+    ``TransformerLensKeyValueCache`` (module ``transformer_lens.cache``) in 3.x."""
+    from importlib.metadata import version
+
+    if int(version("transformer-lens").split(".")[0]) >= 3:
+        from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+        return TransformerLensKeyValueCache
+    from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+
+    return HookedTransformerKeyValueCache
+
+
 class HookedAsModel:
-    """Lets the HF path code drive a HookedTransformer with its HookedTransformerKeyValueCache.
+    """Lets the HF path code drive a HookedTransformer with its key/value cache (:func:`key_value_cache_class`).
 
     Padded batches pass their attention mask explicitly (the HF path code's mask over the sequence so far): an
     uncached call gets it whole, a cached call the new tokens' part, which the cache is documented to store
@@ -64,14 +78,13 @@ class HookedAsModel:
         self.hooked, self.config = hooked, hf_config
 
     def forward(self, input_ids, attention_mask=None, cache=None, use_cache=True, **ignored):
-        from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
-
+        key_value_cache = key_value_cache_class()
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # unpadded: the call every TransformerLens user makes, with no mask
         if not use_cache:
             return types.SimpleNamespace(logits=self.hooked(input_ids, attention_mask=attention_mask), cache=None)
-        if cache is None or not isinstance(cache, HookedTransformerKeyValueCache):
-            cache = HookedTransformerKeyValueCache.init_cache(self.hooked.cfg, input_ids.device, input_ids.shape[0])
+        if cache is None or not isinstance(cache, key_value_cache):
+            cache = key_value_cache.init_cache(self.hooked.cfg, input_ids.device, input_ids.shape[0])
         before = cache[0].past_keys.shape[1]
         new_tokens_mask = None if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
         logits = self.hooked(input_ids, attention_mask=new_tokens_mask, past_kv_cache=cache)
