@@ -455,11 +455,17 @@ def generate(model, case, pad_id, device, cache_implementation=None):
     chunk = case.get("settings", {}).get("prefill_chunk_size")
     if chunk:  # the prompt prefilled in pieces of this many tokens (the prefix-reuse oracle's chunked generate)
         extra["prefill_chunk_size"] = chunk
-    # generate() sizes a static cache to the largest it sized on this model before (transformers 5.x keeps
-    # _previous_max_cache_length to avoid recompiling): forget it, so a case's result never depends on the
-    # cases before it and its reproduction script (a fresh model) reproduces it.
-    model.__dict__.pop("_previous_max_cache_length", None)
+    forget_earlier_generates(model)
     return _greedy_generate(model, ids, mask, n, pad_id, **extra)
+
+
+def forget_earlier_generates(model):
+    """Drop what generate() keeps on a model between calls, so a case's result never depends on the cases before
+    it and its reproduction script (a fresh model) reproduces it: the largest static cache it sized (5.x's
+    _previous_max_cache_length, kept to avoid recompiling) and the static cache itself (4.5x's _cache, reused
+    when it fits)."""
+    model.__dict__.pop("_previous_max_cache_length", None)
+    model.__dict__.pop("_cache", None)
 
 
 def _greedy_generate(model, ids, mask, n, pad_id, **extra):
@@ -510,7 +516,7 @@ def beam_search(model, case, pad_id, device, cache_implementation=None):
     n, settings = case["max_new_tokens"], case["settings"]
     returned = settings["num_return_sequences"]
     extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
-    model.__dict__.pop("_previous_max_cache_length", None)  # as in generate(): no memory of earlier cases
+    forget_earlier_generates(model)
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=settings["num_beams"], num_return_sequences=returned,
                          output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id, **extra)
@@ -547,7 +553,7 @@ def assisted(model, case, pad_id, device, draft, cache_implementation=None):
         draft.generation_config.assistant_confidence_threshold = 0.0
         draft.generation_config.num_assistant_tokens_schedule = "constant"
         extra["assistant_model"] = draft
-    model.__dict__.pop("_previous_max_cache_length", None)  # as in generate(): no memory of earlier cases
+    forget_earlier_generates(model)
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id,
                          **extra)
