@@ -65,11 +65,13 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", "transformers", (5, 24)),
     ("transformers-gemma2-static-cache-generate-mask-4-46", "transformers", (4, 46)),
     ("transformers-sliding-window-cache-long-prompt-4-46", "transformers", (4, 46)),
+    ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
 ]
 # Bugs gone by a later release, with the first release checked not to have them (their scripts print "not reproduced"
 # and exit 0 there); releases in between were not checked.
 GONE_BY = {"transformers-gemma2-static-cache-generate-mask-4-46": (4, 57),
-           "transformers-sliding-window-cache-long-prompt-4-46": (4, 57)}
+           "transformers-sliding-window-cache-long-prompt-4-46": (4, 57),
+           "transformers-gpt-neox-static-cache-generate-4-46": (4, 57)}
 
 
 # The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).
@@ -99,7 +101,7 @@ def scripted_reason(finding: str) -> str | None:
 GENERATE_STATIC_ON_4 = {
     ("falcon-rw", (4, 46)): "findings/transformers-falcon-alibi-static-cache-generate.md (4.46.3 too)",
     ("falcon-rw", (4, 57)): "findings/transformers-falcon-alibi-static-cache-generate.md (4.57.6 too)",
-    ("pythia-70m", (4, 46)): "not yet written up: GPT-NeoX static generate, 4.26 off at 1 token + 2 new; RuntimeError",
+    ("pythia-70m", (4, 46)): "findings/transformers-gpt-neox-static-cache-generate-4-46.md",
     ("mpt", (4, 57)): "not yet written up: MPT static generate, 'Incorrect 4D attention_mask shape' at 1 token + 2 new",
 }
 
