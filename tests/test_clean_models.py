@@ -34,7 +34,7 @@ def test_falcon_alibi_static_generate_error_is_a_finding_not_a_crash():
     finished, _, store = fuzz("falcon-rw", oracles=("generate",), max_examples=30)
     [failure] = finished.failures
     verdict = failure.verdict
-    assert verdict.kind == "error" and verdict.case.cache == "static"
+    assert verdict.kind == "error" and dict(verdict.case.settings)["cache_implementation"] == "static"
     assert "generate path raised" in verdict.error
     # Shrunk to the smallest case that shows it: one one-token prompt, one new token.
     assert verdict.case.prompts == ((0,),) and verdict.case.max_new_tokens == 1
