@@ -12,7 +12,7 @@ from pathlib import Path
 from fuzzkv import registry
 from fuzzkv.config import RunConfig
 from fuzzkv.db import STATUSES, check_url, open_store
-from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTESTED, UsageError
+from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_OK, EXIT_UNTESTED, UsageError
 from fuzzkv.reports import failures as failure_views
 from fuzzkv.reports.console import ConsoleReporter, ReplayConsoleReporter
 from fuzzkv.reports.json_report import JsonReporter, ReplayJsonReporter
@@ -53,41 +53,21 @@ class RunOutputs:
 
 
 def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream=None) -> int:
-    """``fuzzkv run``: fuzz, store, report. Returns the exit code (0 clean, 1 failures)."""
+    """``fuzzkv run``: fuzz, store, report, through the public API (:func:`fuzzkv.api.run`). Returns the exit
+    code (0 clean, 1 failures, 4 blind, 5 untested, 130 interrupted)."""
     _keep_hypothesis_files_out_of_cwd()
-    from fuzzkv.backends.loader import load_lanes  # heavy: imports torch only when running
-    from fuzzkv.runner import run
+    from fuzzkv import api
 
     stream = stream or sys.stdout
-    check_url(config.db_url)
-    if outputs.workers > 1:
-        from fuzzkv.workers import run_workers
-
-        finished = run_workers(config, outputs.workers, _run_reporters(outputs, stream))
-        model = config.model
-    else:
-        lanes = load_lanes(config)  # bad model names fail here, before the store is created
-        model = lanes.info.name
-        store = open_store(config.db_url)
-        try:
-            finished = run(config, store, _run_reporters(outputs, stream), lanes=lanes)
-        finally:
-            store.close()
+    result = api.run(config, workers=outputs.workers, on_event=_run_reporters(outputs, stream))
     if outputs.report:
         store = open_store(config.db_url, create=False)
         try:
-            _write_report(store, outputs.report, model, stream if not outputs.as_json else sys.stderr)
+            _write_report(store, outputs.report, result.model, stream if not outputs.as_json else sys.stderr)
         finally:
             store.close()
-    if finished.interrupted:
-        return EXIT_INTERRUPTED
     # A flaky finding is stored and shown, but it is not a confirmed failure.
-    failing = [f for f in finished.failures if not f.is_flaky and (outputs.fail_on == "any" or f.is_news)]
-    if failing:
-        return EXIT_FAILURES
-    if finished.untested:
-        return EXIT_UNTESTED
-    return EXIT_BLIND if finished.blind else EXIT_OK
+    return result.exit_code("new" if outputs.fail_on == "new" else "any")
 
 
 def _run_reporters(outputs: RunOutputs, stream):

@@ -95,6 +95,7 @@ class FailureFound:
     novelty: Novelty = "new"
     status: FoundStatus = "open"  # ``recheck`` says what the re-run of a flaky failure measured
     recheck: str = ""
+    diagnosis: dict = field(default_factory=dict)  # where the minimal case breaks, as stored (see fuzzkv.diagnosis)
 
     @property
     def is_news(self) -> bool:

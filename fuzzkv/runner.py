@@ -241,7 +241,7 @@ class Run:
         pending = self._pending.pop((lane, failure_key(verdict)), None)
         row = self.store.save_failure(record) if pending is None else self.store.replace_failure(pending[0], record)
         found = events.FailureFound(verdict, record.reproduction, record.fingerprint, row, lane,
-                                    self._novelty(record.fingerprint), status, recheck)
+                                    self._novelty(record.fingerprint), status, recheck, diagnosis)
         self.found.append(found)
         self.emit(found)
 

@@ -75,11 +75,22 @@ class HFBackend(DrivenBackend):
         self._variants: tuple[Any, dict[str, Backend]] | None = None  # (the model they copy, attention -> view)
 
     @classmethod
-    def from_config(cls, config: RunConfig) -> HFBackend:
+    def from_config(cls, config: RunConfig, given: object = None) -> HFBackend:
+        """The model ``config`` names, or ``given`` (a model object or factory handed to the Python API)."""
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {config.device} requested but CUDA is not available.", tip="use --device cpu")
+        if given is not None:
+            loaded = hf_loading.from_object(given)
+        else:
+            loaded = cls._load(config)
+        if (loaded.factory or loaded.given) and config.attn:
+            loaded.attn_switched = _set_attention(loaded.model, config.attn, loaded.factory or config.model)
+        return cls(loaded, dtype=config.dtype, device=config.device, attn=config.attn)
+
+    @staticmethod
+    def _load(config: RunConfig) -> hf_loading.LoadedModel:
         try:
-            loaded = hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
+            return hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
                                            init_std=config.init_std, attn=config.attn, dtype=config.dtype,
                                            device=config.device, copies=len(backends_of(config.backend)))
         except (ValueError, ImportError) as exc:
@@ -87,9 +98,6 @@ class HFBackend(DrivenBackend):
                 raise UsageError(f"{config.model} does not support --attn {config.attn}.",
                                  tip="use --attn eager") from None
             raise
-        if loaded.factory and config.attn:
-            loaded.attn_switched = _set_attention(loaded.model, config.attn, config.model)
-        return cls(loaded, dtype=config.dtype, device=config.device, attn=config.attn)
 
     def padded(self, case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         """The case's prompts padded into ids [B, L] and the final sequence's mask [B, T] (shared with TL)."""

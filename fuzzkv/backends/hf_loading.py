@@ -58,6 +58,10 @@ class LoadedModel:
     gguf_file: str | None = None  # the GGUF file in the tokenizer_from directory the weights came from
     attn_switched: bool = False  # a factory's model was switched to --attn (transformers 5.x can; 4.x cannot)
     name: str | None = None  # the model_type of a generic architecture (registry entries name themselves)
+    # A model object handed to the Python API (``fuzzkv.fuzz(model)``) that no import can rebuild: scripts load
+    # it from a copy fuzzkv saves once, on the first reproduction (see ``saved_copy``).
+    given: bool = False
+    saved_to: str | None = None
 
 
 def load_tokenizer(path: str | None, gguf_file: str | None = None):
@@ -77,6 +81,9 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, 
     factory's model as it comes). A full-size model first gets a memory plan (:func:`memory_needed`, for
     ``copies`` copies of its weights: one per backend of the run) and is refused when it cannot fit."""
     target = Target(dtype, device, copies)
+    if name.startswith(GIVEN):
+        raise UsageError(f"the {name[len(GIVEN):]} model was an object handed to fuzzkv's Python API: no name rebuilds it.",
+                         tip="hand fuzzkv.fuzz a module-level factory function instead, so replay can rebuild the model")
     if ":" in name and not Path(name).exists():
         return _from_factory(name)
     local = _local_weights(Path(name))
@@ -163,6 +170,54 @@ def _from_factory(name: str) -> LoadedModel:
         raise UsageError(f"factory {name!r} returned {type(model).__name__}, not a transformers PreTrainedModel.",
                          tip="return a causal LM such as AutoModelForCausalLM.from_config(...)")
     return LoadedModel(model, f"model from factory {name} (its weights are used as they are)", factory=name)
+
+
+GIVEN = "object "  # how a model object handed to the Python API is named: no import rebuilds it
+
+
+def from_object(given: object) -> LoadedModel:
+    """A model the Python API was handed and no import rebuilds: a built ``PreTrainedModel`` (used as it is, never
+    re-initialised), or a zero-argument factory (a lambda, a closure) returning one."""
+    model = given
+    if not isinstance(model, transformers.PreTrainedModel):
+        if not callable(given):
+            raise UsageError(f"cannot fuzz a {type(given).__name__}: fuzzkv.fuzz takes a model name, a transformers "
+                             "PreTrainedModel, or a zero-argument factory returning one.",
+                             tip="e.g. fuzzkv.fuzz(AutoModelForCausalLM.from_config(config)) or fuzzkv.fuzz('llama')")
+        try:
+            model = given()
+        except Exception as exc:  # noqa: BLE001 - user code: its failure is the user's to fix, said in one line
+            raise UsageError(f"the model factory raised {type(exc).__name__}: {exc}",
+                             tip="call the factory in Python to see the traceback") from None
+        if not isinstance(model, transformers.PreTrainedModel):
+            raise UsageError(f"the model factory returned {type(model).__name__}, not a transformers PreTrainedModel.",
+                             tip="return a causal LM such as AutoModelForCausalLM.from_config(...)")
+    return _given_instance(model)
+
+
+def _given_instance(model: transformers.PreTrainedModel) -> LoadedModel:
+    kind = type(model)
+    return LoadedModel(model, f"{kind.__name__} object given to fuzzkv (its weights are used as they are)",
+                       name=f"{GIVEN}{kind.__module__}.{kind.__qualname__}", given=True)
+
+
+def saved_copy(loaded: LoadedModel) -> str:
+    """Where a given model's copy lies (saved once with safetensors, on first use): what its scripts load."""
+    if loaded.saved_to is None:
+        import tempfile
+
+        from transformers.utils import logging as hf_logging
+
+        directory = tempfile.mkdtemp(prefix="fuzzkv-model-")
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a copy saved for a script is no progress the user waits for
+        try:
+            loaded.model.save_pretrained(directory, safe_serialization=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        loaded.saved_to = directory
+    return loaded.saved_to
 
 
 def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:

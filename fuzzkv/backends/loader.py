@@ -34,11 +34,12 @@ def _torchtune(hf: HFBackend) -> Backend:
 CONVERTED: dict[str, Callable[[HFBackend], Backend]] = {"tl": _tl, "torchtune": _torchtune}
 
 
-def load_lanes(config: RunConfig) -> Lanes:
+def load_lanes(config: RunConfig, given: object = None) -> Lanes:
     """Build the backends ``config.backend`` lists (``hf``, ``tl``, ``torchtune``, comma-separated; ``both``:
-    hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF vs each other."""
+    hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF vs each other. ``given``:
+    the model object or factory handed to the Python API, in place of the one ``config.model`` names."""
     wanted = backends_of(config.backend)
-    hf = HFBackend.from_config(config)
+    hf = HFBackend.from_config(config, given)
     fits(config, hf.info.max_positions, hf.info.name)  # before any store is opened
     built: dict[str, Lane] = {"hf": BackendLane(hf)} if "hf" in wanted else {}
     unsupported: dict[str, str] = {}

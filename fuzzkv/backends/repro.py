@@ -16,7 +16,7 @@ import json
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from fuzzkv.backends import hf_paths, tl_legacy_paths, tl_paths, tt_paths
+from fuzzkv.backends import hf_loading, hf_paths, tl_legacy_paths, tl_paths, tt_paths
 from fuzzkv.quantizers import exact_in_float64
 
 if TYPE_CHECKING:
@@ -217,6 +217,15 @@ def model_code(hf: HFBackend) -> str:
         module, attr = loaded.factory.split(":")
         switch = f"model.set_attn_implementation({hf.attn!r})\n" if loaded.attn_switched else ""
         return f"from {module} import {attr}\n\nmodel = {attr}()\n{switch}"
+    if loaded.given:
+        # No import rebuilds an object handed to the API: the script loads fuzzkv's saved copy of it, with its own
+        # class where that class is importable (a subclass that plants a bug keeps it).
+        kind = type(loaded.model)
+        importable = kind.__module__ != "__main__" and "<" not in kind.__qualname__
+        build = (f"from {kind.__module__} import {kind.__qualname__.split('.')[0]}\n\nmodel = {kind.__qualname__}"
+                 if importable else "from transformers import AutoModelForCausalLM\n\nmodel = AutoModelForCausalLM")
+        switch = f"model.set_attn_implementation({hf.attn!r})\n" if loaded.attn_switched else ""
+        return f"{build}.from_pretrained({hf_loading.saved_copy(loaded)!r})\n{switch}"
     if not loaded.random_weights or loaded.config_dict is None:
         path = loaded.tokenizer_from or hf.model.config.name_or_path
         return (f"model = pretrained({path!r}, {hf.attn!r}, gguf_file={loaded.gguf_file!r}, dtype={hf.dtype!r}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO
 
 from fuzzkv import events
 
@@ -18,7 +19,7 @@ def failure_json(event: events.FailureFound) -> dict:
         "metrics": v.metrics.to_dict() if v.metrics else None,
         "error": v.error, "summary": v.summary(), "fingerprint": event.fingerprint,
         "stored_id": event.stored_id, "novelty": event.novelty, "status": event.status,
-        "recheck": event.recheck or None, "reproduction": event.reproduction,
+        "recheck": event.recheck or None, "diagnosis": event.diagnosis, "reproduction": event.reproduction,
     }
 
 
@@ -30,7 +31,7 @@ def _oracle_key(oracle: str, lane: str) -> str:
 class JsonReporter:
     """Collects events; :meth:`finish` prints the run as one JSON object."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.data: dict = {"failures": []}
 
