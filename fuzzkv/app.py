@@ -200,48 +200,45 @@ def _aligned(rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join("  ".join([*(cell.ljust(w) for cell, w in zip(r, widths)), r[-1]]).rstrip() for r in rows)
 
 
-def sweep_command(config_options: dict, models: str, *, as_json: bool, report: str | None) -> int:
-    """``fuzzkv sweep``: fuzz many architectures, each in its own process, into one store. Exit 0 when
-    every cell is clean, expected, not applicable or could not build; 1 on a finding, a crash or a hang;
-    4 when nothing was found but a lane was blind."""
+def sweep_command(config_options: dict, models: str, *, as_json: bool, report: str | None,
+                  campaign: str | None = None, executor: str = "local", address: str | None = None,
+                  db_given: bool = True) -> int:
+    """``fuzzkv sweep``: fuzz many architectures (with ``campaign``: each with every dtype, device and backend the
+    campaign file lists), each task in its own process (``executor`` local) or Ray task (``ray``), into one store.
+    Exit 0 when every cell is clean, stored, expected, not applicable or could not build; 1 on a finding, a crash
+    or a hang; 4 when nothing was found but a lane was blind; 5 when a cell tested nothing."""
     import time
 
-    from fuzzkv.executors.local import LocalExecutor
     from fuzzkv.reports.sweep import progress_line, write_matrix
-    from fuzzkv.runner import library_versions
-    from fuzzkv.sweep import (
-        SWEEP_ORACLES,
-        SweepConfig,
-        has_failed,
-        has_findings,
-        is_blind,
-        is_untested,
-        matrix,
-        parse_shard,
-        run_sweep,
-        shard,
-    )
+    from fuzzkv.sweep import SWEEP_ORACLES, has_failed, has_findings, is_blind, is_untested, matrix, run_sweep
 
-    options = dict(config_options, shard=parse_shard(config_options["shard"]),
-                   oracles=tuple(config_options["oracles"]) or SWEEP_ORACLES)
-    check_url(options["db_url"])
-    _check_oracles(options["oracles"])
-    names = shard(model_names(models), *options["shard"])
-    if not names:
-        raise UsageError(f"shard {config_options['shard']} of {models!r} is empty.", tip="use fewer shards than models")
-    config = SweepConfig(models=tuple(names), **options)
-    open_store(config.db_url).close()  # a bad --db fails here, once, before any worker starts
+    if address and executor != "ray":
+        raise UsageError("--address needs --executor ray.", tip="add --executor ray, or leave out --address")
+    configs = _sweep_configs(config_options, models, campaign, db_given)
+    config = configs[0]
+    _check_oracles(config.oracles or SWEEP_ORACLES)
+    store = open_store(config.db_url)  # a bad --db fails here, once, before any worker starts
+    try:
+        done = _stored(configs, store) if campaign else {}
+    finally:
+        store.close()
     log = sys.stderr if as_json else sys.stdout
     started = time.monotonic()
-    print(f"sweeping {len(names)} architecture(s) at {config.scale} scale, {config.max_examples} examples per oracle, "
-          f"{config.workers} worker(s), into {RunConfig(model='-', db_url=config.db_url).to_dict()['db_url']}",
-          file=log, flush=True)
-    rows = run_sweep(config, LocalExecutor(), lambda row, done, total: print(progress_line(row, done, total),
-                                                                             file=log, flush=True))
+    tasks = sum(len(c.models) for c in configs)
+    print(f"sweeping {tasks} task(s) ({len(config.models)} architecture(s) x {len(configs)} setting(s)) at "
+          f"{config.scale} scale, {config.max_examples} examples per oracle, {_executor_said(executor, config)}, "
+          f"into {RunConfig(model='-', db_url=config.db_url).to_dict()['db_url']}"
+          + (f"; {len(done)} already stored, skipped" if done else ""), file=log, flush=True)
+    rows = run_sweep(configs, _executor(executor, address, config.workers),
+                     lambda row, n, total: print(progress_line(row, n, total), file=log, flush=True), done)
     result = matrix(config, rows, started)
+    if len(configs) > 1:
+        result["settings"]["campaign"] = [{"dtype": c.dtype, "device": c.device, "backend": c.backend} for c in configs]
     store = open_store(config.db_url)
     try:
-        result["sweep_id"] = store.save_sweep(config.to_dict(), library_versions(), result)
+        from fuzzkv.runner import library_versions
+
+        result["sweep_id"] = store.save_sweep(result["settings"], library_versions(), result)
         if report:
             _write_report(store, report, None, log)
     finally:
@@ -255,6 +252,60 @@ def sweep_command(config_options: dict, models: str, *, as_json: bool, report: s
     if is_blind(rows):
         return EXIT_BLIND
     return EXIT_UNTESTED if is_untested(rows) else EXIT_OK
+
+
+def _sweep_configs(config_options: dict, models: str, campaign: str | None, db_given: bool) -> list:
+    """The sweep's settings: one SweepConfig, or a campaign file's one per (dtype, device, backend)."""
+    from fuzzkv.sweep import SWEEP_ORACLES, SweepConfig, parse_shard, shard
+
+    options = dict(config_options, shard=parse_shard(config_options["shard"]),
+                   oracles=tuple(config_options["oracles"]) or SWEEP_ORACLES)
+    check_url(options["db_url"])
+    if campaign is not None:
+        from fuzzkv import campaign as campaigns
+
+        planned = campaigns.load(campaign)
+        options = {k: v for k, v in options.items() if k in ("shard", "workers", "oracles")}
+        # A --db given on the command line wins over the file's (e.g. a CI's own database).
+        configs = planned.sweeps(lambda names: shard(model_names(names), *options["shard"]),
+                                 config_options["db_url"] if db_given or "db_url" not in planned.options else None)
+        configs = [_with(c, options) for c in configs]
+        check_url(configs[0].db_url)
+    else:
+        names = shard(model_names(models), *options["shard"])
+        configs = [SweepConfig(models=tuple(names), **options)] if names else []
+    if not configs or not configs[0].models:
+        raise UsageError(f"shard {config_options['shard']} of {models!r} is empty.", tip="use fewer shards than models")
+    return configs
+
+
+def _with(config, options: dict):
+    """A campaign's sweep with the command line's shard and workers, and its oracles unless the file names them."""
+    from dataclasses import replace
+
+    kept = {"shard": options["shard"], "workers": options.get("workers", config.workers)}
+    return replace(config, **kept)
+
+
+def _stored(configs: list, store) -> dict:
+    from fuzzkv.campaign import stored_rows
+    from fuzzkv.runner import library_versions
+
+    return stored_rows(configs, store.runs(), store.failures(status=None), library_versions())
+
+
+def _executor(name: str, address: str | None, workers: int):
+    if name == "ray":
+        from fuzzkv.executors.ray import RayExecutor
+
+        return RayExecutor(address)
+    from fuzzkv.executors.local import LocalExecutor
+
+    return LocalExecutor(workers)
+
+
+def _executor_said(name: str, config) -> str:
+    return "on Ray" if name == "ray" else f"{config.workers} worker(s)"
 
 
 def _check_oracles(oracles: tuple[str, ...]) -> None:

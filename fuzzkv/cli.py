@@ -158,12 +158,20 @@ def calibrate(db_url: str | None, **options) -> None:
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON object (progress goes to stderr).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write the HTML report (the matrix first).")
+@click.option("--campaign", type=click.Path(dir_okay=False),
+              help="A campaign TOML file: models x dtypes x devices x backends and budgets (overrides --models, "
+                   "--dtype and the budgets). Tasks whose results are stored for the same versions are skipped.")
+@click.option("--executor", default="local", show_default=True, type=click.Choice(("local", "ray")),
+              help="local: --workers processes here; ray: one Ray task per architecture and settings "
+                   "(pip install 'fuzzkv[ray]').")
+@click.option("--address", help="With --executor ray: the Ray cluster to join (default: start a local one).")
 def sweep(models: str, oracles: tuple[str, ...], shard: str, db_url: str | None, as_json: bool, report: str | None,
-          **options) -> None:
+          campaign: str | None, executor: str, address: str | None, **options) -> None:
     """Fuzz many architectures, each in its own process, into one database; print the architecture x oracle
     matrix. Exit 0 clean, 1 a finding (or a crash or hang), 2 bad usage, 4 blind."""
     settings = dict(options, oracles=oracles, shard=shard, db_url=db_url or default_db_url())
-    _guarded(lambda: app.sweep_command(settings, models, as_json=as_json, report=report))
+    _guarded(lambda: app.sweep_command(settings, models, as_json=as_json, report=report, campaign=campaign,
+                                       executor=executor, address=address, db_given=db_url is not None))
 
 
 @cli.command()

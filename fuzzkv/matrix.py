@@ -8,7 +8,7 @@ from typing import Any
 
 # Cell states, in the order the summary counts them.
 STATES = ("finding", "expected", "flaky", "blind", "untested", "crashed", "hang", "could not build", "not applicable",
-          "clean")
+          "clean", "stored")  # stored: a resumed campaign's task whose clean result an earlier run stored
 
 
 @dataclass

@@ -54,6 +54,8 @@ class SweepConfig:
     seed: int = 0
     dtype: str = "float32"
     grace: float = HANG_ALLOWANCE  # seconds past the search's time a worker may take (build, calibration)
+    device: str = "cpu"
+    backend: str = "hf"
 
     def __post_init__(self) -> None:
         index, count = self.shard
@@ -69,7 +71,8 @@ class SweepConfig:
     def run_config(self, model: str) -> RunConfig:
         """The ``fuzzkv run`` settings one architecture of the sweep is fuzzed with."""
         return RunConfig(model=model, scale=self.scale, oracles=self.oracles, max_examples=self.max_examples,
-                         max_time=self.max_time_per_model, db_url=self.db_url, seed=self.seed, dtype=self.dtype)
+                         max_time=self.max_time_per_model, db_url=self.db_url, seed=self.seed, dtype=self.dtype,
+                         device=self.device, backend=self.backend)
 
     @property
     def hang_after(self) -> float:
@@ -174,19 +177,53 @@ def describe_shape(case: dict[str, Any]) -> str:
 Progress = Callable[[Row, int, int], None]
 
 
-def run_sweep(config: SweepConfig, execute: Callable[[SweepConfig, Callable[[dict], None]], None],
-              progress: Progress) -> list[Row]:
-    """Fuzz every model of ``config`` through ``execute`` (an executor: it calls back once per model with
-    the worker's result); returns the rows in model order."""
-    rows: dict[str, Row] = {}
+@dataclass(frozen=True)
+class Task:
+    """One unit of a sweep or campaign: one architecture fuzzed with one sweep's settings (oracle set, dtype,
+    device, backend) by one worker."""
 
-    def collect(result: dict[str, Any]) -> None:
-        row = row_from_result(result, config.oracles)
-        rows[row.model] = row
-        progress(row, len(rows), len(config.models))
+    config: SweepConfig
+    model: str
+    labelled: bool = False  # a campaign's row names its dtype, device and backend (a sweep has one of each)
 
-    execute(config, collect)
-    return [rows[name] for name in config.models if name in rows]
+    @property
+    def label(self) -> str:
+        if not self.labelled:
+            return self.model
+        return f"{self.model} [{self.config.dtype}, {self.config.device}, {self.config.backend}]"
+
+    def settings(self) -> str:
+        """The sweep's settings as the worker reads them (JSON, the database URL unredacted)."""
+        return json.dumps(self.config.to_dict() | {"db_url": self.config.db_url})
+
+
+Collect = Callable[[Task, dict[str, Any]], None]
+Execute = Callable[[list[Task], Collect], None]
+
+
+def tasks_of(configs: list[SweepConfig]) -> list[Task]:
+    """Every (settings, model) pair of ``configs``, each labelled with its settings when there are several."""
+    return [Task(config, model, len(configs) > 1) for config in configs for model in config.models]
+
+
+def run_sweep(config: SweepConfig | list[SweepConfig], execute: Execute, progress: Progress,
+              done: dict[Task, Row] | None = None) -> list[Row]:
+    """Fuzz every task of ``config`` (one sweep, or a campaign's several) through ``execute`` (an executor: it
+    calls back once per task with the worker's result), except those in ``done`` (rows already stored, see
+    ``fuzzkv.campaign``); returns the rows in task order."""
+    tasks = tasks_of(config if isinstance(config, list) else [config])
+    rows: dict[Task, Row] = {task: row for task, row in (done or {}).items() if task in tasks}
+    for row in rows.values():
+        progress(row, len(rows), len(tasks))
+
+    def collect(task: Task, result: dict[str, Any]) -> None:
+        row = row_from_result(result, task.config.oracles)
+        row.model = task.label
+        rows[task] = row
+        progress(row, len(rows), len(tasks))
+
+    execute([task for task in tasks if task not in rows], collect)
+    return [rows[task] for task in tasks if task in rows]
 
 
 def matrix(config: SweepConfig, rows: list[Row], started: float) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def test_a_crash_and_a_hang_do_not_stop_the_sweep(tmp_path):
                                  "tests.broken_models:off_by_one_positions"),
                          oracles=("decode",), max_examples=5, max_time_per_model=5, workers=2, grace=20,
                          db_url=f"sqlite:///{tmp_path / 'sweep.db'}")
-    rows = {row.model: row for row in run_sweep(config, LocalExecutor(), lambda *_: None)}
+    rows = {row.model: row for row in run_sweep(config, LocalExecutor(config.workers), lambda *_: None)}
     crashed, hung, found = (rows[m] for m in config.models)
     assert crashed.status == "crashed" and "-11" in crashed.reason
     assert hung.status == "hang" and "killed" in hung.reason

@@ -17,23 +17,25 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from fuzzkv.executors import Collect, Executor
-from fuzzkv.sweep import SweepConfig
+from fuzzkv.executors import Executor
+from fuzzkv.sweep import Collect, Task
 
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def __call__(self, config: SweepConfig, collect: Collect) -> None:
+    def __init__(self, workers: int = 1):
+        self.workers = workers
+
+    def __call__(self, tasks: list[Task], collect: Collect) -> None:
         # Cores are shared out: two workers on two cores get one torch thread each.
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
         with tempfile.TemporaryDirectory(prefix="fuzzkv-sweep-") as scratch, \
-                ThreadPoolExecutor(max_workers=config.workers) as pool:
-            settings = json.dumps(config.to_dict() | {"db_url": config.db_url})
-            running = [pool.submit(run_worker, model, settings, threads, config.hang_after, Path(scratch))
-                       for model in config.models]
+                ThreadPoolExecutor(max_workers=self.workers) as pool:
+            running = {pool.submit(run_worker, task.model, task.settings(), threads, task.config.hang_after,
+                                   Path(scratch)): task for task in tasks}
             for done in as_completed(running):
-                collect(done.result())
+                collect(running[done], done.result())
 
 
 def run_worker(model: str, settings: str, threads: int, hang_after: float, scratch: Path) -> dict[str, Any]:
