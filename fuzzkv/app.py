@@ -210,13 +210,12 @@ def sweep_command(config_options: dict, models: str, *, as_json: bool, report: s
     import time
 
     from fuzzkv.reports.sweep import progress_line, write_matrix
-    from fuzzkv.sweep import SWEEP_ORACLES, has_failed, has_findings, is_blind, is_untested, matrix, run_sweep
+    from fuzzkv.sweep import has_failed, has_findings, is_blind, is_untested, matrix, run_sweep
 
     if address and executor != "ray":
         raise UsageError("--address needs --executor ray.", tip="add --executor ray, or leave out --address")
     configs = _sweep_configs(config_options, models, campaign, db_given)
     config = configs[0]
-    _check_oracles(config.oracles or SWEEP_ORACLES)
     store = open_store(config.db_url)  # a bad --db fails here, once, before any worker starts
     try:
         done = _stored(configs, store) if campaign else {}
@@ -261,6 +260,7 @@ def _sweep_configs(config_options: dict, models: str, campaign: str | None, db_g
     options = dict(config_options, shard=parse_shard(config_options["shard"]),
                    oracles=tuple(config_options["oracles"]) or SWEEP_ORACLES)
     check_url(options["db_url"])
+    _check_oracles(options["oracles"])
     if campaign is not None:
         from fuzzkv import campaign as campaigns
 
