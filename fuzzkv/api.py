@@ -209,11 +209,13 @@ def run(config: RunConfig, *, given: object = None, workers: int = 1, on_event: 
         return collected.result(config.model, finished)
     from fuzzkv.backends.loader import load_lanes  # heavy: imports torch only when running
     from fuzzkv.runner import run as run_lanes
+    from fuzzkv.search import stopping_on_ctrl_c
 
     lanes = load_lanes(config, given)  # bad model names fail here, before the store is created
     store = open_store(config.db_url)
     try:
-        finished = run_lanes(config, store, collected, lanes=lanes)
+        with stopping_on_ctrl_c():  # Ctrl-C stops the run at once, even where Python would drop it
+            finished = run_lanes(config, store, collected, lanes=lanes)
     finally:
         store.close()
     return collected.result(lanes.info.name, finished)

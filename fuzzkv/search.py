@@ -7,9 +7,12 @@ the smallest case found so far even if the process is killed mid-shrink.
 
 from __future__ import annotations
 
+import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, seed, settings, target
 from hypothesis.database import ExampleDatabase
@@ -21,9 +24,37 @@ from fuzzkv.oracles.check import check_within
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.verdict import Bounds, Verdict
 
-# Set when this process was asked to stop (a worker's Ctrl-C): the next example raises KeyboardInterrupt. A signal
+# Set when this process was asked to stop (Ctrl-C): the next example raises KeyboardInterrupt. A signal
 # handler's own KeyboardInterrupt can land in a garbage-collector callback, where Python prints it and drops it.
 STOP_REQUESTED = threading.Event()
+
+
+@contextmanager
+def stopping_on_ctrl_c() -> Iterator[None]:
+    """Within the block, Ctrl-C (SIGINT) raises KeyboardInterrupt as usual and is also remembered: where the
+    KeyboardInterrupt lands in a callback Python cannot raise from (the garbage collector's), Python drops it, and
+    the run would go on to its --max-time; remembered, the search stops at its next example, and the dropped one
+    prints nothing. Outside the main thread (where no signal handler can be set) the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    STOP_REQUESTED.clear()
+
+    def on_ctrl_c(_signum: int, _frame: object) -> None:
+        STOP_REQUESTED.set()
+        raise KeyboardInterrupt()
+
+    def quiet_when_stopping(unraisable: sys.UnraisableHookArgs) -> None:
+        if not (STOP_REQUESTED.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            previous_hook(unraisable)
+
+    previous_handler, previous_hook = signal.signal(signal.SIGINT, on_ctrl_c), sys.unraisablehook
+    sys.unraisablehook = quiet_when_stopping
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook
 
 
 class OutOfTime(KeyboardInterrupt):

@@ -17,8 +17,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queues
-import signal
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -44,17 +42,18 @@ def _work(config: RunConfig, worker: int, threads: int, outbox) -> None:
     from fuzzkv.backends.loader import load_lanes
     from fuzzkv.db import open_store
     from fuzzkv.runner import run
-
-    _stop_on_ctrl_c()
+    from fuzzkv.search import stopping_on_ctrl_c
 
     error: BaseException | None = None
     try:
-        lanes = load_lanes(config)
-        store = open_store(config.db_url)
-        try:
-            run(config, store, outbox.put, lanes)
-        finally:
-            store.close()
+        # Ctrl-C reaches every worker of the terminal's process group: each stops at its next example.
+        with stopping_on_ctrl_c():
+            lanes = load_lanes(config)
+            store = open_store(config.db_url)
+            try:
+                run(config, store, outbox.put, lanes)
+            finally:
+                store.close()
     except KeyboardInterrupt:
         error = KeyboardInterrupt()
     except FuzzkvError as exc:
@@ -62,24 +61,6 @@ def _work(config: RunConfig, worker: int, threads: int, outbox) -> None:
     except Exception as exc:  # noqa: BLE001 - reported by the parent as this worker's internal error
         error = RuntimeError(f"worker {worker}: {type(exc).__name__}: {exc}")
     outbox.put(WorkerStopped(worker, error))
-
-
-def _stop_on_ctrl_c() -> None:
-    """Ctrl-C reaches every worker of the terminal's process group. Raise it as usual, and also remember it: where
-    the KeyboardInterrupt lands in a callback Python cannot raise from (the garbage collector's), Python drops it
-    with a printed traceback; the run then stops at its next example instead, and nothing is printed."""
-    from fuzzkv.search import STOP_REQUESTED
-
-    def on_ctrl_c(_signum: int, _frame: object) -> None:
-        STOP_REQUESTED.set()
-        raise KeyboardInterrupt()
-
-    def quiet_when_stopping(unraisable: sys.UnraisableHookArgs) -> None:
-        if not (STOP_REQUESTED.is_set() and isinstance(unraisable.exc_value, KeyboardInterrupt)):
-            sys.__unraisablehook__(unraisable)
-
-    signal.signal(signal.SIGINT, on_ctrl_c)
-    sys.unraisablehook = quiet_when_stopping
 
 
 @dataclass

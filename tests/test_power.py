@@ -101,8 +101,19 @@ def test_real_smollm2_from_its_gguf_file_runs_clean_and_can_see(dtype, tmp_path)
     result = fuzzkv("run", "--model", str(gguf), "--dtype", dtype, "--oracle", "decode", "--oracle", "batch",
                     "--max-examples", "8", "--max-prompt-len", "12", "--max-new-tokens", "6",
                     "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json", cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(result.stdout)
-    assert data["failures"] == [] and data["blind"] == {}
-    assert len(data["canaries"]["hf"]["caught"]) == 4
+    assert data["failures"] == [], result.stderr[-3000:]  # a real model is never a false alarm
     assert "GGUF file" in data["model_source"]
+    canaries = data["canaries"]["hf"]
+    if dtype == "float32":
+        assert result.returncode == 0 and data["blind"] == {} and len(canaries["caught"]) == 4, canaries
+        return
+    # In bfloat16 the calibrated tolerance (4 x the largest rounding difference, 2.25 on this machine with today's
+    # packages: logit scale 34.8) can exceed what dropping the first cached key moves (1.75): the run must then
+    # say it is blind to that canary (exit 4), never "clean"; every other canary is seen.
+    assert {"positions-off-by-one", "row-mask-ignored", "logit-offset-5pct"} <= set(canaries["caught"]), canaries
+    if canaries["missed"]:
+        assert result.returncode == 4 and [m.split(" ")[0] for m in canaries["missed"]] == ["cached-key-dropped"]
+        assert "cached-key-dropped" in data["blind"]["hf"]
+    else:
+        assert result.returncode == 0 and data["blind"] == {}
