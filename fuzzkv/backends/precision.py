@@ -53,7 +53,9 @@ def twin(model: ModelT, dtype: torch.dtype) -> ModelT:
     workspace = Workspace(dtype, max((_castable_numel(unit, dtype) for unit in units), default=0))
     for unit in units:
         if _needs_cast(unit, dtype):
-            unit.forward = functools.partial(_precise_call, unit.forward, unit, workspace)
+            # Into the instance's own dict: a wrapper module may pass attribute writes on to the module it wraps
+            # (TransformerLens's bridge blocks do), and a patched inner forward would call the wrapper again.
+            object.__setattr__(unit, "forward", functools.partial(_precise_call, unit.forward, unit, workspace))
     return duplicate
 
 
