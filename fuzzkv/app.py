@@ -265,7 +265,6 @@ def _sweep_configs(config_options: dict, models: str, campaign: str | None, db_g
         from fuzzkv import campaign as campaigns
 
         planned = campaigns.load(campaign)
-        options = {k: v for k, v in options.items() if k in ("shard", "workers", "oracles")}
         # A --db given on the command line wins over the file's (e.g. a CI's own database).
         configs = planned.sweeps(lambda names: shard(model_names(names), *options["shard"]),
                                  config_options["db_url"] if db_given or "db_url" not in planned.options else None)
@@ -280,7 +279,7 @@ def _sweep_configs(config_options: dict, models: str, campaign: str | None, db_g
 
 
 def _with(config, options: dict):
-    """A campaign's sweep with the command line's shard and workers, and its oracles unless the file names them."""
+    """A campaign's sweep with the command line's shard and workers (the file decides everything else)."""
     from dataclasses import replace
 
     kept = {"shard": options["shard"], "workers": options.get("workers", config.workers)}

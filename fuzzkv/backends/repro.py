@@ -225,7 +225,7 @@ def model_code(hf: HFBackend) -> str:
         build = (f"from {kind.__module__} import {kind.__qualname__.split('.')[0]}\n\nmodel = {kind.__qualname__}"
                  if importable else "from transformers import AutoModelForCausalLM\n\nmodel = AutoModelForCausalLM")
         switch = f"model.set_attn_implementation({hf.attn!r})\n" if loaded.attn_switched else ""
-        return f"{build}.from_pretrained({hf_loading.saved_copy(loaded)!r})\n{switch}"
+        return f"{build}.from_pretrained({hf_loading.saved_copy(loaded)!r}, local_files_only=True)\n{switch}"
     if not loaded.random_weights or loaded.config_dict is None:
         path = loaded.tokenizer_from or hf.model.config.name_or_path
         return (f"model = pretrained({path!r}, {hf.attn!r}, gguf_file={loaded.gguf_file!r}, dtype={hf.dtype!r}, "
