@@ -150,7 +150,7 @@ print("reproduced")
 @pytest.mark.parametrize("oracle, lane", [("tl-decode", "tl"), ("cross", "cross"), ("batch", "tl"), ("chunked", "tl")])
 def test_transformerlens_scripts_pass_on_a_clean_model(oracle, lane, tmp_path):
     pytest.importorskip("transformer_lens")
-    reason = tl_cache_bug_reason()
+    reason = tl_cache_bug_reason(padded=oracle == "batch")  # the other cases are one unpadded row
     if reason:
         pytest.skip(reason)
     subject = lane_of("llama", "both", lane)
