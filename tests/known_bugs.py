@@ -72,12 +72,16 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-gemma2-static-cache-generate-mask-4-46", "transformers", (4, 46)),
     ("transformers-sliding-window-cache-long-prompt-4-46", "transformers", (4, 46)),
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
+    ("transformers-dynamiccache-reset-keeps-keys-4-57", "transformers", (4, 57)),
+    ("transformers-mpt-static-cache-mask-4-57", "transformers", (4, 57)),
 ]
 # Bugs gone by a later release, with the first release checked not to have them (their scripts print "not reproduced"
 # and exit 0 there); releases in between were not checked.
 GONE_BY = {"transformers-gemma2-static-cache-generate-mask-4-46": (4, 57),
            "transformers-sliding-window-cache-long-prompt-4-46": (4, 57),
-           "transformers-gpt-neox-static-cache-generate-4-46": (4, 57)}
+           "transformers-gpt-neox-static-cache-generate-4-46": (4, 57),
+           "transformers-dynamiccache-reset-keeps-keys-4-57": (5, 23),
+           "transformers-mpt-static-cache-mask-4-57": (5, 23)}
 
 
 # The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).
@@ -101,18 +105,35 @@ def scripted_reason(finding: str) -> str | None:
     return None
 
 
-# generate(cache_implementation="static") failures of transformers 4.x releases and the oracle that shows them, per
-# (model, transformers minor): the clean-on-4.x runs leave that oracle out there, saying why. Each is a real failure
-# fuzzkv found when generate() began drawing the release's own cache implementations (2026-11-30).
-GENERATE_STATIC_ON_4 = {
-    ("falcon-rw", (4, 46)): "findings/transformers-falcon-alibi-static-cache-generate.md (4.46.3 too)",
-    ("falcon-rw", (4, 57)): "findings/transformers-falcon-alibi-static-cache-generate.md (4.57.6 too)",
-    ("pythia-70m", (4, 46)): "findings/transformers-gpt-neox-static-cache-generate-4-46.md",
-    ("mpt", (4, 57)): "not yet written up: MPT static generate, 'Incorrect 4D attention_mask shape' at 1 token + 2 new",
+# Static-cache failures of transformers 4.x releases per (model, transformers minor): the oracle that shows each,
+# and its write-up. The clean-on-4.x runs leave those oracles out there, saying why. Each is a real failure fuzzkv
+# found when generate() began drawing the release's own cache implementations (2026-11-30) or cache-impl began
+# driving a StaticCache on 4.56+ (2026-12-01).
+KNOWN_ON_4 = {
+    ("falcon-rw", (4, 46)): {"generate": "findings/transformers-falcon-alibi-static-cache-generate.md (4.46.3 too)"},
+    ("falcon-rw", (4, 57)): {"generate": "findings/transformers-falcon-alibi-static-cache-generate.md (4.57.6 too)"},
+    ("pythia-70m", (4, 46)): {"generate": "findings/transformers-gpt-neox-static-cache-generate-4-46.md"},
+    ("mpt", (4, 57)): {"generate": "findings/transformers-mpt-static-cache-mask-4-57.md",
+                       "cache-impl": "findings/transformers-mpt-static-cache-mask-4-57.md"},
 }
 
 
-def generate_static_reason(model: str) -> str | None:
-    """Why generate() with a static cache fails for ``model`` on the installed 4.x release (None: it must pass)."""
+def known_on_4(model: str) -> dict[str, str]:
+    """The oracles with a known failure for ``model`` on the installed 4.x release: oracle -> its write-up."""
     release = _version("transformers")
-    return GENERATE_STATIC_ON_4.get((model, release[:2])) if release else None
+    return KNOWN_ON_4.get((model, release[:2]), {}) if release else {}
+
+
+# transformers releases whose DynamicCache.reset() zeroes the keys and values in place and keeps them: [from, before).
+# 4.56 built caches from layers (fuzzkv drives cache-reuse from there); 5.23 is the first release checked fixed
+# (huggingface/transformers#48809); the 5.x releases before it were not checked.
+RESET_KEEPS_KEYS = ((4, 56), (5, 23))
+
+
+def reset_keeps_keys_reason() -> str | None:
+    """Why the cache-reuse oracle cannot be clean on a dynamic cache here (None: it must be)."""
+    release = _version("transformers")
+    if release is not None and RESET_KEEPS_KEYS[0] <= release[:2] < RESET_KEEPS_KEYS[1]:
+        return (f"transformers {'.'.join(map(str, release))}: DynamicCache.reset() keeps its zeroed keys "
+                "(findings/transformers-dynamiccache-reset-keeps-keys-4-57.md)")
+    return None

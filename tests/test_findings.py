@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.known_bugs import SCRIPTED, scripted_reason, tl_cache_bug_reason
+from tests.known_bugs import SCRIPTED, reset_keeps_keys_reason, scripted_reason, tl_cache_bug_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +55,25 @@ def test_transformerlens_bridge_ignoring_the_cache_keyword_is_reported_as_a_find
     repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
                            timeout=600)
     assert repro.returncode == 1 and "SilentlyUncached" in repro.stderr, repro.stdout + repro.stderr[-2000:]
+
+
+def test_dynamic_cache_reset_keeping_its_keys_is_found_by_cache_reuse_and_shrunk(tmp_path):
+    reason = reset_keeps_keys_reason()
+    if reason is None:
+        pytest.skip("DynamicCache.reset() empties the cache in the installed transformers")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "fuzzkv", "run", "--model", "llama", "--scale", "tiny", "--oracle", "cache-reuse",
+         "--max-examples", "30", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    failures = json.loads(result.stdout)["failures"]
+    assert failures and {failure["case"]["cache"] for failure in failures} == {"dynamic"}
+    # Shrunk to one one-token prompt: a reset cache reused even for the same prompt keeps the old keys.
+    mismatch = next(failure for failure in failures if failure["kind"] == "mismatch")
+    assert mismatch["case"]["prompts"] == [[0]] and mismatch["case"]["max_new_tokens"] == 1
+    script = tmp_path / "repro.py"
+    script.write_text(mismatch["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                           timeout=600)
+    assert repro.returncode == 1 and "FAILS" in repro.stdout, repro.stdout + repro.stderr[-2000:]

@@ -7,6 +7,7 @@ user's own modified model would.
 import pytest
 
 from tests.conftest import fuzz
+from tests.known_bugs import reset_keeps_keys_reason
 
 BUDGET = 60  # examples: each bug must be found within this many, then shrunk
 
@@ -72,6 +73,11 @@ def test_past_long_sequence_bug_shrinks_to_the_first_length_that_breaks():
 @pytest.mark.parametrize("oracle", ["decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate"])
 def test_the_clean_twin_passes_every_oracle(oracle):
     finished, _, _ = fuzz("tests.broken_models:clean", oracles=(oracle,), max_examples=40)
+    if oracle == "cache-reuse" and reset_keeps_keys_reason():
+        # The release's own DynamicCache.reset() bug: found on the dynamic cache, never on the static one.
+        assert finished.failures and {f.verdict.case.cache for f in finished.failures} == {"dynamic"}, \
+            [f.verdict.summary() for f in finished.failures]
+        return
     assert finished.failures == []
 
 

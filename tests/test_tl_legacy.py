@@ -86,10 +86,13 @@ def test_a_configuration_old_transformerlens_cannot_convert_is_unsupported_not_a
 @pytest.mark.skipif(not transformers.__version__.startswith("4."), reason="transformers 5.x: tests/test_clean_models.py")
 @pytest.mark.parametrize("model", ["llama", "bloom-560m", "gpt2", "falcon-rw", "mpt"])
 def test_fuzzkv_runs_clean_on_transformers_4(model, tmp_path):
-    from tests.known_bugs import generate_static_reason
+    from tests.known_bugs import known_on_4, reset_keeps_keys_reason
 
-    # Where this release's generate() with a static cache has a known failure, the other oracles must still be clean.
-    oracles = ["--oracle", "decode", "--oracle", "batch", "--oracle", "chunked"] if generate_static_reason(model) else []
+    # Where this release has a known failure of an oracle's path (a static cache, DynamicCache's reset()), the other
+    # oracles must still be clean.
+    known = {**known_on_4(model), "cache-reuse": reset_keeps_keys_reason()}
+    run = [name for name in ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate") if not known.get(name)]
+    oracles = [flag for name in run for flag in ("--oracle", name)] if any(known.values()) else []
     result = fuzzkv("run", "--model", model, "--scale", "tiny", "--max-examples", "25", *oracles,
                     "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -44,16 +44,21 @@ from fuzzkv.verdict import Bounds  # noqa: E402
 if TYPE_CHECKING:
     from fuzzkv.config import RunConfig
 
-# transformers 4.x: caches cannot be built from a config or reset, and static caches need a
-# batch size and explicit cache positions. fuzzkv drives the dynamic cache there, and leaves
-# the static-cache, reuse and cache-surface oracles to 5.x.
+# What fuzzkv drives on each transformers release, newest first: (the first release, capabilities there).
+# From 4.56 caches are built from a config as lists of layers (StaticCache sized by max_cache_len alone, reset(),
+# keys and values per layer): the static-cache, reuse and contents oracles run there. Before 4.56 a static cache
+# needs a batch size and explicit cache positions: fuzzkv drives the dynamic cache there. The cache surfaces of
+# the other oracles (operations, offloading, quantized, continuous batching, ...) are driven on 5.x.
+CACHE_CLASS_FEATURES = frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS})
+TIERS: tuple[tuple[tuple[int, int], Capabilities], ...] = (
+    ((5, 0), Capabilities(("dynamic", "static"), CACHE_CLASS_FEATURES | {
+        BEAM_SEARCH, CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING, ATTENTION_IMPLEMENTATIONS,
+        OFFLOADED_CACHE, QUANTIZED_CACHE, COMPILED_DECODING})),
+    ((4, 56), Capabilities(("dynamic", "static"), CACHE_CLASS_FEATURES)),
+    ((0, 0), Capabilities(("dynamic",), frozenset({PADDED_POSITIONS}))),
+)
 MODERN = hf_paths.transformers_major() >= 5
-CAPABILITIES = (Capabilities(("dynamic", "static"),
-                             frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS, BEAM_SEARCH,
-                                        CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING,
-                                        ATTENTION_IMPLEMENTATIONS, OFFLOADED_CACHE, QUANTIZED_CACHE,
-                                        COMPILED_DECODING}))
-                if MODERN else Capabilities(("dynamic",), frozenset({PADDED_POSITIONS})))
+CAPABILITIES = next(capabilities for first, capabilities in TIERS if hf_paths.transformers_release() >= first)
 
 
 class HFBackend(DrivenBackend):
@@ -244,8 +249,11 @@ def _capabilities(model: Any) -> Capabilities:
     positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
     if positions_why:
         absent.append((PADDED_POSITIONS, positions_why))
-    if MODERN:  # 4.x: the dynamic cache only, driven without cache classes to inspect
-        absent += _absent_cache_features(model)
+    if STATIC_CACHE in CAPABILITIES.features:  # before 4.56: the dynamic cache only, without cache classes to inspect
+        absent += _absent_cache_class_features(model)
+    if MODERN:
+        absent += _absent_cache_surfaces(model)
+    absent = [(feature, why) for feature, why in absent if feature in CAPABILITIES.features]
     features = CAPABILITIES.features - {feature for feature, _ in absent}
     caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
     quantizers = hf_paths.quantizers() if QUANTIZED_CACHE in features else ()
@@ -308,10 +316,8 @@ def _no_generate_static_cache(model: Any) -> str | None:
     return hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
 
 
-def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
-    """The cache features transformers 5.x cannot give this model, each with why."""
-    from transformers.generation.continuous_batching import ContinuousMixin  # 5.x (generate_batch's home)
-
+def _absent_cache_class_features(model: Any) -> list[tuple[str, str]]:
+    """The cache-class features (transformers 4.56 and later) this model cannot have, each with why."""
     absent = []
     static_why = hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
     if static_why:
@@ -320,6 +326,14 @@ def _absent_cache_features(model: Any) -> list[tuple[str, str]]:
     state_layers = sorted({type(layer).__name__ for layer in dynamic.layers if not _holds_keys_and_values(type(layer))})
     if state_layers:
         absent.append((CACHE_CONTENTS, f"its cache holds states that are not key/value pairs ({', '.join(state_layers)})"))
+    return absent
+
+
+def _absent_cache_surfaces(model: Any) -> list[tuple[str, str]]:
+    """The cache surfaces transformers 5.x cannot give this model, each with why."""
+    from transformers.generation.continuous_batching import ContinuousMixin  # 5.x (generate_batch's home)
+
+    absent = []
     if len(_attentions(model, str(model.device))) < 2:
         absent.append((ATTENTION_IMPLEMENTATIONS, f"{type(model).__name__} declares one attention implementation on "
                                                   f"{model.device.type} (eager)"))
