@@ -130,11 +130,9 @@ def test_transformerlens_scripts_reproduce_a_transformerlens_side_bug(oracle, la
         # TransformerLens 2.x before PR #777: its real Bloom cache bug is the failure to reproduce.
         assert_reproduces(lane_of("bloom-560m", "both", lane), oracle, TL_CASE, tmp_path)
         return
-    if release < (4, 0):
-        pytest.skip(f"TransformerLens {release}: the Bloom bug is fixed and no TransformerLens-side bug is planted for "
-                    "HookedTransformer; its scripts are checked on 2.8.1 (the real bug) and on 4.x (a planted one)")
     del tl
-    # 4.x: the factory plants the Bloom ALiBi bug class on the TransformerLens side at import (subprocess only).
+    # Later releases: the factory plants a TransformerLens-side bug at import (subprocess only): Bloom's ALiBi
+    # sliced one row off on TransformerBridge (4.x), a wrong attention scale on cached calls on HookedTransformer.
     probe = subprocess.run(
         [sys.executable, "-c", PROBE.format(oracle=oracle, lane=lane)], capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)

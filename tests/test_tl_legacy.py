@@ -45,6 +45,24 @@ def test_old_transformerlens_bloom_cache_bug_is_found_and_shrunk(tmp_path):
     assert failure["max_abs_diff"] > 0.05 and failure["tolerance"] < 1e-3
 
 
+@pytest.mark.skipif(TL_RELEASE < (2, 9), reason=f"TransformerLens {TL}: its real Bloom bug is the one found (above)")
+def test_a_planted_hookedtransformer_bug_is_found_and_its_script_reproduces_it(tmp_path):
+    # tests/broken_tl.py scales the attention scores of every cached call by 1.25 on the TransformerLens side.
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    result = fuzzkv("run", "--model", "tests.broken_tl:make", "--backend", "tl", "--oracle", "tl-decode",
+                    "--max-examples", "40", "--db", db, "--json", cwd=ROOT)
+    assert result.returncode == 1, result.stderr
+    [failure] = json.loads(result.stdout)["failures"]
+    assert failure["backend"] == "tl" and failure["kind"] == "mismatch"
+    # One token and two new: the first cached call is the first that attends to a cached key.
+    assert failure["case"]["prompts"] == [[0]] and failure["case"]["max_new_tokens"] == 2
+    script = tmp_path / "repro.py"
+    script.write_text(failure["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert repro.returncode == 1 and "FAILS" in repro.stdout, repro.stdout + repro.stderr[-2000:]
+
+
 @pytest.mark.parametrize("model", ["llama", "pythia-70m", "mistral-7b"])
 def test_old_transformerlens_runs_clean_where_it_has_no_bug(model, tmp_path):
     # Unpadded batches: before 2.9, padded ones (and the batch oracle's) meet the attention-mask bug (next test).
