@@ -63,8 +63,19 @@ def test_a_planted_hookedtransformer_bug_is_found_and_its_script_reproduces_it(t
     assert repro.returncode == 1 and "FAILS" in repro.stdout, repro.stdout + repro.stderr[-2000:]
 
 
+# Architectures a release converts to fixed sizes whatever the config says: (model, TransformerLens minor) -> the
+# sizes. A tiny model of them is unsupported there (the full-size one builds).
+FIXED_SIZES = {("mistral-7b", (2, 3)): "d_model 4096, n_layers 32"}
+
+
 @pytest.mark.parametrize("model", ["llama", "pythia-70m", "mistral-7b"])
 def test_old_transformerlens_runs_clean_where_it_has_no_bug(model, tmp_path):
+    if (model, TL_RELEASE) in FIXED_SIZES:
+        result = fuzzkv("run", "--model", model, "--backend", "tl", "--scale", "tiny", "--max-examples", "5",
+                        "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+        assert result.returncode == 5, result.stdout + result.stderr  # nothing tested, said so
+        assert f"to fixed sizes ({FIXED_SIZES[model, TL_RELEASE]}" in result.stdout
+        return
     # Unpadded batches: before 2.9, padded ones (and the batch oracle's) meet the attention-mask bug (next test).
     result = fuzzkv("run", "--model", model, "--backend", "tl", "--scale", "tiny", "--max-examples", "25",
                     "--oracle", "chunked", "--oracle", "tl-decode", "--max-batch", "1",
@@ -115,3 +126,34 @@ def test_fuzzkv_runs_clean_on_transformers_4(model, tmp_path):
                     "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no failures in" in result.stdout
+
+
+def test_an_architecture_converted_only_by_official_name_builds_at_an_official_size(tmp_path):
+    # TransformerLens 2.3.0 converts Gemma-2 only from the names google/gemma-2-2b, -9b, -27b, each with hard-coded
+    # sizes: the full-size registry model is built from its official name, a tiny one is unsupported (said why).
+    from fuzzkv import registry
+    from fuzzkv.backends import tl_legacy_paths
+
+    def config(scale):
+        values = {k: v for k, v in registry.get("gemma-2-2b").config_for(scale).items() if k != "model_type"}
+        return transformers.Gemma2Config(**{**values, "architectures": ["Gemma2ForCausalLM"]})
+
+    full, tiny = config("full"), config("tiny")
+    try:
+        assert tl_legacy_paths.official_name_of_same_size(full) == "google/gemma-2-2b"
+    except NotImplementedError as exc:
+        pytest.skip(f"TransformerLens {TL} knows no Gemma-2 by official name offline: {exc}")
+    import transformer_lens.loading_from_pretrained as loading
+
+    tiny.save_pretrained(tmp_path)
+    try:
+        loading.convert_hf_model_config(str(tmp_path))
+        pytest.skip(f"TransformerLens {TL} converts Gemma-2 from its config too (the clean runs cover it)")
+    except NotImplementedError:
+        pass
+    with pytest.raises(NotImplementedError, match="only from official names.*gemma-2-2b.*none has d_model 64"):
+        tl_legacy_paths.official_name_of_same_size(tiny)
+    result = fuzzkv("run", "--model", "gemma-2-2b", "--backend", "both", "--scale", "tiny", "--oracle", "cross",
+                    "--max-examples", "5", "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "cannot build Gemma2ForCausalLM: it converts Gemma2ForCausalLM only from official names" in result.stdout

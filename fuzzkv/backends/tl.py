@@ -78,7 +78,7 @@ def tl_backend(hf: HFBackend) -> Backend:
 
         try:
             return LegacyTLBackend(hf, api_description())
-        except (ValueError, NotImplementedError, KeyError, AttributeError, RuntimeError) as exc:
+        except (ValueError, NotImplementedError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
             # e.g. its config conversion cannot express this configuration (a size mismatch on loading)
             reason = str(exc).strip().splitlines()[-1][:300]
             raise Unsupported(f"TransformerLens {version} cannot build {type(hf.model).__name__}: {reason}") from None

@@ -43,12 +43,63 @@ def build_hooked_transformer(hf_model):
         model.config.architectures = [type(model).__name__]  # TransformerLens reads architectures[0]
     with tempfile.TemporaryDirectory() as directory:
         model.config.save_pretrained(directory)  # config.json only
-        cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
-        state = loading.get_pretrained_state_dict(directory, cfg, hf_model=model, dtype=torch.float32)
+        try:
+            name = directory
+            cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
+        except NotImplementedError:
+            cfg = None
+        if cfg is None or not same_sizes(cfg.to_dict(), model.config):
+            # This release converts the architecture by official name only, each with its hard-coded sizes
+            # (TransformerLens 2.3.0's Gemma-2 and Mistral): build from the official name of this model's sizes.
+            name = official_name_of_same_size(model.config, None if cfg is None else cfg.to_dict())
+            cfg = loading.get_pretrained_model_config(name, fold_ln=False, device="cpu", dtype=torch.float32,
+                                                      local_files_only=True)
+        state = loading.get_pretrained_state_dict(name, cfg, hf_model=model, dtype=torch.float32)
     hooked = HookedTransformer(cfg, tokenizer=word_level_tokenizer(model.config.vocab_size), move_to_device=False)
     hooked.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
                                        fold_value_biases=False, refactor_factored_attn_matrices=False)
     return hooked.eval()
+
+
+# TransformerLens's config keys and the HF config keys of the same sizes.
+SIZES = (("d_model", "hidden_size"), ("n_layers", "num_hidden_layers"), ("n_heads", "num_attention_heads"),
+         ("d_vocab", "vocab_size"), ("d_mlp", "intermediate_size"))
+
+
+def same_sizes(tl_config, hf_config):
+    """Whether a TransformerLens config dict has the HF config's sizes (those both name)."""
+    pairs = [(tl_config.get(tl_key), getattr(hf_config, hf_key, None)) for tl_key, hf_key in SIZES]
+    return all(tl == hf for tl, hf in pairs if tl is not None and hf is not None)
+
+
+def official_name_of_same_size(hf_config, converted=None):
+    """The official model name the installed TransformerLens converts offline to ``hf_config``'s architecture and
+    sizes. Raises NotImplementedError saying which sizes it knows where none matches (``converted``: what its
+    conversion of the config itself gave, if anything)."""
+    import transformer_lens.loading_from_pretrained as loading
+
+    architecture = hf_config.architectures[0]
+    known = []
+    for name in loading.OFFICIAL_MODEL_NAMES:
+        try:  # names it knows by name convert without a download; the others find nothing locally and raise
+            cfg = loading.convert_hf_model_config(name, local_files_only=True)
+        except Exception:  # noqa: BLE001 - any refusal means: not convertible offline
+            continue
+        if cfg.get("original_architecture") != architecture:
+            continue
+        if same_sizes(cfg, hf_config):
+            return name
+        known.append(name.split("/")[-1])
+    mine = ", ".join(f"{tl_key} {getattr(hf_config, key, None)}" for tl_key, key in SIZES)
+    names = f"; its official names of this architecture: {', '.join(known)}" if known else ""
+    if converted is not None:
+        theirs = ", ".join(f"{tl_key} {converted.get(tl_key)}" for tl_key, _ in SIZES)
+        raise NotImplementedError(f"it converts {architecture} to fixed sizes ({theirs}), not this model's ({mine})"
+                                  f"{names}")
+    if known:
+        raise NotImplementedError(f"it converts {architecture} only from official names, at their sizes "
+                                  f"({', '.join(known)}); none has {mine}")
+    raise NotImplementedError(f"{architecture} is not currently supported")
 
 
 def key_value_cache_class():
