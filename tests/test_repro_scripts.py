@@ -134,7 +134,7 @@ def test_transformerlens_scripts_reproduce_a_transformerlens_side_bug(oracle, la
     # Later releases: the factory plants a TransformerLens-side bug at import (subprocess only): Bloom's ALiBi
     # sliced one row off on TransformerBridge (4.x), a wrong attention scale on cached calls on HookedTransformer.
     probe = subprocess.run(
-        [sys.executable, "-c", PROBE.format(oracle=oracle, lane=lane)], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-c", PROBE.format(oracle=oracle, lane=lane, case="TL_CASE")], capture_output=True, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)
     assert probe.returncode == 0, probe.stdout + probe.stderr[-3000:]
 
@@ -144,11 +144,31 @@ PROBE = """
 import os
 from pathlib import Path
 import tests.broken_tl  # noqa: F401
-from tests.test_repro_scripts import assert_reproduces, lane_of, TL_CASE
+from tests.test_repro_scripts import assert_reproduces, lane_of, {case}
 lane = lane_of("tests.broken_tl:make", "both", {lane!r})
-assert_reproduces(lane, {oracle!r}, TL_CASE, Path(os.environ["REPRO_DIR"]))
+assert_reproduces(lane, {oracle!r}, {case}, Path(os.environ["REPRO_DIR"]))
 print("reproduced")
 """
+
+# A padded batch whose cached calls let TransformerLens 2.x/3.x infer the padding from the pad token.
+INFERRED_CASE = Case(prompts=((13, 14, 15), (16,)), max_new_tokens=2, settings={"padding_mode": "inferred"})  # no pad id
+
+
+def test_legacy_transformerlens_scripts_run_the_inferred_padding_mode(tmp_path):
+    pytest.importorskip("transformer_lens")
+    release = tuple(int(part) for part in metadata.version("transformer-lens").split(".")[:2])
+    if release >= (4, 0):
+        pytest.skip("TransformerBridge takes HF's mask: no padding inference mode")
+    # Clean: the script passes, on 2.8.1 too (an inferred mask is stored in the cache there; a passed one is not).
+    assert "infer_pad_id=PAD" in lane_of("llama", "both", "tl").reproduction("tl-decode", INFERRED_CASE, TOLERANCE)
+    assert_passes(lane_of("llama", "both", "tl"), "tl-decode", INFERRED_CASE, tmp_path)
+    if release < (2, 9):  # the real Bloom cache bug, in this mode too
+        assert_reproduces(lane_of("bloom-560m", "both", "tl"), "tl-decode", INFERRED_CASE, tmp_path)
+        return
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE.format(oracle="tl-decode", lane="tl", case="INFERRED_CASE")], capture_output=True,
+        text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)
+    assert probe.returncode == 0, probe.stdout + probe.stderr[-3000:]
 
 
 @pytest.mark.parametrize("oracle, lane", [("tl-decode", "tl"), ("cross", "cross"), ("batch", "tl"), ("chunked", "tl")])

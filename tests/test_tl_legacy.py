@@ -157,3 +157,30 @@ def test_an_architecture_converted_only_by_official_name_builds_at_an_official_s
                     "--max-examples", "5", "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path)
     assert result.returncode == 5, result.stdout + result.stderr
     assert "cannot build Gemma2ForCausalLM: it converts Gemma2ForCausalLM only from official names" in result.stdout
+
+
+def test_padding_inferred_from_the_pad_token_is_its_own_mode():
+    # TransformerLens infers a padded batch's mask from the pad token when none is passed, and stores it in its
+    # cache, in every 2.x/3.x release (before 2.9 a mask passed explicitly is not stored: the finding above).
+    from fuzzkv.backends.loader import load_lanes
+    from fuzzkv.case import Case
+    from fuzzkv.config import RunConfig
+    from fuzzkv.oracles import ORACLES
+    from fuzzkv.oracles.check import check
+    from fuzzkv.verdict import Bounds
+
+    lane = load_lanes(RunConfig(model="llama", backend="tl", scale="tiny", db_url="memory:")).lanes["tl"]
+    assert lane.capabilities.padding_modes == ("explicit", "inferred")
+    bounds = Bounds(1e-3, 1e-3)  # tiny float32: rounding ~1e-5
+
+    def verdict(prompts, mode):
+        return check(ORACLES["tl-decode"], lane, Case(prompts=prompts, max_new_tokens=3,
+                                                      settings={"padding_mode": mode}), bounds)
+
+    padded = ((3, 4, 5, 7), (6, 9), (8,))
+    assert verdict(padded, "inferred").kind == "pass"
+    assert verdict(padded, "explicit").kind == ("pass" if TL_RELEASE >= (2, 9) else "error")
+    # A real first token equal to the pad token reads as padding in this mode: not applicable, never a finding.
+    pad = lane.subject.pad_id
+    misread = verdict(((pad, 4, 5), (6,)), "inferred")
+    assert misread.kind == "refused" and "reads leading padding" in misread.error

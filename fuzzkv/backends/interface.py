@@ -57,6 +57,10 @@ class Capabilities:
     # The ``cache_implementation`` values the library's own generate() is drawn with for this model here, as the
     # installed version names them ("default": none passed); empty: generate() takes no such choice.
     generate_caches: tuple[str, ...] = ()
+    # How a padded batch is told to the model, as the case setting ``padding_mode`` draws it (the first: the mode a
+    # case shrinks to); empty: one way only (an explicit attention mask). TransformerLens 2.x/3.x also infers
+    # padding from the pad token ("inferred").
+    padding_modes: tuple[str, ...] = ()
 
     def allows(self, min_batch: int, needs: frozenset[str]) -> bool:
         """Whether an oracle needing ``min_batch`` rows and the features ``needs`` can run here."""

@@ -276,8 +276,10 @@ def tl_script(tl: TLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
 
 def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
-    subject = "hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config)"
-    body = _tl_body(oracle, "hooked_generate(hooked, ids, CASE['max_new_tokens'])")
+    # The case's padding mode: with "inferred", cached calls let TransformerLens infer padding from the pad token.
+    infer = ", infer_pad_id=PAD" if dict(case.settings).get("padding_mode") == "inferred" else ""
+    subject = f"hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config{infer})"
+    body = _tl_body(oracle, "hooked_generate_rows(hooked, ids, mask, CASE['max_new_tokens'], PAD)")
     return assemble(tl.hf, oracle, case, bounds, modules=(tl_legacy_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
 

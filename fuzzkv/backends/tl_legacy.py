@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from fuzzkv.backends import tl_legacy_paths
+from fuzzkv.backends import canaries, tl_legacy_paths
 from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
-from fuzzkv.backends.interface import Capabilities, Trace
+from fuzzkv.backends.interface import Capabilities, Refused, Trace
 from fuzzkv.case import Case
 from fuzzkv.features import PADDED_POSITIONS
 from fuzzkv.verdict import Bounds
@@ -28,7 +28,8 @@ class LegacyTLBackend(DrivenBackend):
     name = "tl"
     # Padded batches pass their mask explicitly (generate() runs each row alone: see tl_legacy_paths); positions
     # come from the mask, so a left-padded row equals the row alone.
-    capabilities = Capabilities(caches=("dynamic",), features=frozenset({PADDED_POSITIONS}))
+    capabilities = Capabilities(caches=("dynamic",), features=frozenset({PADDED_POSITIONS}),
+                                padding_modes=("explicit", "inferred"))
 
     def __init__(self, hf: HFBackend, api: str):
         self.hf, self.info, self.api = hf, hf.info, api
@@ -52,6 +53,19 @@ class LegacyTLBackend(DrivenBackend):
             view.hooked = model.hooked  # type: ignore[attr-defined]
         return view
 
+    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
+               chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
+        """The cached path; a case drawn with ``padding_mode`` "inferred" lets TransformerLens infer each cached
+        call's mask from the pad token (a case it would misread is refused: not applicable, not a finding)."""
+        if dict(case.settings).get("padding_mode") != "inferred":
+            return super().cached(case, tokens, cache=cache, chunks=chunks, precise=precise)
+        model = _inferring(self._precise_model() if precise else self.model, self.pad_id)
+        try:
+            return Trace.everywhere(*self.paths.cached(model, case.to_dict(), self.pad_id, self.device, kind=cache,
+                                                       chunks=chunks, forced=tokens))
+        except tl_legacy_paths.ReadAsPadding as exc:
+            raise Refused(str(exc)) from exc
+
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)
         sequences, steps = tl_legacy_paths.hooked_generate_rows(self.hooked, ids, mask, case.max_new_tokens,
@@ -65,3 +79,10 @@ class LegacyTLBackend(DrivenBackend):
         from fuzzkv.backends.repro import legacy_tl_script
 
         return legacy_tl_script(self, oracle, case, bounds)
+
+
+def _inferring(model: Any, pad_id: int) -> Any:
+    """``model`` (an adapter, or a canary over one) letting TransformerLens infer padding from ``pad_id``."""
+    if isinstance(model, canaries.Mutant):
+        return model.over(_inferring(model.inner, pad_id))
+    return tl_legacy_paths.HookedAsModel(model.hooked, model.config, infer_pad_id=pad_id)

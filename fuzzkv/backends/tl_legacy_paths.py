@@ -20,17 +20,20 @@ import torch
 from fuzzkv.backends.hf_paths import SilentlyUncached
 
 
-def word_level_tokenizer(vocab_size):
-    """One word per id, plus a pad token past the model's vocabulary: no real input is ever mistaken
-    for padding. add_bos_token and name_or_path keep TransformerLens from reloading it by name (a network call)."""
+def word_level_tokenizer(vocab_size, pad_id=None):
+    """One word per id, plus a pad token past the model's vocabulary (no real input is ever mistaken for padding),
+    or the id ``pad_id`` as the pad token, left padding (for TransformerLens to infer padding from it).
+    add_bos_token and name_or_path keep TransformerLens from reloading it by name (a network call)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"t{i}": i for i in range(vocab_size)} | {"<pad>": vocab_size}
+    vocab = {f"t{i}": i for i in range(vocab_size)} | ({"<pad>": vocab_size} if pad_id is None else {})
     words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
     words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=words, bos_token="t1", eos_token="t2", pad_token="<pad>",
-                                   unk_token="t0", add_bos_token=True, name_or_path="fuzzkv-word-level")
+    pad = "<pad>" if pad_id is None else f"t{pad_id}"
+    return PreTrainedTokenizerFast(tokenizer_object=words, bos_token="t1", eos_token="t2", pad_token=pad,
+                                   unk_token="t0", add_bos_token=True, name_or_path="fuzzkv-word-level",
+                                   padding_side="left")
 
 
 def build_hooked_transformer(hf_model):
@@ -121,15 +124,20 @@ class HookedAsModel:
 
     Padded batches pass their attention mask explicitly (the HF path code's mask over the sequence so far): an
     uncached call gets it whole, a cached call the new tokens' part, which the cache is documented to store
-    ("If passed, we're doing caching and attention_mask will be stored in the cache"). A cached call checks that
-    the cache grew by the tokens fed.
+    ("If passed, we're doing caching and attention_mask will be stored in the cache"). With ``infer_pad_id``,
+    a cached call passes no mask: TransformerLens infers it from that pad token (leading pads, left padding) and
+    stores it in the cache itself; a chunk whose inferred mask is not its real one (a real token equal to the
+    pad token where a leading pad would be) raises :class:`ReadAsPadding`. A cached call checks that the cache
+    grew by the tokens fed.
     """
 
-    def __init__(self, hooked, hf_config):
-        self.hooked, self.config = hooked, hf_config
+    def __init__(self, hooked, hf_config, infer_pad_id=None):
+        self.hooked, self.config, self.infer_pad_id = hooked, hf_config, infer_pad_id
+        self.inferring = None if infer_pad_id is None else word_level_tokenizer(hf_config.vocab_size, infer_pad_id)
 
     def forward(self, input_ids, attention_mask=None, cache=None, use_cache=True, **ignored):
         key_value_cache = key_value_cache_class()
+        real_mask = None if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None  # unpadded: the call every TransformerLens user makes, with no mask
         if not use_cache:
@@ -138,12 +146,34 @@ class HookedAsModel:
             cache = key_value_cache.init_cache(self.hooked.cfg, input_ids.device, input_ids.shape[0])
         before = cache[0].past_keys.shape[1]
         new_tokens_mask = None if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
-        logits = self.hooked(input_ids, attention_mask=new_tokens_mask, past_kv_cache=cache)
+        if self.infer_pad_id is None:
+            logits = self.hooked(input_ids, attention_mask=new_tokens_mask, past_kv_cache=cache)
+        else:
+            logits = self._inferring_padding(input_ids, real_mask, cache)
         if cache[0].past_keys.shape[1] != before + input_ids.shape[1]:
             raise SilentlyUncached(f"the cache did not grow from {before} to {before + input_ids.shape[1]} tokens")
         return types.SimpleNamespace(logits=logits, cache=cache)
 
+    def _inferring_padding(self, input_ids, real_mask, cache):
+        """A cached call with no mask: TransformerLens infers it from the pad token of the tokenizer it holds."""
+        from transformer_lens import utils
+
+        inferred = utils.get_attention_mask(self.inferring, input_ids, self.hooked.cfg.default_prepend_bos)
+        if real_mask is not None and not torch.equal(inferred.to(real_mask.dtype), real_mask):
+            raise ReadAsPadding(f"a real token equal to the pad token {self.infer_pad_id} where TransformerLens reads "
+                                "leading padding")
+        own, self.hooked.tokenizer = self.hooked.tokenizer, self.inferring
+        try:
+            return self.hooked(input_ids, past_kv_cache=cache)
+        finally:
+            self.hooked.tokenizer = own
+
     __call__ = forward
+
+
+class ReadAsPadding(ValueError):
+    """TransformerLens infers padding from the pad token (its leading occurrences, with left padding): a case
+    whose real tokens it would read as padding is not one this mode can run (not a cache bug)."""
 
 
 def hooked_generate_rows(hooked, ids, mask, max_new_tokens, pad_id):

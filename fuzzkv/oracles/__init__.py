@@ -35,6 +35,7 @@ from fuzzkv.strategies import (
     cases,
     equal_lengths,
     generate_settings,
+    padding_settings,
     paged_settings,
     prefix_settings,
     quantized_settings,
@@ -88,8 +89,10 @@ ORACLES: dict[str, Oracle] = _oracles(
            "the teacher-forced reference", lambda s: with_settings(
                cases(s, chunked=False, padding=("left",), caches=("dynamic",) if s.generate_caches else None),
                generate_settings(s)), "core", ("hf", "torchtune")),
-    Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache, and its generate()",
-           lambda s: cases(s, padding=("left",), caches=("dynamic",)), "tl", ("tl",)),
+    Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache (a padded batch's mask passed, or "
+           "inferred from the pad token where the release does that), and its generate()",
+           lambda s: with_settings(cases(s, padding=("left",), caches=("dynamic",)), padding_settings(s)), "tl",
+           ("tl",)),
     Oracle("cross", "each other backend (TransformerLens, torchtune) vs HF on the same case and weights: uncached, "
            "cached and greedy tokens", lambda s: cases(s, caches=("dynamic",)), "cross", ("cross", "cross-torchtune")),
     Oracle("beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",

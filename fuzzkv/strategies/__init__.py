@@ -45,6 +45,7 @@ class CaseSpace:
     head_dim: int | None = None  # the attention heads' width: a quantization group must divide it
     quantizers: tuple[str, ...] = ()  # the quantized-cache backends the library has here (quanto, hqq, fp8)
     generate_caches: tuple[str, ...] = ()  # generate()'s cache_implementation values here ("default" first)
+    padding_modes: tuple[str, ...] = ()  # how a padded batch is told to the model, where there is a choice
     padding_sides: tuple[str, ...] = PADDING_SIDES
     dtype: str = "float32"
     max_boundary_len: int = 128
@@ -223,6 +224,14 @@ def generate_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[di
     drawn = (_sampled_from(space.generate_caches).map(lambda name: {"cache_implementation": name})
              if space.generate_caches else st.just({}))
     return lambda case: drawn
+
+
+def padding_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[dict[str, Any]]]:
+    """How a padded case tells the model its padding (shrinks to the first mode); nothing for an unpadded case or
+    where the backend has one way only."""
+    drawn = (_sampled_from(space.padding_modes).map(lambda mode: {"padding_mode": mode})
+             if space.padding_modes else st.just({}))
+    return lambda case: drawn if len({len(p) for p in case.prompts}) > 1 else st.just({})
 
 
 def beam_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
