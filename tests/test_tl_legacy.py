@@ -120,6 +120,9 @@ def test_fuzzkv_runs_clean_on_transformers_4(model, tmp_path):
     # Where this release has a known failure of an oracle's path (a static cache, DynamicCache's reset()), the other
     # oracles must still be clean.
     known = {**known_on_4(model), "cache-reuse": reset_keeps_keys_reason()}
+    if "cache-impl" in known:
+        # The release's static cache itself is broken for this model, and every cached oracle draws it.
+        pytest.skip(f"{model}: {known['cache-impl']}")
     run = [name for name in ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate") if not known.get(name)]
     oracles = [flag for name in run for flag in ("--oracle", name)] if any(known.values()) else []
     result = fuzzkv("run", "--model", model, "--scale", "tiny", "--max-examples", "25", *oracles,
