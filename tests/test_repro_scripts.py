@@ -133,9 +133,15 @@ def test_transformerlens_scripts_reproduce_a_transformerlens_side_bug(oracle, la
     del tl
     # Later releases: the factory plants a TransformerLens-side bug at import (subprocess only): Bloom's ALiBi
     # sliced one row off on TransformerBridge (4.x), a wrong attention scale on cached calls on HookedTransformer.
+    assert_planted_bug_reproduces(oracle, lane, "TL_CASE", tmp_path)
+
+
+def assert_planted_bug_reproduces(oracle: str, lane: str, case: str, tmp_path: Path) -> None:
+    """The planted TransformerLens-side bug (tests/broken_tl.py) breaks ``oracle`` on the case named ``case`` and
+    its script reproduces it, in a subprocess (the plant patches TransformerLens for the whole process)."""
     probe = subprocess.run(
-        [sys.executable, "-c", PROBE.format(oracle=oracle, lane=lane, case="TL_CASE")], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)
+        [sys.executable, "-c", PROBE.format(oracle=oracle, lane=lane, case=case)], capture_output=True, text=True,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)
     assert probe.returncode == 0, probe.stdout + probe.stderr[-3000:]
 
 
@@ -165,10 +171,7 @@ def test_legacy_transformerlens_scripts_run_the_inferred_padding_mode(tmp_path):
     if release < (2, 9):  # the real Bloom cache bug, in this mode too
         assert_reproduces(lane_of("bloom-560m", "both", "tl"), "tl-decode", INFERRED_CASE, tmp_path)
         return
-    probe = subprocess.run(
-        [sys.executable, "-c", PROBE.format(oracle="tl-decode", lane="tl", case="INFERRED_CASE")], capture_output=True,
-        text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "REPRO_DIR": str(tmp_path)}, timeout=900)
-    assert probe.returncode == 0, probe.stdout + probe.stderr[-3000:]
+    assert_planted_bug_reproduces("tl-decode", "tl", "INFERRED_CASE", tmp_path)
 
 
 @pytest.mark.parametrize("oracle, lane", [("tl-decode", "tl"), ("cross", "cross"), ("batch", "tl"), ("chunked", "tl")])

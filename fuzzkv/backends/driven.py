@@ -33,9 +33,12 @@ class DrivenBackend(Backend):
 
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
                chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
-        model = self._precise_model() if precise else self.model
-        return Trace.everywhere(*self.paths.cached(model, case.to_dict(), self.pad_id, self.device, kind=cache,
-                                                   chunks=chunks, forced=tokens))
+        return Trace.everywhere(*self.paths.cached(self._cached_model(case, precise), case.to_dict(), self.pad_id,
+                                                   self.device, kind=cache, chunks=chunks, forced=tokens))
+
+    def _cached_model(self, case: Case, precise: bool) -> Any:
+        """What the cached path drives for ``case``: the model, or its precise twin."""
+        return self._precise_model() if precise else self.model
 
     def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
         model = self._precise_model() if precise else self.model

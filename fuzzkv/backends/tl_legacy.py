@@ -55,16 +55,16 @@ class LegacyTLBackend(DrivenBackend):
 
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
                chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
-        """The cached path; a case drawn with ``padding_mode`` "inferred" lets TransformerLens infer each cached
-        call's mask from the pad token (a case it would misread is refused: not applicable, not a finding)."""
-        if dict(case.settings).get("padding_mode") != "inferred":
-            return super().cached(case, tokens, cache=cache, chunks=chunks, precise=precise)
-        model = _inferring(self._precise_model() if precise else self.model, self.pad_id)
         try:
-            return Trace.everywhere(*self.paths.cached(model, case.to_dict(), self.pad_id, self.device, kind=cache,
-                                                       chunks=chunks, forced=tokens))
-        except tl_legacy_paths.ReadAsPadding as exc:
+            return super().cached(case, tokens, cache=cache, chunks=chunks, precise=precise)
+        except tl_legacy_paths.ReadAsPadding as exc:  # not applicable in this padding mode, not a finding
             raise Refused(str(exc)) from exc
+
+    def _cached_model(self, case: Case, precise: bool) -> Any:
+        """A case drawn with ``padding_mode`` "inferred" lets TransformerLens infer each cached call's mask from the
+        pad token."""
+        model = super()._cached_model(case, precise)
+        return _inferring(model, self.pad_id) if dict(case.settings).get("padding_mode") == "inferred" else model
 
     def generate(self, case: Case) -> Trace:
         ids, mask = self.hf.padded(case)

@@ -51,10 +51,11 @@ def build_hooked_transformer(hf_model):
             cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
         except NotImplementedError:
             cfg = None
-        if cfg is None or not same_sizes(cfg.to_dict(), model.config):
+        converted = None if cfg is None else cfg.to_dict()
+        if converted is None or not same_sizes(converted, model.config):
             # This release converts the architecture by official name only, each with its hard-coded sizes
             # (TransformerLens 2.3.0's Gemma-2 and Mistral): build from the official name of this model's sizes.
-            name = official_name_of_same_size(model.config, None if cfg is None else cfg.to_dict())
+            name = official_name_of_same_size(model.config, converted)
             cfg = loading.get_pretrained_model_config(name, fold_ln=False, device="cpu", dtype=torch.float32,
                                                       local_files_only=True)
         state = loading.get_pretrained_state_dict(name, cfg, hf_model=model, dtype=torch.float32)
@@ -145,8 +146,8 @@ class HookedAsModel:
         if cache is None or not isinstance(cache, key_value_cache):
             cache = key_value_cache.init_cache(self.hooked.cfg, input_ids.device, input_ids.shape[0])
         before = cache[0].past_keys.shape[1]
-        new_tokens_mask = None if attention_mask is None else attention_mask[:, -input_ids.shape[1]:]
         if self.infer_pad_id is None:
+            new_tokens_mask = None if attention_mask is None else real_mask
             logits = self.hooked(input_ids, attention_mask=new_tokens_mask, past_kv_cache=cache)
         else:
             logits = self._inferring_padding(input_ids, real_mask, cache)
