@@ -15,6 +15,10 @@ PADDING_SIDES = ("left", "right")
 DRAWN_CACHES = ("dynamic", "static")  # what the core oracles draw
 CACHES = (*DRAWN_CACHES, "quantized")  # "quantized": its knobs in ``settings``, drawn by its own oracle only
 DTYPES = ("float32", "bfloat16", "float16")
+# The setting saying how a padded case tells the model its padding, where a backend has a choice (its capabilities'
+# padding_modes): an explicit attention mask, or the pad token the library infers padding from.
+PADDING_MODE = "padding_mode"
+EXPLICIT_PADDING, INFERRED_PADDING = "explicit", "inferred"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,19 @@ def tl_cache_bug_reason(padded: bool = True) -> str | None:
     return None
 
 
+# TransformerLens releases whose HookedTransformer.generate() attends to a left-padded batch's padding (it infers the
+# mask from a tensor of zeros, not the prompt): [from, before). Checked: 2.13.0, 2.18.0, 3.0.0 affected; 2.11.0, 3.1.0
+# not (TransformerLens PR #999). fuzzkv meets it where tl-decode runs generate on the padded batch whole (padding_mode
+# "inferred"): findings/transformerlens-generate-ignores-left-padding-2-13.md.
+GENERATE_IGNORES_PADDING = ((2, 13), (3, 1))
+
+
+def tl_generate_ignores_padding() -> bool:
+    """Whether the installed TransformerLens's generate() attends to a padded batch's padding."""
+    tl = _version("transformer-lens")
+    return tl is not None and GENERATE_IGNORES_PADDING[0] <= tl[:2] < GENERATE_IGNORES_PADDING[1]
+
+
 # Bugs with a standalone script in findings/ that exits 1 where they are present: (finding, the library it is a
 # bug of, the first release of it checked affected). The transformers scripts drive 5.24's cache= keyword.
 SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
@@ -74,6 +87,7 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
     ("transformers-dynamiccache-reset-keeps-keys-4-57", "transformers", (4, 57)),
     ("transformers-mpt-static-cache-mask-4-57", "transformers", (4, 57)),
+    ("transformerlens-generate-ignores-left-padding-2-13", "transformer-lens", (2, 13)),
 ]
 # Bugs gone by a later release, with the first release checked not to have them (their scripts print "not reproduced"
 # and exit 0 there); releases in between were not checked.
@@ -81,7 +95,8 @@ GONE_BY = {"transformers-gemma2-static-cache-generate-mask-4-46": (4, 57),
            "transformers-sliding-window-cache-long-prompt-4-46": (4, 57),
            "transformers-gpt-neox-static-cache-generate-4-46": (4, 57),
            "transformers-dynamiccache-reset-keeps-keys-4-57": (5, 23),
-           "transformers-mpt-static-cache-mask-4-57": (5, 23)}
+           "transformers-mpt-static-cache-mask-4-57": (5, 23),
+           "transformerlens-generate-ignores-left-padding-2-13": GENERATE_IGNORES_PADDING[1]}
 
 
 # The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).

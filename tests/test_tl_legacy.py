@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import transformers
 
+from tests.known_bugs import tl_generate_ignores_padding
+
 ROOT = Path(__file__).resolve().parent.parent
 TL = metadata.version("transformer-lens")
 TL_RELEASE = tuple(int(part) for part in TL.split(".")[:2])
@@ -48,9 +50,10 @@ def test_old_transformerlens_bloom_cache_bug_is_found_and_shrunk(tmp_path):
 @pytest.mark.skipif(TL_RELEASE < (2, 9), reason=f"TransformerLens {TL}: its real Bloom bug is the one found (above)")
 def test_a_planted_hookedtransformer_bug_is_found_and_its_script_reproduces_it(tmp_path):
     # tests/broken_tl.py scales the attention scores of every cached call by 1.25 on the TransformerLens side.
+    # One row per case: on 2.13-3.0, a padded batch's generate() meets a real bug of its own (the next tests).
     db = f"sqlite:///{tmp_path / 'x.db'}"
     result = fuzzkv("run", "--model", "tests.broken_tl:make", "--backend", "tl", "--oracle", "tl-decode",
-                    "--max-examples", "40", "--db", db, "--json", cwd=ROOT)
+                    "--max-examples", "40", "--max-batch", "1", "--db", db, "--json", cwd=ROOT)
     assert result.returncode == 1, result.stderr
     [failure] = json.loads(result.stdout)["failures"]
     assert failure["backend"] == "tl" and failure["kind"] == "mismatch"
@@ -61,6 +64,28 @@ def test_a_planted_hookedtransformer_bug_is_found_and_its_script_reproduces_it(t
     repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert repro.returncode == 1 and "FAILS" in repro.stdout, repro.stdout + repro.stderr[-2000:]
+
+
+GENERATE_VS_ALONE = "generate(use_past_kv_cache=True) vs each prompt alone"
+
+
+@pytest.mark.skipif(not tl_generate_ignores_padding(), reason=f"TransformerLens {TL}'s generate() masks the padding")
+def test_generate_attending_to_a_padded_batchs_padding_is_found_and_shrunk(tmp_path):
+    # TransformerLens 2.13-3.0 build generate()'s mask from a tensor of zeros (TransformerLens #1005, fixed in 3.1):
+    # tl-decode runs generate() on the padded batch whole where TransformerLens infers the padding itself.
+    result = fuzzkv("run", "--model", "llama", "--backend", "tl", "--scale", "tiny", "--oracle", "tl-decode",
+                    "--max-examples", "60", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    [failure] = json.loads(result.stdout)["failures"]
+    assert failure["kind"] == "mismatch" and failure["comparison"] == GENERATE_VS_ALONE
+    case = failure["case"]
+    assert case["settings"] == {"padding_mode": "inferred"} and case["max_new_tokens"] == 1
+    assert sorted(len(prompt) for prompt in case["prompts"]) == [1, 2]  # two rows, one padded by one token
+    script = tmp_path / "repro.py"
+    script.write_text(failure["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                           timeout=300)
+    assert repro.returncode == 1 and f"{GENERATE_VS_ALONE}, uncached: max" in repro.stdout, repro.stdout
 
 
 # Architectures a release converts to fixed sizes whatever the config says: (model, TransformerLens minor) -> the
@@ -181,7 +206,12 @@ def test_padding_inferred_from_the_pad_token_is_its_own_mode():
                                                       settings={"padding_mode": mode}), bounds)
 
     padded = ((3, 4, 5, 7), (6, 9), (8,))
-    assert verdict(padded, "inferred").kind == "pass"
+    inferred = verdict(padded, "inferred")  # generate() runs on the padded batch whole in this mode
+    if tl_generate_ignores_padding():  # 2.13 <= TL < 3.1: generate() attends to the padding (a finding)
+        assert inferred.kind == "mismatch" and inferred.comparison == GENERATE_VS_ALONE
+        assert inferred.metrics.max_abs_diff > 1.0
+    else:
+        assert inferred.kind == "pass"
     assert verdict(padded, "explicit").kind == ("pass" if TL_RELEASE >= (2, 9) else "error")
     # A real first token equal to the pad token reads as padding in this mode: not applicable, never a finding.
     pad = lane.subject.pad_id

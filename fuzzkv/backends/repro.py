@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from fuzzkv.backends import hf_loading, hf_paths, tl_legacy_paths, tl_paths, tt_paths
+from fuzzkv.case import INFERRED_PADDING, PADDING_MODE
 from fuzzkv.quantizers import exact_in_float64
 
 if TYPE_CHECKING:
@@ -44,6 +45,19 @@ def report(label, reference_logits, candidate_logits, checked):
 def teacher_forced(model, sequences, mask, prompt_length):
     """The uncached reference at the positions generate() produced logits for."""
     return reference(model, sequences, mask)[:, prompt_length - 1:]
+
+
+def uncached_alone(model, tokens, mask):
+    """The uncached reference of each row alone (its real tokens, no padding), at the row's positions [B, T-1, V]."""
+    rows = []
+    for row, real in zip(tokens, mask.bool()):
+        alone = row[real].unsqueeze(0)
+        logits = reference(model, alone, torch.ones_like(alone))[0]
+        placed = torch.full((tokens.shape[1] - 1, logits.shape[-1]), float("nan"), dtype=logits.dtype,
+                            device=logits.device)
+        placed[real[:-1].nonzero().squeeze(-1)] = logits[:int(real[:-1].sum())]
+        rows.append(placed)
+    return torch.stack(rows)
 
 
 def report_rows_alone(model, batched, tokens, mask, same_chunks=False):
@@ -183,8 +197,11 @@ tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
 report("forward with a cache vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())
 ids, mask = padded(CASE, PAD, DEVICE)
 sequences, steps = {generate}
-ref = teacher_forced(subject, sequences, mask, ids.shape[1])
-report("generate(use_past_kv_cache=True) vs uncached", ref, torch.stack([s.float() for s in steps], 1),
+if len({len(p) for p in CASE["prompts"]}) > 1:  # a padded batch: each prompt alone, uncached, is what it must equal
+    ref, against = uncached_alone(subject, sequences, mask)[:, ids.shape[1] - 1:], "each prompt alone, uncached"
+else:
+    ref, against = teacher_forced(subject, sequences, mask, ids.shape[1]), "uncached"
+report(f"generate(use_past_kv_cache=True) vs {against}", ref, torch.stack([s.float() for s in steps], 1),
        torch.ones(ref.shape[:2], dtype=torch.bool))
 ''',
     "cross": CROSS.replace("{hf}", "").replace("{name}", "TransformerLens"),
@@ -277,9 +294,13 @@ def tl_script(tl: TLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
 def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
     # The case's padding mode: with "inferred", cached calls let TransformerLens infer padding from the pad token.
-    infer = ", infer_pad_id=PAD" if dict(case.settings).get("padding_mode") == "inferred" else ""
+    # The case's padding mode: with "inferred", TransformerLens infers padding from the pad token, in cached calls
+    # and in generate on the padded batch whole (else generate runs each row alone, as fuzzkv does).
+    inferred = case.setting(PADDING_MODE) == INFERRED_PADDING
+    infer = ", infer_pad_id=PAD" if inferred else ""
     subject = f"hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config{infer})"
-    body = _tl_body(oracle, "hooked_generate_rows(hooked, ids, mask, CASE['max_new_tokens'], PAD)")
+    generate = "hooked_generate_batch" if inferred else "hooked_generate_rows"
+    body = _tl_body(oracle, f"{generate}(hooked, ids, mask, CASE['max_new_tokens'], PAD)")
     return assemble(tl.hf, oracle, case, bounds, modules=(tl_legacy_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
 

@@ -17,7 +17,7 @@ from fuzzkv.backends import canaries, tl_legacy_paths
 from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Capabilities, Refused, Trace
-from fuzzkv.case import Case
+from fuzzkv.case import EXPLICIT_PADDING, INFERRED_PADDING, PADDING_MODE, Case
 from fuzzkv.features import PADDED_POSITIONS
 from fuzzkv.verdict import Bounds
 
@@ -29,7 +29,7 @@ class LegacyTLBackend(DrivenBackend):
     # Padded batches pass their mask explicitly (generate() runs each row alone: see tl_legacy_paths); positions
     # come from the mask, so a left-padded row equals the row alone.
     capabilities = Capabilities(caches=("dynamic",), features=frozenset({PADDED_POSITIONS}),
-                                padding_modes=("explicit", "inferred"))
+                                padding_modes=(EXPLICIT_PADDING, INFERRED_PADDING))
 
     def __init__(self, hf: HFBackend, api: str):
         self.hf, self.info, self.api = hf, hf.info, api
@@ -64,12 +64,18 @@ class LegacyTLBackend(DrivenBackend):
         """A case drawn with ``padding_mode`` "inferred" lets TransformerLens infer each cached call's mask from the
         pad token."""
         model = super()._cached_model(case, precise)
-        return _inferring(model, self.pad_id) if dict(case.settings).get("padding_mode") == "inferred" else model
+        return _inferring(model, self.pad_id) if _infers_padding(case) else model
 
     def generate(self, case: Case) -> Trace:
+        """TransformerLens's generate: on the padded batch whole where the case lets TransformerLens infer padding
+        from the pad token (as it does for a list of prompts), else on each row alone (it takes no mask)."""
         ids, mask = self.hf.padded(case)
-        sequences, steps = tl_legacy_paths.hooked_generate_rows(self.hooked, ids, mask, case.max_new_tokens,
-                                                                 self.pad_id)
+        generate = tl_legacy_paths.hooked_generate_batch if _infers_padding(case) else \
+            tl_legacy_paths.hooked_generate_rows
+        try:
+            sequences, steps = generate(self.hooked, ids, mask, case.max_new_tokens, self.pad_id)
+        except tl_legacy_paths.ReadAsPadding as exc:  # not applicable in this padding mode, not a finding
+            raise Refused(str(exc)) from exc
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def module(self) -> torch.nn.Module:
@@ -79,6 +85,11 @@ class LegacyTLBackend(DrivenBackend):
         from fuzzkv.backends.repro import legacy_tl_script
 
         return legacy_tl_script(self, oracle, case, bounds)
+
+
+def _infers_padding(case: Case) -> bool:
+    """Whether ``case`` was drawn to let TransformerLens infer padding from the pad token (see padding_modes)."""
+    return case.setting(PADDING_MODE) == INFERRED_PADDING
 
 
 def _inferring(model: Any, pad_id: int) -> Any:

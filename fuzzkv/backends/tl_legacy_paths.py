@@ -11,6 +11,7 @@ state dict without folding or centring (so raw logits compare), and a word-level
 is built in memory (TransformerLens's ``generate`` asserts one even for token ids).
 """
 
+import contextlib
 import copy
 import tempfile
 import types
@@ -157,17 +158,10 @@ class HookedAsModel:
 
     def _inferring_padding(self, input_ids, real_mask, cache):
         """A cached call with no mask: TransformerLens infers it from the pad token of the tokenizer it holds."""
-        from transformer_lens import utils
-
-        inferred = utils.get_attention_mask(self.inferring, input_ids, self.hooked.cfg.default_prepend_bos)
-        if real_mask is not None and not torch.equal(inferred.to(real_mask.dtype), real_mask):
-            raise ReadAsPadding(f"a real token equal to the pad token {self.infer_pad_id} where TransformerLens reads "
-                                "leading padding")
-        own, self.hooked.tokenizer = self.hooked.tokenizer, self.inferring
-        try:
+        if real_mask is not None:
+            refuse_misread_padding(self.hooked, self.inferring, input_ids, real_mask)
+        with holding(self.hooked, self.inferring):
             return self.hooked(input_ids, past_kv_cache=cache)
-        finally:
-            self.hooked.tokenizer = own
 
     __call__ = forward
 
@@ -175,6 +169,27 @@ class HookedAsModel:
 class ReadAsPadding(ValueError):
     """TransformerLens infers padding from the pad token (its leading occurrences, with left padding): a case
     whose real tokens it would read as padding is not one this mode can run (not a cache bug)."""
+
+
+def refuse_misread_padding(hooked, inferring, tokens, real_mask):
+    """Raise :class:`ReadAsPadding` where TransformerLens, inferring padding with the tokenizer ``inferring``, would
+    not read ``tokens``' real mask ``real_mask`` (a real token equal to the pad token where a leading pad would be)."""
+    from transformer_lens import utils
+
+    inferred = utils.get_attention_mask(inferring, tokens, hooked.cfg.default_prepend_bos)
+    if not torch.equal(inferred.to(real_mask.dtype), real_mask):
+        raise ReadAsPadding(f"a real token equal to the pad token {inferring.pad_token_id} where TransformerLens "
+                            "reads leading padding")
+
+
+@contextlib.contextmanager
+def holding(hooked, tokenizer):
+    """``hooked`` with ``tokenizer`` (whose pad token TransformerLens infers padding from) in the block."""
+    own, hooked.tokenizer = hooked.tokenizer, tokenizer
+    try:
+        yield hooked
+    finally:
+        hooked.tokenizer = own
 
 
 def hooked_generate_rows(hooked, ids, mask, max_new_tokens, pad_id):
@@ -189,6 +204,21 @@ def hooked_generate_rows(hooked, ids, mask, max_new_tokens, pad_id):
         rows.append((torch.cat([padding, sequence], 1), steps))
     sequences = torch.cat([sequence for sequence, _ in rows])
     return sequences, [torch.cat([steps[i] for _, steps in rows]) for i in range(max_new_tokens)]
+
+
+def hooked_generate_batch(hooked, ids, mask, max_new_tokens, pad_id):
+    """TransformerLens's generate on a left-padded batch whole, inferring its padding from the pad token ``pad_id``
+    as it does for a batch of prompts: (sequences [B, L + n], step logits n x [B, V]). Raises :class:`ReadAsPadding`
+    where a real token, of a prompt or generated and fed back, would read as padding (some releases infer each
+    step's mask from the tokens fed: a generated pad token would be masked there, which is not a cache bug)."""
+    inferring = word_level_tokenizer(hooked.cfg.d_vocab, pad_id)
+    prompt_mask = mask[:, :ids.shape[1]]
+    refuse_misread_padding(hooked, inferring, ids, prompt_mask)
+    with holding(hooked, inferring):
+        sequences, steps = hooked_generate(hooked, ids, max_new_tokens)
+    for fed in sequences[:, ids.shape[1]:-1].T:  # each generated token fed back, as a one-token chunk
+        refuse_misread_padding(hooked, inferring, fed.unsqueeze(1), torch.ones_like(fed).unsqueeze(1))
+    return sequences, steps
 
 
 @torch.inference_mode()

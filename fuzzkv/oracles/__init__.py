@@ -90,7 +90,8 @@ ORACLES: dict[str, Oracle] = _oracles(
                cases(s, chunked=False, padding=("left",), caches=("dynamic",) if s.generate_caches else None),
                generate_settings(s)), "core", ("hf", "torchtune")),
     Oracle("tl-decode", "TransformerLens cached vs uncached: forward with a cache (a padded batch's mask passed, or "
-           "inferred from the pad token where the release does that), and its generate()",
+           "inferred from the pad token where the release does that), and its generate() (a padded batch: vs each "
+           "prompt alone)",
            lambda s: with_settings(cases(s, padding=("left",), caches=("dynamic",)), padding_settings(s)), "tl",
            ("tl",)),
     Oracle("cross", "each other backend (TransformerLens, torchtune) vs HF on the same case and weights: uncached, "

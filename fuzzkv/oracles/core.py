@@ -33,9 +33,20 @@ def batch_rows_alone(backend: Backend, case: Case, batched: Trace, same_chunks: 
     return batched, _scatter(batched, rows)
 
 
+def uncached_alone(backend: Backend, trace: Trace) -> Trace:
+    """The uncached reference of each row of ``trace`` alone (its real tokens with no padding, one forward pass
+    each), placed at the row's positions: what every row of a padded batch must equal."""
+    rows = []
+    for row, real in enumerate(trace.attention_mask.bool()):
+        alone = trace.tokens[row][real].unsqueeze(0)
+        logits = run_path(f"uncached, row {row} alone", backend.reference, alone, torch.ones_like(alone))
+        rows.append(Trace.everywhere(alone, torch.ones_like(alone), logits))
+    return _scatter(trace, rows)
+
+
 def _scatter(batched: Trace, rows: list[Trace]) -> Trace:
     """Place each single-row trace's logits at that row's real positions in the batch."""
-    logits = torch.full_like(batched.logits, float("nan"))
+    logits = torch.full_like(batched.logits, float("nan"), dtype=rows[0].logits.dtype)  # the rows' precision
     checked = torch.zeros_like(batched.checked)
     for row, alone in enumerate(rows):
         where = batched.attention_mask[row, :-1].bool().nonzero().squeeze(-1)

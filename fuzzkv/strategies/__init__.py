@@ -23,7 +23,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from hypothesis import strategies as st
 
-from fuzzkv.case import DRAWN_CACHES, PADDING_SIDES, Case
+from fuzzkv.case import DRAWN_CACHES, PADDING_MODE, PADDING_SIDES, Case
 from fuzzkv.quantizers import QUANTIZER_OPTIONS
 
 P = ParamSpec("P")
@@ -229,7 +229,7 @@ def generate_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[di
 def padding_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[dict[str, Any]]]:
     """How a padded case tells the model its padding (shrinks to the first mode); nothing for an unpadded case or
     where the backend has one way only."""
-    drawn = (_sampled_from(space.padding_modes).map(lambda mode: {"padding_mode": mode})
+    drawn = (_sampled_from(space.padding_modes).map(lambda mode: {PADDING_MODE: mode})
              if space.padding_modes else st.just({}))
     return lambda case: drawn if len({len(p) for p in case.prompts}) > 1 else st.just({})
 
