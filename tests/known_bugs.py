@@ -123,11 +123,16 @@ def scripted_reason(finding: str) -> str | None:
 # Static-cache failures of transformers 4.x releases per (model, transformers minor): the oracle that shows each,
 # and its write-up. The clean-on-4.x runs leave those oracles out there, saying why. Each is a real failure fuzzkv
 # found when generate() began drawing the release's own cache implementations (2026-11-30) or cache-impl began
-# driving a StaticCache on 4.56+ (2026-12-01).
+# driving a StaticCache on 4.56+ (2026-12-01) and before 4.56 (2026-12-01, the same bugs as generate's).
 KNOWN_ON_4 = {
     ("falcon-rw", (4, 46)): {"generate": "findings/transformers-falcon-alibi-static-cache-generate.md (4.46.3 too)"},
     ("falcon-rw", (4, 57)): {"generate": "findings/transformers-falcon-alibi-static-cache-generate.md (4.57.6 too)"},
-    ("pythia-70m", (4, 46)): {"generate": "findings/transformers-gpt-neox-static-cache-generate-4-46.md"},
+    ("pythia-70m", (4, 46)): {"generate": "findings/transformers-gpt-neox-static-cache-generate-4-46.md",
+                              "cache-impl": "findings/transformers-gpt-neox-static-cache-generate-4-46.md (a "
+                                            "StaticCache driven directly too)"},
+    ("gemma-2-2b", (4, 46)): {"generate": "findings/transformers-gemma2-static-cache-generate-mask-4-46.md",
+                              "cache-impl": "findings/transformers-gemma2-static-cache-generate-mask-4-46.md (a "
+                                            "StaticCache driven directly too)"},
     ("mpt", (4, 57)): {"generate": "findings/transformers-mpt-static-cache-mask-4-57.md",
                        "cache-impl": "findings/transformers-mpt-static-cache-mask-4-57.md"},
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.known_bugs import SCRIPTED, reset_keeps_keys_reason, scripted_reason, tl_cache_bug_reason
+from tests.known_bugs import SCRIPTED, known_on_4, reset_keeps_keys_reason, scripted_reason, tl_cache_bug_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,3 +77,26 @@ def test_dynamic_cache_reset_keeping_its_keys_is_found_by_cache_reuse_and_shrunk
     repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
                            timeout=600)
     assert repro.returncode == 1 and "FAILS" in repro.stdout, repro.stdout + repro.stderr[-2000:]
+
+
+def test_a_static_cache_driven_directly_before_4_56_meets_the_release_s_static_cache_bug(tmp_path):
+    """Before 4.56 fuzzkv allocates a StaticCache for the batch and passes cache positions itself: GPT-NeoX's static
+    cache bug of 4.46 (found first through generate()) shows there too, shrunk, and its script reproduces it."""
+    known = known_on_4("pythia-70m").get("cache-impl")
+    if known is None:
+        pytest.skip("no known static-cache bug of GPT-NeoX on the installed transformers")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "fuzzkv", "run", "--model", "pythia-70m", "--scale", "tiny", "--oracle", "cache-impl",
+         "--max-examples", "25", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    failures = json.loads(result.stdout)["failures"]
+    mismatch = next(failure for failure in failures if failure["kind"] == "mismatch")
+    assert mismatch["case"]["prompts"] == [[0]] and mismatch["case"]["max_new_tokens"] == 2  # the finding's case
+    assert mismatch["max_abs_diff"] > 1.0
+    script = tmp_path / "repro.py"
+    script.write_text(mismatch["reproduction"])
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                           timeout=600)
+    assert repro.returncode == 1 and "static vs dynamic" in repro.stdout, repro.stdout + repro.stderr[-2000:]

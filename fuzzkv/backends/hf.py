@@ -46,16 +46,18 @@ if TYPE_CHECKING:
 
 # What fuzzkv drives on each transformers release, newest first: (the first release, capabilities there).
 # From 4.56 caches are built from a config as lists of layers (StaticCache sized by max_cache_len alone, reset(),
-# keys and values per layer): the static-cache, reuse and contents oracles run there. Before 4.56 a static cache
-# needs a batch size and explicit cache positions: fuzzkv drives the dynamic cache there. The cache surfaces of
-# the other oracles (operations, offloading, quantized, continuous batching, ...) are driven on 5.x.
+# keys and values per layer): the static-cache, reuse and contents oracles run there. Before 4.56 a StaticCache is
+# allocated for a batch size and given explicit cache positions (hf_paths does both), a model class declares
+# whether it takes one, and only the static classes have reset(): the static-cache oracles run there, cache-reuse
+# (which draws dynamic caches too) does not. The cache surfaces of the other oracles (operations, offloading,
+# quantized, continuous batching, ...) are driven on 5.x.
 CACHE_CLASS_FEATURES = frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS})
 TIERS: tuple[tuple[tuple[int, int], Capabilities], ...] = (
     ((5, 0), Capabilities(("dynamic", "static"), CACHE_CLASS_FEATURES | {
         BEAM_SEARCH, CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING, ATTENTION_IMPLEMENTATIONS,
         OFFLOADED_CACHE, QUANTIZED_CACHE, COMPILED_DECODING})),
     ((4, 56), Capabilities(("dynamic", "static"), CACHE_CLASS_FEATURES)),
-    ((0, 0), Capabilities(("dynamic",), frozenset({PADDED_POSITIONS}))),
+    ((0, 0), Capabilities(("dynamic", "static"), frozenset({STATIC_CACHE, PADDED_POSITIONS}))),
 )
 MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = next(capabilities for first, capabilities in TIERS if hf_paths.transformers_release() >= first)
@@ -249,8 +251,7 @@ def _capabilities(model: Any) -> Capabilities:
     positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
     if positions_why:
         absent.append((PADDED_POSITIONS, positions_why))
-    if STATIC_CACHE in CAPABILITIES.features:  # before 4.56: the dynamic cache only, without cache classes to inspect
-        absent += _absent_cache_class_features(model)
+    absent += _absent_cache_class_features(model)
     if MODERN:
         absent += _absent_cache_surfaces(model)
     absent = [(feature, why) for feature, why in absent if feature in CAPABILITIES.features]
@@ -309,19 +310,20 @@ def _no_generate_static_cache(model: Any) -> str | None:
     """transformers 4.x: why generate() builds no static cache for this model. Before 4.56 a model class declares
     it (``_supports_static_cache``, which generate() checks); from 4.56 generate() builds one from the config as 5.x
     does, so the config's own answer decides."""
-    if hf_paths.takes(transformers.StaticCache.__init__, "max_batch_size") or hf_paths.takes(
-            transformers.StaticCache.__init__, "batch_size"):
+    if hf_paths.static_cache_sized_by_batch():
         return None if type(model)._supports_static_cache else (
             f"{type(model).__name__} declares no static cache (_supports_static_cache is False)")
     return hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
 
 
 def _absent_cache_class_features(model: Any) -> list[tuple[str, str]]:
-    """The cache-class features (transformers 4.56 and later) this model cannot have, each with why."""
+    """The cache-class features this model cannot have, each with why."""
     absent = []
-    static_why = hf_paths.NO_STATIC_CACHE.get(model.config.model_type) or _no_static_cache(model)
+    static_why = _no_generate_static_cache(model)
     if static_why:
         absent += [(STATIC_CACHE, static_why), (COMPILED_DECODING, f"compiled decoding needs a static cache: {static_why}")]
+    if CACHE_CONTENTS not in CAPABILITIES.features:  # before 4.56: no cache layers to inspect
+        return absent
     dynamic = hf_paths.new_cache(model, "dynamic", 8)
     state_layers = sorted({type(layer).__name__ for layer in dynamic.layers if not _holds_keys_and_values(type(layer))})
     if state_layers:

@@ -260,13 +260,25 @@ def padded(case, pad_id, device):
     return ids.to(device), mask.to(device)
 
 
-def new_cache(model, kind, max_len, settings=None):
-    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots, an offloaded DynamicCache, a QuantizedCache
-    with the case's ``settings`` (see :func:`quantized_options`), or a DynamicCache.
+def static_cache_sized_by_batch():
+    """Whether the installed StaticCache is allocated for a batch size, on a device, in a dtype (transformers before
+    4.56; later it allocates on first use). Its forward calls are then given their cache positions explicitly."""
+    return takes(StaticCache.__init__, "batch_size") or takes(StaticCache.__init__, "max_batch_size")
+
+
+def new_cache(model, kind, max_len, settings=None, batch=None):
+    """A fresh cache of ``kind``: a StaticCache of ``max_len`` slots (for ``batch`` rows, where the release sizes it
+    so), an offloaded DynamicCache, a QuantizedCache with the case's ``settings`` (see :func:`quantized_options`),
+    or a DynamicCache.
 
     transformers 4.x builds a DynamicCache without a config, and some of its models take only
     legacy tuples (None to start).
     """
+    if kind == "static" and static_cache_sized_by_batch():
+        rows = "batch_size" if takes(StaticCache.__init__, "batch_size") else "max_batch_size"
+        parameter = next(model.parameters())
+        return StaticCache(config=model.config, max_cache_len=max_len, device=parameter.device,
+                           dtype=parameter.dtype, **{rows: batch})
     if kind == "static":
         return StaticCache(config=model.config, max_cache_len=max_len)
     if kind == "quantized":
@@ -350,6 +362,10 @@ class CachedForward:
         self.current_tokens_mask = model.config.model_type in MASK_OF_CURRENT_TOKENS
         self.whole_sequence = model.config.model_type in WHOLE_SEQUENCE_WHEN_CACHED
         self.mask_to_cache_length = model.config.model_type in MASK_AS_LONG_AS_STATIC_CACHE
+        # A StaticCache allocated up front (before 4.56) takes the slots to write as cache positions, as generate()
+        # gives them; later releases (and every other cache) count them from the cache itself.
+        self.cache_positions = static_len is not None and static_cache_sized_by_batch() and \
+            accepts(model, "cache_position")
 
     def __call__(self, tokens, start, size):
         end = start + size
@@ -365,6 +381,8 @@ class CachedForward:
             # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
             attention = torch.nn.functional.pad(attention, (0, self.static_len - end))
         extra = {"position_ids": self.positions[:, start:end]} if self.with_positions else {}
+        if self.cache_positions:
+            extra["cache_position"] = torch.arange(start, end, device=tokens.device)
         out = self.model(input_ids=tokens[:, start:end], attention_mask=attention, use_cache=True,
                          **{self.keyword: self.cache}, **extra)
         self.cache = returned_cache(out)  # the same object in 5.x; new legacy tuples in some 4.x models
@@ -403,7 +421,7 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
     kind = kind or case["cache"]
     ids, mask = padded(case, pad_id, device)
     total = mask.shape[1]
-    store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"))
+    store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"), len(ids))
     step = CachedForward(model, mask, store, total if kind == "static" else None)
     tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], fed(case, ids, forced), step)
     return tokens, mask, logits
@@ -429,7 +447,7 @@ def reused(model, case, pad_id, device, forced):
     """The cached path on a cache first used for ``case["reuse_batch"]`` rows, then ``reset()``."""
     primer = reuse_primer(case)
     total = max(len(p) for p in case["prompts"]) + case["max_new_tokens"]
-    shared = new_cache(model, case["cache"], total)
+    shared = new_cache(model, case["cache"], total, batch=len(primer["prompts"]))
     cached(model, primer, pad_id, device, cache=shared)
     shared.reset()  # the contract under test: a reset cache behaves like a fresh one
     return cached(model, case, pad_id, device, forced=forced, cache=shared)
