@@ -67,7 +67,8 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
                      max_prompt_len=config.prompt_len_cap, max_new_tokens=new_tokens,
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
                      caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers,
-                     generate_caches=capabilities.generate_caches, padding_modes=capabilities.padding_modes)
+                     generate_caches=capabilities.generate_caches, padding_modes=capabilities.padding_modes,
+                     reset_caches=capabilities.reset_caches)
 
 
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:

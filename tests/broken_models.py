@@ -92,6 +92,20 @@ class StaleAfterSmallerBatch(_Tiny):
         return input_ids, attention_mask, position_ids
 
 
+class StaleAfterReset(_Tiny):
+    """A cache object that served one sequence decodes the next wrongly after reset(), whatever the batch (the
+    class of transformers 4.57's DynamicCache.reset(); a static cache, reused for its own batch size, shows it)."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        cache = self.current_cache
+        prefills = self.__dict__.setdefault("_prefills", weakref.WeakKeyDictionary())  # cache -> sequences started
+        if cache is not None and past == 0:
+            prefills[cache] = prefills.get(cache, 0) + 1
+        if cache is not None and prefills.get(cache, 0) > 1 and past > 0 and position_ids is not None:
+            position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
+
+
 class LogitOffsetWhenCached(_Tiny):
     """Cached steps' logits move by LOGIT_OFFSET: about 5% of the tiny model's logit scale (~7)."""
 
@@ -144,6 +158,10 @@ def static_cache_off_by_one():
 
 def stale_after_smaller_batch():
     return _build(StaleAfterSmallerBatch)
+
+
+def stale_after_reset():
+    return _build(StaleAfterReset)
 
 
 # -- faults: models that misbehave in ways a long unattended run must survive ---------------

@@ -88,3 +88,16 @@ def test_a_static_cache_bug_is_found_through_generate_with_the_static_implementa
     verdict = only_failure(finished, "generate")
     assert verdict.kind == "mismatch" and dict(verdict.case.settings)["cache_implementation"] == "static"
     assert verdict.case.batch_size == 1
+
+
+def test_a_cache_that_is_stale_after_reset_is_found_by_cache_reuse_on_every_release():
+    # Before transformers 4.56 only a static cache can be reset (for its own batch size): cache-reuse draws it alone
+    # there, and the planted bug (any reused cache decodes one position off) is found through it.
+    reason = reset_keeps_keys_reason()
+    if reason:  # the release's own reset() bug is what cache-reuse finds and shrinks there (tests/test_findings.py)
+        pytest.skip(reason)
+    finished, _, _ = fuzz("tests.broken_models:stale_after_reset", oracles=("cache-reuse",), max_examples=BUDGET)
+    verdicts = [f.verdict for f in finished.failures]
+    assert verdicts and {v.oracle for v in verdicts} == {"cache-reuse"}, [v.summary() for v in verdicts]
+    shrunk = [v for v in verdicts if v.kind == "mismatch" and v.case.prompts == ((0,),)]
+    assert shrunk and all(v.case.max_new_tokens == 2 for v in shrunk), [v.summary() for v in verdicts]

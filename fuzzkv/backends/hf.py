@@ -49,15 +49,16 @@ if TYPE_CHECKING:
 # keys and values per layer): the static-cache, reuse and contents oracles run there. Before 4.56 a StaticCache is
 # allocated for a batch size and given explicit cache positions (hf_paths does both), a model class declares
 # whether it takes one, and only the static classes have reset(): the static-cache oracles run there, cache-reuse
-# (which draws dynamic caches too) does not. The cache surfaces of the other oracles (operations, offloading,
-# quantized, continuous batching, ...) are driven on 5.x.
+# on the static cache only. The cache surfaces of the other oracles (operations, offloading, quantized, continuous
+# batching, ...) are driven on 5.x.
 CACHE_CLASS_FEATURES = frozenset({STATIC_CACHE, CACHE_RESET, CACHE_CONTENTS, PADDED_POSITIONS})
 TIERS: tuple[tuple[tuple[int, int], Capabilities], ...] = (
     ((5, 0), Capabilities(("dynamic", "static"), CACHE_CLASS_FEATURES | {
         BEAM_SEARCH, CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING, ATTENTION_IMPLEMENTATIONS,
         OFFLOADED_CACHE, QUANTIZED_CACHE, COMPILED_DECODING})),
     ((4, 56), Capabilities(("dynamic", "static"), CACHE_CLASS_FEATURES)),
-    ((0, 0), Capabilities(("dynamic", "static"), frozenset({STATIC_CACHE, PADDED_POSITIONS}))),
+    ((0, 0), Capabilities(("dynamic", "static"), frozenset({STATIC_CACHE, CACHE_RESET, PADDED_POSITIONS}),
+                          reset_caches=("static",))),
 )
 MODERN = hf_paths.transformers_major() >= 5
 CAPABILITIES = next(capabilities for first, capabilities in TIERS if hf_paths.transformers_release() >= first)
@@ -254,6 +255,9 @@ def _capabilities(model: Any) -> Capabilities:
     absent += _absent_cache_class_features(model)
     if MODERN:
         absent += _absent_cache_surfaces(model)
+    no_static = dict(absent).get(STATIC_CACHE)
+    if no_static and CAPABILITIES.reset_caches == ("static",):  # before 4.56 only the static classes have reset()
+        absent.append((CACHE_RESET, f"only the static cache has reset() on this release, and {no_static}"))
     absent = [(feature, why) for feature, why in absent if feature in CAPABILITIES.features]
     features = CAPABILITIES.features - {feature for feature, _ in absent}
     caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
@@ -262,7 +266,7 @@ def _capabilities(model: Any) -> Capabilities:
     generate_caches = (DEFAULT_IMPLEMENTATION, *(name for name in _cache_implementations()
                                                  if _implementation_why_not(model, name, static_why) is None))
     return Capabilities(caches, features, absent=tuple(absent), quantizers=quantizers,
-                        generate_caches=generate_caches)
+                        generate_caches=generate_caches, reset_caches=CAPABILITIES.reset_caches)
 
 
 # generate() without a cache_implementation: the library's own choice for the model.

@@ -61,6 +61,9 @@ class Capabilities:
     # case shrinks to); empty: one way only (an explicit attention mask). TransformerLens 2.x/3.x also infers
     # padding from the pad token ("inferred").
     padding_modes: tuple[str, ...] = ()
+    # The cache kinds that can be reset and reused (with the cache-reset feature); None: every kind in ``caches``.
+    # transformers before 4.56 has reset() on its static cache classes only.
+    reset_caches: tuple[str, ...] | None = None
 
     def allows(self, min_batch: int, needs: frozenset[str]) -> bool:
         """Whether an oracle needing ``min_batch`` rows and the features ``needs`` can run here."""

@@ -84,7 +84,8 @@ ORACLES: dict[str, Oracle] = _oracles(
     Oracle("cache-impl", "static cache vs dynamic cache",
            lambda s: cases(s, caches=("static",), continued=True), "core", needs=frozenset({STATIC_CACHE})),
     Oracle("cache-reuse", "a cache used for a larger batch, reset and reused vs a fresh cache",
-           lambda s: cases(s, reuse=True, continued=True), "core", ("hf", "torchtune"), needs=frozenset({CACHE_RESET})),
+           lambda s: cases(s, reuse=True, continued=True, caches=s.reset_caches), "core", ("hf", "torchtune"),
+           needs=frozenset({CACHE_RESET})),
     Oracle("generate", "the library's generate (greedy, each cache implementation the installed version names) vs "
            "the teacher-forced reference", lambda s: with_settings(
                cases(s, chunked=False, padding=("left",), caches=("dynamic",) if s.generate_caches else None),

@@ -46,6 +46,7 @@ class CaseSpace:
     quantizers: tuple[str, ...] = ()  # the quantized-cache backends the library has here (quanto, hqq, fp8)
     generate_caches: tuple[str, ...] = ()  # generate()'s cache_implementation values here ("default" first)
     padding_modes: tuple[str, ...] = ()  # how a padded batch is told to the model, where there is a choice
+    reset_caches: tuple[str, ...] | None = None  # the cache kinds a reused case draws (None: any of ``caches``)
     padding_sides: tuple[str, ...] = PADDING_SIDES
     dtype: str = "float32"
     max_boundary_len: int = 128
