@@ -11,8 +11,8 @@ from fuzzkv.oracles.core import uncached_alone
 def _tl_decode(backend: Backend, case: Case) -> list[Comparison]:
     cached = run_path("TransformerLens cached forward", backend.cached, case)
     generated = run_path("TransformerLens generate(use_past_kv_cache=True)", backend.generate, case)
-    return [Comparison("forward with past_key_values", teacher_forced(backend, cached), cached), _generated(
-        backend, case, generated)]
+    return [Comparison("forward with past_key_values", teacher_forced(backend, cached), cached),
+            _generated(backend, case, generated)]
 
 
 def _generated(backend: Backend, case: Case, generated: Trace) -> Comparison:
