@@ -87,6 +87,11 @@ class Case:
         return len(self.prompts)
 
     @property
+    def padded(self) -> bool:
+        """Whether the prompts differ in length, so that some rows are padded."""
+        return len({len(p) for p in self.prompts}) > 1
+
+    @property
     def padded_length(self) -> int:
         return max(len(p) for p in self.prompts)
 

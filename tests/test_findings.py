@@ -15,6 +15,24 @@ import pytest
 from tests.known_bugs import SCRIPTED, known_on_4, reset_keeps_keys_reason, scripted_reason, tl_cache_bug_reason
 
 ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def failures_of_run(tmp_path: Path, *args: str) -> list[dict]:
+    """``fuzzkv run ARGS --json`` in a subprocess on a fresh database, which must exit 1: its failures."""
+    result = subprocess.run([sys.executable, "-m", "fuzzkv", "run", *args, "--db", f"sqlite:///{tmp_path / 'x.db'}",
+                             "--json"], capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=600)
+    assert result.returncode == 1, result.stderr[-3000:]
+    failures: list[dict] = json.loads(result.stdout)["failures"]
+    return failures
+
+
+def run_script(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+    """A failure's reproduction script, saved and run as a user would."""
+    script = tmp_path / "repro.py"
+    script.write_text(text)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=ENV,
+                          timeout=600)
 
 
 def test_findings_are_written_up():
@@ -41,19 +59,11 @@ def test_transformerlens_bridge_ignoring_the_cache_keyword_is_reported_as_a_find
     pytest.importorskip("transformer_lens")
     if "bridge-ignores-cache-kwarg" not in (tl_cache_bug_reason() or ""):
         pytest.skip("the TransformerLens cache-keyword bug does not apply to the installed versions")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "fuzzkv", "run", "--model", model, "--backend", "tl", "--scale", "tiny",
-         "--oracle", "tl-decode", "--max-examples", "10", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
-    assert result.returncode == 1, result.stderr[-3000:]
-    [failure] = json.loads(result.stdout)["failures"]
+    [failure] = failures_of_run(tmp_path, "--model", model, "--backend", "tl", "--scale", "tiny", "--oracle",
+                                "tl-decode", "--max-examples", "10")
     assert failure["kind"] == "error" and "cache did not grow from 0 to" in failure["error"]
     assert failure["case"]["prompts"] == [[0]]  # shrunk: the first cached call already shows it
-    script = tmp_path / "repro.py"
-    script.write_text(failure["reproduction"])
-    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
-                           timeout=600)
+    repro = run_script(tmp_path, failure["reproduction"])
     assert repro.returncode == 1 and "SilentlyUncached" in repro.stderr, repro.stdout + repro.stderr[-2000:]
 
 
@@ -61,21 +71,13 @@ def test_dynamic_cache_reset_keeping_its_keys_is_found_by_cache_reuse_and_shrunk
     reason = reset_keeps_keys_reason()
     if reason is None:
         pytest.skip("DynamicCache.reset() empties the cache in the installed transformers")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "fuzzkv", "run", "--model", "llama", "--scale", "tiny", "--oracle", "cache-reuse",
-         "--max-examples", "30", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
-    assert result.returncode == 1, result.stderr[-3000:]
-    failures = json.loads(result.stdout)["failures"]
+    failures = failures_of_run(tmp_path, "--model", "llama", "--scale", "tiny", "--oracle", "cache-reuse",
+                               "--max-examples", "30")
     assert failures and {failure["case"]["cache"] for failure in failures} == {"dynamic"}
     # Shrunk to one one-token prompt: a reset cache reused even for the same prompt keeps the old keys.
     mismatch = next(failure for failure in failures if failure["kind"] == "mismatch")
     assert mismatch["case"]["prompts"] == [[0]] and mismatch["case"]["max_new_tokens"] == 1
-    script = tmp_path / "repro.py"
-    script.write_text(mismatch["reproduction"])
-    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
-                           timeout=600)
+    repro = run_script(tmp_path, mismatch["reproduction"])
     assert repro.returncode == 1 and "FAILS" in repro.stdout, repro.stdout + repro.stderr[-2000:]
 
 
@@ -85,18 +87,10 @@ def test_a_static_cache_driven_directly_before_4_56_meets_the_release_s_static_c
     known = known_on_4("pythia-70m").get("cache-impl")
     if known is None:
         pytest.skip("no known static-cache bug of GPT-NeoX on the installed transformers")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, "-m", "fuzzkv", "run", "--model", "pythia-70m", "--scale", "tiny", "--oracle", "cache-impl",
-         "--max-examples", "25", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--json"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
-    assert result.returncode == 1, result.stderr[-3000:]
-    failures = json.loads(result.stdout)["failures"]
+    failures = failures_of_run(tmp_path, "--model", "pythia-70m", "--scale", "tiny", "--oracle", "cache-impl",
+                               "--max-examples", "25")
     mismatch = next(failure for failure in failures if failure["kind"] == "mismatch")
     assert mismatch["case"]["prompts"] == [[0]] and mismatch["case"]["max_new_tokens"] == 2  # the finding's case
     assert mismatch["max_abs_diff"] > 1.0
-    script = tmp_path / "repro.py"
-    script.write_text(mismatch["reproduction"])
-    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
-                           timeout=600)
+    repro = run_script(tmp_path, mismatch["reproduction"])
     assert repro.returncode == 1 and "static vs dynamic" in repro.stdout, repro.stdout + repro.stderr[-2000:]

@@ -262,9 +262,8 @@ def _capabilities(model: Any) -> Capabilities:
     features = CAPABILITIES.features - {feature for feature, _ in absent}
     caches = tuple(c for c in CAPABILITIES.caches if c != "static" or STATIC_CACHE in features)
     quantizers = hf_paths.quantizers() if QUANTIZED_CACHE in features else ()
-    static_why = dict(absent).get(STATIC_CACHE) if MODERN else _no_generate_static_cache(model)
     generate_caches = (DEFAULT_IMPLEMENTATION, *(name for name in _cache_implementations()
-                                                 if _implementation_why_not(model, name, static_why) is None))
+                                                 if _implementation_why_not(model, name, no_static) is None))
     return Capabilities(caches, features, absent=tuple(absent), quantizers=quantizers,
                         generate_caches=generate_caches, reset_caches=CAPABILITIES.reset_caches)
 

@@ -293,7 +293,6 @@ def tl_script(tl: TLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
 
 def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
-    # The case's padding mode: with "inferred", cached calls let TransformerLens infer padding from the pad token.
     # The case's padding mode: with "inferred", TransformerLens infers padding from the pad token, in cached calls
     # and in generate on the padded batch whole (else generate runs each row alone, as fuzzkv does).
     inferred = case.setting(PADDING_MODE) == INFERRED_PADDING

@@ -18,7 +18,7 @@ def _tl_decode(backend: Backend, case: Case) -> list[Comparison]:
 def _generated(backend: Backend, case: Case, generated: Trace) -> Comparison:
     """generate() against one uncached forward over its tokens; on a padded batch, against each prompt alone
     (a batch of prompts must generate what each prompt does by itself)."""
-    if len({len(prompt) for prompt in case.prompts}) == 1:
+    if not case.padded:
         return Comparison("generate(use_past_kv_cache=True)", teacher_forced(backend, generated), generated)
     return Comparison("generate(use_past_kv_cache=True) vs each prompt alone",
                       uncached_alone(backend, generated), generated)

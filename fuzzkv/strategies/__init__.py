@@ -232,7 +232,7 @@ def padding_settings(space: CaseSpace) -> Callable[[Case], st.SearchStrategy[dic
     where the backend has one way only."""
     drawn = (_sampled_from(space.padding_modes).map(lambda mode: {PADDING_MODE: mode})
              if space.padding_modes else st.just({}))
-    return lambda case: drawn if len({len(p) for p in case.prompts}) > 1 else st.just({})
+    return lambda case: drawn if case.padded else st.just({})
 
 
 def beam_settings(case: Case) -> st.SearchStrategy[dict[str, Any]]:
