@@ -15,14 +15,13 @@ database fails once, as the usual one-line error.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue as queues
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from fuzzkv import events
-from fuzzkv.config import RunConfig, backends_of
+from fuzzkv.config import RunConfig, backends_of, threads_per_worker
 from fuzzkv.errors import FuzzkvError, UsageError
 
 
@@ -167,7 +166,7 @@ def run_workers(config: RunConfig, workers: int, emit) -> events.RunFinished:
                          tip="use --db sqlite:///fuzzkv.db or a postgresql:// URL")
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads
     outbox = context.Queue()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker(workers)
     processes = [context.Process(target=_work, args=(replace(config, seed=config.seed + i), i, threads, outbox),
                                  daemon=True) for i in range(workers)]
     merger = Merger(workers, emit)

@@ -7,11 +7,14 @@ import os
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests run in parallel workers on 2 cores: more than one intra-op thread per worker makes OpenMP threads spin
+# against each other and a 5 ms forward takes 500 ms. In the environment, so that the fuzzkv processes tests start
+# (CLI runs, sweep workers, scripts) take one thread too: a 135M model's forward took 8.5 s with two threads beside
+# a busy worker, 1.4 s with one.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import torch  # noqa: E402
 
-# Tests run in parallel workers on 2 cores: more than one intra-op thread per worker makes
-# OpenMP threads spin against each other and a 5 ms forward takes 500 ms.
 torch.set_num_threads(1)
 
 from fuzzkv.config import RunConfig  # noqa: E402

@@ -104,3 +104,13 @@ def test_ctrl_c_stops_every_worker_and_records_each_run_as_interrupted(tmp_path,
     assert "Interrupted: the run stopped early" in out and "Traceback" not in err
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",), ("interrupted",)]
+
+
+@pytest.mark.parametrize(("budget", "workers", "expected"), [("4", 2, 2), ("1", 2, 1), ("8", 3, 2), ("", 1, None),
+                                                             ("lots", 1, None), ("0", 1, None)])
+def test_workers_share_the_thread_budget_never_oversubscribing_it(monkeypatch, budget, workers, expected):
+    from fuzzkv.config import threads_per_worker
+
+    monkeypatch.setenv("OMP_NUM_THREADS", budget)
+    cores = __import__("os").cpu_count() or 1
+    assert threads_per_worker(workers) == (expected if expected is not None else max(1, cores // workers))

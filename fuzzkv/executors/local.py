@@ -8,7 +8,6 @@ printed); one killed at the limit is "hang".
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
+from fuzzkv.config import threads_per_worker
 from fuzzkv.executors import Executor
 from fuzzkv.sweep import Collect, Task
 
@@ -29,7 +29,7 @@ class LocalExecutor(Executor):
 
     def __call__(self, tasks: list[Task], collect: Collect) -> None:
         # Cores are shared out: two workers on two cores get one torch thread each.
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = threads_per_worker(self.workers)
         with tempfile.TemporaryDirectory(prefix="fuzzkv-sweep-") as scratch, \
                 ThreadPoolExecutor(max_workers=self.workers) as pool:
             running = {pool.submit(run_worker, task.model, task.settings(), threads, task.config.hang_after,
