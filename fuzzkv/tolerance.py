@@ -88,12 +88,14 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     scale = rms_scale = 0.0
     warnings: list[str] = []
     cases = calibration_cases(backend, dtype, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens)
+    hung: list[Case] = []  # cases whose cached path ran past the deadline: every oracle's paths would wait for it too
     for case in cases:  # the logit scale, from the uncached path over the greedy sequence
         try:
             with within(deadline):  # a path that hangs is the search's finding too (a Deadline error)
                 cached = backend.cached(case)
         except ExampleDeadline:
             _note(warnings, "a calibration case ran past the per-example deadline")
+            hung.append(case)
             continue
         except Exception as exc:  # noqa: BLE001 - a cached path that raises is the search's finding
             _note(warnings, f"the cached path raised {type(exc).__name__} on a calibration case")
@@ -103,7 +105,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
         rms_scale = max(rms_scale, float(logits.pow(2).mean(-1).sqrt().max()))
     measured: list[tuple[str, Case, int, float, float]] = []  # (oracle, case, comparison, largest, rms)
     for oracle in calibrated_oracles(backend):
-        for case in filter(None, (FITS[oracle](c) for c in cases)):
+        for case in filter(None, (FITS[oracle](c) for c in cases if c not in hung)):
             try:
                 with within(deadline):
                     measured += [(oracle, case, i, *d) for i, d in enumerate(_spread(oracle, backend, case))]
