@@ -21,9 +21,10 @@ EXAMPLES = ROOT / "examples"
 BROKEN = "tests.broken_models:off_by_one_positions"
 
 
-def one_thread_env(**variables: str) -> dict[str, str]:
+def subprocess_env(**variables: str) -> dict[str, str]:
+    """The suite's environment (one torch thread: conftest) without fuzzkv's own variables, plus ``variables``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FUZZKV_", "TOYLIB_"))}
-    return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **variables}
+    return {**env, "PYTHONPATH": str(ROOT), **variables}
 
 
 def without_timings(run: dict) -> dict:
@@ -58,11 +59,11 @@ def test_fuzz_results_equal_the_cli_json_for_the_same_seed_and_settings():
     api_side = (f"import json, fuzzkv; r = fuzzkv.fuzz({BROKEN!r}, oracles=['decode', 'chunked'], scale='tiny', "
                 "max_examples=20, seed=3); print(json.dumps(r.json))")
     from_api = subprocess.run([sys.executable, "-c", api_side], capture_output=True, text=True, cwd=ROOT,
-                              env=one_thread_env(), timeout=600)
+                              env=subprocess_env(), timeout=600)
     from_cli = subprocess.run([sys.executable, "-m", "fuzzkv", "run", "--model", BROKEN, "--oracle", "decode",
                                "--oracle", "chunked", "--scale", "tiny", "--max-examples", "20", "--seed", "3",
                                "--db", "memory:", "--json"], capture_output=True, text=True, cwd=ROOT,
-                              env=one_thread_env(), timeout=600)
+                              env=subprocess_env(), timeout=600)
     assert from_cli.returncode == 1, from_cli.stderr
     api_run, cli_run = json.loads(from_api.stdout), json.loads(from_cli.stdout)
     assert len(cli_run["failures"]) == 2
@@ -81,7 +82,7 @@ def test_a_built_model_object_is_fuzzed_as_it_is_and_its_script_reproduces(tmp_p
     # The script loads fuzzkv's saved copy with the model's own class (which carries the bug).
     assert "from tests.broken_models import OffByOnePositions" in finding.reproduction
     ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT,
-                         env=one_thread_env(), timeout=600)
+                         env=subprocess_env(), timeout=600)
     assert ran.returncode == 1 and "FAILS" in ran.stdout, ran.stdout + ran.stderr
 
 
@@ -114,7 +115,7 @@ def test_a_run_that_tested_nothing_raises_rather_than_passing():
 
 def test_importing_the_api_loads_no_torch():
     code = "import sys, fuzzkv; fuzzkv.fuzz; fuzzkv.check; import fuzzkv.pytest_plugin; print('torch' in sys.modules)"
-    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=one_thread_env(),
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
                          timeout=120)
     assert ran.stdout.strip() == "False", ran.stderr
 
@@ -132,7 +133,7 @@ def test_the_public_api_passes_mypy_strict():
 def run_pytest(target: Path, *options: str, cwd: Path = ROOT, **variables: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
                            str(target), *options], capture_output=True, text=True, cwd=cwd,
-                          env=one_thread_env(**variables), timeout=900)
+                          env=subprocess_env(**variables), timeout=900)
 
 
 def reproduction_section(output: str, number: int = 1) -> str:
@@ -154,7 +155,7 @@ def test_the_example_fails_on_the_planted_bug_with_case_and_script_and_passes_on
     # The script pytest showed reproduces the bug as it is, and passes on the fixed library.
     (tmp_path / "repro.py").write_text(script)
     for plant, code, verdict in (("1", 1, "FAILS"), ("0", 0, "passes")):
-        env = one_thread_env(TOYLIB_PLANT_CACHE_BUG=plant, PYTHONPATH=f"{EXAMPLES}{os.pathsep}{ROOT}")
+        env = subprocess_env(TOYLIB_PLANT_CACHE_BUG=plant, PYTHONPATH=f"{EXAMPLES}{os.pathsep}{ROOT}")
         ran = subprocess.run([sys.executable, str(tmp_path / "repro.py")], capture_output=True, text=True,
                              cwd=EXAMPLES, env=env, timeout=600)
         assert ran.returncode == code and verdict in ran.stdout, ran.stdout + ran.stderr

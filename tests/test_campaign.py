@@ -27,8 +27,7 @@ def write(tmp_path: Path, body: str) -> str:
 
 
 def fuzzkv(*args: str) -> subprocess.CompletedProcess:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FUZZKV_")}, "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FUZZKV_")}, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "fuzzkv", *args], capture_output=True, text=True, cwd=ROOT, env=env,
                           timeout=900)
 

@@ -96,7 +96,7 @@ def text_of(rows: dict[str, list[tuple]]) -> str:
 
 def fuzzkv(pg, *args, check_password=True):
     """Run the CLI in a subprocess; the password must show in neither stdout nor stderr."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-m", "fuzzkv", *args], capture_output=True, text=True, cwd=ROOT,
                             env=env, timeout=600, check=False)
     if check_password:
@@ -301,7 +301,7 @@ def test_every_command_works_against_postgres_and_never_reveals_the_password(pg,
 
 @pytest.mark.slow
 def test_two_runs_at_once_store_each_failure_once(pg, db):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "fuzzkv", "run", "--model", BROKEN, "--scale", "tiny", "--oracle", "decode",
                "--max-examples", "30", "--db", db]
     processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

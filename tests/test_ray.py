@@ -40,7 +40,7 @@ def ray_bin() -> str:
 
 def cluster_env(attempts: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FUZZKV_", "RAY_"))}
-    return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "FUZZKV_TEST_ATTEMPTS": str(attempts),
+    return {**env, "PYTHONPATH": str(ROOT), "FUZZKV_TEST_ATTEMPTS": str(attempts),
             "RAY_USAGE_STATS_ENABLED": "0"}
 
 

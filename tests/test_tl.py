@@ -1,6 +1,7 @@
 """The TransformerLens backend: clean models run clean, and the Bloom and Gemma-2 bug classes
 are found and shrunk when planted on the TransformerLens side only (HF stays correct)."""
 
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -134,7 +135,7 @@ def test_an_architecture_transformerlens_does_not_support_is_reported_once(tmp_p
     result = subprocess.run(
         [sys.executable, "-m", "fuzzkv", "run", "--model", "biogpt:make", "--backend", "tl", "--max-examples", "3",
          "--db", f"sqlite:///{tmp_path / 'x.db'}"], capture_output=True, text=True, cwd=tmp_path, timeout=600,
-        env={"PYTHONPATH": str(ROOT), **__import__("os").environ})
+        env={"PYTHONPATH": str(ROOT), **os.environ})
     assert result.returncode == 5, result.stderr  # the only lane asked for is unsupported: nothing was tested
     assert result.stdout.count("unsupported by backend tl: TransformerLens") == 1
     assert "does not support BioGptForCausalLM" in result.stdout and "FAILURE" not in result.stdout
@@ -144,7 +145,6 @@ def test_an_architecture_transformerlens_does_not_support_is_reported_once(tmp_p
 @needs_working_tl_cache
 def test_cli_finds_a_transformerlens_side_bug_and_its_script_reproduces_it(tmp_path):
     import json
-    import os
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     db = f"sqlite:///{tmp_path / 'x.db'}"

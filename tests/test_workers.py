@@ -4,6 +4,7 @@ results merged without duplicates."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -20,8 +21,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def _fuzzkv(*args):
-    return subprocess.run([sys.executable, "-m", "fuzzkv", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run([sys.executable, "-m", "fuzzkv", *args], capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.mark.slow
@@ -78,7 +78,6 @@ def test_the_merger_shows_each_oracle_once_after_every_worker_and_prefers_the_ne
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_and_records_each_run_as_interrupted(tmp_path, fault):
     fault("kill", "SIGINT (Ctrl-C) to a --workers 2 run")
-    import os
     import signal
     import time
 
@@ -86,7 +85,7 @@ def test_ctrl_c_stops_every_worker_and_records_each_run_as_interrupted(tmp_path,
     process = subprocess.Popen([sys.executable, "-m", "fuzzkv", "run", "--model", "llama", "--scale", "tiny",
                                 "--max-examples", "100000", "--max-time", "300", "--workers", "2", "--db",
                                 f"sqlite:///{db}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # both workers have started their runs
         if db.exists():
@@ -112,5 +111,5 @@ def test_workers_share_the_thread_budget_never_oversubscribing_it(monkeypatch, b
     from fuzzkv.config import threads_per_worker
 
     monkeypatch.setenv("OMP_NUM_THREADS", budget)
-    cores = __import__("os").cpu_count() or 1
+    cores = os.cpu_count() or 1
     assert threads_per_worker(workers) == (expected if expected is not None else max(1, cores // workers))
