@@ -1,19 +1,21 @@
 """Tolerance baselines: measured once per model configuration and library versions, then reused.
 
-``fuzzkv calibrate`` measures and stores one; ``fuzzkv run`` uses the stored baseline whose
-configuration and library versions match, or measures and stores a new one. A newer
+``fuzzkv calibrate`` measures and stores one of every oracle; ``fuzzkv run`` uses the stored baseline whose
+configuration and library versions match and which measured the run's oracles, or measures those and stores
+the result. A newer
 library whose measured noise grew by more than ``NOISE_GROWTH_LIMIT`` times is itself a
 regression, and is reported as one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fuzzkv.backends.interface import Backend
 from fuzzkv.config import RunConfig
 from fuzzkv.db import BaselineRecord, Store
-from fuzzkv.tolerance import Tolerance, calibrate, fixed
+from fuzzkv.tolerance import Tolerance, calibrate, calibrated_oracles, covered_oracles, fixed
 
 NOISE_GROWTH_LIMIT = 4.0
 # Only these change the numbers a model computes; a new Python or Hypothesis does not.
@@ -54,17 +56,23 @@ def from_baseline(baseline: BaselineRecord) -> Tolerance:
                      baseline.calibration_prompts, baseline.rms_value, baseline.rms_noise)
 
 
-def measure(config: RunConfig, backend: Backend, store: Store, versions: dict) -> tuple[Tolerance, NoiseGrowth | None]:
-    """Calibrate now, store the baseline, and compare with the last one from other library versions."""
+def measure(config: RunConfig, backend: Backend, store: Store, versions: dict,
+            oracles: Sequence[str] | None = None) -> tuple[Tolerance, NoiseGrowth | None]:
+    """Calibrate ``oracles`` now (None: every oracle calibration measures on the backend), store the baseline, and
+    compare with the last one from other library versions that measured the same oracles."""
+    measuring = tuple(oracles) if oracles is not None else tuple(calibrated_oracles(backend))
     tolerance = calibrate(backend, config.dtype, max_prompt_len=config.prompt_len_cap,
-                          max_new_tokens=config.new_tokens_cap, deadline=config.deadline)
+                          max_new_tokens=config.new_tokens_cap, deadline=config.deadline, oracles=measuring)
     key = baseline_key(config, backend)
     record = BaselineRecord(*key, versions=versions, value=tolerance.value, noise=tolerance.noise,
                             rms_value=tolerance.rms_value, rms_noise=tolerance.rms_noise,
                             logit_scale=tolerance.logit_scale, safety_factor=tolerance.safety_factor,
-                            calibration_prompts=tolerance.calibration_prompts)
+                            calibration_prompts=tolerance.calibration_prompts, oracles=measuring)
+    every = tuple(calibrated_oracles(backend))
+    # Noise is compared like for like: more oracles measured can only mean more noise.
     earlier = next((b for b in store.baselines(key) if not same_numerics(b.versions, versions)
-                    and b.versions.get("calibration") == versions.get("calibration")), None)
+                    and b.versions.get("calibration") == versions.get("calibration")
+                    and set(b.oracles if b.oracles is not None else every) == set(measuring)), None)
     store.save_baseline(record)
     growth = None
     if earlier is not None and earlier.noise > 0 and tolerance.noise > NOISE_GROWTH_LIMIT * earlier.noise:
@@ -73,10 +81,18 @@ def measure(config: RunConfig, backend: Backend, store: Store, versions: dict) -
 
 
 def choose(config: RunConfig, backend: Backend, store: Store, versions: dict) -> tuple[Tolerance, NoiseGrowth | None]:
-    """The tolerance for a run: --tolerance, else a matching stored baseline, else a new measurement."""
+    """The tolerance for a run: --tolerance, else a matching stored baseline that measured every oracle the run
+    needs on the backend, else a new measurement of those oracles only: a full-size model's calibration is most of
+    its run's time, and a run's oracles are best held to the spread of the paths they compare."""
     if config.tolerance is not None:
         return fixed(config.tolerance), None
+    needed = covered_oracles(backend, config.oracles)
     for baseline in store.baselines(baseline_key(config, backend)):
-        if same_numerics(baseline.versions, versions):
+        if same_numerics(baseline.versions, versions) and covers(baseline, needed):
             return from_baseline(baseline), None
-    return measure(config, backend, store, versions)
+    return measure(config, backend, store, versions, needed)
+
+
+def covers(baseline: BaselineRecord, oracles: Sequence[str]) -> bool:
+    """Whether ``baseline`` measured every one of ``oracles`` (one stored before fuzzkv recorded which measured all)."""
+    return baseline.oracles is None or set(oracles) <= set(baseline.oracles)

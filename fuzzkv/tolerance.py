@@ -15,7 +15,7 @@ left out (the search will report it) and counted in the tolerance's source.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from fuzzkv.backends.interface import Backend, PathError
@@ -73,18 +73,32 @@ def _spread(oracle: str, subject: Backend, case: Case) -> list[tuple[float, floa
 
 
 def calibrated_oracles(backend: Backend) -> list[str]:
-    """The oracles a backend's tolerance covers: every one that runs on it."""
+    """The oracles calibration can measure on a backend: every one that runs on it and has calibration cases."""
     capabilities = backend.capabilities
     return [name for name, oracle in ORACLES.items()
             if name in FITS and backend.name in oracle.lanes and capabilities.allows(oracle.min_batch, oracle.needs)]
 
 
+def covered_oracles(backend: Backend, requested: Sequence[str]) -> tuple[str, ...]:
+    """The oracles a run's tolerance on ``backend`` must cover: the ``requested`` ones (empty: the default set)
+    calibration measures. Every one it can measure when a requested oracle that runs on the backend has no
+    calibration cases of its own (``beam``, ``paged``, ...: held to the spread of all the others), or when none
+    of the requested ones runs here (the backend is one side of a ``cross`` lane)."""
+    measurable = calibrated_oracles(backend)
+    runs_here = [name for name in requested if name in ORACLES and backend.name in ORACLES[name].lanes]
+    if not runs_here or any(name not in FITS for name in runs_here):
+        return tuple(measurable)
+    return tuple(name for name in measurable if name in runs_here) or tuple(measurable)
+
+
 def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new_tokens: int = 8,
-              deadline: float | None = None) -> Tolerance:
-    """Measure how far the paths each oracle compares legitimately differ on ``backend`` in ``dtype``.
+              deadline: float | None = None, oracles: Sequence[str] | None = None) -> Tolerance:
+    """Measure how far the paths each oracle compares legitimately differ on ``backend`` in ``dtype``: the
+    comparisons of ``oracles`` (None: every oracle calibration can measure there, :func:`calibrated_oracles`).
 
     Only the largest differences need the higher precision: the spread is the largest one that is
     rounding, so comparisons are validated from the largest down until one proves to be rounding."""
+    measuring = list(oracles) if oracles is not None else calibrated_oracles(backend)
     scale = rms_scale = 0.0
     warnings: list[str] = []
     cases = calibration_cases(backend, dtype, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens)
@@ -104,7 +118,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
         scale = max(scale, float(logits.abs().max()))
         rms_scale = max(rms_scale, float(logits.pow(2).mean(-1).sqrt().max()))
     measured: list[tuple[str, Case, int, float, float]] = []  # (oracle, case, comparison, largest, rms)
-    for oracle in calibrated_oracles(backend):
+    for oracle in measuring:
         for case in filter(None, (FITS[oracle](c) for c in cases if c not in hung)):
             try:
                 with within(deadline):
@@ -138,7 +152,9 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     backend.release_precise()
     left_out = sum(not ok for ok in verdicts.values())
     counted = len(measured) - left_out
-    return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings)
+    every = set(measuring) == set(calibrated_oracles(backend))
+    scope = "" if every else f" of {', '.join(measuring)}"  # a run's own oracles: said, since others were not measured
+    return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings, scope)
 
 
 def _validate(oracle: str, backend: Backend, case: Case, dtype: str,
@@ -166,7 +182,7 @@ def _note(warnings: list[str], note: str) -> None:
 
 
 def _tolerance(dtype: str, noise: float, rms_noise: float, scale: float, rms_scale: float, measured: int,
-               left_out: int, warnings: list[str]) -> Tolerance:
+               left_out: int, warnings: list[str], scope: str = "") -> Tolerance:
     # float32 matmuls accumulate in float32: sqrt(64) unit roundoffs for the narrowest (64-wide) sums;
     # half-precision kernels accumulate in float32 too, so one final rounding dominates there.
     floor = RESOLUTION[dtype] * scale * ACCUMULATION[dtype]
@@ -177,7 +193,7 @@ def _tolerance(dtype: str, noise: float, rms_noise: float, scale: float, rms_sca
     value = SAFETY_FACTOR * max(noise, floor)
     rms_value = SAFETY_FACTOR * max(rms_noise, RESOLUTION[dtype] * rms_scale * ACCUMULATION[dtype])
     source = (f"calibrated: {SAFETY_FACTOR:g} x the largest difference between the compared paths over {measured} "
-              f"comparisons "
+              f"comparisons{scope} "
               f"(max {noise:.2g}, rms {rms_noise:.2g}; logit scale {scale:.3g})")
     if left_out:
         source += f"; {left_out} left out: their paths differ in {PRECISE[dtype]} too (a bug?)"

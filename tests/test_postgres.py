@@ -193,6 +193,7 @@ def test_a_version_1_database_is_upgraded_in_place(schema_db):
         connection.execute("ALTER TABLE runs DROP COLUMN failures")
         connection.execute("ALTER TABLE baselines DROP COLUMN rms_value")
         connection.execute("ALTER TABLE baselines DROP COLUMN rms_noise")
+        connection.execute("ALTER TABLE baselines DROP COLUMN oracles")
         connection.execute("UPDATE fuzzkv_schema SET version = 1")
     store = open_store(schema_db, create=False)
     try:
@@ -203,7 +204,7 @@ def test_a_version_1_database_is_upgraded_in_place(schema_db):
     finally:
         store.close()
     with psycopg.connect(schema_db) as connection:
-        assert connection.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(4,)]  # upgraded 1 -> 2 -> 3 -> 4
+        assert connection.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(5,)]  # upgraded 1 -> 2 -> 3 -> 4 -> 5
         # the added column holds JSON as text, like the tables created new (json would refuse NaN)
         assert connection.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = "
                                   "current_schema() AND table_name = 'failures' AND column_name = 'diagnosis'"
@@ -231,7 +232,7 @@ def _at_once(count, work):
 
 def test_processes_opening_a_new_database_at_once_create_the_schema_once(schema_db):
     assert _at_once(4, lambda _: open_store(schema_db).close()) == []
-    assert rows_of_every_table(schema_db)["fuzzkv_schema"] == [(4,)]
+    assert rows_of_every_table(schema_db)["fuzzkv_schema"] == [(5,)]
 
 
 def _save_at_once(db, writers=4, rounds=5):

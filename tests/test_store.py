@@ -169,12 +169,14 @@ def test_a_version_1_file_is_upgraded_in_place_and_loses_nothing(tmp_path):
         assert record.model == "tests.broken_models:off_by_one_positions" and record.diagnosis == {}
         assert record.case.prompts == ((0,),) and "import torch" in record.reproduction
         assert [run["failures"] for run in store.runs()] == [0]  # not counted before version 2
+        [baseline] = store.baselines((record.model, "tiny", "hf", "float32", "cpu", "eager"))
+        assert baseline.oracles is None  # stored before version 5 said which oracles: it measured every one
         store.finish_run(store.start_run({"model": "m"}, {}), 3, "failures", failures=1)
         assert store.runs()[-1]["failures"] == 1
     finally:
         store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(4,)]  # upgraded 1 -> 2 -> 3 -> 4
+        assert db.execute("SELECT version FROM fuzzkv_schema").fetchall() == [(5,)]  # upgraded 1 -> 2 -> 3 -> 4 -> 5
 
 
 @pytest.mark.parametrize("url, shown", [

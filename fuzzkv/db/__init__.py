@@ -90,6 +90,9 @@ class BaselineRecord:
     created: datetime = field(default_factory=now)
     rms_value: float | None = None  # schema 3: the RMS bound (None in baselines an older fuzzkv stored)
     rms_noise: float | None = None
+    # schema 5: the oracles whose comparisons were measured (None: stored before, when every oracle that ran on the
+    # backend was measured)
+    oracles: tuple[str, ...] | None = None
 
     def key(self) -> tuple[str, str, str, str, str, str]:
         return (self.model, self.scale, self.backend, self.dtype, self.device, self.attn)

@@ -37,7 +37,7 @@ from fuzzkv.case import Case
 from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Status, Store, now, redact_url
 from fuzzkv.errors import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # How an older file is brought up to date, version by version. Only additive changes, so a
 # file upgraded here loses nothing and an older fuzzkv's rows read the same.
 MIGRATIONS = {
@@ -46,6 +46,7 @@ MIGRATIONS = {
     2: ("ALTER TABLE baselines ADD COLUMN rms_value FLOAT",
         "ALTER TABLE baselines ADD COLUMN rms_noise FLOAT"),
     3: (),  # the sweeps table: created by create_all below, in each dialect's own DDL
+    4: ("ALTER TABLE baselines ADD COLUMN oracles {json}",),
 }
 
 
@@ -144,6 +145,7 @@ class BaselineRow(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     rms_value: Mapped[float | None] = mapped_column(Float, nullable=True)  # schema 3
     rms_noise: Mapped[float | None] = mapped_column(Float, nullable=True)
+    oracles: Mapped[list | None] = mapped_column(Json, nullable=True)  # schema 5
 
 
 class SweepRow(Base):
@@ -391,7 +393,8 @@ class SqlStore(Store):
                                                           "versions", "value", "noise", "logit_scale",
                                                           "safety_factor", "calibration_prompts", "created",
                                                           "rms_value", "rms_noise")}
-            row = BaselineRow(**fields)
+            oracles = None if baseline.oracles is None else list(baseline.oracles)
+            row = BaselineRow(**fields, oracles=oracles)
             session.add(row)
             session.flush()
             return row.id
@@ -534,9 +537,20 @@ def _from_row(row: FailureRow) -> FailureRecord | None:
         times_seen=row.times_seen, first_seen=_utc(row.first_seen), last_seen=_utc(row.last_seen))
 
 
+def _covered(oracles: object) -> tuple[str, ...] | None:
+    """A baseline's measured oracles: None (stored before schema 5: every one) as None; anything but a list of names
+    as none at all, so bad stored data is a miss, never a tolerance for oracles it did not measure."""
+    if oracles is None:
+        return None
+    if isinstance(oracles, list) and all(isinstance(name, str) for name in oracles):
+        return tuple(oracles)
+    return ()
+
+
 def _baseline(row: BaselineRow) -> BaselineRecord:
     return BaselineRecord(
         model=row.model, scale=row.scale, backend=row.backend, dtype=row.dtype, device=row.device, attn=row.attn,
         versions=row.versions or {}, value=row.value, noise=row.noise, logit_scale=row.logit_scale,
         safety_factor=row.safety_factor, calibration_prompts=row.calibration_prompts, id=row.id,
-        created=_utc(row.created), rms_value=row.rms_value, rms_noise=row.rms_noise)
+        created=_utc(row.created), rms_value=row.rms_value, rms_noise=row.rms_noise,
+        oracles=_covered(row.oracles))
