@@ -60,7 +60,8 @@ def measure(config: RunConfig, backend: Backend, store: Store, versions: dict,
             oracles: Sequence[str] | None = None) -> tuple[Tolerance, NoiseGrowth | None]:
     """Calibrate ``oracles`` now (None: every oracle calibration measures on the backend), store the baseline, and
     compare with the last one from other library versions that measured the same oracles."""
-    measuring = tuple(oracles) if oracles is not None else tuple(calibrated_oracles(backend))
+    every = tuple(calibrated_oracles(backend))
+    measuring = tuple(oracles) if oracles is not None else every
     tolerance = calibrate(backend, config.dtype, max_prompt_len=config.prompt_len_cap,
                           max_new_tokens=config.new_tokens_cap, deadline=config.deadline, oracles=measuring)
     key = baseline_key(config, backend)
@@ -68,7 +69,6 @@ def measure(config: RunConfig, backend: Backend, store: Store, versions: dict,
                             rms_value=tolerance.rms_value, rms_noise=tolerance.rms_noise,
                             logit_scale=tolerance.logit_scale, safety_factor=tolerance.safety_factor,
                             calibration_prompts=tolerance.calibration_prompts, oracles=measuring)
-    every = tuple(calibrated_oracles(backend))
     # Noise is compared like for like: more oracles measured can only mean more noise.
     earlier = next((b for b in store.baselines(key) if not same_numerics(b.versions, versions)
                     and b.versions.get("calibration") == versions.get("calibration")

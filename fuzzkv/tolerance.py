@@ -98,7 +98,8 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
 
     Only the largest differences need the higher precision: the spread is the largest one that is
     rounding, so comparisons are validated from the largest down until one proves to be rounding."""
-    measuring = list(oracles) if oracles is not None else calibrated_oracles(backend)
+    every = calibrated_oracles(backend)
+    measuring = list(oracles) if oracles is not None else every
     scale = rms_scale = 0.0
     warnings: list[str] = []
     cases = calibration_cases(backend, dtype, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens)
@@ -152,8 +153,8 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     backend.release_precise()
     left_out = sum(not ok for ok in verdicts.values())
     counted = len(measured) - left_out
-    every = set(measuring) == set(calibrated_oracles(backend))
-    scope = "" if every else f" of {', '.join(measuring)}"  # a run's own oracles: said, since others were not measured
+    # A run's own oracles are named, since the others were not measured.
+    scope = "" if set(measuring) == set(every) else f" of {', '.join(measuring)}"
     return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings, scope)
 
 
