@@ -18,7 +18,10 @@ from fuzzkv.backends.loader import load_lanes
 from fuzzkv.config import RunConfig
 from fuzzkv.db import open_store
 from fuzzkv.errors import StoreError
-from fuzzkv.runner import run
+from fuzzkv.oracles import ORACLES
+from fuzzkv.runner import case_space, run
+from fuzzkv.search import Search
+from fuzzkv.verdict import Bounds
 from tests.conftest import Recorder, fuzz
 
 BROKEN = "tests.broken_models:"
@@ -58,6 +61,24 @@ def test_a_hanging_model_hits_the_per_example_deadline_and_the_run_goes_on(fault
     decode = [f for f in finished.failures if f.verdict.oracle == "decode"]
     assert decode and decode[0].verdict.error_type == "Deadline" and decode[0].verdict.case.batch_size == 2
     assert [e.oracle for e in recorder.of("OracleFinished")] == ["decode", "chunked"]  # the run went on
+
+
+@pytest.mark.slow
+def test_shrinking_a_hang_waits_out_the_full_deadline_once(fault):
+    fault("fault", "model hangs (shrinking a hang)")
+    # Each smaller hanging case the shrinker tries would otherwise wait the whole deadline again (an hour for a
+    # dozen tries at the default 300 s): after the first hang, a case gets ten times the slowest finished example.
+    config = RunConfig(model=BROKEN + "hangs_when_cached", scale="tiny", db_url="memory:", oracles=("decode",))
+    lane = load_lanes(config).lanes["hf"]
+    seen: list = []
+    search = Search(ORACLES["decode"], lane, Bounds(1e-3), budget=None, on_example=lambda *_: None,
+                    on_failure=seen.append, deadline=8.0, hang_floor=0.5)
+    [found] = search.execute(case_space(config, lane), max_examples=15, seed_value=0, database=None)
+    assert found.error_type == "Deadline" and found.case.batch_size == 2
+    errors = [verdict.error for verdict in seen]
+    assert len(errors) > 2 and [e for e in errors if "within the per-example deadline of 8 s" in e] == errors[:1]
+    assert all("(the longer of 0.5 s and 10 x the slowest example that finished, while shrinking a case that ran "
+               "past the per-example deadline of 8 s)" in error for error in errors[1:]), errors
 
 
 def test_a_factory_that_raises_is_one_line_and_exit_2(fault):

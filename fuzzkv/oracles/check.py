@@ -139,15 +139,20 @@ def within(deadline: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def check_within(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds, deadline: float | None) -> Verdict:
+RUN_DEADLINE = "the per-example deadline of {:g} s"  # how a Deadline error names --deadline
+
+
+def check_within(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds, deadline: float | None,
+                 which: str = RUN_DEADLINE) -> Verdict:
     """:func:`check` with a per-example deadline: a path that hangs becomes an error finding
-    ("Deadline") instead of stopping an unattended run."""
+    ("Deadline") instead of stopping an unattended run. ``which`` names the deadline in the
+    finding's error (formatted with its seconds)."""
     try:
         with within(deadline):
             return check(oracle, lane, case, bounds)
     except ExampleDeadline:
         return Verdict(oracle.name, case, "error", bounds.value, error_type="Deadline",
-                       error=f"no result within the per-example deadline of {deadline:g} s (a hang?)")
+                       error=f"no result within {which.format(deadline)} (a hang?)")
 
 
 def _non_finite(reference: Trace, candidate: Trace) -> str | None:
