@@ -61,7 +61,7 @@ def _opt_in(name: str, oracle: Oracle) -> str:
 @click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")
 @click.option("--deadline", default=300.0, show_default=True, type=float,
               help="Seconds one example may take; a case past it is reported as an error finding (a hang), "
-                   "whose smaller cases are then tried under 10 x the slowest finished example.")
+                   "after which the search's and calibration's other cases get 10 x the slowest finished case.")
 @db_option
 @click.option("--tolerance", type=float, help="Fix the logit tolerance instead of using the calibrated baseline.")
 @click.option("--max-batch", default=4, show_default=True, type=int)

@@ -20,7 +20,7 @@ from hypothesis.database import ExampleDatabase
 from fuzzkv.backends.interface import Lane
 from fuzzkv.case import Case
 from fuzzkv.oracles import Oracle
-from fuzzkv.oracles.check import RUN_DEADLINE, check_within
+from fuzzkv.oracles.check import AFTER_HANG_FLOOR, HangClock, check_within
 from fuzzkv.strategies import CaseSpace
 from fuzzkv.verdict import Bounds, Verdict
 
@@ -55,14 +55,6 @@ def stopping_on_ctrl_c() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
-
-
-# Shrinking a hang: each smaller case the shrinker tries that hangs too would wait out the whole --deadline (300 s
-# by default: an hour for a dozen tries). Once a case has hung, each later case of the search gets HANG_FACTOR times
-# the slowest example that finished in it, at least HANG_FLOOR seconds and never more than --deadline. The run
-# re-checks the minimal case under the full deadline, so a case that was only slow is reported flaky, not a hang.
-HANG_FACTOR = 10
-HANG_FLOOR = 10.0
 
 
 class OutOfTime(KeyboardInterrupt):
@@ -104,11 +96,10 @@ class Search:
 
     def __init__(self, oracle: Oracle, lane: Lane, bounds: Bounds, *, budget: float | None,
                  on_example: Callable[[int, float], None], on_failure: Callable[[Verdict], None],
-                 deadline: float | None = None, hang_floor: float = HANG_FLOOR):
+                 deadline: float | None = None, hang_floor: float = AFTER_HANG_FLOOR):
         self.oracle, self.lane, self.bounds, self.budget = oracle, lane, bounds, budget
-        self.deadline, self.hang_floor = deadline, hang_floor
-        self.hung = False  # a case of this search ran past its deadline
-        self.slowest: float | None = None  # seconds of the slowest example that finished
+        # Once a case hangs, the shrinker's smaller tries get a shorter deadline (see HangClock).
+        self.clock = HangClock(deadline, hang_floor)
         self.on_example, self.on_failure = on_example, on_failure
         self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
         self.started = time.monotonic()
@@ -136,11 +127,8 @@ class Search:
 
     def _fresh(self, case: Case) -> Verdict:
         began = time.monotonic()
-        verdict = check_within(self.oracle, self.lane, case, self.bounds, *self._deadline())
-        if verdict.error_type == "Deadline":
-            self.hung = True
-        else:
-            self.slowest = max(self.slowest or 0.0, time.monotonic() - began)
+        verdict = check_within(self.oracle, self.lane, case, self.bounds, *self.clock.next())
+        self.clock.finished(None if verdict.error_type == "Deadline" else time.monotonic() - began)
         self.seen[case] = verdict
         self.examples += 1
         self.on_example(self.examples, time.monotonic() - self.started)
@@ -149,17 +137,6 @@ class Search:
                 self.failing, self.first_failure_at = True, self.examples
             self.on_failure(verdict)
         return verdict
-
-    def _deadline(self) -> tuple[float | None, str]:
-        """The next example's deadline and how its error names it: the run's, or, once a case has hung and
-        another has finished, the shorter one for shrinking the hang (see HANG_FACTOR)."""
-        if self.deadline is None or not self.hung or self.slowest is None:
-            return self.deadline, RUN_DEADLINE
-        shorter = max(self.hang_floor, HANG_FACTOR * self.slowest)
-        if shorter >= self.deadline:
-            return self.deadline, RUN_DEADLINE
-        return shorter, (f"{{:.3g}} s (the longer of {self.hang_floor:g} s and {HANG_FACTOR} x the slowest example "
-                         f"that finished, while shrinking a case that ran past {RUN_DEADLINE.format(self.deadline)})")
 
     def _out_of_time(self) -> bool:
         if self.budget is None:

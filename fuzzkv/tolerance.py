@@ -22,7 +22,7 @@ from fuzzkv.backends.interface import Backend, PathError
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
-from fuzzkv.oracles.check import ExampleDeadline, pairs_of, within
+from fuzzkv.oracles.check import ExampleDeadline, HangClock, pairs_of, within
 from fuzzkv.verdict import PRECISE_SHARE, Bounds
 
 ESTIMATED_NOISE_RATIO = 8.0
@@ -104,9 +104,10 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     warnings: list[str] = []
     cases = calibration_cases(backend, dtype, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens)
     hung: list[Case] = []  # cases whose cached path ran past the deadline: every oracle's paths would wait for it too
+    clock = HangClock(deadline)  # after a hang, the other cases need not each wait out the whole deadline
     for case in cases:  # the logit scale, from the uncached path over the greedy sequence
         try:
-            with within(deadline):  # a path that hangs is the search's finding too (a Deadline error)
+            with clock.within():  # a path that hangs is the search's finding too (a Deadline error)
                 cached = backend.cached(case)
         except ExampleDeadline:
             _note(warnings, "a calibration case ran past the per-example deadline")
@@ -122,7 +123,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     for oracle in measuring:
         for case in filter(None, (FITS[oracle](c) for c in cases if c not in hung)):
             try:
-                with within(deadline):
+                with clock.within():
                     measured += [(oracle, case, i, *d) for i, d in enumerate(_spread(oracle, backend, case))]
             except ExampleDeadline:
                 _note(warnings, "a calibration case ran past the per-example deadline")

@@ -19,6 +19,7 @@ from fuzzkv.config import RunConfig
 from fuzzkv.db import open_store
 from fuzzkv.errors import StoreError
 from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.check import RUN_DEADLINE, ExampleDeadline, HangClock
 from fuzzkv.runner import case_space, run
 from fuzzkv.search import Search
 from fuzzkv.verdict import Bounds
@@ -77,8 +78,26 @@ def test_shrinking_a_hang_waits_out_the_full_deadline_once(fault):
     assert found.error_type == "Deadline" and found.case.batch_size == 2
     errors = [verdict.error for verdict in seen]
     assert len(errors) > 2 and [e for e in errors if "within the per-example deadline of 8 s" in e] == errors[:1]
-    assert all("(the longer of 0.5 s and 10 x the slowest example that finished, while shrinking a case that ran "
-               "past the per-example deadline of 8 s)" in error for error in errors[1:]), errors
+    assert all("(the longer of 0.5 s and 10 x the slowest case that finished, once a case had run past the "
+               "per-example deadline of 8 s)" in error for error in errors[1:]), errors
+
+
+def test_after_a_hang_a_case_gets_ten_times_the_slowest_finished_one_within_the_deadline():
+    # The rule calibration shares with the search: nothing changes before a hang, or before a case finished.
+    clock = HangClock(2.0, floor=0.05)
+    with pytest.raises(ExampleDeadline), clock.within():
+        time.sleep(5)  # hangs: waits the whole 2 s
+    assert clock.next() == (2.0, RUN_DEADLINE)  # no case finished yet: nothing to scale from
+    with clock.within():
+        time.sleep(0.001)
+    seconds, which = clock.next()
+    assert 0.05 <= seconds < 2.0 and seconds == max(0.05, 10 * clock.slowest)
+    assert which.format(seconds).startswith(f"{seconds:.3g} s (the longer of 0.05 s and 10 x the slowest case")
+    began = time.monotonic()
+    with pytest.raises(ExampleDeadline), clock.within():
+        time.sleep(5)
+    assert time.monotonic() - began < 1.9  # the second hang was cut at the shorter deadline
+    assert HangClock(None).next()[0] is None and HangClock(1.0, floor=5.0).next()[0] == 1.0
 
 
 def test_a_factory_that_raises_is_one_line_and_exit_2(fault):

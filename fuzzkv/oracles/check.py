@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -140,6 +141,53 @@ def within(deadline: float | None) -> Iterator[None]:
 
 
 RUN_DEADLINE = "the per-example deadline of {:g} s"  # how a Deadline error names --deadline
+# After a hang: a case gets this many times the slowest case that finished, at least AFTER_HANG_FLOOR seconds.
+AFTER_HANG_FACTOR, AFTER_HANG_FLOOR = 10, 10.0
+
+
+class HangClock:
+    """The deadline of each case in one sequence of cases (a search, a calibration): ``deadline`` until a case
+    has hung and another has finished; from then on AFTER_HANG_FACTOR times the slowest case that finished, at
+    least ``floor`` seconds and never more than ``deadline``.
+
+    Why: the cases after a hang are mostly more of it (the shrinker's smaller tries, calibration's other batched
+    cases), and each would otherwise wait out the whole deadline again: a dozen shrink tries at the default
+    300 s are an hour. The runner re-checks a search's minimal case under the full deadline (``check_within``
+    with ``deadline``), so a case that was only slow is stored flaky, never a hang."""
+
+    def __init__(self, deadline: float | None, floor: float = AFTER_HANG_FLOOR):
+        self.deadline, self.floor = deadline, floor
+        self.hung = False  # a case ran past its deadline
+        self.slowest: float | None = None  # seconds of the slowest case that finished
+
+    def next(self) -> tuple[float | None, str]:
+        """The next case's deadline, and how a Deadline error names it (formatted with its seconds)."""
+        if self.deadline is None or not self.hung or self.slowest is None:
+            return self.deadline, RUN_DEADLINE
+        shorter = max(self.floor, AFTER_HANG_FACTOR * self.slowest)
+        if shorter >= self.deadline:
+            return self.deadline, RUN_DEADLINE
+        return shorter, (f"{{:.3g}} s (the longer of {self.floor:g} s and {AFTER_HANG_FACTOR} x the slowest case "
+                         f"that finished, once a case had run past {RUN_DEADLINE.format(self.deadline)})")
+
+    def finished(self, seconds: float | None) -> None:
+        """Record a case: the seconds it took, or None where it ran past its deadline."""
+        if seconds is None:
+            self.hung = True
+        else:
+            self.slowest = max(self.slowest or 0.0, seconds)
+
+    @contextmanager
+    def within(self) -> Iterator[None]:
+        """:func:`within` the next case's deadline, recording how the block ended (other exceptions: not at all)."""
+        began = time.monotonic()
+        try:
+            with within(self.next()[0]):
+                yield
+        except ExampleDeadline:
+            self.finished(None)
+            raise
+        self.finished(time.monotonic() - began)
 
 
 def check_within(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds, deadline: float | None,
