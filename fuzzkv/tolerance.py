@@ -135,6 +135,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
         oracle, case, i, largest, _rms = entry
         if (oracle, case, i) not in verdicts:
             try:
+                # The full deadline, not the clock's: the higher precision's paths are slower than the ones it timed.
                 with within(deadline):
                     high = _validate(oracle, backend, case, dtype, warnings)
             except ExampleDeadline:

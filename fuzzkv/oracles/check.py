@@ -140,7 +140,11 @@ def within(deadline: float | None) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-RUN_DEADLINE = "the per-example deadline of {:g} s"  # how a Deadline error names --deadline
+def run_deadline(seconds: float | None) -> str:
+    """How a Deadline error names --deadline."""
+    return f"the per-example deadline of {seconds:g} s"
+
+
 # After a hang: a case gets this many times the slowest case that finished, at least AFTER_HANG_FLOOR seconds.
 AFTER_HANG_FACTOR, AFTER_HANG_FLOOR = 10, 10.0
 
@@ -161,14 +165,16 @@ class HangClock:
         self.slowest: float | None = None  # seconds of the slowest case that finished
 
     def next(self) -> tuple[float | None, str]:
-        """The next case's deadline, and how a Deadline error names it (formatted with its seconds)."""
-        if self.deadline is None or not self.hung or self.slowest is None:
-            return self.deadline, RUN_DEADLINE
+        """The next case's deadline, and how a Deadline error names it."""
+        if self.deadline is None:
+            return None, ""  # nothing can run past it
+        if not self.hung or self.slowest is None:
+            return self.deadline, run_deadline(self.deadline)
         shorter = max(self.floor, AFTER_HANG_FACTOR * self.slowest)
         if shorter >= self.deadline:
-            return self.deadline, RUN_DEADLINE
-        return shorter, (f"{{:.3g}} s (the longer of {self.floor:g} s and {AFTER_HANG_FACTOR} x the slowest case "
-                         f"that finished, once a case had run past {RUN_DEADLINE.format(self.deadline)})")
+            return self.deadline, run_deadline(self.deadline)
+        return shorter, (f"{shorter:.3g} s (the longer of {self.floor:g} s and {AFTER_HANG_FACTOR} x the slowest case "
+                         f"that finished, once a case had run past {run_deadline(self.deadline)})")
 
     def finished(self, seconds: float | None) -> None:
         """Record a case: the seconds it took, or None where it ran past its deadline."""
@@ -191,16 +197,16 @@ class HangClock:
 
 
 def check_within(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds, deadline: float | None,
-                 which: str = RUN_DEADLINE) -> Verdict:
+                 which: str | None = None) -> Verdict:
     """:func:`check` with a per-example deadline: a path that hangs becomes an error finding
     ("Deadline") instead of stopping an unattended run. ``which`` names the deadline in the
-    finding's error (formatted with its seconds)."""
+    finding's error (default: as --deadline)."""
     try:
         with within(deadline):
             return check(oracle, lane, case, bounds)
     except ExampleDeadline:
         return Verdict(oracle.name, case, "error", bounds.value, error_type="Deadline",
-                       error=f"no result within {which.format(deadline)} (a hang?)")
+                       error=f"no result within {which or run_deadline(deadline)} (a hang?)")
 
 
 def _non_finite(reference: Trace, candidate: Trace) -> str | None:
