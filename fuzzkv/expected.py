@@ -47,11 +47,27 @@ _CPMANT_BIDIRECTIONAL = (
     "pass is bidirectional: a cache (which cannot see later tokens) approximates it by design, as the original "
     "CPM-Live decoder does; generate(use_cache=True) and generate(use_cache=False) differ the same way")
 _CPMANT_SOURCE = ("transformers/models/cpmant/modeling_cpmant.py:626 `context = torch.full((batch, seq_length), 1)` "
-                  "and :565 `attention_mask = context[:, None, :] | ...` (5.24.0)")
+                  "and :565 `attention_mask = context[:, None, :] | ...` (5.24.0, 5.25.0)")
+
+# An unspecified operation's tie order (issue #31): torch documents that topk's tied indices "are not guaranteed to
+# be stable and may vary across different invocations", so two paths that meet an exact tie may pick different
+# entries. Expected at the tiny scale the sweep runs (exact-zero scores of a 4-head indexer; Doge's top-k past a
+# keep window of 8), never seen at a released config's size: the write-ups keep the evidence, and a divergence
+# of these models at full scale is still a finding (the sweep runs them tiny only).
+_TIE_ORDER = ("the paths differ only where torch.topk breaks an exact tie, whose order torch documents as "
+              "unspecified; seen only in the tiny twin (findings/transformers-{}-topk-tie-order.md)")
+_TOPK_DOCS = "torch.topk docstring (torch 2.13.0): the indices of tied elements are not guaranteed to be stable"
+_DSA_TYPES = ("deepseek_v32", "glm_moe_dsa", "deepseek_v4", "hy_v4", "axk2", "dots3_note_text")
 
 # Filled only from triaged sweep findings, each with the library's own word for it.
-EXPECTED: tuple[Expected, ...] = tuple(
-    Expected("cpmant", oracle, _CPMANT_BIDIRECTIONAL, _CPMANT_SOURCE) for oracle in ("decode", "chunked", "generate"))
+EXPECTED: tuple[Expected, ...] = (
+    *(Expected("cpmant", oracle, _CPMANT_BIDIRECTIONAL, _CPMANT_SOURCE) for oracle in ("decode", "chunked", "generate")),
+    *(Expected(model_type, "*", _TIE_ORDER.format("dsa-indexer"),
+               f"{_TOPK_DOCS}; models/deepseek_v32/modeling_deepseek_v32.py:241 `index_scores.topk(...)` (5.25.0)")
+      for model_type in _DSA_TYPES),
+    Expected("doge", "*", _TIE_ORDER.format("doge-dynamic-mask"),
+             f"{_TOPK_DOCS}; models/doge/modeling_doge.py:358 `torch.topk(attn_mask, keep_window_size, ...)` (5.25.0)"),
+)
 
 
 def expected_reason(model_type: str, oracle: str, case: dict[str, Any],
