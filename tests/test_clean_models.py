@@ -15,6 +15,7 @@ KNOWN_FINDINGS = {("falcon-rw", "generate")}
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # 13 models x 6 oracles x 150 examples: about 15 CPU-minutes
 @pytest.mark.parametrize("model", registry.names())
 def test_registry_model_at_tiny_scale_has_no_false_failure(model):
     # 150 Hypothesis examples give at least 100 distinct cases per oracle (some draws repeat a case). How many

@@ -91,6 +91,7 @@ def smollm2() -> Path | None:
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # a real 135M model in two dtypes: about 4.5 CPU-minutes
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_real_smollm2_from_its_gguf_file_runs_clean_and_can_see(dtype, tmp_path):
     gguf = smollm2()
