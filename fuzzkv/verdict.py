@@ -104,7 +104,15 @@ class Verdict:
         where = f" first at position {m.first_bad_position} (row {m.first_bad_row})" if m.first_bad_position is not None else ""
         what = f" ({self.comparison})" if self.comparison else ""
         if m.max_abs_diff <= self.tolerance and m.rms_tolerance is not None:
-            return (f"{self.oracle}{what}: rms |diff| {m.rms_diff:.3g} > rms tolerance {m.rms_tolerance:.3g} "
-                    f"(max |diff| {m.max_abs_diff:.3g}, tolerance {self.tolerance:.3g}){where}")
+            return (f"{self.oracle}{what}: rms |diff| {m.rms_diff:.3g} {_against(m.rms_diff, m.rms_tolerance)} rms "
+                    f"tolerance {m.rms_tolerance:.3g} (max |diff| {m.max_abs_diff:.3g}, tolerance {self.tolerance:.3g})"
+                    f"{where}")
         precise = f"; {m.precise_diff:.3g} in the higher precision" if m.precise_diff is not None else ""
-        return f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} > tolerance {self.tolerance:.3g}{where}{precise}"
+        return (f"{self.oracle}{what}: max |diff| {m.max_abs_diff:.3g} {_against(m.max_abs_diff, self.tolerance)} "
+                f"tolerance {self.tolerance:.3g}{where}{precise}")
+
+
+def _against(difference: float, bound: float) -> str:
+    """The sign between a difference and its bound as the numbers stand: a summary is read for it, and a pass (or a
+    mismatch re-checked as rounding) is within its bounds."""
+    return ">" if difference > bound else "<="

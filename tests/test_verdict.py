@@ -73,6 +73,23 @@ def test_score_is_difference_over_tolerance():
     assert "0.5 > tolerance 0.1" in verdict.summary()
 
 
+def test_a_summary_says_greater_only_where_a_difference_exceeds_its_bound():
+    """The sign between a difference and its bound is the truth (#32: a pass read "rms |diff| 1.1e-06 > rms
+    tolerance 6.74e-06")."""
+    ref, everywhere = _logits().double(), torch.ones(2, 5, dtype=torch.bool)  # exact offsets
+
+    def summary(kind, candidate, bounds):
+        return Verdict("decode", Case(prompts=((1,),)), kind, bounds.value,
+                       metrics=compare(ref, candidate, everywhere, bounds)).summary()
+
+    passed = summary("pass", ref + 1e-6, Bounds(1e-4, rms=6.74e-6))
+    assert "rms |diff| 1e-06 <= rms tolerance 6.74e-06" in passed and ">" not in passed
+    assert ">" not in summary("pass", ref + 1e-6, Bounds(1e-4))  # no RMS bound: the largest difference's line
+    # Past the RMS bound only: the RMS line says ">", the largest difference stays within its tolerance.
+    assert "rms |diff| 5e-05 > rms tolerance 6.74e-06" in summary("mismatch", ref + 5e-5, Bounds(1e-4, rms=6.74e-6))
+    assert "max |diff| 0.001 > tolerance 0.0001" in summary("mismatch", ref + 1e-3, Bounds(1e-4, rms=6.74e-6))
+
+
 def _trace(logits):
     from fuzzkv.backends.interface import Trace
 
