@@ -88,6 +88,19 @@ def test_unknown_model_suggests_close_names():
     assert "Tip: did you mean bloom-560m?" in result.stderr
 
 
+@pytest.mark.parametrize("typo", ["lama", "gpt"])
+def test_close_names_are_suggested_once_each_best_first(typo):
+    # Registry names that are model types too (llama, gpt2) were suggested twice: "did you mean llama, llama, ...".
+    from fuzzkv.backends.hf_loading import load_model
+    from fuzzkv.errors import UsageError
+
+    with pytest.raises(UsageError) as raised:
+        load_model(typo, scale="tiny", seed=0, init_std=0.2, attn="eager")
+    suggested = raised.value.tip.removeprefix("did you mean ").removesuffix("?").split(", ")
+    assert len(suggested) >= 2 and len(set(suggested)) == len(suggested), raised.value.tip
+    assert suggested[0] == {"lama": "llama", "gpt": "gpt2"}[typo]
+
+
 def test_a_factory_returning_the_wrong_type_is_a_usage_error(tmp_path):
     (tmp_path / "wrongtype.py").write_text("def make():\n    return 42\n")
     env_root = f"{tmp_path}{os.pathsep}{ROOT}"

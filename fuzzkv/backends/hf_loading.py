@@ -108,8 +108,9 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, 
         return LoadedModel(_pretrained(name, attn, target), f"weights for {name} from the local HuggingFace cache",
                            tokenizer_from=name)
     except OSError:
-        close = registry.suggestions(name)
-        close = [*close, *difflib.get_close_matches(name, hf_shrink.causal_lm_types(), n=3, cutoff=0.6)]
+        # A registry name can be a model type too (llama, gpt2): each name once, the registry's first.
+        close = list(dict.fromkeys([*registry.suggestions(name),
+                                    *difflib.get_close_matches(name, hf_shrink.causal_lm_types(), n=3, cutoff=0.6)]))
         hint = (f"did you mean {', '.join(close)}?" if close
                 else "run 'fuzzkv models' for the registry names, 'fuzzkv models --all' for every architecture")
         raise UsageError(f"unknown model {name!r}: not a registry name, a causal-LM model type of transformers "
