@@ -5,12 +5,21 @@ output. torchtune's layer applies ``mlp_norm`` before the MLP and ``mlp_scale`` 
 pre -> mlp_scale and post -> mlp_norm. Standalone: torch + transformers + torchtune (+ torchao). Exits 1 while the
 bug is present.
 """
-import torch
-import torchtune
-import transformers
-from torchtune.models.gemma2 import gemma2
-from torchtune.models.gemma2._convert_weights import gemma2_hf_to_tune
-from transformers import Gemma2Config, Gemma2ForCausalLM
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import torchtune
+    import transformers
+    from torchtune.models.gemma2 import gemma2
+    from torchtune.models.gemma2._convert_weights import gemma2_hf_to_tune
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers torchtune==0.6.1 torchao==0.10.0)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 config = Gemma2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

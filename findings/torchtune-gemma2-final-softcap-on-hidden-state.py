@@ -5,11 +5,20 @@ HF (and Google's reference) compute ``logits = lm_head(norm(h))`` and then ``cap
 so its logits are never capped. Standalone: torch + transformers + torchtune (+ torchao). Exits 1 while the bug
 is present.
 """
-import torch
-import torchtune
-import transformers
-from torchtune.models.gemma2 import gemma2
-from transformers import Gemma2Config, Gemma2ForCausalLM
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import torchtune
+    import transformers
+    from torchtune.models.gemma2 import gemma2
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers torchtune==0.6.1 torchao==0.10.0)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 config = Gemma2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=1,

@@ -6,10 +6,19 @@ index. Without a cache, row i is position i. With a cache, the mask is [batch, n
 (the oldest keys, its own key excluded) instead of the last ``window`` ones. Standalone: torch + torchtune
 (+ torchao). Exits 1 while the bug is present.
 """
-import torch
-import torchtune
-from torchtune.generation import get_causal_mask_from_padding_mask, get_position_ids_from_padding_mask
-from torchtune.models.gemma2 import gemma2
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import torchtune
+    from torchtune.generation import get_causal_mask_from_padding_mask, get_position_ids_from_padding_mask
+    from torchtune.models.gemma2 import gemma2
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch torchtune==0.6.1 torchao==0.10.0)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 print(f"torch {torch.__version__}, torchtune {torchtune.__version__}")

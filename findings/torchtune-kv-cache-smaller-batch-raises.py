@@ -4,10 +4,19 @@
 smaller batch (an evaluation loop's last batch) fails inside attention with a RuntimeError instead.
 Standalone: torch + torchtune (+ torchao). Exits 1 while the bug is present.
 """
-import torch
-import torchtune
-from torchtune.generation import get_causal_mask_from_padding_mask, get_position_ids_from_padding_mask
-from torchtune.models.llama3 import llama3
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import torchtune
+    from torchtune.generation import get_causal_mask_from_padding_mask, get_position_ids_from_padding_mask
+    from torchtune.models.llama3 import llama3
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch torchtune==0.6.1 torchao==0.10.0)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 print(f"torch {torch.__version__}, torchtune {torchtune.__version__}")
@@ -30,7 +39,7 @@ with torch.inference_mode():
         try:
             forward(torch.tensor([[3, 4]] * rows), 4)
             print(f"batch of {rows} on caches set up for 2, after reset_caches(): ok")
-        except Exception as exc:  # noqa: BLE001
+        except RuntimeError as exc:  # the smaller batch fails inside attention (the bug)
             print(f"batch of {rows} on caches set up for 2, after reset_caches(): {type(exc).__name__}: {exc}")
             failed.append(rows)
 print("REPRODUCED" if failed else "not reproduced")

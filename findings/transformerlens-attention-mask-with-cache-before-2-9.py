@@ -8,11 +8,19 @@ positions: with rotary embeddings it raises, with learned absolute positions it 
 Needs only torch and transformer-lens (2.x). Random weights, no downloads, no tokenizer.
 Run:  python transformerlens-attention-mask-with-cache-before-2-9.py     (exits 1 while the bug is present)
 """
+import sys
 from importlib.metadata import version
 
-import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens.past_key_value_caching import HookedTransformerKeyValueCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformer-lens<3')", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 print("transformer-lens", version("transformer-lens"), "torch", torch.__version__)
@@ -36,7 +44,7 @@ for positions in ("rotary", "standard"):
         print(f"{positions}: the cache holds {cache[0].past_keys.shape[1]} positions and a mask of {stored}")
         try:
             cached = model(step, attention_mask=full_mask[:, -1:], past_kv_cache=cache)[:, -1]
-        except Exception as exc:  # noqa: BLE001 - the failure being shown
+        except RuntimeError as exc:  # the failure being shown: no mask for the cached positions
             print(f"{positions}: the cached decode step with the new token's mask raised {type(exc).__name__}: {exc}")
             FAILED.append(positions)
             continue

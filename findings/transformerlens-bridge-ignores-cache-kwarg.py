@@ -9,14 +9,21 @@ Run:  HF_HUB_OFFLINE=1 python transformerlens-bridge-ignores-cache-kwarg.py
 """
 import copy
 import os
+import sys
+from importlib.metadata import version
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import torch
-import transformers
-from importlib.metadata import version
-from transformer_lens.model_bridge.sources import build_bridge_from_module
-from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformer_lens.model_bridge.sources import build_bridge_from_module
+    from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers 'transformer-lens>=4.3')", file=sys.stderr)
+    sys.exit(2)
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()  # silence the `past_key_values` deprecation notice
@@ -77,7 +84,7 @@ for arch, make in MODELS.items():
         hf_len = hf_out.past_key_values.get_seq_length()
 
     print(f"\n== {arch} (prompt {ids.shape[1]} tokens, {n} new) ==")
-    print(f"generate: max|logits(cached) - logits(uncached)| per step: "
+    print("generate: max|logits(cached) - logits(uncached)| per step: "
           + ", ".join(f"{d:.3g}" for d in diff.tolist()))
     print(f"generate: first cached step diff {diff[1].item():.4g}, logit scale max|logit| {scale:.4g}")
     print(f"generate: greedy tokens differ: {tokens_differ}")
@@ -91,4 +98,5 @@ for arch, make in MODELS.items():
     ok &= not bug
     print("RESULT:", "BUG (cache not extended)" if bug else "ok")
 
+print("not reproduced" if ok else "REPRODUCED")
 raise SystemExit(0 if ok else 1)

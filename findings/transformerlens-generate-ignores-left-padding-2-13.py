@@ -7,12 +7,20 @@ generates from different logits than it does alone, with the KV cache and withou
 Needs only torch, transformers (for an in-memory tokenizer) and transformer-lens. Random weights, no downloads.
 Run:  python transformerlens-generate-ignores-left-padding-2-13.py     (exits 1 while the bug is present)
 """
+import sys
 from importlib.metadata import version
 
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformers import PreTrainedTokenizerFast
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformers import PreTrainedTokenizerFast
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers 'transformer-lens<4')", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 print("transformer-lens", version("transformer-lens"), "torch", torch.__version__)

@@ -9,10 +9,17 @@ rounding. Nothing warns or refuses. Exits 1 when the bug is present.
 """
 import sys
 
-import torch
-import transformers
-from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
-from transformers.generation.configuration_utils import ContinuousBatchingConfig
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import Gemma2Config, Gemma2ForCausalLM, GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 torch.set_num_threads(1)
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")

@@ -7,13 +7,22 @@ AttributeError and no tokens. Llama in the same script generates normally. Exits
 """
 import sys
 
-import torch
-import transformers
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MptConfig, MptForCausalLM
-from transformers.generation.configuration_utils import ContinuousBatchingConfig
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, MptConfig, MptForCausalLM
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 torch.set_num_threads(1)
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")
+# The error each request of the failing models ends with while the bug is present (any other: exit 2).
+BUG = "'NoneType' object has no attribute 'to'"
 MODELS = {
     "mpt": lambda: MptForCausalLM(MptConfig(vocab_size=128, d_model=64, n_layers=2, n_heads=4)),
     "llama": lambda: LlamaForCausalLM(LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
@@ -31,6 +40,8 @@ for name, build in MODELS.items():
     failed[name] = all(o.error for o in outputs)
     for i, out in enumerate(outputs):
         print(f"{name}, request {i}: status {out.status}, tokens {out.generated_tokens}, error {out.error!r}")
+        if out.error and BUG not in out.error:
+            raise RuntimeError(f"{name}: a request failed otherwise than with this bug: {out.error}")  # exit 2
 broken = failed["mpt"] and not failed["llama"]
 print("REPRODUCED" if broken else "not reproduced")
 sys.exit(1 if broken else 0)

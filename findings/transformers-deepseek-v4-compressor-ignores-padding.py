@@ -16,9 +16,19 @@ bug is present.
 """
 import sys
 
-import torch
-import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} predates the cache= keyword (5.24)", file=sys.stderr)
+    sys.exit(2)
 
 torch.set_num_threads(1)
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")
@@ -37,7 +47,7 @@ config = AutoConfig.for_model(
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
 with torch.no_grad():  # seeded random weights at a trained model's logit scale
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.dim() >= 2:
             p.normal_(0.0, 0.2 * (64 / p.shape[-1]) ** 0.5)
         else:
@@ -74,7 +84,7 @@ def cached(m, ids, mask, prefill):
 
 def row(label, a, b):
     d = (a.double() - b.double()).abs().amax(-1)[0]
-    print(f"  {label}: {['%.2g' % x for x in d.tolist()]}")
+    print(f"  {label}: {[f'{x:.2g}' for x in d.tolist()]}")
     return float(d.max())
 
 

@@ -8,9 +8,16 @@ present, 0 where reset() empties the cache (transformers 5.23 and later: hugging
 import inspect
 import sys
 
-import torch
-import transformers
-from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

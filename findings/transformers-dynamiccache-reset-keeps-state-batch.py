@@ -9,9 +9,19 @@ cache reused for a smaller batch raises as soon as a one-token forward takes the
 """
 import sys
 
-import torch
-import transformers
-from transformers import DynamicCache, FalconMambaConfig, FalconMambaForCausalLM
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import DynamicCache, FalconMambaConfig, FalconMambaForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} predates the cache= keyword (5.24)", file=sys.stderr)
+    sys.exit(2)
 
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")
 config = FalconMambaConfig(vocab_size=512, hidden_size=64, state_size=8, num_hidden_layers=2, conv_kernel=4, expand=2,

@@ -10,9 +10,16 @@ is present.
 """
 import sys
 
-import torch
-import transformers
-from transformers import FalconConfig, FalconForCausalLM
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import FalconConfig, FalconForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")
 config = FalconConfig(vocab_size=512, hidden_size=64, num_attention_heads=4, num_hidden_layers=2, alibi=True,

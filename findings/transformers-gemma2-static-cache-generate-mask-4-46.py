@@ -9,9 +9,18 @@ token also attends to the cache's still-empty (zero) slots and its logits are wr
 Needs only torch and transformers. Random weights, no downloads, no tokenizer.
 Run:  python transformers-gemma2-static-cache-generate-mask-4-46.py   (exits 1 while the bug is present)
 """
-import torch
-import transformers
-from transformers import Gemma2Config, Gemma2ForCausalLM
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 print("transformers", transformers.__version__, "torch", torch.__version__)
 config = Gemma2Config(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -11,9 +11,19 @@ is as long as the window. Exits 1 when the bug is present.
 """
 import sys
 
-import torch
-import transformers
-from transformers import DynamicCache, GPTNeoConfig, GPTNeoForCausalLM, StaticCache
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import DynamicCache, GPTNeoConfig, GPTNeoForCausalLM, StaticCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} predates the cache= keyword (5.24)", file=sys.stderr)
+    sys.exit(2)
 
 torch.set_num_threads(1)
 print(f"torch {torch.__version__}, transformers {transformers.__version__}")

@@ -3,9 +3,19 @@ quantization groups is a multiple of HQQ's bit-packing factor.
 
 Standalone: torch + transformers + hqq. Exits 1 while the bug is present.
 """
-import torch
-import transformers
-from transformers import LlamaConfig, LlamaForCausalLM, QuantizedCache
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import hqq  # noqa: F401 - the backend under test
+    import torch
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM, QuantizedCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers hqq)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

@@ -8,14 +8,25 @@ mask of the first *full* attention layer (no window, sized to the whole static c
 ``create_sliding_window_causal_mask``, which the model's own forward uses. So once the prompt or the static
 cache is longer than the sliding window, generate(cache_implementation="static") either raises (the mask is as
 long as the static cache, the sliding layer's keys are not) or silently lets the sliding layers attend past
-their window. The dynamic cache, and the model's forward with a StaticCache, are right. Exits 1 when present.
+their window. The dynamic cache, and the model's forward with a StaticCache, are right. Exits 1 when present
+(5.24.0); 0 on 5.25.0, whose table maps "hybrid_sliding" to create_sliding_window_causal_mask (the fix).
 """
 import sys
 
-import torch
-import transformers
-from transformers import AutoConfig, AutoModelForCausalLM
-from transformers.masking_utils import create_masks_for_generate, create_sliding_window_causal_mask
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, StaticCache
+    from transformers.masking_utils import create_masks_for_generate, create_sliding_window_causal_mask
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} predates the cache= keyword (5.24)", file=sys.stderr)
+    sys.exit(2)
 
 # fuzzkv's tiny twin of Inkling2TextConfig's defaults: 2 layers, ["hybrid_sliding", "hybrid"], window 8
 CONFIG = {"conv_kernel_size": 4, "d_rel": 8, "eos_token_id": 511, "final_logit_softcapping": 30.0, "head_dim": 16,
@@ -34,7 +45,7 @@ config = AutoConfig.for_model("inkling2_text", **CONFIG)
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
 with torch.no_grad():  # fuzzkv's sensitive init: transformers' std 0.02 makes logits nearly equal
-    for name, parameter in model.named_parameters():  # every matrix, the relative-position bank `proj` too
+    for parameter in model.parameters():  # every matrix, the relative-position bank `proj` too
         if parameter.dim() >= 2:
             parameter.normal_(0.0, 0.2 * (64 / parameter.shape[-1]) ** 0.5)
 print(f"{type(model).__name__}: layer_types {config.layer_types}, sliding window {config.sliding_window}")
@@ -68,8 +79,6 @@ for prompt, new in [(4, 4), (10, 1), (1, 9), (3, 12)]:
 
 # The mask itself: the one generate() precomputes for a 10-token prefill into a static cache of 10, against
 # the one the model's forward builds for its sliding layers (keys each query may attend to, per query).
-from transformers import StaticCache  # noqa: E402
-
 cache = StaticCache(config=config, max_cache_len=10)
 embeds = torch.empty((1, 10, 0))
 masks = create_masks_for_generate(config=config, inputs_embeds=embeds, attention_mask=torch.ones(1, 10, dtype=torch.long),

@@ -10,9 +10,19 @@ are right; so is the first forward into an empty cache (its offset is the int 0)
 """
 import sys
 
-import torch
-import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} predates the cache= keyword (5.24)", file=sys.stderr)
+    sys.exit(2)
 
 # fuzzkv's tiny twin of InklingTextConfig's defaults: 2 layers, ["hybrid_sliding", "hybrid"], window 8
 CONFIG = {"bos_token_id": 1, "eos_token_id": 2, "conv_kernel_size": 4, "d_rel": 8, "head_dim": 16, "hidden_act": "silu",
@@ -31,7 +41,7 @@ torch.manual_seed(0)
 model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=torch.float32).eval()
 model.set_experts_implementation("eager")  # the grouped_mm experts take no float64
 with torch.no_grad():  # fuzzkv's sensitive init: transformers' std 0.02 makes logits nearly equal
-    for name, parameter in model.named_parameters():  # every matrix, the relative-position bank `proj` too
+    for parameter in model.parameters():  # every matrix, the relative-position bank `proj` too
         if parameter.dim() >= 2:
             parameter.normal_(0.0, 0.2 * (64 / parameter.shape[-1]) ** 0.5)
 

@@ -12,9 +12,16 @@ plain forward and in generate() alike. Exits 1 when present.
 """
 import sys
 
-import torch
-import transformers
-from transformers import AutoConfig, AutoModelForCausalLM
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 # fuzzkv's tiny twin of Llama4TextConfig's defaults (floor_scale 8192 -> 8, chunk size 8192 -> 8)
 CONFIG = {"attention_chunk_size": 8, "attn_scale": 0.1, "attn_temperature_tuning": True, "floor_scale": 8,

@@ -9,9 +9,16 @@ slots are attended silently; longer masks raise. Exits 1 while the bug is presen
 
 import sys
 
-import torch
-import transformers
-from transformers import DynamicCache, MptConfig, MptForCausalLM, StaticCache
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import DynamicCache, MptConfig, MptForCausalLM, StaticCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 config = MptConfig(vocab_size=64, d_model=32, n_heads=2, n_layers=2, max_seq_len=64, pad_token_id=0,

@@ -3,10 +3,19 @@
 Standalone: torch + transformers (FP8 backend, built in) [+ optimum-quanto for the quanto rows]. Exits 1 while the
 bug is present.
 """
-import torch
-import transformers
-from transformers import LlamaConfig, LlamaForCausalLM, QuantizedCache
-from transformers.utils import is_optimum_quanto_available
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import LlamaConfig, LlamaForCausalLM, QuantizedCache
+    from transformers.utils import is_optimum_quanto_available
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 torch.manual_seed(0)
 config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -31,7 +40,7 @@ with torch.inference_mode():
             cache.batch_select_indices(torch.tensor([0]))  # keep row 0
             out = model(input_ids=prompt[:1, :1], past_key_values=cache, use_cache=True)
             print(f"{label}: batch_select_indices then a step: ok, logits {tuple(out.logits.shape)}")
-        except Exception as exc:  # noqa: BLE001
+        except (IndexError, RuntimeError) as exc:  # the bug: the selected cache no longer matches its rows
             print(f"{label}: batch_select_indices then a step: {type(exc).__name__}: {exc}")
             failed.append(label)
 

@@ -11,9 +11,19 @@ uncached pass, and from ``generate()`` without chunking, by several logits. Exit
 import inspect
 import sys
 
-import torch
-import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} predates the cache= keyword (5.24)", file=sys.stderr)
+    sys.exit(2)
 
 torch.set_num_threads(1)
 transformers.logging.set_verbosity_error()
@@ -137,7 +147,10 @@ for model_type, overrides in CONFIGS.items():
     ids = torch.tensor([[pad if t is None else t for t in row] for row in TOKENS])
     positions = (MASK.cumsum(-1) - 1).clamp(min=0)
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
-    extra = lambda s: {"position_ids": positions[:, s]} if takes_positions else {}
+
+    def extra(s, positions=positions, takes_positions=takes_positions):
+        return {"position_ids": positions[:, s]} if takes_positions else {}
+
     with torch.no_grad():
         one_pass = model(input_ids=ids, attention_mask=MASK, use_cache=False, **extra(slice(None))).logits
         # the prompt through the cache one token at a time, with the mask so far (as generate's chunked prefill)
@@ -154,7 +167,7 @@ for model_type, overrides in CONFIGS.items():
             chunked = model.generate(**kwargs, prefill_chunk_size=1).logits[0]
             gap = (chunked - plain).abs().amax(-1)
             generated = f"{float(gap[0]):.2e} (row 0), {float(gap[1]):.2e} (row 1)"
-        except Exception as exc:  # Mamba2 alone: generate cannot chunk a cache without attention layers
+        except ValueError as exc:  # Mamba2 alone on 5.24: generate cannot chunk a cache without attention layers
             generated = f"n/a ({type(exc).__name__})"
     print(f"{type(model).__name__}: max |logit diff|, one token at a time vs one pass: padded row "
           f"{['pad'] + [f'{d:.2e}' for d in diff[0, 1:].tolist()]}, "

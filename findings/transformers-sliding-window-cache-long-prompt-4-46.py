@@ -8,9 +8,18 @@ prompt: RuntimeError. A prompt of the window's length or shorter works.
 Needs only torch and transformers. Random weights, no downloads, no tokenizer.
 Run:  python transformers-sliding-window-cache-long-prompt-4-46.py   (exits 1 while the bug is present)
 """
-import torch
-import transformers
-from transformers import MistralConfig, MistralForCausalLM
+import sys
+
+# Exit 1 only where the bug reproduces, 0 where it does not, 2 where this script cannot run here: a package missing,
+# a release without what it drives, or any exception other than the bug's (its traceback is printed).
+sys.excepthook = lambda *error: (sys.__excepthook__(*error), sys.exit(2))
+try:
+    import torch
+    import transformers
+    from transformers import MistralConfig, MistralForCausalLM
+except ImportError as error:
+    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    sys.exit(2)
 
 print("transformers", transformers.__version__, "torch", torch.__version__)
 WINDOW = 8
