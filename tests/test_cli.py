@@ -56,7 +56,15 @@ def test_run_help_warns_that_factories_run_user_code(snapshot):
     (["run", "--model", "llama", "--deadline", "0"], "--deadline must be between"),
     (["run", "--model", "llama", "--workers", "0"], "0 is not in the range"),
     (["run", "--model", "llama", "--workers", "2", "--db", "memory:"], "--workers needs a database"),
-    (["run", "--model", "/no/such/dir"], "unknown model '/no/such/dir'"),
+    # A path-looking --model that is not there: the path is wrong, not a name (#32: it said "unknown model").
+    (["run", "--model", "/no/such/dir"], "no such folder or file: /no/such/dir Tip: check the path"),
+    (["run", "--model", "./no/such/dir"], "no such folder or file: ./no/such/dir"),
+    (["run", "--model", "~/no/such/dir"], "no such folder or file: ~/no/such/dir"),
+    (["run", "--model", "no_such_model.gguf"], "no such folder or file: no_such_model.gguf"),
+    (["run", "--model", "no-such-org/no-such-model"], "no such folder or file: no-such-org/no-such-model Tip: nor "
+                                                      "is it a hub id in the local HuggingFace cache"),
+    (["run", "--model", "tests/raises_on_import.py"], "cannot load a model from tests/raises_on_import.py: not a "
+                                                      "folder or a .gguf file"),
     (["run", "--model", "tests.raises_on_import:make"], "RuntimeError: this module is broken at import time"),
     (["run", "--model", "bert", "--scale", "tiny"], "bert is not a decoder-only language model (encoder"),
     (["run", "--model", "qwen33", "--scale", "tiny"], "did you mean qwen3"),

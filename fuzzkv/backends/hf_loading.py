@@ -86,7 +86,7 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, 
                          tip="hand fuzzkv.fuzz a module-level factory function instead, so replay can rebuild the model")
     if ":" in name and not Path(name).exists():
         return _from_factory(name)
-    local = _local_weights(Path(name))
+    local = _local_weights(Path(name).expanduser())
     if local is not None:
         directory, gguf_file = local
         _check_fits(_directory_config(directory, gguf_file), f"model in {name}", target)
@@ -108,6 +108,8 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, 
         return LoadedModel(_pretrained(name, attn, target), f"weights for {name} from the local HuggingFace cache",
                            tokenizer_from=name)
     except OSError:
+        if _looks_like_path(name):
+            raise _nothing_at(name) from None
         # A registry name can be a model type too (llama, gpt2): each name once, the registry's first.
         close = list(dict.fromkeys([*registry.suggestions(name),
                                     *difflib.get_close_matches(name, hf_shrink.causal_lm_types(), n=3, cutoff=0.6)]))
@@ -116,6 +118,26 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, 
         raise UsageError(f"unknown model {name!r}: not a registry name, a causal-LM model type of transformers "
                          f"{transformers.__version__}, a local directory, a module:factory, or a hub id in the local "
                          "HuggingFace cache.", tip=hint) from None
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether a ``--model`` value reads as a file system path rather than a name: it holds a path separator, starts
+    with ``.`` or ``~``, or names a ``.gguf`` file. (A hub id, ``org/name``, holds one too: it is tried first.)"""
+    separators = [separator for separator in ("/", os.sep, os.altsep) if separator]
+    return any(separator in name for separator in separators) or name.startswith((".", "~")) or name.endswith(".gguf")
+
+
+def _nothing_at(name: str) -> UsageError:
+    """The error for a path-looking ``--model`` that no folder, GGUF file or cached hub id answers: "unknown model"
+    would send the user looking for a name when the path is what is wrong."""
+    path = Path(name).expanduser()
+    if path.exists():  # a file, but not one a model loads from
+        return UsageError(f"cannot load a model from {name}: not a folder or a .gguf file.",
+                          tip="point --model at the folder save_pretrained wrote, or at a .gguf file")
+    hub_id = re.fullmatch(r"\w[\w.-]*/\w[\w.-]*", name) is not None
+    return UsageError(f"no such folder or file: {name}",
+                      tip="nor is it a hub id in the local HuggingFace cache (fuzzkv never downloads)" if hub_id
+                      else "check the path (a relative one starts from the current directory)")
 
 
 @dataclass(frozen=True)
