@@ -81,7 +81,8 @@ def _opt_in(name: str, oracle: Oracle) -> str:
 def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str | None, report: str | None,
         summary: str | None, fail_on: str, workers: int, **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal
-    error, 4 blind (no failure, but planted canary bugs went unseen: not clean)."""
+    error, 4 blind (no failure, but planted canary bugs went unseen: not clean), 5 nothing tested (every oracle
+    skipped or its backend unsupported), 130 interrupted."""
     outputs = app.RunOutputs(as_json=as_json, junit=junit, report=report, summary=summary, fail_on=fail_on,
                              workers=workers)
     _guarded(lambda: app.run_command(RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options),

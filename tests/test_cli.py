@@ -33,6 +33,17 @@ def test_run_help_warns_that_factories_run_user_code(snapshot):
     assert result.output == snapshot
 
 
+def test_run_help_lists_every_exit_code_the_command_returns():
+    from fuzzkv import errors
+
+    text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).output.split())
+    codes = {name: value for name, value in vars(errors).items() if name.startswith("EXIT_")}
+    assert set(codes.values()) == {0, 1, 2, 3, 4, 5, 130}  # a new code must be listed here and in the help
+    for meaning, code in (("clean", 0), ("failures", 1), ("bad usage", 2), ("internal error", 3), ("blind", 4),
+                          ("nothing tested", 5), ("interrupted", 130)):
+        assert f"{code} {meaning}" in text, (code, meaning)
+
+
 @pytest.mark.parametrize("args, message", [
     (["run", "--model", "blom-560m"], "unknown model 'blom-560m'"),
     (["run", "--model", "tests.broken_models:"], "malformed factory"),
