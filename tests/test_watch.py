@@ -1,6 +1,7 @@
 """The watch command's logic (.ci/watch.py) on two fake releases of a fake library.
 
-Each release is a folder holding a ``fakelib`` package; the finding scripts import it and exit as real finding
+The logic tests are in the unit tier; the test that observes the two fake releases starts their finding scripts as
+subprocesses (as the watch does), so it is not. Each release is a folder holding a ``fakelib`` package; the finding scripts import it and exit as real finding
 scripts do (1 reproduced, 0 absent, 2 cannot run). Observing the two releases for real (subprocesses, the way
 the watch runs the real scripts) and comparing them must report exactly what moved, and nothing else.
 """
@@ -15,8 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-
-pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("ci_watch", ROOT / ".ci" / "watch.py")
@@ -90,6 +89,7 @@ def test_the_same_release_twice_changes_nothing_and_exits_0(fake_releases, tmp_p
     assert "no behaviour changed" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_new_test_failures_sweep_cells_and_model_types_are_each_reported_and_exit_1(tmp_path, capsys):
     locked = watch.Observation(versions={"transformers": "5.24.0"}, tests={"t::a": "passed", "t::b": "failed"},
                                sweep={"gpt2 decode": "clean", "mpt generate": "failure", "llama batch": "clean"},
@@ -115,6 +115,7 @@ def test_new_test_failures_sweep_cells_and_model_types_are_each_reported_and_exi
         "  old_model: dropped by the newest transformers"]
 
 
+@pytest.mark.unit
 def test_junit_outcomes_count_an_error_as_a_failure():
     junit = """<testsuites><testsuite>
       <testcase classname="tests.test_x" name="test_ok"/>

@@ -12,8 +12,6 @@ import pytest
 from fuzzkv.case import Case
 from fuzzkv.expected import EXPECTED, expected_reason
 
-pytestmark = pytest.mark.unit
-
 
 def test_a_top_k_tie_order_divergence_is_expected_for_the_models_that_show_it_and_for_no_other():
     case = Case(prompts=((1, 2, 3),)).to_dict()
