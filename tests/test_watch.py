@@ -1,9 +1,9 @@
 """The watch command's logic (.ci/watch.py) on two fake releases of a fake library.
 
-The logic tests are in the unit tier; the test that observes the two fake releases starts their finding scripts as
-subprocesses (as the watch does), so it is not. Each release is a folder holding a ``fakelib`` package; the finding scripts import it and exit as real finding
+Each release is a folder holding a ``fakelib`` package; the finding scripts import it and exit as real finding
 scripts do (1 reproduced, 0 absent, 2 cannot run). Observing the two releases for real (subprocesses, the way
-the watch runs the real scripts) and comparing them must report exactly what moved, and nothing else.
+the watch runs the real scripts) and comparing them must report exactly what moved, and nothing else. The tests of
+the comparison alone are in the unit tier; the ones that start the scripts are not (the tier starts no process).
 """
 
 from __future__ import annotations
