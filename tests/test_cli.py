@@ -167,3 +167,27 @@ def test_run_reports_a_shrunk_failure_with_a_reproduction(tmp_path):
                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert repro.returncode == 1, repro.stderr  # a script exits 1 when it reproduces
     assert "FAILS" in repro.stdout
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """``fuzzkv run`` on a tiny model folder written by save_pretrained, asked for ``--scale tiny``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    folder = tmp_path_factory.mktemp("folder") / "tiny-llama"
+    hf_logging.disable_progress_bar()  # the test's own save: no bar in the test's output
+    try:
+        LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=1)).save_pretrained(folder)
+    finally:
+        hf_logging.enable_progress_bar()
+    return fuzzkv("run", "--model", str(folder), "--scale", "tiny", "--max-examples", "2", "--oracle", "decode",
+                  "--db", f"sqlite:///{folder.parent / 'runs.db'}", cwd=folder.parent)
+
+
+def test_loading_a_folder_shows_no_progress_bars(folder_run):
+    # transformers draws "Loading weights: 100%|...| 12/12" on stderr for every from_pretrained.
+    assert folder_run.returncode == 0, folder_run.stdout + folder_run.stderr
+    assert "Loading weights" not in folder_run.stderr and "it/s]" not in folder_run.stderr, folder_run.stderr
+

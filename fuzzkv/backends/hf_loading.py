@@ -16,11 +16,13 @@ No path ever makes a network call: ``local_files_only`` is always set.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +77,30 @@ def load_tokenizer(path: str | None, gguf_file: str | None = None):
         return None
 
 
+@contextlib.contextmanager
+def _without_progress_bars() -> Iterator[None]:
+    """transformers' progress bars ("Loading weights: 100%|...") off while fuzzkv loads or saves a model: a run's
+    output is its own lines, and no load of fuzzkv's is a wait worth a bar. Restored after, for the caller's loads."""
+    shown = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers.utils.logging.enable_progress_bar()
+
+
 def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, dtype: str = "float32",
                device: str = "cpu", copies: int = 1) -> LoadedModel:
     """Resolve ``name`` as described in the module docstring, built or loaded in ``dtype`` on ``device`` (a
     factory's model as it comes). A full-size model first gets a memory plan (:func:`memory_needed`, for
     ``copies`` copies of its weights: one per backend of the run) and is refused when it cannot fit."""
-    target = Target(dtype, device, copies)
+    with _without_progress_bars():
+        return _resolve(name, scale=scale, seed=seed, init_std=init_std, attn=attn, target=Target(dtype, device, copies))
+
+
+def _resolve(name: str, *, scale: str, seed: int, init_std: float, attn: str, target: Target) -> LoadedModel:
+    """:func:`load_model`'s resolution, form by form (the module docstring's order)."""
     if name.startswith(GIVEN):
         raise UsageError(f"the {name[len(GIVEN):]} model was an object handed to fuzzkv's Python API: no name rebuilds it.",
                          tip="hand fuzzkv.fuzz a module-level factory function instead, so replay can rebuild the model")
@@ -91,7 +111,7 @@ def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, 
         directory, gguf_file = local
         _check_fits(_directory_config(directory, gguf_file), f"model in {name}", target)
         try:
-            model = pretrained(directory, attn, gguf_file, dtype, device)
+            model = pretrained(directory, attn, gguf_file, target.dtype, target.device)
         except OSError as exc:
             raise UsageError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}",
                              tip="fuzzkv loads safetensors or GGUF weights only (never pickles): re-save the model "
@@ -229,16 +249,9 @@ def saved_copy(loaded: LoadedModel) -> str:
     if loaded.saved_to is None:
         import tempfile
 
-        from transformers.utils import logging as hf_logging
-
         directory = tempfile.mkdtemp(prefix="fuzzkv-model-")
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a copy saved for a script is no progress the user waits for
-        try:
+        with _without_progress_bars():
             loaded.model.save_pretrained(directory, safe_serialization=True)
-        finally:
-            if bars:
-                hf_logging.enable_progress_bar()
         loaded.saved_to = directory
     return loaded.saved_to
 
