@@ -29,7 +29,8 @@ def model_options(command):
                      "TransformerLens; torchtune); with hf listed, the cross oracle compares HF with each other. "
                      "'both' is hf,tl."),
         click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
-                     help="'tiny' shrinks a registry architecture, keeping every cache feature."),
+                     help="'tiny' shrinks a registry architecture or model type, keeping every cache feature; a "
+                     "folder, GGUF file, hub id or factory runs at its own size."),
         click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES)),
         click.option("--device", default="cpu", show_default=True),
         click.option("--attn", default="eager", show_default=True, type=click.Choice(ATTNS)),

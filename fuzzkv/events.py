@@ -27,6 +27,14 @@ class RunStarted:
     versions: dict
     model_source: str
     backend: str
+    # Built at the settings' --scale (a registry name or a model type); False: the model came at its own size (a
+    # folder, a GGUF file, a hub id, a factory or an object), whatever --scale says.
+    scaled: bool = True
+
+    def size(self, word: str = " scale") -> str:
+        """What size the run fuzzed, for a header: "tiny scale" (``word`` follows the scale), or "its own size"
+        where --scale did not apply: a header never claims a scale that was not used."""
+        return f"{self.settings['scale']}{word}" if self.scaled else "its own size"
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,8 @@ def _measured(first: Verdict, again: Verdict) -> str:
 
 def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes) -> events.RunFinished:
     """Run ``config`` on ``lanes`` (see ``fuzzkv.backends.loader.load_lanes``): the entry point the CLI calls."""
-    emit(events.RunStarted(config.to_dict(), library_versions(), lanes.info.source, lanes.description))
+    emit(events.RunStarted(config.to_dict(), library_versions(), lanes.info.source, lanes.description,
+                           lanes.info.scaled))
     finished, error = Run(config, lanes, store, emit).execute()
     emit(finished)
     if error is not None:

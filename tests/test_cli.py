@@ -171,7 +171,8 @@ def test_run_reports_a_shrunk_failure_with_a_reproduction(tmp_path):
 
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory):
-    """``fuzzkv run`` on a tiny model folder written by save_pretrained, asked for ``--scale tiny``."""
+    """``fuzzkv run`` on a tiny model folder written by save_pretrained, asked for ``--scale tiny`` (which a folder's
+    model does not take: it runs at its own size), with its Markdown summary beside the folder."""
     from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -183,11 +184,22 @@ def folder_run(tmp_path_factory):
     finally:
         hf_logging.enable_progress_bar()
     return fuzzkv("run", "--model", str(folder), "--scale", "tiny", "--max-examples", "2", "--oracle", "decode",
-                  "--db", f"sqlite:///{folder.parent / 'runs.db'}", cwd=folder.parent)
+                  "--db", f"sqlite:///{folder.parent / 'runs.db'}", "--summary", str(folder.parent / "summary.md"),
+                  cwd=folder.parent)
 
 
 def test_loading_a_folder_shows_no_progress_bars(folder_run):
     # transformers draws "Loading weights: 100%|...| 12/12" on stderr for every from_pretrained.
     assert folder_run.returncode == 0, folder_run.stdout + folder_run.stderr
     assert "Loading weights" not in folder_run.stderr and "it/s]" not in folder_run.stderr, folder_run.stderr
+
+
+def test_a_folders_run_says_it_ran_at_the_folders_size_not_the_scale_asked(folder_run):
+    # --scale builds a registry name or a model type; a folder's weights are what they are. The header said
+    # "(tiny scale)" for a folder's model run at its own size.
+    assert folder_run.returncode == 0, folder_run.stdout + folder_run.stderr
+    header = folder_run.stdout.splitlines()[0]
+    assert "tiny-llama (its own size), backend hf" in header and "scale" not in header, header
+    summary = (Path(folder_run.args[folder_run.args.index("--summary") + 1])).read_text()
+    assert "tiny-llama (its own size, hf)" in summary and "tiny" not in summary.replace("tiny-llama", ""), summary
 

@@ -64,6 +64,8 @@ class LoadedModel:
     # it from a copy fuzzkv saves once, on the first reproduction (see ``saved_copy``).
     given: bool = False
     saved_to: str | None = None
+    # Built or chosen by --scale (a registry name, a model type); False: the model comes at its own size.
+    scaled: bool = False
 
 
 def load_tokenizer(path: str | None, gguf_file: str | None = None):
@@ -261,7 +263,7 @@ def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
         try:
             model = _pretrained(spec.hub_id, attn, target)
             return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache", spec=spec,
-                               tokenizer_from=spec.hub_id)
+                               tokenizer_from=spec.hub_id, scaled=True)
         except OSError:
             pass  # not cached locally: fall through to random weights, and say so
     config = spec.config_for(scale)
@@ -271,7 +273,7 @@ def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
     source = (f"no local weights for {spec.hub_id}: built the {scale} {spec.architecture} "
               f"with seeded random weights (seed {seed}, init std {init_std})")
     return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
-                       init_std=init_std)
+                       init_std=init_std, scaled=True)
 
 
 def build_random(config: dict, *, seed: int, init_std: float, attn: str, dtype: str = "float32",
@@ -318,7 +320,7 @@ def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> Lo
     source = (f"{model_type}: the {scale} twin of transformers' {hf_shrink.causal_lm_class(model_type)} defaults, "
               f"with seeded random weights (seed {seed}, init std {init_std})")
     return LoadedModel(model, source, random_weights=True, config_dict=config, seed=seed, init_std=init_std,
-                       name=model_type)
+                       name=model_type, scaled=True)
 
 
 # Activations, the interpreter, torch and the libraries: what a run holds beside weights (#16's budget).

@@ -39,6 +39,9 @@ class ModelInfo:
     source: str
     model_type: str = ""  # the transformers model_type, where there is one (the sweep's expected table keys on it)
     head_dim: int | None = None  # the width of one attention head (a quantized cache's groups must divide it)
+    # Built at the run's --scale (a registry name or a model type); False: it came at its own size (a folder, a GGUF
+    # file, a hub id, a factory or an object), which --scale does not change.
+    scaled: bool = True
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class ConsoleReporter:
 
     def _on_RunStarted(self, e: events.RunStarted) -> None:
         v = e.versions
-        self._line(f"fuzzkv {v['fuzzkv']}: model {e.settings['model']} ({e.settings['scale']} scale), backend {e.backend}, "
+        self._line(f"fuzzkv {v['fuzzkv']}: model {e.settings['model']} ({e.size()}), backend {e.backend}, "
                    f"{e.settings['dtype']} on {e.settings['device']}, attention {e.settings['attn']}, seed {e.settings['seed']}")
         self._line(f"  {e.model_source}")
         self._line(f"  torch {v['torch']}, transformers {v['transformers']}, hypothesis {v['hypothesis']}")

@@ -26,7 +26,7 @@ class SummaryReporter:
 
     def __call__(self, event) -> None:
         if isinstance(event, events.RunStarted):
-            self.model = f"{event.settings['model']} ({event.settings['scale']}, {event.backend})"
+            self.model = f"{event.settings['model']} ({event.size(word='')}, {event.backend})"
         elif isinstance(event, events.FailureFound):
             self.found.append(event)
         elif isinstance(event, events.RunFinished):
