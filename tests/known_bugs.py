@@ -54,7 +54,8 @@ def tl_generate_ignores_padding() -> bool:
 
 
 # Bugs with a standalone script in findings/ that exits 1 where they are present: (finding, the library it is a
-# bug of, the first release of it checked affected). The transformers scripts drive 5.24's cache= keyword.
+# bug of, the first release of it checked affected). Every script in findings/ exits 1 only where its bug
+# reproduces, 0 where it ran and the bug is absent, 2 where it cannot run (tests/test_finding_scripts.py).
 SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("torchtune-gemma2-feed-forward-norms-swapped", "torchtune", (0, 6, 1)),
     ("torchtune-gemma2-final-softcap-on-hidden-state", "torchtune", (0, 6, 1)),
@@ -96,7 +97,70 @@ GONE_BY = {"transformers-gemma2-static-cache-generate-mask-4-46": (4, 57),
            "transformers-gpt-neox-static-cache-generate-4-46": (4, 57),
            "transformers-dynamiccache-reset-keeps-keys-4-57": (5, 23),
            "transformers-mpt-static-cache-mask-4-57": (5, 23),
+           # 5.25.0's masking_utils maps "hybrid_sliding" layers' sliding mask to create_sliding_window_causal_mask
+           # (5.24.0: create_causal_mask), the one line that differs for it between the two wheels.
+           "transformers-hybrid-sliding-static-generate-mask": (5, 25),
            "transformerlens-generate-ignores-left-padding-2-13": GENERATE_IGNORES_PADDING[1]}
+
+
+# The releases a script refuses, exiting 2 ("cannot run": it drives an API they lack): finding -> (library, the first
+# release it drives, the first it no longer drives or None).
+DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
+    # These pass the cache= keyword of 5.24 (5.23 and earlier take past_key_values=).
+    **{f"transformers-{name}": ("transformers", (5, 24), None) for name in (
+        "deepseek-v4-compressor-ignores-padding", "doge-dynamic-mask-topk-tie-order", "dsa-indexer-topk-tie-order",
+        "dynamiccache-reset-keeps-state-batch", "gpt-neo-local-attention-static-cache",
+        "hybrid-sliding-static-generate-mask", "inkling-static-cache-query-offset-alias",
+        "mamba1-multi-token-cached-forward-drops-ssm-state", "recurrent-padding-mask-skipped-on-single-token-forward",
+        "zamba2-nemotronh-decode-skips-dt-clamp")},
+    # HookedTransformer's 2.x cache, and HookedTransformer itself (removed in 4.0); the TransformerBridge of 4.x.
+    "transformerlens-attention-mask-with-cache-before-2-9": ("transformer-lens", (0,), (3,)),
+    "transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (0,), (4,)),
+    "transformerlens-bridge-ignores-cache-kwarg": ("transformer-lens", (4,), None),
+}
+# Releases from before a bug, checked to run its script without it (exit 0): finding -> (library, from, before).
+CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (2, 8), GENERATE_IGNORES_PADDING[0])}
+# The TransformerBridge's cache-keyword bug is the pairing of TransformerLens 4.3.0 with transformers 5.24 or later
+# (KNOWN above): with 4.3.0 and transformers 5.23 its script runs clean.
+BRIDGE = "transformerlens-bridge-ignores-cache-kwarg"
+
+
+def _release(version: tuple[int, ...] | None) -> str:
+    return ".".join(map(str, version)) if version else "none"
+
+
+def script_exit(finding: str) -> tuple[int, str] | None:
+    """The status ``finding``'s script in findings/ must exit with on the installed releases, and why: 1 (its bug is
+    present), 0 (checked absent), 2 (a release it does not drive); None where that is not known here."""
+    if finding in DRIVES:
+        library, first, before = DRIVES[finding]
+        installed = _version(library)
+        if installed is not None and (installed < first or (before is not None and installed >= before)):
+            drives = (f"{_release(first)} and later" if before is None else f"before {_release(before)}"
+                      if first == (0,) else f"{_release(first)} to {_release(before)}")
+            return 2, f"{finding} drives {library} {drives}, not {_release(installed)}"
+    if finding == BRIDGE:
+        tl, hf = _version("transformer-lens"), _version("transformers")
+        if tl is None or hf is None or not (4, 3, 0) <= tl < (4, 3, 1):
+            return None  # only TransformerLens 4.3.0 was checked
+        if tl_cache_bug_reason(padded=False):
+            return 1, tl_cache_bug_reason(padded=False) or ""
+        return 0, f"TransformerLens {_release(tl)} with transformers {_release(hf)} extends its bridge's cache"
+    if finding not in {name for name, _, _ in SCRIPTED} or (finding in NEEDS and _version(NEEDS[finding]) is None):
+        return None
+    reason = scripted_reason(finding)
+    if reason is None:
+        return 1, f"{finding} is present here"
+    library = next(library for name, library, _ in SCRIPTED if name == finding)
+    installed = _version(library)
+    if installed is not None and finding in GONE_BY and installed >= GONE_BY[finding]:
+        return 0, reason
+    if finding in CLEAN_BEFORE:
+        library, first, before = CLEAN_BEFORE[finding]
+        installed = _version(library)
+        if installed is not None and first <= installed < before:
+            return 0, f"{finding}: {library} {_release(installed)} predates it"
+    return None
 
 
 # The quantized-cache backends a script needs besides transformers (installed with fuzzkv[quantized]).
