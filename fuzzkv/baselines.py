@@ -49,9 +49,14 @@ class NoiseGrowth:
 
 def from_baseline(baseline: BaselineRecord) -> Tolerance:
     when = baseline.created.strftime("%Y-%m-%d %H:%M UTC")
-    source = (f"stored baseline #{baseline.id} measured {when}: {baseline.safety_factor:g} x the largest "
-              f"cached-vs-uncached difference (max {baseline.noise:.2g}, rms {baseline.rms_noise or 0:.2g}) "
-              f"at logit scale {baseline.logit_scale:.3g}")
+    if baseline.calibration_prompts == 0:  # its calibration compared nothing: the value was estimated
+        source = (f"stored baseline #{baseline.id} of {when}, estimated, not calibrated: no comparison measured "
+                  f"rounding, so {baseline.safety_factor:g} x an estimate from the dtype's resolution at logit scale "
+                  f"{baseline.logit_scale:.3g}")
+    else:
+        source = (f"stored baseline #{baseline.id} measured {when}: {baseline.safety_factor:g} x the largest "
+                  f"cached-vs-uncached difference (max {baseline.noise:.2g}, rms {baseline.rms_noise or 0:.2g}) "
+                  f"at logit scale {baseline.logit_scale:.3g}")
     return Tolerance(baseline.value, source, baseline.noise, baseline.logit_scale, baseline.safety_factor,
                      baseline.calibration_prompts, baseline.rms_value, baseline.rms_noise)
 

@@ -9,12 +9,16 @@ float32, float32 for half dtypes). Where the two paths agree in the higher preci
 difference in the run's dtype is rounding, and the tolerance is a safety factor times the
 largest such difference, both as the largest |logit difference| and as the largest
 root-mean-square difference over the vocabulary (a cache bug moves the whole distribution).
-A calibration case whose paths differ in the higher precision too is not rounding: it is
-left out (the search will report it) and counted in the tolerance's source.
+A comparison whose paths differ in the higher precision too is not rounding: it is left out
+(the search will report it) and counted in the tolerance's source; so is one the higher
+precision cannot check (non-finite there, past the deadline), said as such. Where no
+comparison measured rounding, the tolerance is an estimate from the dtype's resolution, and
+its source says so.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -44,7 +48,7 @@ class Tolerance:
     calibration_prompts: int  # calibration cases that measured rounding
     rms_value: float | None = None  # the largest RMS difference over the vocabulary allowed at any position
     rms_noise: float | None = None
-    left_out: int = 0  # calibration cases whose paths differed in the higher precision too
+    left_out: int = 0  # comparisons left out of the spread: not rounding, or not checkable in the higher precision
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -129,53 +133,79 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
                 _note(warnings, "a calibration case ran past the per-example deadline")
             except PathError as exc:  # a path that raises is the search's finding, not calibration's
                 _note(warnings, f"{oracle} raised {type(exc.error).__name__} on a calibration case")
-    verdicts: dict[tuple[str, Case, int], bool | None] = {}  # None: could not be checked in the higher precision
+    # Each comparison checked in the higher precision, largest first: True where it is rounding, False where its
+    # paths differ there too, or why it could not be checked there.
+    checks: dict[tuple[str, Case, int], bool | str] = {}
 
     def rounding(entry: tuple[str, Case, int, float, float]) -> bool:
         oracle, case, i, largest, _rms = entry
-        if (oracle, case, i) not in verdicts:
+        if (oracle, case, i) not in checks:
             try:
                 # The full deadline, not the clock's: the higher precision's paths are slower than the ones it timed.
                 with within(deadline):
-                    high = _validate(oracle, backend, case, dtype, warnings)
+                    high = _validate(oracle, backend, case, dtype)
             except ExampleDeadline:
-                high = None
+                high = f"past the per-example deadline in {PRECISE[dtype]}"
             limit = max(PRECISE_SHARE * largest, RESOLUTION[PRECISE[dtype]] * scale * 1e3)
-            # Unverifiable (no precise paths, or non-finite there) counts as not rounding: a difference that
-            # cannot be shown to be rounding must not widen the tolerance.
-            verdicts[(oracle, case, i)] = None if high is None or i >= len(high) else high[i][0] <= limit
-        return verdicts[(oracle, case, i)] is True
+            # Unverifiable counts as not rounding: a difference that cannot be shown to be rounding must not widen
+            # the tolerance.
+            checks[(oracle, case, i)] = (high if isinstance(high, str)
+                                         else f"not run in {PRECISE[dtype]}" if i >= len(high)
+                                         else high[i][0] <= limit)
+        return checks[(oracle, case, i)] is True
 
     noise = next((m[3] for m in sorted(measured, key=lambda m: -m[3]) if rounding(m)), 0.0)
     rms_noise = next((m[4] for m in sorted(measured, key=lambda m: -m[4]) if rounding(m)), 0.0)
-    if measured and all(ok is None for ok in verdicts.values()):
+    unchecked = [why for why in checks.values() if isinstance(why, str)]
+    if measured and len(unchecked) == len(checks):
         # Nothing could be checked in the higher precision (the model cannot run there): the measured spread, said so.
         noise, rms_noise = max(m[3] for m in measured), max(m[4] for m in measured)
-        verdicts = {key: True for key in verdicts}
+        for why in dict.fromkeys(unchecked):
+            _note(warnings, f"not validated: {why}")
+        checks, unchecked = {key: True for key in checks}, []
     backend.release_precise()
-    left_out = sum(not ok for ok in verdicts.values())
-    counted = len(measured) - left_out
+    left_out = LeftOut(sum(ok is False for ok in checks.values()), tuple(Counter(unchecked).items()))
+    counted = len(measured) - left_out.total
     # A run's own oracles are named, since the others were not measured.
     scope = "" if set(measuring) == set(every) else f" of {', '.join(measuring)}"
     return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings, scope)
 
 
-def _validate(oracle: str, backend: Backend, case: Case, dtype: str,
-              warnings: list[str]) -> list[tuple[float, float]] | None:
-    """The same comparisons in the higher precision; None where they cannot be run there (said once).
-    Non-finite there (a fully masked padding query is NaN in float64 eager attention): not validated."""
+@dataclass(frozen=True)
+class LeftOut:
+    """The comparisons calibration left out of the spread, by why: a difference that is not rounding, or one it could
+    not check, must not widen the tolerance. Only the first kind hints at a bug (the search will meet it)."""
+
+    differing: int = 0  # their paths differ in the higher precision too: not rounding
+    unchecked: tuple[tuple[str, int], ...] = ()  # (why the higher precision could not check them, how many)
+
+    @property
+    def total(self) -> int:
+        return self.differing + sum(count for _why, count in self.unchecked)
+
+    def said(self, precise: str) -> str:
+        """The left-out comparisons as the tolerance's source says them ("" when none), each kind with its count."""
+        parts = [f"{self.differing} left out as not rounding: their paths differ in {precise} too (the search meets "
+                 "them if they are a bug)"] if self.differing else []
+        if self.unchecked:
+            whys = ", ".join(f"{why} ({count})" for why, count in self.unchecked)
+            parts.append(f"{sum(count for _why, count in self.unchecked)} left out unchecked, not as bugs: {whys}")
+        return "; ".join(parts)
+
+
+def _validate(oracle: str, backend: Backend, case: Case, dtype: str) -> list[tuple[float, float]] | str:
+    """The same comparisons in the higher precision, or why they cannot be run there."""
     precise = backend.precise_view()
     if precise is None:
-        _note(warnings, f"not validated in {PRECISE[dtype]} (the backend has no precise paths)")
-        return None
+        return f"the backend has no {PRECISE[dtype]} paths"
     try:
         high = _spread(oracle, precise, case)
     except (PathError, ExampleDeadline) as exc:
-        _note(warnings, f"not validated in {PRECISE[dtype]} ({type(getattr(exc, 'error', exc)).__name__})")
-        return None
+        return f"{type(getattr(exc, 'error', exc)).__name__} in {PRECISE[dtype]}"
     if any(h[0] == float("inf") for h in high):
-        _note(warnings, f"padded cases not validated in {PRECISE[dtype]} (non-finite there)")
-        return None
+        # A fully masked padding query is NaN in float64 eager attention: nothing to compare there.
+        padded = len({len(prompt) for prompt in case.prompts}) > 1
+        return f"{'padded rows ' if padded else ''}non-finite in {PRECISE[dtype]}"
     return high
 
 
@@ -185,24 +215,24 @@ def _note(warnings: list[str], note: str) -> None:
 
 
 def _tolerance(dtype: str, noise: float, rms_noise: float, scale: float, rms_scale: float, measured: int,
-               left_out: int, warnings: list[str], scope: str = "") -> Tolerance:
+               left_out: LeftOut, warnings: list[str], scope: str = "") -> Tolerance:
     # float32 matmuls accumulate in float32: sqrt(64) unit roundoffs for the narrowest (64-wide) sums;
     # half-precision kernels accumulate in float32 too, so one final rounding dominates there.
     floor = RESOLUTION[dtype] * scale * ACCUMULATION[dtype]
-    if measured == 0:  # nothing measured rounding: estimate it from the dtype's resolution
+    if measured == 0:
+        # No comparison measured rounding (each raised, hung or was left out): a spread over 0 comparisons is no
+        # calibration, so the source says the value is an estimate from the dtype's resolution, and why.
         noise, rms_noise = ESTIMATED_NOISE_RATIO * floor, ESTIMATED_NOISE_RATIO * RESOLUTION[dtype] * rms_scale
-        warnings.append(f"no calibration case measured rounding: estimated as {ESTIMATED_NOISE_RATIO:g} x {dtype} "
-                        "resolution x logit scale")
+        source = (f"estimated, not calibrated: no comparison{scope} measured rounding, so {SAFETY_FACTOR:g} x "
+                  f"{ESTIMATED_NOISE_RATIO:g} x {dtype} resolution x logit scale {scale:.3g}"
+                  + (" (no calibration case ran)" if scale == 0 else ""))
+    else:
+        source = (f"calibrated: {SAFETY_FACTOR:g} x the largest difference between the compared paths over {measured} "
+                  f"comparisons{scope} (max {noise:.2g}, rms {rms_noise:.2g}; logit scale {scale:.3g})")
     value = SAFETY_FACTOR * max(noise, floor)
     rms_value = SAFETY_FACTOR * max(rms_noise, RESOLUTION[dtype] * rms_scale * ACCUMULATION[dtype])
-    source = (f"calibrated: {SAFETY_FACTOR:g} x the largest difference between the compared paths over {measured} "
-              f"comparisons{scope} "
-              f"(max {noise:.2g}, rms {rms_noise:.2g}; logit scale {scale:.3g})")
-    if left_out:
-        source += f"; {left_out} left out: their paths differ in {PRECISE[dtype]} too (a bug?)"
-    if warnings:
-        source += "; " + "; ".join(warnings)
-    return Tolerance(value, source, noise, scale, SAFETY_FACTOR, measured, rms_value, rms_noise, left_out,
+    source = "; ".join(filter(None, [source, left_out.said(PRECISE[dtype]), *warnings]))
+    return Tolerance(value, source, noise, scale, SAFETY_FACTOR, measured, rms_value, rms_noise, left_out.total,
                      tuple(warnings))
 
 
