@@ -21,6 +21,17 @@ def fuzzkv(*args, cwd=None):
                           env=env, timeout=600)
 
 
+def fuzzkv_without(package, *args, cwd=None):
+    """The CLI in a subprocess in which ``package`` is not installed, as Python sees a missing package: importing it
+    raises ModuleNotFoundError and importlib.util.find_spec answers None (so libraries that probe for it, as
+    transformers probes for accelerate, take their path for its absence; a stub package raising on import would not
+    be found absent, and would fail inside transformers instead)."""
+    program = f"import sys; sys.modules[{package!r}] = None; from fuzzkv.cli import main; main()"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=600)
+
+
 def test_models_table(snapshot):
     result = CliRunner().invoke(cli, ["models"])
     assert result.exit_code == 0
@@ -202,4 +213,15 @@ def test_a_folders_run_says_it_ran_at_the_folders_size_not_the_scale_asked(folde
     assert "tiny-llama (its own size), backend hf" in header and "scale" not in header, header
     summary = (Path(folder_run.args[folder_run.args.index("--summary") + 1])).read_text()
     assert "tiny-llama (its own size, hf)" in summary and "tiny" not in summary.replace("tiny-llama", ""), summary
+
+
+def test_a_missing_declared_dependency_is_one_line_naming_the_install_command(tmp_path, fault):
+    # accelerate builds every random-weight model on transformers 5.x; without it a run ended "Internal error ...
+    # please report" (exit 3).
+    fault("bad input", "accelerate not installed")
+    result = fuzzkv_without("accelerate", "run", "--model", "llama", "--scale", "tiny", "--max-examples", "2",
+                            "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: the package accelerate is not installed") and "pip install 'accelerate>=0.26'" in line
 

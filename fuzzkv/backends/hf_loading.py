@@ -162,6 +162,11 @@ def _nothing_at(name: str) -> UsageError:
                       else "check the path (a relative one starts from the current directory)")
 
 
+# Declared dependencies (pyproject's [project] dependencies) that only a random-weight build imports, by import name:
+# the requirement that installs each.
+BUILD_DEPENDENCIES = {"accelerate": "accelerate>=0.26"}
+
+
 @dataclass(frozen=True)
 class Target:
     """Where and how a model is built: the run's dtype and device, and how many copies of its weights the run holds
@@ -281,6 +286,14 @@ def build_random(config: dict, *, seed: int, init_std: float, attn: str, dtype: 
     """The architecture of ``config`` with seeded random weights (see ``hf_paths.random_model``)."""
     try:
         return random_model(config, seed, init_std, attn, dtype, device)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in BUILD_DEPENDENCIES:
+            raise
+        # A broken install, not fuzzkv's bug: one line naming the fix.
+        raise UsageError(f"the package {missing} is not installed, and fuzzkv builds models with random weights "
+                         "with it (a dependency fuzzkv declares).",
+                         tip=f"pip install '{BUILD_DEPENDENCIES[missing]}'") from None
     except ValueError as exc:
         if "model type" not in str(exc).lower() and "unrecognized" not in str(exc).lower():
             raise
