@@ -20,7 +20,11 @@ try:
     import transformers
     from transformers import LlamaConfig, LlamaForCausalLM
 except ImportError as error:
-    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    print(f"cannot run: {error} (pip install torch 'transformers>=5.24')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (5, 24):
+    print(f"cannot run: transformers {transformers.__version__} refuses assisted generation with a static cache (5.24 "
+          "takes it)", file=sys.stderr)
     sys.exit(2)
 
 torch.set_num_threads(1)

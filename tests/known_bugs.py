@@ -113,13 +113,18 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
         "hybrid-sliding-static-generate-mask", "inkling-static-cache-query-offset-alias",
         "mamba1-multi-token-cached-forward-drops-ssm-state", "recurrent-padding-mask-skipped-on-single-token-forward",
         "zamba2-nemotronh-decode-skips-dt-clamp")},
+    # generate() before 5.24 refuses assisted generation with a static cache.
+    "transformers-prompt-lookup-static-cache-overflow": ("transformers", (5, 24), None),
     # HookedTransformer's 2.x cache, and HookedTransformer itself (removed in 4.0); the TransformerBridge of 4.x.
     "transformerlens-attention-mask-with-cache-before-2-9": ("transformer-lens", (0,), (3,)),
     "transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (0,), (4,)),
     "transformerlens-bridge-ignores-cache-kwarg": ("transformer-lens", (4,), None),
 }
 # Releases from before a bug, checked to run its script without it (exit 0): finding -> (library, from, before).
-CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (2, 8), GENERATE_IGNORES_PADDING[0])}
+CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (2, 8), GENERATE_IGNORES_PADDING[0]),
+                # Continuous batching serves GPT-NeoX and MPT on 5.23.0: their failures came with 5.24.
+                "transformers-continuous-batching-fails-gpt-neox": ("transformers", (5, 23), (5, 24)),
+                "transformers-continuous-batching-fails-mpt": ("transformers", (5, 23), (5, 24))}
 # The TransformerBridge's cache-keyword bug is the pairing of TransformerLens 4.3.0 with transformers 5.24 or later
 # (KNOWN above): with 4.3.0 and transformers 5.23 its script runs clean.
 BRIDGE = "transformerlens-bridge-ignores-cache-kwarg"
