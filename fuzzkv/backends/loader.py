@@ -39,6 +39,10 @@ def load_lanes(config: RunConfig, given: object = None) -> Lanes:
     hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF vs each other. ``given``:
     the model object or factory handed to the Python API, in place of the one ``config.model`` names."""
     wanted = backends_of(config.backend)
+    if "tl" in wanted:  # an extra: one line naming its install, before the model is built for nothing
+        from fuzzkv.backends.tl import require_installed
+
+        require_installed()
     hf = HFBackend.from_config(config, given)
     fits(config, hf.info.max_positions, hf.info.name)  # before any store is opened
     built: dict[str, Lane] = {"hf": BackendLane(hf)} if "hf" in wanted else {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 from importlib import metadata
 from typing import Any, cast
@@ -28,6 +29,7 @@ from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
 from fuzzkv.backends.hf import HFBackend  # noqa: E402
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported  # noqa: E402
 from fuzzkv.case import Case  # noqa: E402
+from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import PADDED_POSITIONS  # noqa: E402
 from fuzzkv.verdict import Bounds  # noqa: E402
 
@@ -45,6 +47,14 @@ def tl_version() -> str | None:
         return metadata.version("transformer-lens")
     except metadata.PackageNotFoundError:
         return None
+
+
+def require_installed() -> None:
+    """TransformerLens is an extra (``fuzzkv[tl]``): a run that asks for it without it is bad usage, said in one line
+    naming the install, before any model is built."""
+    if tl_version() is None or importlib.util.find_spec("transformer_lens") is None:
+        raise UsageError("--backend tl needs TransformerLens, which is not installed (an extra of fuzzkv's).",
+                         tip="pip install 'fuzzkv[tl]'")
 
 
 def api_description() -> str:
@@ -70,9 +80,8 @@ def bridge_architecture(hf_model: torch.nn.Module) -> str:
 
 def tl_backend(hf: HFBackend) -> Backend:
     """The TransformerLens backend for the installed version: TransformerBridge (4.x) or HookedTransformer (2.x/3.x)."""
-    version = tl_version()
-    if version is None:
-        raise Unsupported("TransformerLens is not installed (pip install transformer-lens)")
+    require_installed()
+    version = cast(str, tl_version())
     if int(version.split(".")[0]) < 4:
         from fuzzkv.backends.tl_legacy import LegacyTLBackend
 
