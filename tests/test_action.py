@@ -104,13 +104,31 @@ def test_the_database_is_restored_and_saved_under_the_database_input_and_replay_
     assert "inputs.mode == 'fuzz'" in save[0]["if"] and "always()" in save[0]["if"]
 
 
+def test_the_action_the_cli_the_api_and_the_pytest_plugin_default_to_the_same_scale():
+    # The CLI ran full size while the action ran tiny twins: one model name, two models, by where it was typed. The
+    # default is full, the model the name names (the README's first command fuzzes a full-size bloom-560m).
+    import inspect
+
+    from fuzzkv import api, pytest_plugin
+    from fuzzkv.cli import cli
+    from fuzzkv.config import RunConfig
+
+    defaults = {"action": action()["inputs"]["scale"]["default"], "RunConfig": RunConfig.__dataclass_fields__["scale"].default,
+                **{f"fuzzkv {name}": next(p.default for p in cli.commands[name].params if p.name == "scale")
+                   for name in ("run", "calibrate")},
+                **{f"api.{f.__name__}": inspect.signature(f).parameters["scale"].default for f in (api.fuzz, api.check)}}
+    assert set(defaults.values()) == {"full"}, defaults
+    # The plugin sets no scale of its own (a marker or the call may): fuzzkv.fuzz's default is the fixture's.
+    assert "scale" not in dict(pytest_plugin.OPTIONS)
+
+
 @pytest.mark.slow
 def test_fuzz_then_replay_as_the_two_workflows_would_use_it(tmp_path):
     broken, clean = "tests.broken_models:off_by_one_positions", "llama"
     # One oracle with the whole budget: the budget is wall time and includes calibration, so 8 s shared by six
     # oracles left decode 1.4 s (2 examples, too few to find the bug) on a loaded CI machine.
-    fuzzed, output = run_step(tmp_path, mode="fuzz", models=f"{broken}, {clean}", budget="20", seed="0",
-                              args="--oracle decode")
+    fuzzed, output = run_step(tmp_path, mode="fuzz", models=f"{broken}, {clean}", scale="tiny", budget="20",
+                              seed="0", args="--oracle decode")
     assert fuzzed.returncode == 1, fuzzed.stdout + fuzzed.stderr  # a new failure in one model fails the step
     assert output.strip() == "exit-code=1"
     databases = sorted(p.name for p in (tmp_path / "fuzzkv-db").glob("*.db"))
