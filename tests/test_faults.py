@@ -28,6 +28,7 @@ from tests.conftest import Recorder, fuzz
 BROKEN = "tests.broken_models:"
 
 
+@pytest.mark.nightly  # the unit tier's test_faults covers it on the fake backend
 def test_a_failure_that_does_not_fail_again_is_stored_as_flaky_with_both_measurements(fault):
     fault("fault", "non-deterministic model (flaky)")
     # A fixed tolerance: calibration would spend the warm-up calls (the canaries spend 16 of them).
@@ -55,6 +56,7 @@ def test_out_of_memory_on_big_batches_is_a_finding_shrunk_to_the_smallest_batch(
 
 
 @pytest.mark.slow
+@pytest.mark.nightly  # the unit tier's hang test covers it on the fake backend
 def test_a_hanging_model_hits_the_per_example_deadline_and_the_run_goes_on(fault):
     fault("fault", "model hangs (per-example deadline)")
     finished, recorder, _ = fuzz(BROKEN + "hangs_when_cached", oracles=("decode", "chunked"), max_examples=15,

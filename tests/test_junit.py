@@ -6,9 +6,12 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.nightly  # the unit tier's test_reports covers the JUnit output on the fake backend
 def test_junit_xml_has_a_case_per_oracle_and_the_minimal_failure(tmp_path):
     report = tmp_path / "out" / "fuzzkv.xml"
     result = subprocess.run(

@@ -1,12 +1,14 @@
 """The regression database end to end: a killed run keeps its failures, replay reproduces them,
 a fixed model marks them fixed, and bad database files are refused without being touched."""
 
+import functools
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,6 +77,7 @@ def test_sigkill_keeps_failures_replay_reproduces_then_marks_fixed(tmp_path, fau
     assert {f["status"] for f in statuses} == {"fixed"}
 
 
+@pytest.mark.nightly  # the unit tier's test_store covers it on the fake backend
 def test_a_second_run_replays_the_stored_failure_first(tmp_path):
     db = f"sqlite:///{tmp_path / 'fuzz.db'}"
     args = ("run", "--model", "tests.broken_models:off_by_one_positions", "--oracle", "decode", "--max-examples",
@@ -120,12 +123,21 @@ def test_calibrate_stores_a_baseline_and_flags_noise_growth(tmp_path):
     assert "REGRESSION: numerical noise grew" in again.stdout and "torch 2.0.0 ->" in again.stdout
 
 
-def _fuzzkv_db_with_a_failure(tmp_path) -> Path:
-    path = tmp_path / "fuzz.db"
+@functools.cache
+def _a_db_with_a_failure() -> bytes:
+    """The bytes of a database a real run stored a failure in: made once per test process, each test its own copy
+    (eight of the bad-file cases start from it; a run per case cost each about 20 s of a fuzzkv subprocess)."""
+    path = Path(tempfile.mkdtemp(prefix="fuzzkv-db-")) / "fuzz.db"
     fuzzkv("run", "--model", "tests.broken_models:off_by_one_positions", "--oracle", "decode", "--max-examples",
            "10", "--db", f"sqlite:///{path}", cwd=ROOT)
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.read_bytes()
+
+
+def _fuzzkv_db_with_a_failure(tmp_path) -> Path:
+    path = tmp_path / "fuzz.db"
+    path.write_bytes(_a_db_with_a_failure())
     return path
 
 

@@ -128,6 +128,7 @@ def test_the_copy_button_puts_the_script_on_the_clipboard(page):
     assert copied == page.locator("pre.repro").first.text_content()
 
 
+@pytest.mark.nightly  # the unit tier's test_faults covers the flaky report on the fake backend
 def test_a_flaky_failure_shows_both_measurements(tmp_path):
     from tests.conftest import fuzz
 

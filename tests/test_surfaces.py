@@ -184,6 +184,7 @@ def test_the_quantized_oracle_reports_only_the_libraries_own_errors_on_the_clean
     assert finished.examples >= 30
 
 
+@pytest.mark.nightly  # torch.compile on a CPU: about 200 s alone
 def test_compiled_decoding_that_differs_from_eager_is_found_and_shrunk_to_one_compiled_step():
     # Compiling costs ~15 s per new shape on a CPU: few examples, and the clean model checked alongside.
     finished, _, store = fuzz("tests.broken_surfaces:compiled_positions_off_by_one", oracles=("compiled",),
