@@ -14,7 +14,7 @@
 # Inputs (environment variables; the action sets them from its inputs):
 #   FUZZKV_MODE      fuzz | replay                                             [fuzz]
 #   FUZZKV_MODELS    fuzz: comma-separated --model values                      (required for fuzz)
-#   FUZZKV_SCALE     tiny | full                                               [tiny]
+#   FUZZKV_SCALE     tiny | full                                               [full]
 #   FUZZKV_DB_DIR    directory of the databases kept between runs             [fuzzkv-db]
 #   FUZZKV_OUT_DIR   directory of each model's report, JUnit XML, summary     [fuzzkv-out]
 #   FUZZKV_BUDGET, FUZZKV_SEED, FUZZKV_MAX_EXAMPLES, FUZZKV_ARGS: as .ci/nightly-fuzz.sh reads them
@@ -25,7 +25,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mode=${FUZZKV_MODE:-fuzz}
 db_dir=${FUZZKV_DB_DIR:-fuzzkv-db}
 out_dir=${FUZZKV_OUT_DIR:-fuzzkv-out}
-scale=${FUZZKV_SCALE:-tiny}
+scale=${FUZZKV_SCALE:-full}  # the CLI's and action.yml's default
 
 case "$mode" in
   replay)

@@ -46,7 +46,9 @@ def test_a_run_stores_its_row_and_each_shrunk_failure(store, reopened):
     assert (record.model, record.backend, record.oracle, record.kind) == ("fake", "fake", "decode", "mismatch")
     assert record.case == found.verdict.case and record.fingerprint == found.fingerprint
     assert record.max_abs_diff == found.verdict.metrics.max_abs_diff > record.tolerance
-    assert record.settings["backend"] == "fake" and record.tolerance_source.startswith("calibrated")
+    # Every calibration comparison of this broken fake differs in float64 too: none is rounding, so the tolerance is
+    # estimated from the dtype's resolution, and the source stored with the failure says so.
+    assert record.settings["backend"] == "fake" and record.tolerance_source.startswith("estimated, not calibrated")
     assert record.metrics["per_position"] and "torch" in record.versions
     clean, _, clean_store = fuzz_fake(oracles=("decode",))
     assert clean.failures == [] and clean_store.failures() == [] and clean_store.runs()[0]["outcome"] == "clean"
