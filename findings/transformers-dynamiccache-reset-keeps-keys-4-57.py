@@ -16,7 +16,11 @@ try:
     import transformers
     from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 except ImportError as error:
-    print(f"cannot run: {error} (pip install torch transformers)", file=sys.stderr)
+    print(f"cannot run: {error} (pip install torch 'transformers>=4.56')", file=sys.stderr)
+    sys.exit(2)
+if tuple(map(int, transformers.__version__.split(".")[:2])) < (4, 56):
+    print(f"cannot run: transformers {transformers.__version__}: this script drives DynamicCache.reset() of 4.56 and "
+          "later", file=sys.stderr)
     sys.exit(2)
 
 torch.manual_seed(0)

@@ -113,12 +113,13 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
         "hybrid-sliding-static-generate-mask", "inkling-static-cache-query-offset-alias",
         "mamba1-multi-token-cached-forward-drops-ssm-state", "recurrent-padding-mask-skipped-on-single-token-forward",
         "zamba2-nemotronh-decode-skips-dt-clamp")},
+    # DynamicCache.reset() came with the layered caches of 4.56 (4.46.3's DynamicCache has none).
+    "transformers-dynamiccache-reset-keeps-keys-4-57": ("transformers", (4, 56), None),
     # generate() before 5.24 refuses assisted generation with a static cache.
     "transformers-prompt-lookup-static-cache-overflow": ("transformers", (5, 24), None),
-    # HookedTransformer's 2.x cache, and HookedTransformer itself (removed in 4.0); the TransformerBridge of 4.x.
+    # HookedTransformer's 2.x cache (3.x has no past_key_value_caching module), and HookedTransformer (gone in 4.0).
     "transformerlens-attention-mask-with-cache-before-2-9": ("transformer-lens", (0,), (3,)),
     "transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (0,), (4,)),
-    "transformerlens-bridge-ignores-cache-kwarg": ("transformer-lens", (4,), None),
 }
 # Releases from before a bug, checked to run its script without it (exit 0): finding -> (library, from, before).
 CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (2, 8), GENERATE_IGNORES_PADDING[0]),
@@ -126,7 +127,8 @@ CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transfor
                 "transformers-continuous-batching-fails-gpt-neox": ("transformers", (5, 23), (5, 24)),
                 "transformers-continuous-batching-fails-mpt": ("transformers", (5, 23), (5, 24))}
 # The TransformerBridge's cache-keyword bug is the pairing of TransformerLens 4.3.0 with transformers 5.24 or later
-# (KNOWN above): with 4.3.0 and transformers 5.23 its script runs clean.
+# (KNOWN above): on transformers 5.23 its script runs clean with TransformerLens 4.3.0 and 3.9.0 alike (the bridge
+# is in 3.9 too; earlier 3.x releases were not checked).
 BRIDGE = "transformerlens-bridge-ignores-cache-kwarg"
 
 
@@ -146,11 +148,11 @@ def script_exit(finding: str) -> tuple[int, str] | None:
             return 2, f"{finding} drives {library} {drives}, not {_release(installed)}"
     if finding == BRIDGE:
         tl, hf = _version("transformer-lens"), _version("transformers")
-        if tl is None or hf is None or not (4, 3, 0) <= tl < (4, 3, 1):
-            return None  # only TransformerLens 4.3.0 was checked
-        if tl_cache_bug_reason(padded=False):
+        if tl is not None and hf is not None and BRIDGE in (tl_cache_bug_reason(padded=False) or ""):
             return 1, tl_cache_bug_reason(padded=False) or ""
-        return 0, f"TransformerLens {_release(tl)} with transformers {_release(hf)} extends its bridge's cache"
+        if tl is not None and hf is not None and hf < (5, 24) and (tl[:2] == (3, 9) or tl[:3] == (4, 3, 0)):
+            return 0, f"TransformerLens {_release(tl)} with transformers {_release(hf)} extends its bridge's cache"
+        return None
     if finding not in {name for name, _, _ in SCRIPTED} or (finding in NEEDS and _version(NEEDS[finding]) is None):
         return None
     reason = scripted_reason(finding)
