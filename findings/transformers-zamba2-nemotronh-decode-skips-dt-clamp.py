@@ -6,8 +6,9 @@ scan (prefill, and any uncached forward), but the single-token cached step (``ma
 is called without it. For any head whose step size ``softplus(dt + dt_bias)`` falls below
 ``time_step_min`` (1e-3 by default), decoding with a cache computes a different function than one
 uncached pass. Nemotron-H's mixer did the same in 5.24; from 5.25 its limit is ``config.time_step_limit``,
-(0, inf) by default, a clamp that never acts, so with its default config its cached and uncached logits agree. Its
-rows are printed for comparison, not counted. Exits 1 when Zamba2 shows the bug.
+(0, inf) by default, a clamp that never acts, so with its default config its cached and uncached logits agree (its
+single-token step still takes no limit: a config whose time_step_limit starts above 0 diverges as before). Its rows
+are printed for comparison, not counted. Exits 1 when Zamba2 shows the bug.
 """
 import sys
 
