@@ -87,6 +87,7 @@ def test_each_finding_script_exits_0_on_a_release_checked_free_of_its_bug(findin
     assert "not reproduced" in result.stdout and "REPRODUCED" not in result.stdout, result.stdout
 
 
+@pytest.mark.slow
 def test_the_bridge_script_exits_1_where_transformers_renamed_the_cache_keyword(tmp_path):
     expected = script_exit(BRIDGE)
     if expected is None or expected[0] != 1:
