@@ -16,11 +16,11 @@ The public API (:mod:`fuzzkv.api`, re-exported here; semantic versioning applies
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["BlindRun", "Case", "Finding", "FindingsFound", "FuzzkvCheckFailed", "Result", "UntestedRun", "Verdict",
-           "__version__", "check", "fuzz"]
+__all__ = ["BlindRun", "Case", "Finding", "FindingsFound", "FuzzkvCheckFailed", "IncompleteRun", "Result",
+           "UntestedRun", "Verdict", "__version__", "check", "fuzz"]
 
 if TYPE_CHECKING:
-    from fuzzkv.api import BlindRun, Finding, FindingsFound, FuzzkvCheckFailed, Result, UntestedRun, check, fuzz
+    from fuzzkv.api import BlindRun, Finding, FindingsFound, FuzzkvCheckFailed, IncompleteRun, Result, UntestedRun, check, fuzz
     from fuzzkv.case import Case
     from fuzzkv.verdict import Verdict
 

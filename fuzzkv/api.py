@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,12 +24,12 @@ from fuzzkv import events
 from fuzzkv.case import Case
 from fuzzkv.config import DEFAULT_DEADLINE, RunConfig
 from fuzzkv.db import check_url, open_store
-from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTESTED, UsageError
+from fuzzkv.errors import EXIT_BLIND, EXIT_FAILURES, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNTESTED, UsageError
 from fuzzkv.reports.json_report import JsonReporter, failure_json
 from fuzzkv.verdict import Verdict
 
-__all__ = ["BlindRun", "Finding", "FindingsFound", "FuzzkvCheckFailed", "Result", "UntestedRun", "check", "fuzz",
-           "run"]
+__all__ = ["BlindRun", "Finding", "FindingsFound", "FuzzkvCheckFailed", "IncompleteRun", "Result", "UntestedRun",
+           "check", "fuzz", "run"]
 
 FailOn = Literal["any", "new"]
 EventSink = Callable[[object], None]
@@ -110,6 +111,11 @@ class UntestedRun(FuzzkvCheckFailed):
     """Nothing was tested: every oracle asked for was skipped or unsupported."""
 
 
+class IncompleteRun(FuzzkvCheckFailed):
+    """Nothing failed, but an oracle tested less than asked (``max_time`` ran out before ``max_examples``, every
+    case was refused) or one asked for by name could not run: not clean."""
+
+
 @dataclass(frozen=True)
 class Result:
     """What one fuzzing run found: ``findings``, and whether it could see (``blind``) and tested anything."""
@@ -124,6 +130,7 @@ class Result:
     unsupported: Mapping[str, str]  # backend -> why it could not be built for this model
     run_id: int | None
     json: Mapping[str, Any] = field(repr=False)  # the run as ``fuzzkv run --json`` prints it
+    incomplete: Mapping[str, str] = field(default_factory=dict)  # "oracle" or "oracle@lane" -> why it tested less
 
     def failing(self, fail_on: FailOn = "any") -> tuple[Finding, ...]:
         """The confirmed findings (flaky ones left out); with ``fail_on="new"`` only those new to the store or
@@ -132,23 +139,27 @@ class Result:
 
     @property
     def clean(self) -> bool:
-        """No confirmed finding, every lane could see, something was tested, and the run was not interrupted."""
+        """No confirmed finding, every lane could see, every oracle tested what it was asked to, and the run was not
+        interrupted."""
         return self.exit_code() == EXIT_OK
 
     def exit_code(self, fail_on: FailOn = "any") -> int:
-        """The exit code ``fuzzkv run`` gives this result: 0 clean, 1 findings, 4 blind, 5 untested, 130
-        interrupted."""
+        """The exit code ``fuzzkv run`` gives this result: 0 clean, 1 findings, 4 blind, 5 untested, 6 incomplete,
+        130 interrupted."""
         if self.interrupted:
             return EXIT_INTERRUPTED
         if self.failing(fail_on):
             return EXIT_FAILURES
         if self.untested:
             return EXIT_UNTESTED
-        return EXIT_BLIND if self.blind else EXIT_OK
+        if self.blind:
+            return EXIT_BLIND
+        return EXIT_INCOMPLETE if self.incomplete else EXIT_OK
 
     def raise_for_findings(self, fail_on: FailOn = "any") -> None:
         """Raise :class:`FindingsFound` when the run found a confirmed failure, :class:`BlindRun` when it could not
-        see, :class:`UntestedRun` when it tested nothing; return None when the model is clean."""
+        see, :class:`UntestedRun` when it tested nothing, :class:`IncompleteRun` when an oracle tested less than asked;
+        return None when the model is clean."""
         __tracebackhide__ = True  # pytest shows the findings, not this frame
         failing = self.failing(fail_on)
         if failing:
@@ -161,6 +172,10 @@ class Result:
             why = "; ".join(f"{lane}: {reason}" for lane, reason in self.blind.items())
             raise BlindRun(f"fuzzkv could not see on {self.model} (nothing failed, but this proves nothing): {why}",
                            self)
+        if self.incomplete:
+            why = "; ".join(f"{key}: {reason}" for key, reason in self.incomplete.items())
+            raise IncompleteRun(f"fuzzkv tested less than asked on {self.model} (nothing failed, not clean): {why}",
+                                self)
 
 
 def fuzz(model: object, *, oracles: str | Iterable[str] = (), backend: str = "hf", max_examples: int = 50,
@@ -207,6 +222,7 @@ def run(config: RunConfig, *, given: object = None, workers: int = 1, on_event: 
 
         finished = run_workers(config, workers, collected)
         return collected.result(config.model, finished)
+    started = time.monotonic()  # --max-time bounds the whole run: the model's build counts too
     from fuzzkv.backends.loader import load_lanes  # heavy: imports torch only when running
     from fuzzkv.runner import run as run_lanes
     from fuzzkv.search import stopping_on_ctrl_c
@@ -215,7 +231,7 @@ def run(config: RunConfig, *, given: object = None, workers: int = 1, on_event: 
     store = open_store(config.db_url)
     try:
         with stopping_on_ctrl_c():  # Ctrl-C stops the run at once, even where Python would drop it
-            finished = run_lanes(config, store, collected, lanes=lanes)
+            finished = run_lanes(config, store, collected, lanes=lanes, started=started)
     finally:
         store.close()
     return collected.result(lanes.info.name, finished)
@@ -325,4 +341,4 @@ class _Collector:
                                  e.novelty, e.status, failure_json(e)) for e in self.found)
         return Result(model, findings, finished.examples, dict(finished.blind), finished.untested,
                       finished.interrupted, data.get("not_applicable", {}), data.get("unsupported", {}),
-                      finished.run_id, data)
+                      finished.run_id, data, dict(finished.incomplete))

@@ -54,7 +54,7 @@ class RunOutputs:
 
 def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream=None) -> int:
     """``fuzzkv run``: fuzz, store, report, through the public API (:func:`fuzzkv.api.run`). Returns the exit
-    code (0 clean, 1 failures, 4 blind, 5 untested, 130 interrupted)."""
+    code (0 clean, 1 failures, 4 blind, 5 untested, 6 incomplete, 130 interrupted)."""
     _keep_hypothesis_files_out_of_cwd()
     from fuzzkv import api
 

@@ -83,7 +83,9 @@ def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str 
         summary: str | None, fail_on: str, workers: int, **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal
     error, 4 blind (no failure, but planted canary bugs went unseen: not clean), 5 nothing tested (every oracle
-    skipped or its backend unsupported), 130 interrupted."""
+    skipped or its backend unsupported), 6 incomplete (no failure, but an oracle tested less than asked:
+    --max-time ran out before 20 examples, every case was refused, or one asked for by name did not apply),
+    130 interrupted."""
     outputs = app.RunOutputs(as_json=as_json, junit=junit, report=report, summary=summary, fail_on=fail_on,
                              workers=workers)
     _guarded(lambda: app.run_command(RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options),

@@ -8,6 +8,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 EXIT_BLIND = 4  # no failure found, but a lane could not see: its canaries went unseen, or its tolerance is too large
 EXIT_UNTESTED = 5  # nothing was tested: every requested oracle skipped or unsupported, 0 examples run
+EXIT_INCOMPLETE = 6  # no failure found, but a requested oracle ran fewer examples than asked, or none, or was skipped
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it (128 + SIGINT)
 
 

@@ -123,6 +123,14 @@ class OracleFinished:
     stopped_by_time: bool = False
     first_failure_at: int | None = None  # examples run when the first failure appeared (before shrinking)
     lane: str = "hf"
+    # Why this oracle tested less than it was asked to (fewer examples than --max-examples because --max-time ran
+    # out, or none at all), None when it did its work: such an oracle is never reported "ok".
+    incomplete: str | None = None
+
+
+def oracle_key(oracle: str, lane: str) -> str:
+    """An oracle's key in a run's results: its name on the transformers lane, ``name@lane`` on another."""
+    return oracle if lane == "hf" else f"{oracle}@{lane}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,9 @@ class RunFinished:
     # Lanes that could not see (canaries missed, or a tolerance too large), with why: a run with no
     # failure but a blind lane is "blind", never "clean" (exit code 4).
     blind: dict[str, str] = field(default_factory=dict)
+    # Oracles (by oracle_key) asked for that tested less than asked, or were skipped although asked for by name,
+    # with why: a run with no failure but an incomplete oracle is "incomplete", never "clean" (exit code 6).
+    incomplete: dict[str, str] = field(default_factory=dict)
 
     @property
     def untested(self) -> bool:

@@ -114,19 +114,26 @@ class Run:
     canaries: bool = True  # replay re-checks stored cases only: it has no search to prove
     _pending: dict = field(default_factory=dict)  # (lane, failure key) -> (row id, case size) while shrinking
     _known: dict = field(default_factory=dict)  # fingerprint -> status of failures stored before this run
+    incomplete: dict = field(default_factory=dict)  # oracle key -> why it tested less than asked
+    # When the run began (time.monotonic()): --max-time bounds the whole run from here, the model's build included
+    # when the caller started the clock before building it.
+    started: float = field(default_factory=time.monotonic)
 
     def execute(self) -> tuple[events.RunFinished, FuzzkvError | None]:
-        started = time.monotonic()
+        started = self.started
         for lane, reason in self.lanes.unsupported.items():
             self.emit(events.BackendUnsupported(lane, reason))
         for oracle, lane, reason in skipped(self.config, self.lanes):
             self.emit(events.OracleSkipped(oracle.name, lane, reason))
+            if self.config.oracles:  # asked for by name: a run that could not run it has not tested what was asked
+                self.incomplete[events.oracle_key(oracle.name, lane)] = f"not applicable: {reason}"
         work = work_list(self.config, self.lanes)
         self._known = {record.fingerprint: record.status for record in self.store.failures()}
         self.run_id = self.store.start_run(self.config.to_dict(), self.versions)
         outcome, interrupted, error = "interrupted", False, None
         try:
             for i, (oracle, lane) in enumerate(work):
+                self.tolerance(lane)  # calibration and canaries are spent before the oracle's share is counted
                 remaining = None
                 if self.config.max_time is not None:
                     left = self.config.max_time - (time.monotonic() - started)
@@ -145,7 +152,7 @@ class Run:
         shrinking = tuple(row for row, _size in self._pending.values())
         return events.RunFinished(self.examples, list(self.found), time.monotonic() - started, self.run_id,
                                   interrupted, shrinking, error.one_line() if error else None,
-                                  dict(self.blind)), error
+                                  dict(self.blind), dict(self.incomplete)), error
 
     def _finish_row(self, outcome: str, error: FuzzkvError | None) -> None:
         assert self.run_id is not None  # execute() starts the run before any row is finished
@@ -194,8 +201,11 @@ class Run:
             self.examples += search.examples
         for verdict in verdicts:
             self._record(verdict, lane, oracle)
+        short = shortfall(search.examples, self.config.max_examples, search.stopped_by_time, bool(verdicts))
+        if short is not None:
+            self.incomplete[events.oracle_key(oracle.name, lane)] = short
         self.emit(events.OracleFinished(oracle.name, search.examples, len(verdicts), search.elapsed,
-                                        search.stopped_by_time, search.first_failure_at, lane))
+                                        search.stopped_by_time, search.first_failure_at, lane, short))
 
     def _examples_db(self, oracle: Oracle, lane: str) -> StoreExampleDatabase:
         namespace = "|".join(str(v) for v in (*model_settings(self.config, lane).values(), oracle.name))
@@ -262,6 +272,25 @@ class Run:
         return "new" if before is None else "reopened" if before == "fixed" else "known"
 
 
+# The fewest examples an oracle stopped by --max-time must have run to count as tested (or --max-examples, where
+# smaller). With --max-time, --max-examples is a cap (a nightly job sets it high and lets the budget decide), so
+# the ask that a time-boxed oracle must meet is this floor.
+MIN_EXAMPLES_IN_TIME = 20
+
+
+def shortfall(examples: int, asked: int, stopped_by_time: bool, found: bool) -> str | None:
+    """Why an oracle's search tested less than asked, or None. A search that found a failure did its work; one that
+    ended early because Hypothesis ran out of distinct cases (a small case space) tested everything there was."""
+    if found:
+        return None
+    floor = min(asked, MIN_EXAMPLES_IN_TIME)
+    if stopped_by_time and examples < floor:
+        return f"{examples} examples, fewer than the {floor} a time-boxed oracle must run: --max-time ran out"
+    if examples == 0:
+        return f"0 of {asked} examples: every case drawn was refused or discarded"
+    return None
+
+
 def _measured(first: Verdict, again: Verdict) -> str:
     """Both measurements of a flaky case, in words."""
     def said(verdict: Verdict) -> str:
@@ -271,11 +300,12 @@ def _measured(first: Verdict, again: Verdict) -> str:
     return f"first {said(first)}; re-run {said(again)} (tolerance {first.tolerance:.3g})"
 
 
-def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes) -> events.RunFinished:
-    """Run ``config`` on ``lanes`` (see ``fuzzkv.backends.loader.load_lanes``): the entry point the CLI calls."""
+def run(config: RunConfig, store: Store, emit: Emit, lanes: Lanes, started: float | None = None) -> events.RunFinished:
+    """Run ``config`` on ``lanes`` (see ``fuzzkv.backends.loader.load_lanes``): the entry point the CLI calls.
+    ``started``: when the run began (``time.monotonic()``, before the model was built): --max-time counts from there."""
     emit(events.RunStarted(config.to_dict(), library_versions(), lanes.info.source, lanes.description,
                            lanes.info.scaled))
-    finished, error = Run(config, lanes, store, emit).execute()
+    finished, error = Run(config, lanes, store, emit, started=time.monotonic() if started is None else started).execute()
     emit(finished)
     if error is not None:
         raise error

@@ -149,14 +149,17 @@ class Merger:
                                   interrupted or any(r.interrupted for r in self.runs),
                                   tuple(i for r in self.runs for i in r.shrinking),
                                   next((r.error for r in self.runs if r.error), None),
-                                  {lane: why for r in self.runs for lane, why in r.blind.items()})
+                                  {lane: why for r in self.runs for lane, why in r.blind.items()},
+                                  # each worker was asked for the same examples: one that tested less is said
+                                  {key: why for r in self.runs for key, why in r.incomplete.items()})
 
 
 def _merged(done: list, failures: int) -> events.OracleFinished:
     first = [d.first_failure_at for d in done if d.first_failure_at is not None]
     return replace(done[0], examples=sum(d.examples for d in done), failures=failures,
                    elapsed=max(d.elapsed for d in done), stopped_by_time=any(d.stopped_by_time for d in done),
-                   first_failure_at=min(first) if first else None)
+                   first_failure_at=min(first) if first else None,
+                   incomplete=next((d.incomplete for d in done if d.incomplete), None))
 
 
 def run_workers(config: RunConfig, workers: int, emit) -> events.RunFinished:

@@ -49,9 +49,9 @@ def test_run_help_lists_every_exit_code_the_command_returns():
 
     text = " ".join(CliRunner().invoke(cli, ["run", "--help"]).output.split())
     codes = {name: value for name, value in vars(errors).items() if name.startswith("EXIT_")}
-    assert set(codes.values()) == {0, 1, 2, 3, 4, 5, 130}  # a new code must be listed here and in the help
+    assert set(codes.values()) == {0, 1, 2, 3, 4, 5, 6, 130}  # a new code must be listed here and in the help
     for meaning, code in (("clean", 0), ("failures", 1), ("bad usage", 2), ("internal error", 3), ("blind", 4),
-                          ("nothing tested", 5), ("interrupted", 130)):
+                          ("nothing tested", 5), ("incomplete", 6), ("interrupted", 130)):
         assert f"{code} {meaning}" in text, (code, meaning)
 
 

@@ -72,6 +72,9 @@ class ConsoleReporter:
         self._progress_shown = True
 
     def _on_OracleFinished(self, e: events.OracleFinished) -> None:
+        if e.incomplete and not e.failures:  # never "ok": it tested less than it was asked to
+            self._line(f"  {e.oracle}{_lane(e.lane)}: INCOMPLETE, {e.incomplete} ({e.elapsed:.1f}s)")
+            return
         timed = ", stopped by --max-time" if e.stopped_by_time else ""
         status = f"{e.failures} failure(s)" if e.failures else "ok"
         self._line(f"  {e.oracle}{_lane(e.lane)}: {status} after {e.examples} examples in {e.elapsed:.1f}s{timed}")
@@ -107,9 +110,12 @@ class ConsoleReporter:
             self._line(f"Run stopped by an error: {e.error}")
         if e.blind and not e.failures:
             self._line("BLIND, not clean: " + "; ".join(f"{lane}: {why}" for lane, why in e.blind.items()))
+        if e.incomplete and not e.failures:
+            self._line("INCOMPLETE, not clean: " + "; ".join(f"{key}: {why}" for key, why in e.incomplete.items())
+                       + ". Raise --max-time (or lower --max-examples) to test every oracle as asked.")
         if e.untested:
-            self._line("NOTHING TESTED, not clean: every requested oracle was skipped or unsupported (the lines above "
-                       "say why), so no example ran.")
+            self._line("NOTHING TESTED, not clean: no example ran (every requested oracle was skipped, unsupported or "
+                       "out of time: the lines above say why).")
         if e.interrupted:
             ids = ", ".join(map(str, e.shrinking))
             pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""

@@ -23,11 +23,6 @@ def failure_json(event: events.FailureFound) -> dict:
     }
 
 
-def _oracle_key(oracle: str, lane: str) -> str:
-    """An oracle's key in the run's JSON: its name on the transformers lane, ``name@lane`` on another."""
-    return oracle if lane == "hf" else f"{oracle}@{lane}"
-
-
 class JsonReporter:
     """Collects events; :meth:`finish` prints the run as one JSON object."""
 
@@ -52,17 +47,18 @@ class JsonReporter:
         elif isinstance(event, events.BackendUnsupported):
             self.data.setdefault("unsupported", {})[event.lane] = event.reason
         elif isinstance(event, events.OracleSkipped):
-            self.data.setdefault("not_applicable", {})[_oracle_key(event.oracle, event.lane)] = event.reason
+            self.data.setdefault("not_applicable", {})[events.oracle_key(event.oracle, event.lane)] = event.reason
         elif isinstance(event, events.OracleFinished):
-            self.data.setdefault("oracles", {})[_oracle_key(event.oracle, event.lane)] = {
+            self.data.setdefault("oracles", {})[events.oracle_key(event.oracle, event.lane)] = {
                 "examples": event.examples, "failures": event.failures, "seconds": round(event.elapsed, 3),
-                "stopped_by_time": event.stopped_by_time, "first_failure_at": event.first_failure_at}
+                "stopped_by_time": event.stopped_by_time, "first_failure_at": event.first_failure_at,
+                "incomplete": event.incomplete}
         elif isinstance(event, events.FailureFound):
             self.data["failures"].append(failure_json(event))
         elif isinstance(event, events.RunFinished):
             self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id,
                              interrupted=event.interrupted, shrinking=list(event.shrinking), error=event.error,
-                             blind=event.blind, untested=event.untested)
+                             blind=event.blind, untested=event.untested, incomplete=event.incomplete)
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
 

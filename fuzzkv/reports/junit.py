@@ -39,9 +39,12 @@ class JunitReporter:
         for done in self.finished:
             case = ET.SubElement(suite, "testcase", classname=f"fuzzkv.{self.model}.{done.lane}",
                                  name=done.oracle, time=f"{done.elapsed:.3f}")
-            for found in self.failures.get((done.oracle, done.lane), []):
+            found_here = self.failures.get((done.oracle, done.lane), [])
+            for found in found_here:
                 failure = ET.SubElement(case, "failure", type=found.verdict.kind, message=found.verdict.summary())
                 failure.text = (f"minimal case: {found.verdict.case.describe()}\ncase JSON: "
                                 f"{found.verdict.case.to_json()}\n\n{found.reproduction}")
+            if done.incomplete and not found_here:  # tested less than asked: not a pass
+                ET.SubElement(case, "skipped", message=f"INCOMPLETE: {done.incomplete}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         ET.ElementTree(suite).write(self.path, encoding="utf-8", xml_declaration=True)

@@ -39,13 +39,15 @@ def markdown(model: str, run: events.RunFinished, found: list[events.FailureFoun
     news, flaky = sum(f.is_news for f in found), sum(f.is_flaky for f in found)
     known = len(found) - news - flaky
     verdict = f"{news} new or re-opened, {known} known" + (f", {flaky} flaky" if flaky else "") if found else (
-        "nothing tested" if run.untested else "clean")
+        "nothing tested" if run.untested else "incomplete" if run.incomplete else "clean")
     lines = [f"### fuzzkv: {_cell(model)}", "",
              f"{run.examples} examples in {run.elapsed:.0f} s: **{verdict}**.", ""]
     if run.error:
         lines += [f"**Run stopped by an error:** {_cell(run.error)}", ""]
     for lane, why in run.blind.items():
         lines += [f"**BLIND ({_cell(lane)}), not clean:** {_cell(why)}", ""]
+    for key, why in run.incomplete.items():
+        lines += [f"**INCOMPLETE ({_cell(key)}), not clean:** {_cell(why)}", ""]
     for novelty, heading in HEADINGS.items():
         group = [f for f in found if ("flaky" if f.is_flaky else f.novelty) == novelty]
         if group:

@@ -52,9 +52,11 @@ def unit_tier() -> Iterator[None]:
 
 
 def fuzz_fake(*bugs: str, store: Store | None = None, lanes: Lanes | None = None,
-              emit: Callable[[object], None] | None = None, **options: object) -> tuple[RunFinished, Recorder, Store]:
+              emit: Callable[[object], None] | None = None, started: float | None = None,
+              **options: object) -> tuple[RunFinished, Recorder, Store]:
     """Run fuzzkv in-process on the fake backend with ``bugs`` planted (or on ``lanes``); ``emit`` sees every
-    event too. Returns (RunFinished, the events, the store)."""
+    event too; ``started``: when the run began, as the API passes it (before the model's build). Returns
+    (RunFinished, the events, the store)."""
     options.setdefault("max_examples", 30)
     options.setdefault("db_url", "memory:")
     config = RunConfig(model="fake", **options)  # type: ignore[arg-type]
@@ -65,4 +67,4 @@ def fuzz_fake(*bugs: str, store: Store | None = None, lanes: Lanes | None = None
         if emit is not None:
             emit(event)
 
-    return run(config, store, record, lanes or fake_lanes(*bugs)), recorder, store
+    return run(config, store, record, lanes or fake_lanes(*bugs), started=started), recorder, store
