@@ -12,7 +12,8 @@
 #
 # Exit code: fuzzkv run's. 0 = no new or re-opened failure (known open ones may remain),
 # 1 = new or re-opened failures (listed under "New failures" / "Re-opened failures" in the
-# summary), 2 = bad input (settings, model, database), 3 = internal error.
+# summary), 2 = bad input (settings, model, database), 3 = internal error, 4 = blind, 5 = nothing tested,
+# 6 = incomplete (an oracle ran fewer than the 20 examples a time-boxed oracle must run: raise FUZZKV_BUDGET).
 #
 # Inputs (environment variables):
 #   FUZZKV_MODEL         required: registry name (`fuzzkv models`), local directory, or module:factory
@@ -100,6 +101,9 @@ case "$rc" in
   1) result="**Result: FAIL**: new or re-opened failures, listed above. \`fuzzkv show ID\` prints a reproduction script." ;;
   2) result="**Result: ERROR** (exit 2, bad input): $(grep -E '^Error:' "$out/run.log" | tail -n 1)" ;;
   3) result="**Result: ERROR** (exit 3, internal error): $(tail -n 1 "$out/run.log")" ;;
+  4) result="**Result: BLIND** (exit 4): no new failure, but the run could not have seen one (see above)." ;;
+  5) result="**Result: NOTHING TESTED** (exit 5): no example ran (see above)." ;;
+  6) result="**Result: INCOMPLETE** (exit 6): no new failure, but an oracle tested less than asked (see above; a larger FUZZKV_BUDGET gives it time)." ;;
   *) result="**Result: ERROR** (exit $rc: interrupted or killed, e.g. a time-out): $(tail -n 1 "$out/run.log")" ;;
 esac
 files=()
