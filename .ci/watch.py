@@ -122,8 +122,8 @@ def render(moved: list[str], changes: list[Change]) -> str:
 
 # -- observing one environment -------------------------------------------------------------------------------------
 
-def observe(python: str, sweep_models: list[str], sweep_examples: int) -> Observation:
-    return Observation(versions=_versions(python), scripts=scripts(python), tests=_tests(python),
+def observe(python: str, sweep_models: list[str], sweep_examples: int, tests: tuple[str, ...]) -> Observation:
+    return Observation(versions=_versions(python), scripts=scripts(python), tests=_tests(python, tests) if tests else {},
                        sweep=_sweep(python, sweep_models, sweep_examples) if sweep_models else {},
                        model_types=_model_types(python))
 
@@ -151,11 +151,10 @@ def scripts(python: str, folder: Path = ROOT / "findings", env: dict[str, str] |
     return codes
 
 
-def _tests(python: str) -> dict[str, str]:
+def _tests(python: str, tests: tuple[str, ...]) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as scratch:
         junit = Path(scratch) / "junit.xml"
-        _run(python, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}",
-             *VERSIONED_TESTS)
+        _run(python, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q", f"--junitxml={junit}", *tests)
         if not junit.exists():
             raise SystemExit(f"the version-sensitive tests did not run with {python}")
         return outcomes(junit.read_text(encoding="utf-8"))
@@ -195,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     look.add_argument("--out", required=True, type=Path)
     look.add_argument("--sweep-models", default="", help="comma-separated registry names; empty: no sweep")
     look.add_argument("--sweep-examples", type=int, default=10)
+    look.add_argument("--tests", default=",".join(VERSIONED_TESTS),
+                      help="comma-separated test files (default: the version-sensitive ones); empty: none")
     compare = commands.add_parser("diff")
     compare.add_argument("locked", type=Path)
     compare.add_argument("newest", type=Path)
     args = parser.parse_args(argv)
     if args.command == "observe":
-        seen = observe(args.python, [m for m in args.sweep_models.split(",") if m], args.sweep_examples)
+        seen = observe(args.python, [m for m in args.sweep_models.split(",") if m], args.sweep_examples,
+                       tuple(t for t in args.tests.split(",") if t))
         args.out.write_text(json.dumps(asdict(seen), indent=1, sort_keys=True), encoding="utf-8")
         return 0
     moved, changes = diff(Observation.load(args.locked), Observation.load(args.newest))
