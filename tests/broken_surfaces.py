@@ -9,6 +9,7 @@ import types
 
 import torch
 from transformers.cache_utils import Cache
+from transformers.utils import logging as hf_logging
 
 from tests.broken_models import _build, _Tiny
 
@@ -121,8 +122,26 @@ class SdpaDropsPaddingMask(_Tiny):
         return input_ids, attention_mask, position_ids
 
 
+class IgnoresAttentionSwitch(SdpaDropsPaddingMask):
+    """Drops the padding mask under sdpa, but cannot be switched to it after loading: like a model that does not
+    follow transformers' AttentionInterface, its ``set_attn_implementation`` only logs transformers' warning and
+    changes nothing. Built under eager."""
+
+    def set_attn_implementation(self, attn_implementation, allow_all_kernels=False):
+        if attn_implementation != self.config._attn_implementation:
+            hf_logging.get_logger("transformers.modeling_utils").warning(
+                f"{type(self).__name__} does not support setting its attention implementation dynamically, because "
+                "it does not follow the functional approach based on AttentionInterface")
+
+
 def clean():
     return _build(_Surface)
+
+
+def ignores_attention_switch():
+    model = _build(IgnoresAttentionSwitch)
+    model.config._attn_implementation_internal = "eager"  # built under eager, as from_config(attn_implementation=)
+    return model
 
 
 def reorder_skips_last_layer():

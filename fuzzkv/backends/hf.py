@@ -8,6 +8,8 @@ The path code itself lives in :mod:`fuzzkv.backends.hf_paths`, shared with the s
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -76,7 +78,9 @@ class HFBackend(DrivenBackend):
         self.dtype, self.device, self.attn = dtype, device, attn
         self.pad_id = _pad_id(self.model.config)
         self.info = _model_info(loaded, self.model.config)
-        self.capabilities = _capabilities(self.model)
+        # attention implementation -> why switching this model to it does not take (the library's words)
+        self.unswitchable: dict[str, str] = {}
+        self.capabilities = _capabilities(self.model, self.unswitchable)
         self._tokenizer: Any = None
         self._tokenizer_loaded = False
         self._draft: tuple[Any, Any] | None = None  # (the model it drafts for, the draft)
@@ -140,8 +144,11 @@ class HFBackend(DrivenBackend):
             if not MODERN:
                 return None
             try:
-                twin.set_attn_implementation(attn)
+                why = switch_attention(twin, attn)
             except (ValueError, ImportError, AttributeError):
+                return None
+            if why is not None:  # the library ignored the switch: this twin runs the run's own kernel
+                self.unswitchable[attn] = why
                 return None
         return twin
 
@@ -171,7 +178,7 @@ class HFBackend(DrivenBackend):
         if self._variants is None or self._variants[0] is not self.model:  # a precise view makes its own
             views: dict[str, Backend] = {}
             for attn in _attentions(self.model, self.device):
-                if attn != self.attn:
+                if attn != self.attn and attn not in self.unswitchable:
                     twin = self.precise_twin(self.model.dtype, attn)  # the same dtype: only the kernel differs
                     if twin is not None:
                         views[attn] = self._view(twin)
@@ -233,17 +240,67 @@ def _documented_refusals() -> Iterator[None]:
 
 def _set_attention(model: Any, attn: str, name: str) -> bool:
     """Switch a factory's model to ``attn``; False where this transformers cannot switch a built model (4.x
-    chooses attention modules at construction, and a config edit would desynchronise mask and attention)."""
+    chooses attention modules at construction, and a config edit would desynchronise mask and attention). A switch
+    the library ignores (it logs a warning and changes nothing) is refused: the run would not run ``attn``."""
     if not hf_paths.transformers_major() >= 5:
         return False
     try:
-        model.set_attn_implementation(attn)
-        return True
+        why = switch_attention(model, attn)
     except (ValueError, ImportError, AttributeError):
         raise UsageError(f"{name} does not support --attn {attn}.", tip="use --attn eager") from None
+    if why is not None:
+        own = getattr(model.config, "_attn_implementation", None)
+        raise UsageError(f"{name} does not support --attn {attn}: {why}",
+                         tip=f"use --attn {own}" if isinstance(own, str) else "build the model with it")
+    return True
 
 
-def _capabilities(model: Any) -> Capabilities:
+@contextmanager
+def _library_words() -> Iterator[list[str]]:
+    """What transformers logs (warnings and worse, whatever the run's verbosity) and what Python warnings are
+    raised while the block runs, kept in order and not printed."""
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    root = logging.getLogger("transformers")
+    handlers, level = root.handlers[:], root.level
+    root.handlers, root.level = [Keep(logging.WARNING)], logging.WARNING
+    try:
+        with warnings.catch_warnings(record=True) as raised:
+            warnings.simplefilter("always")
+            yield said
+        said += [str(w.message) for w in raised]
+    finally:
+        root.handlers, root.level = handlers, level
+
+
+def attention_in_effect(model: Any, attn: str) -> str | None:
+    """None where every module of ``model`` that holds a config reads ``attn`` from it (the attention layers
+    choose their kernel from ``config._attn_implementation`` at each call); else the first that does not, and what
+    it reads."""
+    for name, module in model.named_modules():
+        implementation = getattr(getattr(module, "config", None), "_attn_implementation", None)
+        if isinstance(implementation, str) and implementation != attn:
+            return f"{name or type(model).__name__} still runs {implementation}"
+    return None
+
+
+def switch_attention(model: Any, attn: str) -> str | None:
+    """Switch ``model`` to ``attn`` and read the switch back: None where it took, else why not, in the library's
+    own words where it said any (transformers only logs a warning for a model it cannot switch after loading)."""
+    with _library_words() as said:
+        model.set_attn_implementation(attn)
+    stale = attention_in_effect(model, attn)
+    if stale is None:
+        return None
+    words = " ".join(dict.fromkeys(line.strip() for line in said if line.strip()))
+    return f"set_attn_implementation({attn!r}) did not take ({stale})" + (f": transformers said: {words}" if words else "")
+
+
+def _capabilities(model: Any, unswitchable: dict[str, str]) -> Capabilities:
     """What fuzzkv can drive for this model: padded batches only where the model can take a padded row's real
     positions (``hf_paths.POSITIONS_FROM_CACHE_LENGTH``); the static cache only where transformers builds one
     for its config and the model's forward can use it (``hf_paths.NO_STATIC_CACHE``); key/value contents only
@@ -254,7 +311,7 @@ def _capabilities(model: Any) -> Capabilities:
         absent.append((PADDED_POSITIONS, positions_why))
     absent += _absent_cache_class_features(model)
     if MODERN:
-        absent += _absent_cache_surfaces(model)
+        absent += _absent_cache_surfaces(model, unswitchable)
     no_static = dict(absent).get(STATIC_CACHE)
     if no_static and CAPABILITIES.reset_caches == ("static",):  # before 4.56 only the static classes have reset()
         absent.append((CACHE_RESET, f"only the static cache has reset() on this release, and {no_static}"))
@@ -334,14 +391,23 @@ def _absent_cache_class_features(model: Any) -> list[tuple[str, str]]:
     return absent
 
 
-def _absent_cache_surfaces(model: Any) -> list[tuple[str, str]]:
-    """The cache surfaces transformers 5.x cannot give this model, each with why."""
+def _absent_cache_surfaces(model: Any, unswitchable: dict[str, str]) -> list[tuple[str, str]]:
+    """The cache surfaces transformers 5.x cannot give this model, each with why. ``unswitchable`` gets each
+    attention implementation the model declares but does not switch to (why, in the library's words)."""
     from transformers.generation.continuous_batching import ContinuousMixin  # 5.x (generate_batch's home)
 
     absent = []
-    if len(_attentions(model, str(model.device))) < 2:
+    attentions = _attentions(model, str(model.device))
+    if len(attentions) < 2:
         absent.append((ATTENTION_IMPLEMENTATIONS, f"{type(model).__name__} declares one attention implementation on "
                                                   f"{model.device.type} (eager)"))
+    else:
+        unswitchable.update(_unswitchable(model, attentions))
+        own = getattr(model.config, "_attn_implementation", None)
+        if all(attn == own or attn in unswitchable for attn in attentions):
+            absent.append((ATTENTION_IMPLEMENTATIONS, f"{type(model).__name__} does not switch its attention "
+                                                      f"implementation after loading: "
+                                                      + "; ".join(unswitchable.values())))
     if model.device.type != "cuda":
         absent.append((OFFLOADED_CACHE, "an offloaded cache moves layers between the GPU and the CPU: CUDA only"))
     quantized_why = _no_quantized_cache(model)
@@ -356,6 +422,28 @@ def _absent_cache_surfaces(model: Any) -> list[tuple[str, str]]:
 # at a cost a fuzzing run can pay: flex_attention compiles a kernel per shape, 24 s a call on this CPU.
 ATTENTIONS = (("eager", None, ("cpu", "cuda")), ("sdpa", "_supports_sdpa", ("cpu", "cuda")),
               ("flex_attention", "_supports_flex_attn", ("cuda",)))
+
+
+def _unswitchable(model: Any, attentions: list[str]) -> dict[str, str]:
+    """The implementations among ``attentions`` that ``model`` declares but does not switch to after loading,
+    each with why: each is tried on the model itself (a config change), and the model's own restored after."""
+    own = getattr(model.config, "_attn_implementation", None)
+    if not isinstance(own, str):
+        return {}
+    refused: dict[str, str] = {}
+    for attn in attentions:
+        if attn == own:
+            continue
+        try:
+            why = switch_attention(model, attn)
+        except (ValueError, ImportError, AttributeError):
+            continue  # refused loudly: the variant's own build says so (precise_twin returns None)
+        finally:
+            with _library_words():
+                model.set_attn_implementation(own)
+        if why is not None:
+            refused[attn] = why
+    return refused
 
 
 def _attentions(model: Any, device: str) -> list[str]:

@@ -1,0 +1,42 @@
+"""Every knob proves it acted (#32): a setting the library ignores is never counted as tested, and a folder is
+loaded as the class its config names or refused, never silently as a stock class."""
+
+import pytest
+
+from fuzzkv.backends.hf_paths import transformers_major
+from tests.conftest import fuzz
+
+modern = pytest.mark.skipif(transformers_major() < 5, reason="attention is switched after loading on transformers 5.x")
+
+
+@modern
+def test_an_attention_switch_the_model_ignores_makes_attn_impl_not_applicable_in_the_librarys_words():
+    # The model drops its padding mask under sdpa, but ignores set_attn_implementation("sdpa"): comparing its
+    # "sdpa" twin with the run would compare eager with eager and pass every example.
+    finished, recorder, _ = fuzz("tests.broken_surfaces:ignores_attention_switch", oracles=("attn-impl",),
+                                 max_examples=20)
+    [skipped] = recorder.of("OracleSkipped")
+    assert skipped.oracle == "attn-impl", skipped
+    assert "set_attn_implementation('sdpa') did not take" in skipped.reason, skipped.reason
+    assert "does not support setting its attention implementation dynamically" in skipped.reason, skipped.reason
+    assert not recorder.of("OracleFinished") and not finished.failures
+    assert finished.incomplete  # asked for by name and not run: never ok
+
+
+@modern
+def test_an_attention_switch_that_takes_still_runs_attn_impl():
+    finished, recorder, _ = fuzz("tests.broken_surfaces:sdpa_drops_padding_mask", oracles=("attn-impl",),
+                                 max_examples=20)
+    assert not recorder.of("OracleSkipped")
+    assert [f.verdict.oracle for f in finished.failures] == ["attn-impl"]
+
+
+@modern
+def test_a_requested_attn_the_factory_model_ignores_is_refused_in_the_librarys_words():
+    from fuzzkv.errors import UsageError
+
+    with pytest.raises(UsageError) as refused:
+        fuzz("tests.broken_surfaces:ignores_attention_switch", attn="sdpa", oracles=("decode",), max_examples=5)
+    message = str(refused.value)
+    assert "does not support --attn sdpa" in message and "did not take" in message, message
+    assert "does not support setting its attention implementation dynamically" in message, message
