@@ -119,6 +119,11 @@ class LogitOffsetWhenCached(_Tiny):
 LOGIT_OFFSET = 0.35
 
 
+class SneakyLlama(LogitOffsetWhenCached):
+    """The cached-logit offset in a class of its own name: ``save_pretrained`` writes ``architectures:
+    ["SneakyLlama"]``, a class transformers does not define (loaded as the stock LlamaForCausalLM, it is clean)."""
+
+
 def _build(cls):
     spec = registry.get("llama").config_for("tiny")
     config = LlamaConfig(**{k: v for k, v in spec.items() if k != "model_type"})
@@ -130,6 +135,10 @@ def _build(cls):
 
 def clean():
     return _build(_Tiny)
+
+
+def sneaky_llama():
+    return _build(SneakyLlama)
 
 
 def off_by_one_positions():

@@ -40,3 +40,28 @@ def test_a_requested_attn_the_factory_model_ignores_is_refused_in_the_librarys_w
     message = str(refused.value)
     assert "does not support --attn sdpa" in message and "did not take" in message, message
     assert "does not support setting its attention implementation dynamically" in message, message
+
+
+def test_a_folder_naming_a_custom_class_is_refused_in_one_line_and_its_factory_finds_the_bug(tmp_path):
+    # A subclass with a planted cache bug, saved: its config.json names SneakyLlama. Loaded as the stock
+    # LlamaForCausalLM, the folder was reported clean.
+    from transformers.utils import logging as hf_logging
+
+    from tests.broken_models import sneaky_llama
+    from tests.test_cli import ROOT, fuzzkv
+
+    folder = tmp_path / "sneaky"
+    hf_logging.disable_progress_bar()  # the test's own save: no bar in the test's output
+    try:
+        sneaky_llama().save_pretrained(folder)
+    finally:
+        hf_logging.enable_progress_bar()
+    options = ("--scale", "tiny", "--oracle", "decode", "--max-examples", "20")
+    refused = fuzzkv("run", "--model", str(folder), *options, "--db", f"sqlite:///{tmp_path / 'a.db'}", cwd=ROOT)
+    assert refused.returncode == 2, refused.stdout + refused.stderr[-2000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), refused.stderr
+    assert "SneakyLlama" in lines[0] and "--model my_module:make" in lines[0], lines[0]
+    found = fuzzkv("run", "--model", "tests.broken_models:sneaky_llama", *options,
+                   "--db", f"sqlite:///{tmp_path / 'b.db'}", cwd=ROOT)
+    assert found.returncode == 1, found.stdout + found.stderr[-2000:]

@@ -38,7 +38,15 @@ from fuzzkv.backends import (
     precision,  # noqa: E402
 )
 from fuzzkv.backends.driven import PRECISE  # noqa: E402
-from fuzzkv.backends.hf_paths import TORCH_DTYPES, dtype_keyword, pretrained, random_model, sensitise  # noqa: E402
+from fuzzkv.backends.hf_paths import (  # noqa: E402
+    TORCH_DTYPES,
+    declared_class,
+    dtype_keyword,
+    folder_config,
+    pretrained,
+    random_model,
+    sensitise,
+)
 from fuzzkv.errors import CannotBuildModel, NotFuzzable, UsageError  # noqa: E402
 
 __all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
@@ -111,6 +119,8 @@ def _resolve(name: str, *, scale: str, seed: int, init_std: float, attn: str, ta
     local = _local_weights(Path(name).expanduser())
     if local is not None:
         directory, gguf_file = local
+        if not gguf_file:
+            _refuse_custom_class(directory, name)
         _check_fits(_directory_config(directory, gguf_file), f"model in {name}", target)
         try:
             model = pretrained(directory, attn, gguf_file, target.dtype, target.device)
@@ -181,7 +191,36 @@ def _pretrained(path: str, attn: str, target: Target):
     """A hub id or path in the local HuggingFace cache, checked against memory first (its config.json only)."""
     # No config: not in the cache (the caller falls through) or unreadable (the load below says why).
     _check_fits(_directory_config(path, None), path, target)
+    _refuse_custom_class(path, path)
     return pretrained(path, attn, None, target.dtype, target.device)
+
+
+def _refuse_custom_class(path: str, name: str) -> None:
+    """Refuse a folder (or cached hub id) whose config.json names a class transformers does not define: loading it
+    would load the stock class of its model type instead, a different model (its own code, its bugs, left out)."""
+    config = folder_config(path)
+    named, kind = declared_class(config)
+    if named is None or kind is not None or hasattr(transformers, named):
+        return  # no class named, or one of transformers' own (AutoModelForCausalLM loads a base model's head)
+    assert config is not None
+    stock = _stock_class(config.get("model_type"))
+    ships_code = "auto_map" in config
+    how = (f"fuzz it with the module:factory form (--model my_module:make, with make() returning "
+           f"{named}.from_pretrained({name!r}))")
+    if ships_code:
+        how += (", loading the code the folder ships (auto_map) there with AutoModelForCausalLM.from_pretrained("
+                f"{name!r}, trust_remote_code=True): fuzzkv runs no code from a model folder")
+    raise UsageError(f"the model in {name} is a {named} (its config.json's architectures), a class transformers "
+                     f"{transformers.__version__} does not define: fuzzkv does not load it as "
+                     f"{stock or 'another class'}; {how}.")
+
+
+def _stock_class(model_type: object) -> str | None:
+    """The causal-LM class transformers loads for ``model_type`` (what a custom class would be replaced by)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    stock = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type) if isinstance(model_type, str) else None
+    return stock if isinstance(stock, str) else None
 
 
 def _local_weights(path: Path) -> tuple[str, str | None] | None:

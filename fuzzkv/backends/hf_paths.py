@@ -177,12 +177,38 @@ def pretrained(path, attn, gguf_file=None, dtype="float32", device="cpu"):
     # A GGUF file is de-quantized to float32 and then cast, as fuzzkv always did: its calibrated tolerances and
     # canaries were measured that way. Safetensors are read straight into the run's dtype.
     load_dtype = torch.float32 if gguf_file else TORCH_DTYPES[dtype]
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation=attn,
-                                                 device_map=device, **source, **{dtype_keyword(): load_dtype})
+    kind = None if gguf_file else declared_class(folder_config(path))[1]
+    model = (kind or AutoModelForCausalLM).from_pretrained(path, local_files_only=True, attn_implementation=attn,
+                                                           device_map=device, **source,
+                                                           **{dtype_keyword(): load_dtype})
     if gguf_file:
         # The weights are plain tensors once de-quantized; the GGUF quantizer would refuse a dtype cast.
-        model.hf_quantizer, model.is_quantized = None, False  # type: ignore[assignment]
+        model.hf_quantizer, model.is_quantized = None, False
     return model
+
+
+def folder_config(path):
+    """The config.json of a local directory or a hub id in the local HuggingFace cache, as written (no class
+    resolved, no code run); None where there is none or it is unreadable."""
+    try:
+        return transformers.PretrainedConfig.get_config_dict(path, local_files_only=True)[0]
+    except (OSError, ValueError):
+        return None
+
+
+def declared_class(config):
+    """(the class name ``config``'s ``architectures`` names first, the transformers causal-LM class of that name or
+    None): a folder is loaded as the class it names. (None, None) where it names none; (name, None) where the name
+    is not a causal-LM class of this transformers (a custom class, or a base model: AutoModelForCausalLM decides)."""
+    names = (config or {}).get("architectures") or []
+    if not names:
+        return None, None
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    causal = {n for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+              for n in (value if isinstance(value, (list, tuple)) else [value])}
+    kind = getattr(transformers, names[0], None) if names[0] in causal else None
+    return names[0], kind if isinstance(kind, type) else None
 
 
 def place(model, device, dtype):
