@@ -436,8 +436,8 @@ def _unswitchable(model: Any, attentions: list[str]) -> dict[str, str]:
             continue
         try:
             why = switch_attention(model, attn)
-        except (ValueError, ImportError, AttributeError):
-            continue  # refused loudly: the variant's own build says so (precise_twin returns None)
+        except Exception:  # noqa: BLE001 - refused loudly: the variant's own build says so (precise_twin: None)
+            continue
         finally:
             with _library_words():
                 model.set_attn_implementation(own)
