@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fuzzkv import rootcause
 from fuzzkv.config import DEFAULT_DB, RunConfig
 from fuzzkv.errors import UsageError
 from fuzzkv.expected import expected_reason
@@ -142,34 +143,18 @@ def _cell(oracle: str, result: dict[str, Any]) -> Cell:
 
 
 def root_causes(model_type: str, failures: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Findings grouped by (minimal case shape, where it breaks): one bug that trips several oracles is one
-    root cause. Flaky and expected findings are left out."""
-    groups: dict[tuple, dict[str, Any]] = {}
-    for found in failures:
-        if found["status"] == "flaky" or expected_reason(model_type, found["oracle"], found["case"]):
-            continue
-        key = (case_shape(found["case"]), json.dumps(found.get("where"), sort_keys=True), found["kind"])
-        group = groups.setdefault(key, {"shape": describe_shape(found["case"]), "where": found.get("where"),
-                                        "kind": found["kind"], "oracles": [], "max_abs_diff": 0.0, "failures": []})
-        if found["oracle"] not in group["oracles"]:
-            group["oracles"].append(found["oracle"])
-        group["max_abs_diff"] = max(group["max_abs_diff"], found["max_abs_diff"] or 0.0)
-        if found["stored_id"] is not None:
-            group["failures"].append(found["stored_id"])
-    return list(groups.values())
-
-
-def case_shape(case: dict[str, Any]) -> tuple:
-    """What a minimal case's shape is, for grouping: rows, their lengths, padding and decoding length."""
-    lengths = tuple(len(p) for p in case["prompts"])
-    padded = len(set(lengths)) > 1
-    return (len(lengths), max(lengths), case["padding_side"] if padded else "-", case["max_new_tokens"])
-
-
-def describe_shape(case: dict[str, Any]) -> str:
-    rows, longest, padding, new = case_shape(case)
-    pad = f", {padding}-padded" if padding != "-" else ""
-    return f"batch {rows}, prompt {longest}{pad}, {new} new token(s)"
+    """Findings grouped by root cause (:mod:`fuzzkv.rootcause`: kind, minimal case shape, where it breaks): one bug
+    that trips several oracles is one root cause. Flaky and expected findings are left out."""
+    kept = [found for found in failures
+            if found["status"] != "flaky" and not expected_reason(model_type, found["oracle"], found["case"])]
+    causes = []
+    for members in rootcause.group(kept, rootcause.of_json):
+        first = members[0]
+        causes.append({"shape": rootcause.describe_shape(first["case"]), "where": first.get("where"),
+                       "kind": first["kind"], "oracles": rootcause.oracles_of(members, lambda f: f["oracle"]),
+                       "max_abs_diff": max(f["max_abs_diff"] or 0.0 for f in members),
+                       "failures": [f["stored_id"] for f in members if f["stored_id"] is not None]})
+    return causes
 
 
 # -- running ----------------------------------------------------------------------------------
