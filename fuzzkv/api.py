@@ -17,10 +17,11 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
-from fuzzkv import events
+from fuzzkv import events, rootcause
 from fuzzkv.case import Case
 from fuzzkv.config import DEFAULT_DEADLINE, RunConfig
 from fuzzkv.db import check_url, open_store
@@ -49,6 +50,7 @@ class Finding:
     novelty: str  # "new", "known" (stored before, still open) or "reopened" (stored as fixed, fails again)
     status: str  # "open", or "flaky": its re-run passed (stored and shown, never a confirmed failure)
     json: Mapping[str, Any] = field(repr=False)  # this failure as ``fuzzkv run --json`` prints it
+    script_path: str | None = None  # where its reproduction script was saved (see Result.save_scripts)
 
     @property
     def case(self) -> Case:
@@ -75,15 +77,20 @@ class Finding:
         return self.verdict.summary()
 
     def report(self) -> str:
-        """The failure in words: what failed, the minimal case, where it breaks, and how to reproduce it."""
-        where = self.diagnosis.get("explanation") or self.diagnosis.get("unavailable")
+        """The failure in words: what failed, the minimal case, where it breaks, and where its script is."""
+        where = rootcause.where_it_breaks(self.diagnosis)
         lines = [f"{self.summary()} [{self.lane}{', flaky' if self.flaky else ''}]",
                  f"  minimal case: {self.case.to_json()}"]
         if where:
             lines.append(f"  where it breaks: {where}")
-        lines.append("  reproduce: run its reproduction script (Finding.reproduction; pytest shows it below) with python: "
-                     "it exits 1 while the bug is there")
+        lines.append(f"  reproduce: {_reproduce(self)}")
         return "\n".join(lines)
+
+
+def _reproduce(finding: Finding) -> str:
+    if finding.script_path:
+        return f"python {finding.script_path} (exits 1 while the bug is there)"
+    return "run its reproduction script (Finding.reproduction) with python: it exits 1 while the bug is there"
 
 
 class FuzzkvCheckFailed(AssertionError):
@@ -156,15 +163,46 @@ class Result:
             return EXIT_BLIND
         return EXIT_INCOMPLETE if self.incomplete else EXIT_OK
 
-    def raise_for_findings(self, fail_on: FailOn = "any") -> None:
+    def root_causes(self, fail_on: FailOn = "any") -> list[tuple[Finding, ...]]:
+        """The confirmed findings grouped by root cause (:mod:`fuzzkv.rootcause`): one bug that several oracles saw
+        is one group."""
+        return [tuple(group) for group in rootcause.group(self.failing(fail_on),
+                                                           lambda f: rootcause.of_event(f, self.model))]
+
+    def save_scripts(self, repro_dir: str | Path | None = None) -> Result:
+        """Save every finding's reproduction script in ``repro_dir`` (default: ``fuzzkv-repro`` beside the database
+        file, else in the current folder; see :mod:`fuzzkv.reports.scripts`); returns this result with each finding's
+        ``script_path`` set."""
+        from fuzzkv.reports import scripts
+
+        db_url = (self.json.get("settings") or {}).get("db_url")
+        folder = Path(repro_dir) if repro_dir is not None else scripts.default_folder(db_url)
+        saved = tuple(replace(f, script_path=str(scripts.save(folder, scripts.file_name(
+            stored_id=f.stored_id, oracle=f.oracle, fingerprint=f.fingerprint, by_id=scripts.persistent(db_url)),
+            f.reproduction))) if f.reproduction else f for f in self.findings)
+        return replace(self, findings=saved)
+
+    def raise_for_findings(self, fail_on: FailOn = "any", *, repro_dir: str | Path | None = None) -> None:
         """Raise :class:`FindingsFound` when the run found a confirmed failure, :class:`BlindRun` when it could not
         see, :class:`UntestedRun` when it tested nothing, :class:`IncompleteRun` when an oracle tested less than asked;
-        return None when the model is clean."""
+        return None when the model is clean. The message lists the failures by root cause, a few lines each, with the
+        path of each one's reproduction script (saved in ``repro_dir``: see :meth:`save_scripts`), never the script."""
         __tracebackhide__ = True  # pytest shows the findings, not this frame
-        failing = self.failing(fail_on)
-        if failing:
-            head = f"fuzzkv found {len(failing)} KV-cache failure(s) in {self.model}:"
-            raise FindingsFound("\n".join([head, *(f.report() for f in failing)]), self, failing)
+        if self.failing(fail_on):
+            saved = self if all(f.script_path for f in self.failing(fail_on)) else self.save_scripts(repro_dir)
+            failing = saved.failing(fail_on)
+            causes = saved.root_causes(fail_on)
+            lines = [f"fuzzkv found {len(failing)} KV-cache failure(s) in {self.model}, "
+                     f"{len(causes)} root cause{'s' if len(causes) != 1 else ''}:"]
+            for number, members in enumerate(causes, 1):
+                first = members[0]
+                oracles = rootcause.oracles_of(members, lambda f: f.oracle)
+                lines.append(f"root cause {number}: seen by {len(oracles)} oracle(s): {', '.join(oracles)}")
+                lines.append("  " + first.report().replace("\n", "\n  "))
+                others = [f.script_path for f in members[1:] if f.script_path]
+                if others:
+                    lines.append(f"    the other oracles' scripts: {', '.join(others)}")
+            raise FindingsFound("\n".join(lines), saved, failing)
         if self.untested:
             reasons = "; ".join(f"{k}: {v}" for k, v in {**self.unsupported, **self.not_applicable}.items())
             raise UntestedRun(f"fuzzkv tested nothing on {self.model}: {reasons or 'no oracle ran'}", self)

@@ -50,6 +50,8 @@ class RunOutputs:
     summary: str | None = None
     fail_on: str = "any"  # "new": only failures new to the store or re-opened after a fix
     workers: int = 1  # processes fuzzing the same model with seeds seed .. seed + workers - 1
+    repro_dir: str | None = None  # where scripts are saved (None: fuzzkv.reports.scripts.default_folder)
+    verbosity: int = 0  # -1 --quiet, 0, 1 --verbose
 
 
 def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream=None) -> int:
@@ -71,7 +73,8 @@ def run_command(config: RunConfig, outputs: RunOutputs = RunOutputs(), *, stream
 
 
 def _run_reporters(outputs: RunOutputs, stream):
-    reporters: list[Callable[[object], None]] = [JsonReporter(stream) if outputs.as_json else ConsoleReporter(stream)]
+    console = ConsoleReporter(stream, verbosity=outputs.verbosity, repro_dir=outputs.repro_dir)
+    reporters: list[Callable[[object], None]] = [JsonReporter(stream) if outputs.as_json else console]
     if outputs.junit:
         from fuzzkv.reports.junit import JunitReporter
 
@@ -115,8 +118,8 @@ def failures_command(db_url: str, *, model: str | None, status: str, as_json: bo
     return EXIT_OK
 
 
-def show_command(db_url: str, failure_id: int, *, as_json: bool) -> int:
-    """``fuzzkv show ID``: one whole record and its reproduction script."""
+def show_command(db_url: str, failure_id: int, *, as_json: bool, script_only: bool = False) -> int:
+    """``fuzzkv show ID``: one whole record and its reproduction script (``--script``: the script alone)."""
     store = open_store(db_url, create=False)
     try:
         record = store.failure(failure_id)
@@ -124,6 +127,9 @@ def show_command(db_url: str, failure_id: int, *, as_json: bool) -> int:
         store.close()
     if record is None:
         raise UsageError(f"no stored failure with id {failure_id}.", tip="'fuzzkv failures --status all' lists them")
+    if script_only:
+        print(record.reproduction.rstrip())
+        return EXIT_OK
     print(json.dumps(failure_views.record_json(record), indent=2, default=str) if as_json
           else failure_views.show(record))
     return EXIT_OK

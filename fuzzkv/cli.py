@@ -79,15 +79,24 @@ def _opt_in(name: str, oracle: Oracle) -> str:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Processes fuzzing MODEL at once (seeds SEED..SEED+N-1), each with its own model copy, "
                    "into one shared --db.")
+@click.option("--repro-dir", type=click.Path(file_okay=False),
+              help="Folder the failures' reproduction scripts are saved in [default: fuzzkv-repro beside the --db "
+                   "file, else in the current folder].")
+@click.option("--quiet", "-q", is_flag=True, help="Print only one line per root cause and the final verdict.")
+@click.option("--verbose", "-v", is_flag=True, help="Also print each failure's case JSON, where it breaks and script path.")
 def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str | None, report: str | None,
-        summary: str | None, fail_on: str, workers: int, **options) -> None:
+        summary: str | None, fail_on: str, workers: int, repro_dir: str | None, quiet: bool, verbose: bool,
+        **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal
     error, 4 blind (no failure, but planted canary bugs went unseen: not clean), 5 nothing tested (every oracle
     skipped or its backend unsupported), 6 incomplete (no failure, but an oracle tested less than asked:
     --max-time ran out before 20 examples, every case was refused, or one asked for by name did not apply),
-    130 interrupted."""
+    130 interrupted. Failures are printed grouped by root cause (one bug seen by several oracles is one), each
+    with the path of its saved reproduction script."""
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other.")
     outputs = app.RunOutputs(as_json=as_json, junit=junit, report=report, summary=summary, fail_on=fail_on,
-                             workers=workers)
+                             workers=workers, repro_dir=repro_dir, verbosity=-1 if quiet else 1 if verbose else 0)
     _guarded(lambda: app.run_command(RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options),
                                      outputs))
 
@@ -106,9 +115,11 @@ def failures(model: str | None, status: str, db_url: str | None, as_json: bool) 
 @click.argument("failure_id", type=int)
 @db_option
 @click.option("--json", "as_json", is_flag=True)
-def show(failure_id: int, db_url: str | None, as_json: bool) -> None:
-    """Show one stored failure and its standalone reproduction script."""
-    _guarded(lambda: app.show_command(db_url or default_db_url(), failure_id, as_json=as_json))
+@click.option("--script", "script_only", is_flag=True,
+              help="Print only the reproduction script (e.g. 'fuzzkv show 1 --script > repro.py').")
+def show(failure_id: int, db_url: str | None, as_json: bool, script_only: bool) -> None:
+    """Show one stored failure (its root cause's key, where it breaks) and its standalone reproduction script."""
+    _guarded(lambda: app.show_command(db_url or default_db_url(), failure_id, as_json=as_json, script_only=script_only))
 
 
 @cli.command()

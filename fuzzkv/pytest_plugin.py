@@ -6,8 +6,10 @@
         fuzzkv(build_my_model)
 
 ``fuzzkv(model, **options)`` calls :func:`fuzzkv.fuzz` with the marker's options, then the command line's, then
-the call's own (each overriding the one before), and fails the test on a finding: pytest's report shows each
-minimal case, where it breaks, and (a section per finding) the reproduction script. It returns the
+the call's own (each overriding the one before), and fails the test on a finding: pytest's report shows the
+findings grouped by root cause (one bug seen by several oracles is one), each with its minimal case, where it breaks
+and the path of its saved reproduction script (``fuzzkv-repro/`` beside the ``--fuzzkv-db`` file, else in the current
+folder, or ``--fuzzkv-repro-dir DIR``); the scripts themselves are not pasted into the report. It returns the
 :class:`fuzzkv.Result`. A blind run or one that tested nothing fails too: it proves nothing.
 
 Options: ``--fuzzkv-max-examples N``, ``--fuzzkv-seed N``, ``--fuzzkv-db URL`` (keep the store, and with it
@@ -42,6 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fuzzkv-seed", type=int, default=None, metavar="N", help="case seed of the fuzzkv fixture")
     group.addoption("--fuzzkv-db", default=None, metavar="URL",
                     help="store URL kept between runs, e.g. sqlite:///fuzzkv.db (default: in memory)")
+    group.addoption("--fuzzkv-repro-dir", default=None, metavar="DIR",
+                    help="folder the findings' reproduction scripts are saved in (default: fuzzkv-repro beside the "
+                         "--fuzzkv-db file, else in the current folder)")
     group.addoption("--fuzzkv-profile", choices=tuple(PROFILES), default=None,
                     help="dev (25 examples per oracle) or ci (100); default ci when $CI is set, else dev")
 
@@ -59,18 +64,16 @@ def pytest_configure(config: pytest.Config) -> None:
 class Fuzzer:
     """The ``fuzzkv`` fixture: call it with a model (a name, a built model, or a factory)."""
 
-    def __init__(self, node: pytest.Item, defaults: dict[str, Any]):
+    def __init__(self, node: pytest.Item, defaults: dict[str, Any], repro_dir: str | None = None):
         self.node = node
         self.defaults = defaults
+        self.repro_dir = repro_dir
 
     def __call__(self, model: object, *, fail_on: api.FailOn = "any", **options: Any) -> api.Result:
         """Fuzz ``model`` and fail the test on a finding; returns the :class:`fuzzkv.Result`."""
         __tracebackhide__ = True
         result = api.fuzz(model, **{**self.defaults, **options})
-        for number, finding in enumerate(result.failing(fail_on), 1):
-            self.node.add_report_section("call", f"fuzzkv reproduction {number} ({finding.oracle})",
-                                         finding.reproduction)
-        result.raise_for_findings(fail_on)
+        result.raise_for_findings(fail_on, repro_dir=self.repro_dir)
         return result
 
     def check(self, model: object, case: Any, **options: Any) -> Any:
@@ -95,5 +98,5 @@ def fuzzkv(request: pytest.FixtureRequest) -> Fuzzer:
         value = config.getoption(option)
         if value is not None:
             defaults[keyword] = value
-    return Fuzzer(cast(pytest.Item, request.node), defaults)
+    return Fuzzer(cast(pytest.Item, request.node), defaults, config.getoption("--fuzzkv-repro-dir"))
 

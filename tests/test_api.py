@@ -3,6 +3,7 @@ would add: each run for real on tiny models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -35,7 +36,7 @@ def without_timings(run: dict) -> dict:
     return kept
 
 
-def test_fuzz_finds_shrinks_and_raises_with_the_minimal_case():
+def test_fuzz_finds_shrinks_and_raises_with_the_minimal_case(tmp_path):
     result = fuzzkv.fuzz(BROKEN, oracles="decode", scale="tiny", max_examples=20)
     [finding] = result.findings
     assert finding.kind == "mismatch" and finding.oracle == "decode" and finding.lane == "hf"
@@ -43,9 +44,11 @@ def test_fuzz_finds_shrinks_and_raises_with_the_minimal_case():
     assert finding.diagnosis["first"]["layer"] == 0 and "positions" in finding.diagnosis["explanation"]
     assert not result.clean and result.exit_code() == 1
     with pytest.raises(fuzzkv.FindingsFound) as raised:
-        result.raise_for_findings()
-    assert isinstance(raised.value, AssertionError) and raised.value.findings == (finding,)
-    assert finding.case.to_json() in str(raised.value)
+        result.raise_for_findings(repro_dir=tmp_path)
+    [raised_finding] = raised.value.findings  # the finding, with where its script was saved
+    assert isinstance(raised.value, AssertionError) and dataclasses.replace(raised_finding, script_path=None) == finding
+    assert finding.case.to_json() in str(raised.value) and f"python {raised_finding.script_path}" in str(raised.value)
+    assert Path(raised_finding.script_path).read_text() == finding.reproduction.rstrip() + "\n"
 
 
 def test_a_clean_model_passes_and_says_what_it_tested():
@@ -136,23 +139,25 @@ def run_pytest(target: Path, *options: str, cwd: Path = ROOT, **variables: str) 
                           env=subprocess_env(**variables), timeout=900)
 
 
-def reproduction_section(output: str, number: int = 1) -> str:
-    """The script pytest printed in the report section the plugin adds for finding ``number``."""
-    match = re.search(rf"-+ Captured fuzzkv reproduction {number} \(\S+\) call -+\n(.*?)\n(?:-{{5,}} Captured|={{5,}})",
-                      output, re.S)
-    assert match, output
-    return match.group(1)
+def reproduction_paths(output: str) -> list[Path]:
+    """The saved scripts pytest's failure text names (the plugin saves each finding's script; it prints the path)."""
+    paths = [Path(p) for p in re.findall(r"reproduce: python (\S+\.py) \(exits 1", output)]
+    assert paths, output
+    return paths
 
 
 @pytest.mark.slow
 def test_the_example_fails_on_the_planted_bug_with_case_and_script_and_passes_once_fixed(tmp_path):
     example = EXAMPLES / "test_toy_kv_cache.py"
-    planted = run_pytest(example, TOYLIB_PLANT_CACHE_BUG="1")
+    planted = run_pytest(example, "--fuzzkv-repro-dir", str(tmp_path / "saved"), TOYLIB_PLANT_CACHE_BUG="1")
     assert planted.returncode == 1, planted.stdout + planted.stderr
     assert "FindingsFound: fuzzkv found" in planted.stdout and "minimal case: {" in planted.stdout
-    script = reproduction_section(planted.stdout)
+    assert "root cause 1: seen by" in planted.stdout and "# fuzzkv reproduction" not in planted.stdout
+    paths = reproduction_paths(planted.stdout)
+    assert all(path.parent == tmp_path / "saved" for path in paths)
+    script = paths[0].read_text()
     assert script.startswith("# fuzzkv reproduction: oracle") and "from toy_lib import tiny_toy" in script
-    # The script pytest showed reproduces the bug as it is, and passes on the fixed library.
+    # The script pytest named reproduces the bug as it is, and passes on the fixed library.
     (tmp_path / "repro.py").write_text(script)
     for plant, code, verdict in (("1", 1, "FAILS"), ("0", 0, "passes")):
         env = subprocess_env(TOYLIB_PLANT_CACHE_BUG=plant, PYTHONPATH=f"{EXAMPLES}{os.pathsep}{ROOT}")

@@ -98,6 +98,11 @@ def test_show_prints_the_record_and_a_runnable_script(tmp_path):
     shown = fuzzkv("show", "1", "--db", db, cwd=ROOT)
     assert shown.returncode == 0
     assert "minimal case: batch 1 (lengths 1)" in shown.stdout and "# fuzzkv reproduction" in shown.stdout
+    assert "  where it breaks: " in shown.stdout
+    script = fuzzkv("show", "1", "--script", "--db", db, cwd=ROOT)  # the script alone, for '> repro.py'
+    assert script.returncode == 0 and script.stdout.startswith("# fuzzkv reproduction")
+    # the run saved the same script beside its database, named by the failure's id
+    assert script.stdout == (tmp_path / "fuzzkv-repro" / "failure-1.py").read_text()
     missing = fuzzkv("show", "99", "--db", db, cwd=ROOT)
     assert missing.returncode == 2 and "no stored failure with id 99" in missing.stderr
 

@@ -43,7 +43,7 @@ def test_sdpa_on_a_model_without_it_is_a_usage_error():
         fuzz("bloom-560m", attn="sdpa", max_examples=1)
 
 
-def test_plain_console_output_names_each_failure_and_how_to_reproduce_it():
+def test_plain_console_output_names_each_failure_and_how_to_reproduce_it(tmp_path):
     from fuzzkv.backends.loader import load_lanes
     from fuzzkv.db import MemoryStore
     from fuzzkv.runner import run
@@ -51,12 +51,15 @@ def test_plain_console_output_names_each_failure_and_how_to_reproduce_it():
     out = io.StringIO()
     config = RunConfig(model="tests.broken_models:off_by_one_positions", oracles=("decode",), scale="tiny",
                        max_examples=20, db_url="memory:")
-    run(config, MemoryStore(), ConsoleReporter(out, tty=False), load_lanes(config))
+    run(config, MemoryStore(), ConsoleReporter(out, tty=False, repro_dir=tmp_path), load_lanes(config))
     text = out.getvalue()
     assert "\r" not in text  # no progress redraws when not on a terminal
     assert "FAILURE [mismatch] decode (cached vs uncached): max |diff|" in text
+    assert "ROOT CAUSE 1 of 1 [mismatch]: decode" in text and "  seen by 1 oracle(s): decode (stored as failure 1)" in text
     assert "minimal case: batch 1 (lengths 1), left-padded, 2 new token(s)" in text
-    assert "reproduce: save the script below as repro.py" in text
+    [script] = tmp_path.glob("decode-*.py")  # saved to a file, its path printed, the script itself not
+    assert f"reproduce: python {script} (exits 1 while the bug is there)" in text
+    assert script.read_text().startswith("# fuzzkv reproduction") and "# fuzzkv reproduction" not in text
     assert "1 failure(s) (1 mismatch) in" in text
 
 

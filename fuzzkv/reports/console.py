@@ -1,12 +1,19 @@
-"""The console reporter: progress on a terminal, plain lines elsewhere, and every failure
-with its minimal case and how to reproduce it."""
+"""The console reporter: progress on a terminal, plain lines elsewhere, and the run's failures grouped by root
+cause (:mod:`fuzzkv.rootcause`), each with the oracles that saw it, its minimal case, where it breaks and the path of
+its saved reproduction script (:mod:`fuzzkv.reports.scripts`: scripts are written to files, never printed).
+
+Verbosity: ``-q`` (-1) prints only one line per root cause and the final verdict; the default (0) adds the run's
+progress, one line per failure and a few lines per root cause; ``-v`` (1) adds each failure's minimal case, case
+JSON, where it breaks and script path."""
 
 from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
-from fuzzkv import events
+from fuzzkv import events, rootcause
+from fuzzkv.reports import scripts
 
 
 def _lane(lane: str) -> str:
@@ -17,9 +24,15 @@ def _lane(lane: str) -> str:
 class ConsoleReporter:
     """Prints run events to a stream (stderr for progress, the stream itself for results)."""
 
-    def __init__(self, stream=None, *, tty: bool | None = None):
+    def __init__(self, stream=None, *, tty: bool | None = None, verbosity: int = 0, repro_dir: str | Path | None = None):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
+        self.verbosity = verbosity
+        # Where scripts are saved: the folder given, else the default for the run's store (read from RunStarted).
+        self.repro_dir = Path(repro_dir) if repro_dir is not None else None
+        self._by_id = True
+        self._model = ""
+        self._found: list[tuple[events.FailureFound, Path | None]] = []
         self._last_progress = 0.0
         self._progress_shown = False
 
@@ -28,7 +41,10 @@ class ConsoleReporter:
         if handler:
             handler(event)
 
-    def _line(self, text: str = "") -> None:
+    def _line(self, text: str = "", level: int = 0) -> None:
+        """Print ``text`` at verbosity ``level`` and above."""
+        if self.verbosity < level:
+            return
         if self._progress_shown:
             self.stream.write("\r\033[K")
             self._progress_shown = False
@@ -36,6 +52,11 @@ class ConsoleReporter:
         self.stream.flush()
 
     def _on_RunStarted(self, e: events.RunStarted) -> None:
+        db_url = e.settings.get("db_url")
+        if self.repro_dir is None:
+            self.repro_dir = scripts.default_folder(db_url)
+        self._by_id = scripts.persistent(db_url)
+        self._model = e.settings.get("model", "")
         v = e.versions
         self._line(f"fuzzkv {v['fuzzkv']}: model {e.settings['model']} ({e.size()}), backend {e.backend}, "
                    f"{e.settings['dtype']} on {e.settings['device']}, attention {e.settings['attn']}, seed {e.settings['seed']}")
@@ -64,7 +85,7 @@ class ConsoleReporter:
         self._line(f"oracle {e.oracle}{_lane(e.lane)}: {e.description}")
 
     def _on_ExampleChecked(self, e: events.ExampleChecked) -> None:
-        if not self.tty or time.monotonic() - self._last_progress < 0.2:
+        if not self.tty or self.verbosity < 0 or time.monotonic() - self._last_progress < 0.2:
             return
         self._last_progress = time.monotonic()
         self.stream.write(f"\r\033[K  {e.oracle}: {e.examples} examples, {e.failures} failure(s), {e.elapsed:.1f}s")
@@ -79,14 +100,23 @@ class ConsoleReporter:
         status = f"{e.failures} failure(s)" if e.failures else "ok"
         self._line(f"  {e.oracle}{_lane(e.lane)}: {status} after {e.examples} examples in {e.elapsed:.1f}s{timed}")
 
+    def _save(self, e: events.FailureFound) -> Path | None:
+        if not e.reproduction:
+            return None
+        name = scripts.file_name(stored_id=e.stored_id, oracle=e.verdict.oracle, fingerprint=e.fingerprint,
+                                 by_id=self._by_id)
+        try:
+            return scripts.save(self.repro_dir or scripts.default_folder(None), name, e.reproduction)
+        except OSError as exc:
+            self._line(f"    could not save the reproduction script: {exc} ('fuzzkv show ID --script' prints it)")
+            return None
+
     def _on_FailureFound(self, e: events.FailureFound) -> None:
         v = e.verdict
-        self._line(f"  FAILURE [{v.kind}]{_lane(e.lane)} {v.summary()}")
-        self._line(f"    minimal case: {v.case.describe()}")
-        self._line(f"    case JSON: {v.case.to_json()}")
-        m = v.metrics
-        if m is not None and m.greedy_divergence_step is not None:
-            self._line(f"    greedy tokens diverge at position {m.greedy_divergence_step} (top-2 margin {m.top2_margin:.3g})")
+        path = self._save(e)
+        self._found.append((e, path))
+        stored = f" (failure {e.stored_id})" if e.stored_id else ""
+        self._line(f"  FAILURE [{v.kind}]{_lane(e.lane)} {v.summary()}{stored}")
         if e.is_flaky:
             self._line(f"    FLAKY: it did not fail again when re-run as is: {e.recheck}. Stored as flaky, "
                        "not counted as a failure")
@@ -94,33 +124,69 @@ class ConsoleReporter:
             self._line("    known: stored before this run and still open (not new)")
         elif e.novelty == "reopened":
             self._line("    REOPENED: stored before and marked fixed, failing again")
-        stored = f" (stored as failure {e.stored_id}; 'fuzzkv show {e.stored_id}' prints the script)" if e.stored_id else ""
-        self._line(f"    reproduce: save the script below as repro.py and run 'python repro.py'{stored}")
-        for line in e.reproduction.splitlines():
-            self._line(f"      {line}")
+        self._line(f"    minimal case: {v.case.describe()}", 1)
+        self._line(f"    case JSON: {v.case.to_json()}", 1)
+        m = v.metrics
+        if m is not None and m.greedy_divergence_step is not None:
+            self._line(f"    greedy tokens diverge at position {m.greedy_divergence_step} (top-2 margin {m.top2_margin:.3g})",
+                       1)
+        broken = rootcause.where_it_breaks(e.diagnosis)
+        if broken:
+            self._line(f"    where it breaks: {broken}", 1)
+        if path is not None:
+            self._line(f"    reproduce: python {path}", 1)
+
+    def _root_causes(self) -> None:
+        """Every failure of the run, grouped by root cause: a few lines each (one with -q)."""
+        groups = rootcause.group(self._found, lambda found: rootcause.of_event(found[0], self._model))
+        for number, members in enumerate(groups, 1):
+            first, path = members[0]
+            v = first.verdict
+            oracles = rootcause.oracles_of(members, lambda found: found[0].verdict.oracle)
+            tag = " FLAKY" if first.is_flaky else " (known)" if not any(f.is_news for f, _ in members) else ""
+            script = f"python {path}" if path else "no script saved"
+            if self.verbosity < 0:
+                self._line(f"ROOT CAUSE {number} [{v.kind}]{_lane(first.lane)}{tag} {', '.join(oracles)}: "
+                           f"{v.summary()}; {script}", -1)
+                continue
+            self._line(f"ROOT CAUSE {number} of {len(groups)} [{v.kind}]{_lane(first.lane)}{tag}: {v.summary()}")
+            ids = [f.stored_id for f, _ in members if f.stored_id]
+            stored = f" (stored as failure{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))})" if ids else ""
+            self._line(f"  seen by {len(oracles)} oracle(s): {', '.join(oracles)}{stored}")
+            self._line(f"  minimal case: {v.case.describe()}")
+            broken = rootcause.where_it_breaks(first.diagnosis)
+            if broken:
+                self._line(f"  where it breaks: {broken}")
+            others = [str(p) for _, p in members[1:] if p is not None]
+            also = f"; the other oracles' scripts: {', '.join(others)}" if others else ""
+            self._line(f"  reproduce: {script} (exits 1 while the bug is there{also})")
 
     def _on_RunFinished(self, e: events.RunFinished) -> None:
+        self._root_causes()
         kinds: dict[str, int] = {}
         for f in e.failures:
             kinds[f.verdict.kind] = kinds.get(f.verdict.kind, 0) + 1
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         verdict = f"{len(e.failures)} failure(s) ({detail})" if e.failures else "no failures"
-        self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id})")
+        causes = len(rootcause.group(e.failures, lambda f: rootcause.of_event(f, self._model)))
+        grouped = f"; {causes} root cause{'s' if causes != 1 else ''}" if e.failures else ""
+        self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id}){grouped}", -1)
         if e.error:
-            self._line(f"Run stopped by an error: {e.error}")
+            self._line(f"Run stopped by an error: {e.error}", -1)
         if e.blind and not e.failures:
-            self._line("BLIND, not clean: " + "; ".join(f"{lane}: {why}" for lane, why in e.blind.items()))
+            self._line("BLIND, not clean: " + "; ".join(f"{lane}: {why}" for lane, why in e.blind.items()), -1)
         if e.incomplete and not e.failures:
             self._line("INCOMPLETE, not clean: " + "; ".join(f"{key}: {why}" for key, why in e.incomplete.items())
-                       + ". Raise --max-time (or lower --max-examples) to test every oracle as asked.")
+                       + ". Raise --max-time (or lower --max-examples) to test every oracle as asked.", -1)
         if e.untested:
             self._line("NOTHING TESTED, not clean: no example ran (every requested oracle was skipped, unsupported or "
-                       "out of time: the lines above say why).")
+                       "out of time: the lines above say why).", -1)
         if e.interrupted:
             ids = ", ".join(map(str, e.shrinking))
             pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""
             self._line(f"Interrupted: the run stopped early; every failure found is stored{pending}. "
-                       "'fuzzkv failures' lists them.")
+                       "'fuzzkv failures' lists them.", -1)
+
 
 
 class ReplayConsoleReporter(ConsoleReporter):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from fuzzkv import rootcause
 from fuzzkv.db import FailureRecord
 
 
@@ -25,24 +26,56 @@ def record_json(record: FailureRecord) -> dict:
     }
 
 
+def by_root_cause(records: list[FailureRecord]) -> list[list[FailureRecord]]:
+    """Stored failures grouped by root cause (:mod:`fuzzkv.rootcause`), in the order of each group's first."""
+    return rootcause.group(records, rootcause.of_record)
+
+
+def cause_line(number: int, members: list[FailureRecord]) -> str:
+    """One line naming a root cause: its kind, model and backend, the oracles that saw it, shape and place."""
+    first = members[0]
+    oracles = rootcause.oracles_of(members, lambda r: r.oracle)
+    place = rootcause.describe_where(rootcause.where(first.diagnosis, first.metrics))
+    flaky = " FLAKY" if first.status == "flaky" else ""
+    return (f"root cause {number} [{first.kind}]{flaky} {first.model} ({first.backend}): {len(oracles)} oracle(s) "
+            f"{', '.join(oracles)}; {rootcause.describe_shape(first.case.to_dict())}; breaks at {place}")
+
+
 def table(records: list[FailureRecord]) -> str:
+    """The failures, one row each (its own id), grouped under a line per root cause."""
     if not records:
         return "no stored failures match"
-    rows = [("id", "status", "model", "oracle", "kind", "max diff", "tolerance", "seen", "last seen", "case")]
-    for r in records:
-        diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
-        rows.append((str(r.id), r.status, r.model, r.oracle, r.kind, diff, f"{r.tolerance:.3g}", str(r.times_seen),
-                     r.last_seen.strftime("%Y-%m-%d %H:%M"), r.case.describe()))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    header = ("id", "status", "model", "oracle", "kind", "max diff", "tolerance", "seen", "last seen", "case")
+    groups = by_root_cause(records)
+    rows = [[_row(r) for r in members] for members in groups]
+    widths = [max(len(row[i]) for row in [header, *(row for group in rows for row in group)]) for i in range(len(header))]
+
+    def aligned(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    lines = [aligned(header)]
+    for number, (members, group) in enumerate(zip(groups, rows), 1):
+        lines.append(cause_line(number, members))
+        lines += ["  " + aligned(row) for row in group]
+    return "\n".join(lines)
+
+
+def _row(r: FailureRecord) -> tuple[str, ...]:
+    diff = "-" if r.max_abs_diff is None else f"{r.max_abs_diff:.3g}"
+    return (str(r.id), r.status, r.model, r.oracle, r.kind, diff, f"{r.tolerance:.3g}", str(r.times_seen),
+            r.last_seen.strftime("%Y-%m-%d %H:%M"), r.case.describe())
 
 
 def show(record: FailureRecord) -> str:
-    """The whole record, then its standalone reproduction script."""
+    """The whole record (with where it breaks), then its standalone reproduction script."""
     data = record_json(record)
     script = data.pop("reproduction")
     lines = [f"failure {record.id}: {summary(record)}", f"  minimal case: {record.case.describe()}"]
+    broken = rootcause.where_it_breaks(record.diagnosis)
+    if broken:
+        lines.append(f"  where it breaks: {broken}")
     for key, value in data.items():
         lines.append(f"  {key}: {value}")
-    lines += ["", "# --- reproduction (save as repro.py, run with python) ---", script.rstrip()]
+    lines += ["", f"# --- reproduction ('fuzzkv show {record.id} --script > repro.py' saves it alone; run with python) ---",
+              script.rstrip()]
     return "\n".join(lines)

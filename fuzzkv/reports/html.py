@@ -21,7 +21,8 @@ from fuzzkv.db import FailureRecord, Store
 from fuzzkv.errors import UsageError
 from fuzzkv.matrix import STATES, Row
 from fuzzkv.reports import charts
-from fuzzkv.reports.failures import summary
+from fuzzkv.reports.failures import by_root_cause, summary
+from fuzzkv.rootcause import describe_shape, describe_where, oracles_of, where, where_it_breaks
 
 PARTS = ("keys", "values", "attention", "mlp", "output")
 PART_LABELS = {"keys": "keys", "values": "values", "attention": "attention", "mlp": "MLP", "output": "layer out"}
@@ -55,13 +56,16 @@ def report_context(store: Store, *, model: str | None = None, run_id: int | None
     if run_id is not None:
         records = [r for r in records if r.run_id == run_id]
     runs = [r for r in store.runs() if model is None or r["settings"].get("model") == model]
+    views = {id(r): failure_view(r) for r in records}
     return {
         "title": f"fuzzkv report{f': {model}' if model else ''}",
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "fuzzkv_version": __version__,
         "scope": _scope(model, run_id),
         "summary": _summary(records, runs),
-        "failures": [failure_view(r) for r in records],
+        "failures": [views[id(r)] for r in records],
+        "root_causes": [root_cause_view(number, members, [views[id(r)] for r in members])
+                        for number, members in enumerate(by_root_cause(records), 1)],
         "filters": {key: sorted({getattr(r, key) for r in records}) for key in ("model", "oracle", "status")},
         "history": _history(runs),
         "runs": list(reversed(runs))[:50],
@@ -103,6 +107,16 @@ def failure_view(record: FailureRecord) -> dict:
         "first_seen": record.first_seen.strftime("%Y-%m-%d %H:%M"),
         "last_seen": record.last_seen.strftime("%Y-%m-%d %H:%M"),
     }
+
+
+def root_cause_view(number: int, members: list[FailureRecord], views: list[dict]) -> dict:
+    """One root cause (see :mod:`fuzzkv.rootcause`): the oracles that saw it, and its failures' views."""
+    first = members[0]
+    return {"number": number, "kind": first.kind, "model": first.model, "backend": first.backend,
+            "flaky": first.status == "flaky", "oracles": oracles_of(members, lambda r: r.oracle),
+            "ids": [r.id for r in members], "shape": describe_shape(first.case.to_dict()),
+            "where": describe_where(where(first.diagnosis, first.metrics)),
+            "explanation": where_it_breaks(first.diagnosis), "failures": views}
 
 
 def _history(runs: list[dict]) -> list[dict]:

@@ -6,7 +6,7 @@ import json
 import sys
 from typing import TextIO
 
-from fuzzkv import events
+from fuzzkv import events, rootcause
 
 
 def failure_json(event: events.FailureFound) -> dict:
@@ -21,6 +21,26 @@ def failure_json(event: events.FailureFound) -> dict:
         "stored_id": event.stored_id, "novelty": event.novelty, "status": event.status,
         "recheck": event.recheck or None, "diagnosis": event.diagnosis, "reproduction": event.reproduction,
     }
+
+
+def root_causes(failures: list[dict], model: str = "") -> list[dict]:
+    """The failures grouped by root cause (:mod:`fuzzkv.rootcause`): each with its kind, backend, the oracles that
+    saw it, its first failure's summary, minimal case and diagnosis, and its failures as indices into
+    ``failures`` (with their store ids and fingerprints)."""
+    index = {id(f): i for i, f in enumerate(failures)}
+    causes = []
+    for members in rootcause.group(failures, lambda f: rootcause.of_json(f, model)):
+        first = members[0]
+        causes.append({
+            "kind": first["kind"], "backend": first["backend"], "status": "flaky" if first["status"] == "flaky" else "open",
+            "oracles": rootcause.oracles_of(members, lambda f: f["oracle"]), "summary": first["summary"],
+            "shape": rootcause.describe_shape(first["case"]), "case": first["case"],
+            "where": rootcause.where(first["diagnosis"], first["metrics"]),
+            "explanation": (first["diagnosis"] or {}).get("explanation"),
+            "max_abs_diff": max((f["max_abs_diff"] for f in members if f["max_abs_diff"] is not None), default=None),
+            "failures": [index[id(f)] for f in members], "stored_ids": [f["stored_id"] for f in members],
+            "fingerprints": [f["fingerprint"] for f in members]})
+    return causes
 
 
 class JsonReporter:
@@ -59,6 +79,7 @@ class JsonReporter:
             self.data.update(examples=event.examples, seconds=round(event.elapsed, 3), run_id=event.run_id,
                              interrupted=event.interrupted, shrinking=list(event.shrinking), error=event.error,
                              blind=event.blind, untested=event.untested, incomplete=event.incomplete)
+            self.data["root_causes"] = root_causes(self.data["failures"], self.data.get("settings", {}).get("model", ""))
             self.stream.write(json.dumps(self.data, indent=2, default=str) + "\n")
             self.stream.flush()
 

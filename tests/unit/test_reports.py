@@ -26,6 +26,7 @@ class Reported:
     """What every reporter made of one run."""
 
     console: str
+    repro_dir: Path
     json: dict
     junit: ET.Element
     summary: str
@@ -34,7 +35,8 @@ class Reported:
 
 def report(tmp_path: Path, *bugs: str) -> Reported:
     console, out = io.StringIO(), io.StringIO()
-    reporters = (ConsoleReporter(console, tty=False), JsonReporter(out), JunitReporter(tmp_path / "junit.xml"),
+    reporters = (ConsoleReporter(console, tty=False, repro_dir=tmp_path / "repro"), JsonReporter(out),
+                 JunitReporter(tmp_path / "junit.xml"),
                  SummaryReporter(tmp_path / "summary.md"))
     store = MemoryStore()
 
@@ -43,8 +45,8 @@ def report(tmp_path: Path, *bugs: str) -> Reported:
             reporter(event)
 
     fuzz_fake(*bugs, oracles=("decode", "batch"), store=store, emit=emit)
-    return Reported(console.getvalue(), json.loads(out.getvalue()), ET.parse(tmp_path / "junit.xml").getroot(),
-                    (tmp_path / "summary.md").read_text(), store)
+    return Reported(console.getvalue(), tmp_path / "repro", json.loads(out.getvalue()),
+                    ET.parse(tmp_path / "junit.xml").getroot(), (tmp_path / "summary.md").read_text(), store)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,10 @@ def test_the_console_names_the_failure_its_minimal_case_and_its_script(broken, c
     assert text.startswith("fuzzkv ") and "model fake (full scale), backend fake (a test double, not a model)" in text
     assert "canaries [fake] caught 4/4" in text and "\r" not in text  # no progress redraws off a terminal
     assert "FAILURE [mismatch] [fake] decode (cached vs uncached): max |diff|" in text
-    assert "minimal case: batch 1 (lengths " in text and "    case JSON: {" in text
-    assert "reproduce: save the script below as repro.py" in text and "# fuzzkv reproduction on the FAKE" in text
+    assert "  minimal case: batch 1 (lengths " in text and "case JSON" not in text  # -v prints the JSON
+    [script] = broken.repro_dir.glob("decode-*.py")  # saved, named, never pasted into the output
+    assert f"  reproduce: python {script} (exits 1 while the bug is there)" in text
+    assert script.read_text().startswith("# fuzzkv reproduction on the FAKE") and "# fuzzkv reproduction" not in text
     assert "  batch [fake]: ok after" in text and "1 failure(s) (1 mismatch) in" in text
     assert "FAILURE" not in clean.console and "no failures in" in clean.console
 

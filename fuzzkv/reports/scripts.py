@@ -1,0 +1,42 @@
+"""Where reproduction scripts are saved: one file per failure, never pasted into the terminal.
+
+The folder is the one the user sets (``fuzzkv run --repro-dir``, the pytest plugin's ``--fuzzkv-repro-dir``,
+``Result.raise_for_findings(repro_dir=...)``), else ``fuzzkv-repro/`` beside the SQLite database file (``fuzzkv.db``
+in the current folder by default, so ``./fuzzkv-repro/``), else (an in-memory or PostgreSQL store)
+``./fuzzkv-repro/`` in the current folder. A failure stored in a database file is saved as ``failure-<id>.py``
+(``fuzzkv show <id> --script`` prints the same script); one kept only in memory, whose id means nothing after the
+run, as ``<oracle>-<fingerprint>.py``. Each script runs as it is: ``python fuzzkv-repro/failure-1.py`` exits 1
+while the bug is there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FOLDER = "fuzzkv-repro"
+
+
+def default_folder(db_url: str | None) -> Path:
+    """``fuzzkv-repro`` beside a SQLite database file, else in the current folder."""
+    if db_url and db_url.startswith("sqlite:///"):
+        return Path(db_url.removeprefix("sqlite:///")).parent / FOLDER
+    return Path(FOLDER)
+
+
+def persistent(db_url: str | None) -> bool:
+    """Whether the store outlives the run (its ids name failures for ``fuzzkv show``)."""
+    return bool(db_url) and not str(db_url).startswith("memory:")
+
+
+def file_name(*, stored_id: int | None, oracle: str, fingerprint: str, by_id: bool) -> str:
+    if by_id and stored_id is not None:
+        return f"failure-{stored_id}.py"
+    return f"{oracle}-{fingerprint}.py"
+
+
+def save(folder: Path, name: str, script: str) -> Path:
+    """Write ``script`` as ``folder/name`` (the folder made as needed); returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(script.rstrip() + "\n", encoding="utf-8")  # as 'fuzzkv show ID --script' prints it
+    return path
