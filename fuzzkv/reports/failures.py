@@ -53,7 +53,7 @@ def table(records: list[FailureRecord]) -> str:
     def aligned(row: tuple[str, ...]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
 
-    lines = [aligned(header)]
+    lines = ["  " + aligned(header)]
     for number, (members, group) in enumerate(zip(groups, rows), 1):
         lines.append(cause_line(number, members))
         lines += ["  " + aligned(row) for row in group]

@@ -98,7 +98,7 @@ def test_the_store_lists_each_failure_under_its_root_cause(offset):
     records = offset.store.failures()
     assert len(records) == 3 and len({r.fingerprint for r in records}) == 3  # stored as before: one each
     lines = failure_views.table(records).splitlines()
-    assert lines[0].startswith("id  status") and lines[1].startswith("root cause 1 [mismatch] fake (fake): 3 oracle(s) "
+    assert lines[0].startswith("  id  status") and lines[1].startswith("root cause 1 [mismatch] fake (fake): 3 oracle(s) "
                                                                       "decode, chunked, generate;")
     assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3"] and len(lines) == 5
 
