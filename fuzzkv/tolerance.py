@@ -31,6 +31,11 @@ from fuzzkv.verdict import PRECISE_SHARE, Bounds
 
 ESTIMATED_NOISE_RATIO = 8.0
 # Unit roundoff of each dtype: the floor is `resolution * logit scale`.
+# Calibration learns only from paths that give the same output for the same input: the cases of its largest
+# comparisons are run again, and a path wrong on some calls only (which would pass its higher-precision re-check
+# whenever the bug happened not to fire there, and teach calibration the bug as noise) leaves nothing to learn from.
+# Five comparisons, each run once more: a bug firing on 30% of calls goes unnoticed with probability 0.3^5 = 0.2%.
+STEADINESS_PROBES = 5
 RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
 PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
 ACCUMULATION = {"float32": 8.0, "bfloat16": 1.0, "float16": 1.0}
@@ -136,6 +141,16 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     # Each comparison checked in the higher precision, largest first: True where it is rounding, False where its
     # paths differ there too, or why it could not be checked there.
     checks: dict[tuple[str, Case, int], bool | str] = {}
+    jitter = 10 * RESOLUTION[dtype] * scale  # how far a repeat may move a difference and still be the same
+    unsteady = [m for m in sorted(measured, key=lambda m: -m[3])[:STEADINESS_PROBES]
+                if not _repeats(m[0], backend, m[1], m[2], m[3], jitter, deadline)]
+    if unsteady:
+        _note(warnings, f"not deterministic: {len(unsteady)} of the largest comparisons gave another difference when "
+                        "their case ran again, so none is taken as rounding (the search stores such a failure as flaky)")
+        backend.release_precise()
+        left_out = LeftOut(unrepeatable=len(measured))
+        return _tolerance(dtype, 0.0, 0.0, scale, rms_scale, 0, left_out, warnings,
+                          "" if set(measuring) == set(every) else f" of {', '.join(measuring)}")
 
     def rounding(entry: tuple[str, Case, int, float, float]) -> bool:
         oracle, case, i, largest, _rms = entry
@@ -178,19 +193,37 @@ class LeftOut:
 
     differing: int = 0  # their paths differ in the higher precision too: not rounding
     unchecked: tuple[tuple[str, int], ...] = ()  # (why the higher precision could not check them, how many)
+    unrepeatable: int = 0  # every comparison of paths that gave another output for the same input (none trusted)
 
     @property
     def total(self) -> int:
-        return self.differing + sum(count for _why, count in self.unchecked)
+        return self.differing + sum(count for _why, count in self.unchecked) + self.unrepeatable
 
     def said(self, precise: str) -> str:
         """The left-out comparisons as the tolerance's source says them ("" when none), each kind with its count."""
         parts = [f"{self.differing} left out as not rounding: their paths differ in {precise} too (the search meets "
                  "them if they are a bug)"] if self.differing else []
+        if self.unrepeatable:
+            parts.append(f"{self.unrepeatable} left out as not reproducible: the paths gave another output for the same "
+                         "input")
         if self.unchecked:
             whys = ", ".join(f"{why} ({count})" for why, count in self.unchecked)
             parts.append(f"{sum(count for _why, count in self.unchecked)} left out unchecked, not as bugs: {whys}")
         return "; ".join(parts)
+
+
+def _repeats(oracle: str, backend: Backend, case: Case, i: int, largest: float, jitter: float,
+             deadline: float | None) -> bool:
+    """Whether comparison ``i`` of ``oracle`` on ``case``, run once more, gives the same largest difference within
+    rounding: at most half apart, or within ``jitter`` (ten times the dtype's resolution at the logit scale, far below
+    any planted or real cache bug, above a non-deterministic kernel's reduction order). A path that raises or hangs
+    on the repeat did not reproduce either."""
+    try:
+        with within(deadline):
+            again = _spread(oracle, backend, case)
+    except (ExampleDeadline, PathError):
+        return False
+    return len(again) > i and abs(again[i][0] - largest) <= max(0.5 * max(again[i][0], largest), jitter)
 
 
 def _validate(oracle: str, backend: Backend, case: Case, dtype: str) -> list[tuple[float, float]] | str:

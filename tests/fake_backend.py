@@ -13,10 +13,11 @@ catalogue for their duration (:func:`fake_in_catalogue`). It imports no model li
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -37,6 +38,7 @@ LONG_SEQUENCE = 8  # "past-long-sequence": a cached step breaks once the cache h
 # which imports transformers).
 OFFSET_FRACTION = 0.05
 WARM_UP = 2  # "warming-up": this many path calls go wrong (a finding and its precise re-check), then none
+SOMETIMES = 0.3  # "sometimes-wrong": the share of path calls that go wrong, drawn from a seeded generator
 
 # Each planted bug: what goes wrong, in words. Those named as fuzzkv.canaries.KINDS are the canaries' too.
 BUGS = {
@@ -48,6 +50,8 @@ BUGS = {
     "past-long-sequence": f"cached steps wrap positions once the cache holds {LONG_SEQUENCE} tokens",
     "stale-after-reset": "reset() zeroes the cached keys but keeps their slots, which later steps still attend to",
     "warming-up": f"non-deterministic: the first {WARM_UP} calls of a path with cached steps use positions one too far",
+    "sometimes-wrong": f"non-deterministic: a random {SOMETIMES:.0%} of the calls of a path with cached steps use "
+                       "positions one too far",
     "nan-logits": "every path returns NaN logits",
     "hangs-when-cached": "a cached step of a batch of two or more rows never returns",
 }
@@ -78,10 +82,11 @@ class Weights:
 
 @dataclass
 class WarmUp:
-    """How many more path calls the "warming-up" bug breaks: one count shared by a backend and its precise view,
-    as a process's state would be."""
+    """How many more path calls the "warming-up" bug breaks, and the draws of the "sometimes-wrong" one: one state
+    shared by a backend and its precise view, as a process's state would be."""
 
     calls_left: int = WARM_UP
+    draws: random.Random = field(default_factory=lambda: random.Random(0))  # seeded: a test sees the same calls
 
 
 class FakeCache:
@@ -237,11 +242,13 @@ class FakeBackend(Backend):
         return torch.full_like(logits, float("nan")) if "nan-logits" in self.bugs else logits
 
     def _warming(self, case: Case, chunks: tuple[int, ...]) -> bool:
-        """Whether the "warming-up" bug breaks this path call (one with a cached step), counting it."""
-        if "warming-up" not in self.bugs or self.warm_up.calls_left <= 0:
-            return False
+        """Whether the "warming-up" or "sometimes-wrong" bug breaks this path call (one with a cached step), counting it."""
         if len(chunks) < 2 and case.max_new_tokens < 2:
             return False  # no step reads the cache
+        if "sometimes-wrong" in self.bugs:
+            return self.warm_up.draws.random() < SOMETIMES
+        if "warming-up" not in self.bugs or self.warm_up.calls_left <= 0:
+            return False
         self.warm_up.calls_left -= 1
         return True
 
