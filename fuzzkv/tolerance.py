@@ -18,6 +18,7 @@ its source says so.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -223,7 +224,11 @@ def _repeats(oracle: str, backend: Backend, case: Case, i: int, largest: float, 
             again = _spread(oracle, backend, case)
     except (ExampleDeadline, PathError):
         return False
-    return len(again) > i and abs(again[i][0] - largest) <= max(0.5 * max(again[i][0], largest), jitter)
+    if len(again) <= i:
+        return False
+    if math.isnan(again[i][0]) or math.isnan(largest):  # NaN twice is the same output (a NaN model is steady)
+        return math.isnan(again[i][0]) and math.isnan(largest)
+    return abs(again[i][0] - largest) <= max(0.5 * max(again[i][0], largest), jitter)
 
 
 def _validate(oracle: str, backend: Backend, case: Case, dtype: str) -> list[tuple[float, float]] | str:
