@@ -31,12 +31,12 @@ from fuzzkv.oracles.check import ExampleDeadline, HangClock, pairs_of, within
 from fuzzkv.verdict import PRECISE_SHARE, Bounds
 
 ESTIMATED_NOISE_RATIO = 8.0
-# Unit roundoff of each dtype: the floor is `resolution * logit scale`.
 # Calibration learns only from paths that give the same output for the same input: the cases of its largest
 # comparisons are run again, and a path wrong on some calls only (which would pass its higher-precision re-check
 # whenever the bug happened not to fire there, and teach calibration the bug as noise) leaves nothing to learn from.
 # Five comparisons, each run once more: a bug firing on 30% of calls goes unnoticed with probability 0.3^5 = 0.2%.
 STEADINESS_PROBES = 5
+# Unit roundoff of each dtype: the floor is `resolution * logit scale`.
 RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
 PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
 ACCUMULATION = {"float32": 8.0, "bfloat16": 1.0, "float16": 1.0}
@@ -139,19 +139,20 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
                 _note(warnings, "a calibration case ran past the per-example deadline")
             except PathError as exc:  # a path that raises is the search's finding, not calibration's
                 _note(warnings, f"{oracle} raised {type(exc.error).__name__} on a calibration case")
-    # Each comparison checked in the higher precision, largest first: True where it is rounding, False where its
-    # paths differ there too, or why it could not be checked there.
-    checks: dict[tuple[str, Case, int], bool | str] = {}
+    # A run's own oracles are named, since the others were not measured.
+    scope = "" if set(measuring) == set(every) else f" of {', '.join(measuring)}"
+    largest_first = sorted(measured, key=lambda m: -m[3])
     jitter = 10 * RESOLUTION[dtype] * scale  # how far a repeat may move a difference and still be the same
-    unsteady = [m for m in sorted(measured, key=lambda m: -m[3])[:STEADINESS_PROBES]
+    unsteady = [m for m in largest_first[:STEADINESS_PROBES]
                 if not _repeats(m[0], backend, m[1], m[2], m[3], jitter, deadline)]
     if unsteady:
         _note(warnings, f"not deterministic: {len(unsteady)} of the largest comparisons gave another difference when "
                         "their case ran again, so none is taken as rounding (the search stores such a failure as flaky)")
         backend.release_precise()
-        left_out = LeftOut(unrepeatable=len(measured))
-        return _tolerance(dtype, 0.0, 0.0, scale, rms_scale, 0, left_out, warnings,
-                          "" if set(measuring) == set(every) else f" of {', '.join(measuring)}")
+        return _tolerance(dtype, 0.0, 0.0, scale, rms_scale, 0, LeftOut(unrepeatable=len(measured)), warnings, scope)
+    # Each comparison checked in the higher precision, largest first: True where it is rounding, False where its
+    # paths differ there too, or why it could not be checked there.
+    checks: dict[tuple[str, Case, int], bool | str] = {}
 
     def rounding(entry: tuple[str, Case, int, float, float]) -> bool:
         oracle, case, i, largest, _rms = entry
@@ -170,7 +171,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
                                          else high[i][0] <= limit)
         return checks[(oracle, case, i)] is True
 
-    noise = next((m[3] for m in sorted(measured, key=lambda m: -m[3]) if rounding(m)), 0.0)
+    noise = next((m[3] for m in largest_first if rounding(m)), 0.0)
     rms_noise = next((m[4] for m in sorted(measured, key=lambda m: -m[4]) if rounding(m)), 0.0)
     unchecked = [why for why in checks.values() if isinstance(why, str)]
     if measured and len(unchecked) == len(checks):
@@ -182,8 +183,6 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     backend.release_precise()
     left_out = LeftOut(sum(ok is False for ok in checks.values()), tuple(Counter(unchecked).items()))
     counted = len(measured) - left_out.total
-    # A run's own oracles are named, since the others were not measured.
-    scope = "" if set(measuring) == set(every) else f" of {', '.join(measuring)}"
     return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings, scope)
 
 

@@ -206,10 +206,10 @@ def _refuse_custom_class(path: str, name: str) -> None:
     stock = _stock_class(config.get("model_type"))
     ships_code = "auto_map" in config
     how = (f"fuzz it with the module:factory form (--model my_module:make, with make() returning "
-           f"{named}.from_pretrained({name!r}))")
+           f"{named}.from_pretrained({name!r}, local_files_only=True))")
     if ships_code:
         how += (", loading the code the folder ships (auto_map) there with AutoModelForCausalLM.from_pretrained("
-                f"{name!r}, trust_remote_code=True): fuzzkv runs no code from a model folder")
+                f"{name!r}, local_files_only=True, trust_remote_code=True): fuzzkv runs no code from a model folder")
     raise UsageError(f"the model in {name} is a {named} (its config.json's architectures), a class transformers "
                      f"{transformers.__version__} does not define: fuzzkv does not load it as "
                      f"{stock or 'another class'}; {how}.")

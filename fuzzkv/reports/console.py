@@ -136,8 +136,8 @@ class ConsoleReporter:
         if path is not None:
             self._line(f"    reproduce: python {path}", 1)
 
-    def _root_causes(self) -> None:
-        """Every failure of the run, grouped by root cause: a few lines each (one with -q)."""
+    def _root_causes(self) -> int:
+        """Every failure of the run, grouped by root cause: a few lines each (one with -q); returns how many."""
         groups = rootcause.group(self._found, lambda found: rootcause.of_event(found[0], self._model))
         for number, members in enumerate(groups, 1):
             first, path = members[0]
@@ -160,15 +160,15 @@ class ConsoleReporter:
             others = [str(p) for _, p in members[1:] if p is not None]
             also = f"; the other oracles' scripts: {', '.join(others)}" if others else ""
             self._line(f"  reproduce: {script} (exits 1 while the bug is there{also})")
+        return len(groups)
 
     def _on_RunFinished(self, e: events.RunFinished) -> None:
-        self._root_causes()
+        causes = self._root_causes()
         kinds: dict[str, int] = {}
         for f in e.failures:
             kinds[f.verdict.kind] = kinds.get(f.verdict.kind, 0) + 1
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         verdict = f"{len(e.failures)} failure(s) ({detail})" if e.failures else "no failures"
-        causes = len(rootcause.group(e.failures, lambda f: rootcause.of_event(f, self._model)))
         grouped = f"; {causes} root cause{'s' if causes != 1 else ''}" if e.failures else ""
         self._line(f"{verdict} in {e.examples} examples, {e.elapsed:.1f}s (run {e.run_id}){grouped}", -1)
         if e.error:
@@ -186,7 +186,6 @@ class ConsoleReporter:
             pending = f"; stored while shrinking (smallest case so far): {ids}" if e.shrinking else ""
             self._line(f"Interrupted: the run stopped early; every failure found is stored{pending}. "
                        "'fuzzkv failures' lists them.", -1)
-
 
 
 class ReplayConsoleReporter(ConsoleReporter):
