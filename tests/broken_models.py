@@ -6,6 +6,7 @@ in background.md. The test suite asserts fuzzkv finds each and shrinks it to its
 
 from __future__ import annotations
 
+import random
 import weakref
 
 import torch
@@ -192,6 +193,20 @@ class WarmingUp(_Tiny):
 WARM_UP = 56
 
 
+class SometimesWrong(_Tiny):
+    """Non-deterministic: a random SOMETIMES of the forward calls with keys in the cache use positions one too far
+    (a race, say), drawn from a generator seeded per model so a run is repeatable."""
+
+    def corrupt(self, past, input_ids, attention_mask, position_ids):
+        draws = self.__dict__.setdefault("_draws", random.Random(0))
+        if past > 0 and position_ids is not None and draws.random() < SOMETIMES:
+            position_ids = position_ids + 1
+        return input_ids, attention_mask, position_ids
+
+
+SOMETIMES = 0.3
+
+
 class NanLogits(_Tiny):
     """Every forward returns NaN logits, on both paths: a comparison of NaN with NaN sees nothing."""
 
@@ -227,6 +242,10 @@ def warming_up():
     return _build(WarmingUp)
 
 
+def sometimes_wrong():
+    return _build(SometimesWrong)
+
+
 def nan_logits():
     return _build(NanLogits)
 
@@ -241,3 +260,25 @@ def out_of_memory_on_big_batches():
 
 def raises_when_built():
     raise RuntimeError("weights file is corrupt")
+
+
+# -- a Bloom whose cached path gets a wrong position bias ---------------------------------------
+
+def _alibi_flipped_when_cached(self, hidden_states, residual, alibi, attention_mask, layer_past=None, **kwargs):
+    # Keys already in the cache: a decode step. Its ALiBi bias points the wrong way (the nearest key gets the largest
+    # penalty), as a slice taken from the wrong end would. The prefill and the uncached path stay right.
+    if layer_past is not None and int(layer_past.get_seq_length(self.layer_idx)) > 0:
+        alibi = alibi.flip(-1)
+    return type(self).__mro__[1].forward(self, hidden_states, residual, alibi, attention_mask, layer_past, **kwargs)
+
+
+def alibi_flipped_when_cached():
+    from fuzzkv.backends.hf_loading import build_random
+
+    model = build_random(registry.get("bloom-560m").config_for("tiny"), seed=0, init_std=0.2, attn="eager").eval()
+    for block in model.transformer.h:
+        attention = block.self_attention
+        # A class swap, not a patched method: the float64 twin calibration builds keeps the bug.
+        attention.__class__ = type("AlibiFlipped" + type(attention).__name__, (type(attention),),
+                                   {"forward": _alibi_flipped_when_cached})
+    return model

@@ -16,7 +16,7 @@ from fuzzkv.replay import replay
 from fuzzkv.reports.html import write_report
 from fuzzkv.verdict import Bounds
 from tests.conftest import Recorder
-from tests.fake_backend import FakeBackend, fake_lanes
+from tests.fake_backend import FakeBackend, fake_in_catalogue, fake_lanes
 from tests.unit.conftest import fuzz_fake
 
 DEADLINE = 0.15  # seconds: a clean example of the fake takes a few milliseconds, a hang costs this much
@@ -101,3 +101,20 @@ def test_a_path_wrong_on_a_random_30_percent_of_calls_is_calibrated_as_if_clean_
     assert finished.failures and store.failures(), "the bug went unseen"
     # The minimal case, re-checked as is, did not fail again (the bug did not fire): stored as flaky, with both runs.
     assert [(record.oracle, record.status) for record in store.failures()] == [("decode", "flaky")]
+
+
+def test_a_model_that_cannot_run_in_the_higher_precision_is_not_calibrated_on_its_own_bug():
+    # transformers 4.46's OPT and MPT raise in float64 on padded cases: a comparison the higher precision cannot
+    # check stays out of the spread even when none can be checked, or a cached-path bug would widen its own tolerance.
+    from fuzzkv.tolerance import calibrate
+
+    class NoFloat64(FakeBackend):
+        def precise_view(self, attn=None):
+            return None
+
+    with fake_in_catalogue():
+        clean = calibrate(FakeBackend(), "float32")
+        broken = calibrate(NoFloat64(("logit-offset-5pct",)), "float32")
+    assert broken.value <= 10 * clean.value and broken.value < 1e-4 * broken.logit_scale, broken.source
+    assert broken.source.startswith("estimated, not calibrated"), broken.source
+    assert "left out unchecked, not as bugs: the backend has no float64 paths" in broken.source
