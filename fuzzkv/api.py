@@ -265,6 +265,7 @@ def run(config: RunConfig, *, given: object = None, workers: int = 1, on_event: 
     from fuzzkv.runner import run as run_lanes
     from fuzzkv.search import stopping_on_ctrl_c
 
+    collected(events.Preparing(f"building {config.model}" + ("" if given is None else " (the object given)")))
     lanes = load_lanes(config, given)  # bad model names fail here, before the store is created
     store = open_store(config.db_url)
     try:

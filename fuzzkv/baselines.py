@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from fuzzkv.backends.interface import Backend
 from fuzzkv.config import RunConfig
 from fuzzkv.db import BaselineRecord, Store
-from fuzzkv.tolerance import Tolerance, calibrate, calibrated_oracles, covered_oracles, fixed
+from fuzzkv.tolerance import Progress, Tolerance, calibrate, calibrated_oracles, covered_oracles, fixed
 
 NOISE_GROWTH_LIMIT = 4.0
 # Only these change the numbers a model computes; a new Python or Hypothesis does not.
 NUMERIC_LIBRARIES = ("torch", "transformers", "transformer_lens", "calibration")
 # The measuring method: a baseline measured another way is not reused (nor compared for growth).
-CALIBRATION_METHOD = "spread-validated-v1"
+CALIBRATION_METHOD = "spread-validated-v2"  # v2: unchecked comparisons never in the spread; exact repeats
 
 
 def baseline_key(config: RunConfig, backend: Backend) -> tuple[str, str, str, str, str, str]:
@@ -62,13 +62,14 @@ def from_baseline(baseline: BaselineRecord) -> Tolerance:
 
 
 def measure(config: RunConfig, backend: Backend, store: Store, versions: dict,
-            oracles: Sequence[str] | None = None) -> tuple[Tolerance, NoiseGrowth | None]:
+            oracles: Sequence[str] | None = None, progress: Progress | None = None) -> tuple[Tolerance, NoiseGrowth | None]:
     """Calibrate ``oracles`` now (None: every oracle calibration measures on the backend), store the baseline, and
     compare with the last one from other library versions that measured the same oracles."""
     every = tuple(calibrated_oracles(backend))
     measuring = tuple(oracles) if oracles is not None else every
     tolerance = calibrate(backend, config.dtype, max_prompt_len=config.prompt_len_cap,
-                          max_new_tokens=config.new_tokens_cap, deadline=config.deadline, oracles=measuring)
+                          max_new_tokens=config.new_tokens_cap, deadline=config.deadline, oracles=measuring,
+                          progress=progress)
     key = baseline_key(config, backend)
     record = BaselineRecord(*key, versions=versions, value=tolerance.value, noise=tolerance.noise,
                             rms_value=tolerance.rms_value, rms_noise=tolerance.rms_noise,
@@ -85,7 +86,8 @@ def measure(config: RunConfig, backend: Backend, store: Store, versions: dict,
     return tolerance, growth
 
 
-def choose(config: RunConfig, backend: Backend, store: Store, versions: dict) -> tuple[Tolerance, NoiseGrowth | None]:
+def choose(config: RunConfig, backend: Backend, store: Store, versions: dict,
+           progress: Progress | None = None) -> tuple[Tolerance, NoiseGrowth | None]:
     """The tolerance for a run: --tolerance, else a matching stored baseline that measured every oracle the run
     needs on the backend, else a new measurement of those oracles only: a full-size model's calibration is most of
     its run's time, and a run's oracles are best held to the spread of the paths they compare."""
@@ -95,7 +97,7 @@ def choose(config: RunConfig, backend: Backend, store: Store, versions: dict) ->
     for baseline in store.baselines(baseline_key(config, backend)):
         if same_numerics(baseline.versions, versions) and covers(baseline, needed):
             return from_baseline(baseline), None
-    return measure(config, backend, store, versions, needed)
+    return measure(config, backend, store, versions, needed, progress)
 
 
 def covers(baseline: BaselineRecord, oracles: Sequence[str]) -> bool:

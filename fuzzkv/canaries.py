@@ -17,7 +17,7 @@ from fuzzkv.case import Case
 from fuzzkv.comparison import compare
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check_within, pairs_of
-from fuzzkv.tolerance import Tolerance
+from fuzzkv.tolerance import Progress, Tolerance
 
 KINDS = ("positions-off-by-one", "cached-key-dropped", "row-mask-ignored", "logit-offset-5pct")
 # A tolerance above this share of the logit scale lets a bug that large pass unseen.
@@ -48,10 +48,14 @@ def canary_case(lane: Lane, kind: str) -> Case | None:
     return Case(prompts=(tuple(tokens[:6]),), max_new_tokens=4)
 
 
-def check_canaries(lane: Lane, tolerance: Tolerance, deadline: float | None = None) -> CanaryReport:
-    """Plant each canary in ``lane`` and check it at ``tolerance`` (each under ``deadline``)."""
+def check_canaries(lane: Lane, tolerance: Tolerance, deadline: float | None = None,
+                   progress: Progress | None = None) -> CanaryReport:
+    """Plant each canary in ``lane`` and check it at ``tolerance`` (each under ``deadline``); ``progress`` is told
+    each canary as it starts."""
     caught, unseen, skipped = [], [], []
-    for kind in KINDS:
+    for done, kind in enumerate(KINDS):
+        if progress is not None:
+            progress(done, len(KINDS))
         planted, case = lane.canary(kind, tolerance.logit_scale or 1.0), canary_case(lane, kind)
         if planted is None or case is None:
             skipped.append(kind)

@@ -76,6 +76,18 @@ class OracleSkipped:
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """Progress of the work before a search (building the model, calibrating, checking canaries), which on a
+    full-size model takes minutes: a terminal shows it, nothing else records it."""
+
+    step: str  # what is under way, in words
+    done: int = 0  # of ``total`` (0 of 0: one step, no count)
+    total: int = 0
+    elapsed: float = 0.0  # seconds since the step began
+    lane: str = "hf"
+
+
+@dataclass(frozen=True)
 class OracleStarted:
     oracle: str
     description: str

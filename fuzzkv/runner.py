@@ -175,7 +175,8 @@ class Run:
 
     def _check_canaries(self, lane: str, tolerance: Tolerance) -> None:
         """Prove the lane can see at this tolerance (see :mod:`fuzzkv.canaries`); a blind lane is said so."""
-        report = check_canaries(self.lanes.lanes[lane], tolerance, self.config.deadline)
+        report = check_canaries(self.lanes.lanes[lane], tolerance, self.config.deadline,
+                                self._progress_of("checking canaries", lane))
         if report.blind:
             self.blind[lane] = report.blind
         self.emit(events.CanariesChecked(lane, report.caught, report.missed, report.not_applicable, report.blind))
@@ -183,10 +184,16 @@ class Run:
     def _measure(self, backend: Backend) -> Tolerance:
         """One backend's tolerance: a stored baseline, or a new measurement (once per run)."""
         if backend.name not in self._measured:
-            tolerance, growth = baselines.choose(self.config, backend, self.store, self.versions)
+            tolerance, growth = baselines.choose(self.config, backend, self.store, self.versions,
+                                                 self._progress_of("calibrating", backend.name))
             self._measured[backend.name] = tolerance
             self._growth = growth.message() if growth else None
         return self._measured[backend.name]
+
+    def _progress_of(self, step: str, lane: str) -> Callable[[int, int], None]:
+        """A progress callback saying ``step`` as a Preparing event, with the seconds since it began."""
+        began = time.monotonic()
+        return lambda done, total: self.emit(events.Preparing(step, done, total, time.monotonic() - began, lane))
 
     def _search(self, oracle: Oracle, lane: str, budget: float | None) -> None:
         tolerance = self.tolerance(lane)

@@ -22,13 +22,18 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import cast
 
-from fuzzkv.backends.interface import Backend, PathError
+import torch
+
+from fuzzkv.backends.interface import Backend, PathError, Trace
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
 from fuzzkv.oracles.check import ExampleDeadline, HangClock, pairs_of, within
 from fuzzkv.verdict import PRECISE_SHARE, Bounds
+
+Progress = Callable[[int, int], None]  # (steps done, steps in all), told as each step starts
 
 ESTIMATED_NOISE_RATIO = 8.0
 # Calibration learns only from paths that give the same output for the same input: the cases of its largest
@@ -102,39 +107,46 @@ def covered_oracles(backend: Backend, requested: Sequence[str]) -> tuple[str, ..
 
 
 def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new_tokens: int = 8,
-              deadline: float | None = None, oracles: Sequence[str] | None = None) -> Tolerance:
+              deadline: float | None = None, oracles: Sequence[str] | None = None,
+              progress: Progress | None = None) -> Tolerance:
     """Measure how far the paths each oracle compares legitimately differ on ``backend`` in ``dtype``: the
     comparisons of ``oracles`` (None: every oracle calibration can measure there, :func:`calibrated_oracles`).
 
     Only the largest differences need the higher precision: the spread is the largest one that is
-    rounding, so comparisons are validated from the largest down until one proves to be rounding."""
+    rounding, so comparisons are validated from the largest down until one proves to be rounding.
+    ``progress`` is told each case as it starts (cases done, cases in all)."""
     every = calibrated_oracles(backend)
     measuring = list(oracles) if oracles is not None else every
     scale = rms_scale = 0.0
     warnings: list[str] = []
     cases = calibration_cases(backend, dtype, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens)
-    hung: list[Case] = []  # cases whose cached path ran past the deadline: every oracle's paths would wait for it too
     clock = HangClock(deadline)  # after a hang, the other cases need not each wait out the whole deadline
-    for case in cases:  # the logit scale, from the uncached path over the greedy sequence
-        try:
+    measured: list[tuple[str, Case, int, float, float]] = []  # (oracle, case, comparison, largest, rms)
+    for done, case in enumerate(cases):
+        if progress is not None:
+            progress(done, len(cases))
+        # The oracles' paths overlap (decode's cached path is cache-impl's dynamic side, cache-reuse's fresh side and
+        # batch's batched side; its uncached reference is generate's): within one case each runs once.
+        remembered = _Remembered(backend)
+        try:  # the logit scale, from the uncached path over the greedy sequence
             with clock.within():  # a path that hangs is the search's finding too (a Deadline error)
-                cached = backend.cached(case)
-        except ExampleDeadline:
+                cached = remembered.cached(case)
+                logits = remembered.reference(cached.tokens, cached.attention_mask)[cached.checked]
+            scale = max(scale, float(logits.abs().max()))
+            rms_scale = max(rms_scale, float(logits.pow(2).mean(-1).sqrt().max()))
+        except ExampleDeadline:  # every oracle's paths would wait for it too
             _note(warnings, "a calibration case ran past the per-example deadline")
-            hung.append(case)
             continue
         except Exception as exc:  # noqa: BLE001 - a cached path that raises is the search's finding
             _note(warnings, f"the cached path raised {type(exc).__name__} on a calibration case")
-            continue
-        logits = backend.reference(cached.tokens, cached.attention_mask)[cached.checked]
-        scale = max(scale, float(logits.abs().max()))
-        rms_scale = max(rms_scale, float(logits.pow(2).mean(-1).sqrt().max()))
-    measured: list[tuple[str, Case, int, float, float]] = []  # (oracle, case, comparison, largest, rms)
-    for oracle in measuring:
-        for case in filter(None, (FITS[oracle](c) for c in cases if c not in hung)):
+        for oracle in measuring:
+            fitted = FITS[oracle](case)
+            if fitted is None:
+                continue
             try:
                 with clock.within():
-                    measured += [(oracle, case, i, *d) for i, d in enumerate(_spread(oracle, backend, case))]
+                    subject = cast(Backend, remembered)
+                    measured += [(oracle, fitted, i, *d) for i, d in enumerate(_spread(oracle, subject, fitted))]
             except ExampleDeadline:
                 _note(warnings, "a calibration case ran past the per-example deadline")
             except PathError as exc:  # a path that raises is the search's finding, not calibration's
@@ -198,6 +210,39 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
     left_out = LeftOut(sum(ok is False for ok in checks.values()), tuple(Counter(unchecked).items()))
     counted = len(measured) - left_out.total
     return _tolerance(dtype, noise, rms_noise, scale, rms_scale, counted, left_out, warnings, scope)
+
+
+class _Remembered:
+    """``backend`` with its cached path and its uncached reference remembered per input, for one calibration case
+    (a full-size model's logits are large: nothing is kept past the case). Everything else is the backend's own.
+    The steadiness probes and the higher-precision checks run on the backend itself: they must run again."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._traces: dict[tuple[object, ...], Trace] = {}
+        self._references: dict[tuple[object, ...], torch.Tensor] = {}
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._backend, name)
+
+    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
+               chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
+        # The case as the path reads it: its cache and chunks as given, and without cache-reuse's primer batch.
+        path = replace(case, cache=cache or case.cache, prefill_chunks=chunks or case.prefill_chunks, reuse_batch=0)
+        key = (path, precise, *_contents(tokens))
+        if key not in self._traces:
+            self._traces[key] = self._backend.cached(case, tokens, cache=cache, chunks=chunks, precise=precise)
+        return self._traces[key]
+
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
+        key = (precise, *_contents(tokens), *_contents(attention_mask))
+        if key not in self._references:
+            self._references[key] = self._backend.reference(tokens, attention_mask, precise=precise)
+        return self._references[key]
+
+
+def _contents(tensor: torch.Tensor | None) -> tuple[object, ...]:
+    return () if tensor is None else (tuple(tensor.shape), tensor.cpu().numpy().tobytes())
 
 
 @dataclass(frozen=True)

@@ -512,7 +512,7 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
     return ModelInfo(name=name, architecture=(config.architectures or [type(loaded.model).__name__])[0],
                      vocab_size=vocab, special_ids=tuple(specials), max_positions=max_positions,
                      sliding_windows=windows, source=loaded.source, model_type=text.model_type,
-                     head_dim=_head_dim(text), scaled=loaded.scaled)
+                     head_dim=_head_dim(text), scaled=loaded.scaled, random_weights=loaded.random_weights)
 
 
 def _head_dim(text: Any) -> int | None:

@@ -42,6 +42,9 @@ class ModelInfo:
     # Built at the run's --scale (a registry name or a model type); False: it came at its own size (a folder, a GGUF
     # file, a hub id, a factory or an object), which --scale does not change.
     scaled: bool = True
+    # Seeded random weights: no token is special in them (a trained model's special tokens can carry activations far
+    # larger than others', which calibration measures on).
+    random_weights: bool = False
 
 
 @dataclass(frozen=True)

@@ -84,11 +84,20 @@ class ConsoleReporter:
     def _on_OracleStarted(self, e: events.OracleStarted) -> None:
         self._line(f"oracle {e.oracle}{_lane(e.lane)}: {e.description}")
 
+    def _on_Preparing(self, e: events.Preparing) -> None:
+        step = f"{e.step}{_lane(e.lane)}"
+        self._progress(f"{step}: {e.done} of {e.total} done, {e.elapsed:.0f}s" if e.total else f"{step}...", force=True)
+
     def _on_ExampleChecked(self, e: events.ExampleChecked) -> None:
-        if not self.tty or self.verbosity < 0 or time.monotonic() - self._last_progress < 0.2:
+        self._progress(f"{e.oracle}: {e.examples} examples, {e.failures} failure(s), {e.elapsed:.1f}s")
+
+    def _progress(self, text: str, *, force: bool = False) -> None:
+        """One line rewritten in place, on a terminal only (never on a pipe or a file), at most 5 times a second
+        unless ``force`` (a step that changes every few seconds)."""
+        if not self.tty or self.verbosity < 0 or (not force and time.monotonic() - self._last_progress < 0.2):
             return
         self._last_progress = time.monotonic()
-        self.stream.write(f"\r\033[K  {e.oracle}: {e.examples} examples, {e.failures} failure(s), {e.elapsed:.1f}s")
+        self.stream.write(f"\r\033[K  {text}")
         self.stream.flush()
         self._progress_shown = True
 

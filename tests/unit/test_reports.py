@@ -117,3 +117,20 @@ def test_the_html_report_is_one_escaped_file_with_the_failure_its_chart_and_scri
     assert '<svg class="chart positions"' in html and 'class="status status-open"' in html
     assert "# fuzzkv reproduction on the FAKE backend" in html and "Where it breaks: not measured" in html
     assert "No stored failures" in write_report(clean.store, tmp_path / "clean.html").read_text()
+
+
+def test_calibration_and_canaries_show_progress_on_a_terminal_and_nothing_on_a_pipe():
+    # A full-size model spends minutes calibrating before its first example: a terminal sees each step move.
+    from fuzzkv.reports.console import ConsoleReporter
+    from tests.unit.conftest import fuzz_fake
+
+    terminal, pipe = io.StringIO(), io.StringIO()
+    shown = [ConsoleReporter(terminal, tty=True), ConsoleReporter(pipe, tty=False)]
+    _, recorded, _ = fuzz_fake(oracles=("decode",), max_examples=5, emit=lambda e: [show(e) for show in shown])
+    steps = [(e.step, e.done, e.total) for e in recorded.of("Preparing")]
+    calibrating = [s for s in steps if s[0] == "calibrating"]
+    assert calibrating and [done for _, done, _ in calibrating] == list(range(calibrating[0][2]))
+    assert [s for s in steps if s[0] == "checking canaries"]
+    assert "\r\033[K  calibrating [fake]: 0 of " in terminal.getvalue()
+    assert "\r\033[K  checking canaries [fake]: 0 of 4 done" in terminal.getvalue()
+    assert "calibrating" not in pipe.getvalue() and "\r" not in pipe.getvalue()
