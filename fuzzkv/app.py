@@ -78,11 +78,11 @@ def _run_reporters(outputs: RunOutputs, stream):
     if outputs.junit:
         from fuzzkv.reports.junit import JunitReporter
 
-        reporters.append(JunitReporter(outputs.junit))
+        reporters.append(JunitReporter(outputs.junit, outputs.repro_dir))
     if outputs.summary:
         from fuzzkv.reports.summary import SummaryReporter
 
-        reporters.append(SummaryReporter(outputs.summary))
+        reporters.append(SummaryReporter(outputs.summary, outputs.repro_dir))
     return _fan_out(*reporters)
 
 
@@ -136,7 +136,7 @@ def show_command(db_url: str, failure_id: int, *, as_json: bool, script_only: bo
 
 
 def replay_command(db_url: str, *, model: str | None, as_json: bool, fail_on: str = "any",
-                   deadline: float | None = None) -> int:
+                   deadline: float | None = None, trust_remote_code: bool = False) -> int:
     """``fuzzkv replay``: exit 1 when any stored failure still fails; with ``fail_on="new"``, replay
     fixed failures too and exit 1 only when one of those fails again (a regression)."""
     from fuzzkv.replay import replay
@@ -146,7 +146,8 @@ def replay_command(db_url: str, *, model: str | None, as_json: bool, fail_on: st
     store = open_store(db_url, create=False)
     reporter = ReplayJsonReporter() if as_json else ReplayConsoleReporter()
     try:
-        finished = replay(store, reporter, model=model, include_fixed=fail_on == "new", deadline=deadline)
+        finished = replay(store, reporter, model=model, include_fixed=fail_on == "new", deadline=deadline,
+                          trust_remote_code=trust_remote_code)
     finally:
         store.close()
     failing = finished.reopened + (finished.failing if fail_on == "any" else 0)

@@ -28,4 +28,4 @@ def test_junit_xml_has_a_case_per_oracle_and_the_minimal_failure(tmp_path):
     failure = cases["decode"].find("failure")
     assert failure.get("type") == "mismatch" and "max |diff|" in failure.get("message")
     assert "minimal case: batch 1 (lengths 1), left-padded, 2 new token(s)" in failure.text
-    assert "# fuzzkv reproduction" in failure.text
+    assert "reproduce: python " in failure.text and "# fuzzkv reproduction" not in failure.text

@@ -110,12 +110,8 @@ class ConsoleReporter:
         self._line(f"  {e.oracle}{_lane(e.lane)}: {status} after {e.examples} examples in {e.elapsed:.1f}s{timed}")
 
     def _save(self, e: events.FailureFound) -> Path | None:
-        if not e.reproduction:
-            return None
-        name = scripts.file_name(stored_id=e.stored_id, oracle=e.verdict.oracle, fingerprint=e.fingerprint,
-                                 by_id=self._by_id)
         try:
-            return scripts.save(self.repro_dir or scripts.default_folder(None), name, e.reproduction)
+            return scripts.save_failure(self.repro_dir or scripts.default_folder(None), e, by_id=self._by_id)
         except OSError as exc:
             self._line(f"    could not save the reproduction script: {exc} ('fuzzkv show ID --script' prints it)")
             return None

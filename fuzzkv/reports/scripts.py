@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fuzzkv import events
+
 FOLDER = "fuzzkv-repro"
 
 
@@ -32,6 +34,15 @@ def file_name(*, stored_id: int | None, oracle: str, fingerprint: str, by_id: bo
     if by_id and stored_id is not None:
         return f"failure-{stored_id}.py"
     return f"{oracle}-{fingerprint}.py"
+
+
+def save_failure(folder: Path, found: events.FailureFound, *, by_id: bool) -> Path | None:
+    """Save a run's failure as its reporters name it (each reporter writes the same file, once it has the event);
+    None where it has no script. Raises OSError where the folder cannot be written."""
+    if not found.reproduction:
+        return None
+    name = file_name(stored_id=found.stored_id, oracle=found.verdict.oracle, fingerprint=found.fingerprint, by_id=by_id)
+    return save(folder, name, found.reproduction)
 
 
 def save(folder: Path, name: str, script: str) -> Path:

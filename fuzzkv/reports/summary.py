@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fuzzkv import events
+from fuzzkv import events, rootcause
+from fuzzkv.reports import scripts
 
 HEADINGS = {"new": "New failures", "reopened": "Re-opened failures (were marked fixed)",
             "known": "Known failures (stored before, still open)",
@@ -19,29 +20,50 @@ HEADINGS = {"new": "New failures", "reopened": "Re-opened failures (were marked 
 class SummaryReporter:
     """Collects a run's failures; appends one Markdown section when the run finishes."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, repro_dir: str | Path | None = None):
         self.path = Path(path)
+        self.repro_dir = Path(repro_dir) if repro_dir is not None else None
         self.model = "model"
-        self.found: list[events.FailureFound] = []
+        self.name = "model"  # the model as the run names it (root causes are keyed on it)
+        self.by_id = True
+        self.found: list[tuple[events.FailureFound, str]] = []  # each failure and how to reproduce it
 
     def __call__(self, event) -> None:
         if isinstance(event, events.RunStarted):
-            self.model = f"{event.settings['model']} ({event.size(word='')}, {event.backend})"
+            self.name = event.settings["model"]
+            self.model = f"{self.name} ({event.size(word='')}, {event.backend})"
+            db_url = event.settings.get("db_url")
+            self.repro_dir = self.repro_dir or scripts.default_folder(db_url)
+            self.by_id = scripts.persistent(db_url)
         elif isinstance(event, events.FailureFound):
-            self.found.append(event)
+            self.found.append((event, self._script(event)))
         elif isinstance(event, events.RunFinished):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as out:
-                out.write(markdown(self.model, event, self.found))
+                out.write(markdown(self.model, event, self.found, self.name))
+
+    def _script(self, found: events.FailureFound) -> str:
+        try:
+            path = scripts.save_failure(self.repro_dir or scripts.default_folder(None), found, by_id=self.by_id)
+        except OSError:
+            path = None
+        if path is not None:
+            return f"`python {path}`"
+        return f"`fuzzkv show {found.stored_id} --script`" if found.stored_id else "-"
 
 
-def markdown(model: str, run: events.RunFinished, found: list[events.FailureFound]) -> str:
-    news, flaky = sum(f.is_news for f in found), sum(f.is_flaky for f in found)
-    known = len(found) - news - flaky
-    verdict = f"{news} new or re-opened, {known} known" + (f", {flaky} flaky" if flaky else "") if found else (
+def markdown(model: str, run: events.RunFinished, found: list[tuple[events.FailureFound, str]], name: str = "") -> str:
+    """The run's section: its verdict, then one table row per root cause (:mod:`fuzzkv.rootcause`: failures of
+    several oracles that are one bug), under the heading of its newest news."""
+    failures = [f for f, _ in found]
+    news, flaky = sum(f.is_news for f in failures), sum(f.is_flaky for f in failures)
+    known = len(failures) - news - flaky
+    verdict = f"{news} new or re-opened, {known} known" + (f", {flaky} flaky" if flaky else "") if failures else (
         "nothing tested" if run.untested else "incomplete" if run.incomplete else "clean")
+    groups = rootcause.group(found, lambda item: rootcause.of_event(item[0], name))
+    causes = f" ({len(groups)} root cause{'s' if len(groups) != 1 else ''})" if groups else ""
     lines = [f"### fuzzkv: {_cell(model)}", "",
-             f"{run.examples} examples in {run.elapsed:.0f} s: **{verdict}**.", ""]
+             f"{run.examples} examples in {run.elapsed:.0f} s: **{verdict}**{causes}.", ""]
     if run.error:
         lines += [f"**Run stopped by an error:** {_cell(run.error)}", ""]
     for lane, why in run.blind.items():
@@ -49,16 +71,29 @@ def markdown(model: str, run: events.RunFinished, found: list[events.FailureFoun
     for key, why in run.incomplete.items():
         lines += [f"**INCOMPLETE ({_cell(key)}), not clean:** {_cell(why)}", ""]
     for novelty, heading in HEADINGS.items():
-        group = [f for f in found if ("flaky" if f.is_flaky else f.novelty) == novelty]
-        if group:
-            lines += [f"**{heading}**", "", "| id | oracle | backend | what | minimal case |", "|---|---|---|---|---|"]
-            lines += [f"| {f.stored_id} | {f.verdict.oracle} | {f.lane} | "
-                      f"{'FLAKY: ' + _cell(f.recheck) if f.is_flaky else _cell(f.verdict.summary())} | "
-                      f"`{_cell(f.verdict.case.describe())}` |" for f in group]
-            lines.append("")
-    if found:
-        lines += ["Reproduce one with `fuzzkv show ID --db ...` (prints a standalone script).", ""]
+        rows = [_row(members) for members in groups if _novelty(members) == novelty]
+        if rows:
+            lines += [f"**{heading}**", "", "| ids | oracles | backend | what | minimal case | where it breaks | reproduce |",
+                      "|---|---|---|---|---|---|---|", *rows, ""]
     return "\n".join(lines) + "\n"
+
+
+def _novelty(members: list[tuple[events.FailureFound, str]]) -> str:
+    """A root cause's heading: flaky, else the newest news of its failures (new, re-opened), else known."""
+    failures = [f for f, _ in members]
+    if failures[0].is_flaky:
+        return "flaky"
+    return next((f.novelty for f in failures if f.is_news), "known")
+
+
+def _row(members: list[tuple[events.FailureFound, str]]) -> str:
+    first, script = members[0]
+    ids = ", ".join(str(f.stored_id) for f, _ in members if f.stored_id) or "-"
+    oracles = ", ".join(rootcause.oracles_of(members, lambda item: item[0].verdict.oracle))
+    what = "FLAKY: " + _cell(first.recheck) if first.is_flaky else _cell(first.verdict.summary())
+    broken = _cell(rootcause.where_it_breaks(first.diagnosis)) or "-"
+    return (f"| {ids} | {oracles} | {first.lane} | {what} | `{_cell(first.verdict.case.describe())}` | {broken} | "
+            f"{script} |")
 
 
 def _cell(text: str) -> str:

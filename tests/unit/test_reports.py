@@ -36,8 +36,8 @@ class Reported:
 def report(tmp_path: Path, *bugs: str) -> Reported:
     console, out = io.StringIO(), io.StringIO()
     reporters = (ConsoleReporter(console, tty=False, repro_dir=tmp_path / "repro"), JsonReporter(out),
-                 JunitReporter(tmp_path / "junit.xml"),
-                 SummaryReporter(tmp_path / "summary.md"))
+                 JunitReporter(tmp_path / "junit.xml", tmp_path / "repro"),
+                 SummaryReporter(tmp_path / "summary.md", tmp_path / "repro"))
     store = MemoryStore()
 
     def emit(event: object) -> None:
@@ -86,22 +86,29 @@ def test_the_json_report_holds_the_run_as_one_object(broken, clean):
     assert clean.json["failures"] == [] and clean.json["oracles"]["decode@fake"]["failures"] == 0
 
 
-def test_junit_has_one_case_per_oracle_and_the_failure_with_its_script(broken, clean):
+def test_junit_has_one_case_per_oracle_and_the_failure_with_its_saved_script(broken, clean):
     suite = broken.junit
     assert (suite.get("name"), suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("fuzzkv fake", "2", "1", "0")
     cases = {case.get("name"): case for case in suite.iter("testcase")}
     assert set(cases) == {"decode", "batch"} and cases["decode"].get("classname") == "fuzzkv.fake.fake"
     [failure] = cases["decode"].findall("failure")
     assert failure.get("type") == "mismatch" and "minimal case: batch 1" in (failure.text or "")
-    assert "# fuzzkv reproduction on the FAKE backend" in (failure.text or "") and not cases["batch"].findall("failure")
+    assert "root cause 1 of 1, seen by 1 oracle(s): decode" in (failure.text or "")
+    # The script is a file beside the console's (the same one), named in a few lines, never pasted into the XML.
+    [script] = broken.repro_dir.glob("decode-*.py")
+    assert f"reproduce: python {script} (exits 1 while the bug is there)" in (failure.text or "")
+    assert "# fuzzkv reproduction" not in (failure.text or "") and len((failure.text or "").splitlines()) <= 6
+    assert not cases["batch"].findall("failure")
     assert clean.junit.get("failures") == "0"
 
 
 def test_the_markdown_summary_lists_new_failures_with_escaped_cells(broken, clean):
     text = broken.summary
     assert text.startswith("### fuzzkv: fake (full, fake (a test double, not a model))")
-    assert "**1 new or re-opened, 0 known**" in text and "**New failures**" in text
+    assert "**1 new or re-opened, 0 known** (1 root cause)" in text and "**New failures**" in text
     assert "| 1 | decode | fake | decode (cached vs uncached): max \\|diff\\|" in text  # a pipe in a cell is escaped
+    [script] = broken.repro_dir.glob("decode-*.py")
+    assert f"| `python {script}` |" in text and "# fuzzkv reproduction" not in text
     assert "**clean**" in clean.summary and "| decode |" not in clean.summary
 
 

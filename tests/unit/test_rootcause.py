@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from fuzzkv.reports import scripts
 from fuzzkv.reports.console import ConsoleReporter
 from fuzzkv.reports.html import write_report
 from fuzzkv.reports.json_report import JsonReporter
+from fuzzkv.reports.junit import JunitReporter
+from fuzzkv.reports.summary import SummaryReporter
 from tests.fake_backend import fake_in_catalogue
 from tests.unit.conftest import fuzz_fake
 
@@ -44,7 +47,8 @@ def offset(tmp_path_factory) -> Seen:
         reporters = [ConsoleReporter(streams[level], tty=False, verbosity=level, repro_dir=dirs[level])
                      for level in streams]
         collected = api._Collector(None)
-        reporters += [JsonReporter(out), collected]
+        reporters += [JsonReporter(out), collected, JunitReporter(dirs[0] / "junit.xml", dirs[0]),
+                      SummaryReporter(dirs[0] / "summary.md", dirs[0])]
 
         def emit(event: object) -> None:
             for reporter in reporters:
@@ -141,3 +145,16 @@ def test_scripts_are_saved_beside_the_database_file_by_id(tmp_path):
     assert scripts.default_folder("memory:") == Path("fuzzkv-repro")
     assert scripts.file_name(stored_id=4, oracle="decode", fingerprint="ab", by_id=True) == "failure-4.py"
     assert scripts.file_name(stored_id=4, oracle="decode", fingerprint="ab", by_id=False) == "decode-ab.py"
+
+
+def test_junit_and_the_markdown_summary_give_one_root_cause_with_its_oracles(offset):
+    # JUnit keeps a test case per oracle (CI shows each), each failure naming the root cause it shares.
+    suite = ET.parse(offset.repro_dirs[0] / "junit.xml").getroot()
+    texts = {case.get("name"): case.find("failure").text for case in suite.iter("testcase")}
+    assert set(texts) == set(ORACLES)
+    assert all(text.startswith("root cause 1 of 1, seen by 3 oracle(s): decode, chunked, generate") for text in texts.values())
+    assert all("# fuzzkv reproduction" not in text and "reproduce: python " in text for text in texts.values())
+    summary = (offset.repro_dirs[0] / "summary.md").read_text()
+    assert "(1 root cause)" in summary
+    [row] = [line for line in summary.splitlines() if line.startswith("| 1, 2, 3 |")]
+    assert row.startswith("| 1, 2, 3 | decode, chunked, generate | fake | decode (cached vs uncached)")
