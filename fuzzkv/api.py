@@ -221,7 +221,7 @@ def fuzz(model: object, *, oracles: str | Iterable[str] = (), backend: str = "hf
          dtype: str = "float32", device: str = "cpu", attn: str = "eager", max_time: float | None = None,
          deadline: float | None = DEFAULT_DEADLINE, max_batch: int = 4, max_prompt_len: int | None = None,
          max_new_tokens: int | None = None, init_std: float = 0.2, weights_seed: int = 0, workers: int = 1,
-         on_event: EventSink | None = None) -> Result:
+         trust_remote_code: bool = False, on_event: EventSink | None = None) -> Result:
     """Fuzz ``model``'s KV cache: each oracle's Hypothesis search, every failure shrunk to its minimal case.
 
     ``model``: a name as ``fuzzkv run --model`` takes it (a registry name, a model type, a directory, a
@@ -232,7 +232,9 @@ def fuzz(model: object, *, oracles: str | Iterable[str] = (), backend: str = "hf
     ``db``: the store URL (``sqlite:///fuzzkv.db``, ``postgresql://...``) where failures, tolerance baselines and
     Hypothesis' examples are kept between runs; None keeps them in memory for this call. The other keywords are
     ``fuzzkv run``'s options of the same names (``scale``, ``max_examples``... see ``fuzzkv run --help``);
-    ``on_event`` receives every event of the run (``fuzzkv.events``), as reporters do.
+    ``on_event`` receives every event of the run (``fuzzkv.events``), as reporters do. ``trust_remote_code``
+    (``--trust-remote-code``): a model folder that ships its own model code (its config.json's ``auto_map``) is
+    loaded by running that code, with your permissions; without it such a folder is refused.
 
     Raises ``fuzzkv.errors.UsageError`` for bad input (the CLI's exit code 2); a failure of the model is never
     raised: it is in ``Result.findings`` (``Result.raise_for_findings()`` turns it into an ``AssertionError``).
@@ -242,7 +244,7 @@ def fuzz(model: object, *, oracles: str | Iterable[str] = (), backend: str = "hf
                        device=device, attn=attn, seed=seed, max_examples=max_examples, max_time=max_time,
                        db_url=db or "memory:", init_std=init_std, weights_seed=weights_seed, tolerance=tolerance,
                        max_batch=max_batch, max_prompt_len=max_prompt_len, max_new_tokens=max_new_tokens,
-                       deadline=deadline)
+                       deadline=deadline, trust_remote_code=trust_remote_code)
     return run(config, given=given, workers=workers, on_event=on_event)
 
 
@@ -279,19 +281,19 @@ def run(config: RunConfig, *, given: object = None, workers: int = 1, on_event: 
 def check(model: object, case: Case | Mapping[str, Any] | str, *, oracle: str = "decode", backend: str = "hf",
           tolerance: float | None = None, scale: str = "full", dtype: str = "float32", device: str = "cpu",
           attn: str = "eager", init_std: float = 0.2, weights_seed: int = 0,
-          deadline: float | None = DEFAULT_DEADLINE) -> Verdict:
+          deadline: float | None = DEFAULT_DEADLINE, trust_remote_code: bool = False) -> Verdict:
     """Run one oracle on one case (a :class:`Case`, its dict or its JSON, e.g. a finding's minimal case) and
     return the :class:`~fuzzkv.verdict.Verdict`: ``verdict.failed`` is True on a mismatch or an error.
 
     The tolerance is calibrated for the model as a run calibrates it, unless ``tolerance`` is given. The oracle
     runs on the first lane of ``backend`` it applies to (``decode`` on ``hf``, ``cross`` on ``hf,tl``'s cross
-    lane); a mismatch is re-checked in the higher precision, as in a run.
+    lane); a mismatch is re-checked in the higher precision, as in a run. ``trust_remote_code``: as :func:`fuzz`'s.
     """
     name, given = _named(model)
     minimal = _as_case(case)
     config = RunConfig(model=name, backend=backend, oracles=(oracle,), scale=scale, dtype=dtype, device=device,
                        attn=attn, db_url="memory:", init_std=init_std, weights_seed=weights_seed,
-                       tolerance=tolerance, deadline=deadline)
+                       tolerance=tolerance, deadline=deadline, trust_remote_code=trust_remote_code)
     from fuzzkv.backends.loader import load_lanes
     from fuzzkv.db import MemoryStore
     from fuzzkv.oracles import ORACLES

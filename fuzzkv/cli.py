@@ -36,6 +36,9 @@ def model_options(command):
         click.option("--attn", default="eager", show_default=True, type=click.Choice(ATTNS)),
         click.option("--init-std", default=0.2, show_default=True, type=float,
                      help="Std of random weights; transformers' 0.02 hides small cache bugs."),
+        click.option("--trust-remote-code", is_flag=True,
+                     help="Run the model code a --model folder ships (its config.json's auto_map), with your "
+                     "permissions; without it such a folder is refused. Weights are still safetensors only."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -132,10 +135,14 @@ def show(failure_id: int, db_url: str | None, as_json: bool, script_only: bool) 
 @click.option("--deadline", type=float, default=None,
               help="Seconds one stored case may take before it counts as a hang (a failure) [default: the deadline "
                    "of the run that stored it].")
-def replay(model: str | None, db_url: str | None, as_json: bool, fail_on: str, deadline: float | None) -> None:
+@click.option("--trust-remote-code", is_flag=True,
+              help="Run the model code a stored failure's model folder ships (its config.json's auto_map), with "
+                   "your permissions; without it such failures are skipped, whatever the run was given.")
+def replay(model: str | None, db_url: str | None, as_json: bool, fail_on: str, deadline: float | None,
+           trust_remote_code: bool) -> None:
     """Re-run every open stored failure (no Hypothesis). Marks passing ones fixed; exit 1 if any still fails."""
     _guarded(lambda: app.replay_command(db_url or default_db_url(), model=model, as_json=as_json, fail_on=fail_on,
-                                        deadline=deadline))
+                                        deadline=deadline, trust_remote_code=trust_remote_code))
 
 
 @cli.command()

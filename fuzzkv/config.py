@@ -89,6 +89,8 @@ class RunConfig:
     max_prompt_len: int | None = None
     max_new_tokens: int | None = None
     deadline: float | None = DEFAULT_DEADLINE  # seconds per example; a case past it is an error finding (a hang)
+    # Run the code a model folder ships (its config.json's auto_map): only when the user passes --trust-remote-code.
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         unknown = [o for o in self.oracles if o not in ORACLES]
@@ -117,6 +119,8 @@ class RunConfig:
             raise UsageError(f"--init-std must be in (0, 10], got {self.init_std}.")
         if self.tolerance is not None and not self.tolerance > 0:
             raise UsageError(f"--tolerance must be positive, got {self.tolerance}.")
+        if not isinstance(self.trust_remote_code, bool):  # a stored or API value: only an explicit True opts in
+            raise UsageError(f"--trust-remote-code is a switch (True or False), got {self.trust_remote_code!r}.")
 
     @property
     def prompt_len_cap(self) -> int:

@@ -82,7 +82,8 @@ class Fuzzer:
         return api.check(model, case, **{**kept, **options})
 
 
-CHECK_OPTIONS = ("backend", "tolerance", "scale", "dtype", "device", "attn", "init_std", "weights_seed", "deadline")
+CHECK_OPTIONS = ("backend", "tolerance", "scale", "dtype", "device", "attn", "init_std", "weights_seed", "deadline",
+                 "trust_remote_code")
 
 
 @pytest.fixture

@@ -33,10 +33,12 @@ def _settings_key(record: FailureRecord) -> str:
 
 
 def replay(store: Store, emit: Emit, model: str | None = None, *, include_fixed: bool = False,
-           deadline: float | None = None) -> events.ReplayFinished:
+           deadline: float | None = None, trust_remote_code: bool = False) -> events.ReplayFinished:
     """Replay open failures (of ``model``, or all), and fixed ones too with ``include_fixed`` (a fixed
     failure that fails again is re-opened); emits one event per failure. Each case runs under
-    ``deadline`` seconds, or the deadline of the run that stored it: a stored hang fails again, in time."""
+    ``deadline`` seconds, or the deadline of the run that stored it: a stored hang fails again, in time.
+    ``trust_remote_code`` (``--trust-remote-code``): a model folder's own code may run, whatever the run that stored
+    the failure was given (a store never opts in for the user); without it such a failure is skipped, saying so."""
     started, counts = time.monotonic(), {"fails": 0, "fixed": 0, "skipped": 0, "reopened": 0}
     statuses = ("open", "fixed") if include_fixed else ("open",)
     records = sorted((r for s in statuses for r in store.failures(model=model, status=s)), key=_settings_key)
@@ -50,7 +52,7 @@ def replay(store: Store, emit: Emit, model: str | None = None, *, include_fixed:
         # Each case runs under --deadline, or the deadline of the run that stored it.
         limit = deadline if deadline is not None else min(run_deadlines.get(r.run_id, DEFAULT_DEADLINE) for r in group)
         try:
-            config, lanes = _rebuild(settings, lane_name, limit)
+            config, lanes = _rebuild(settings, lane_name, limit, trust_remote_code)
         except Skip as skip:
             emit(events.ReplaySkipped(tuple(cast(int, r.id) for r in group), str(skip)))  # stored records have ids
             counts["skipped"] += len(group)
@@ -73,15 +75,18 @@ class Skip(Exception):
     """Stored failures that cannot be replayed here; the message says why."""
 
 
-def _rebuild(settings: dict, lane: str, deadline: float | None) -> tuple[RunConfig, Lanes]:
-    """The config and lanes that recreate a stored failure's model on its lane."""
+def _rebuild(settings: dict, lane: str, deadline: float | None,
+             trust_remote_code: bool = False) -> tuple[RunConfig, Lanes]:
+    """The config and lanes that recreate a stored failure's model on its lane (running a folder's own model code
+    only with ``trust_remote_code``, the replay's own switch)."""
     from fuzzkv.backends.loader import load_lanes
 
     option = backend_option_for(lane)
     if option is None:
         raise Skip(f"backend {lane!r} is not known to this fuzzkv")
     try:
-        config = RunConfig(**{**settings, "backend": option}, db_url="memory:", deadline=deadline)
+        config = RunConfig(**{**settings, "backend": option, "trust_remote_code": trust_remote_code},
+                           db_url="memory:", deadline=deadline)
         lanes = load_lanes(config)
     except UsageError as exc:
         raise Skip(exc.one_line()) from None

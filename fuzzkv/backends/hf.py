@@ -104,7 +104,8 @@ class HFBackend(DrivenBackend):
         try:
             return hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
                                            init_std=config.init_std, attn=config.attn, dtype=config.dtype,
-                                           device=config.device, copies=len(backends_of(config.backend)))
+                                           device=config.device, copies=len(backends_of(config.backend)),
+                                           trust_remote_code=config.trust_remote_code)
         except (ValueError, ImportError) as exc:
             if "attn" in str(exc) or "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
                 raise UsageError(f"{config.model} does not support --attn {config.attn}.",

@@ -3,7 +3,9 @@
 Forms accepted, tried in this order:
 1. ``package.module:factory`` - a zero-argument callable returning a ``PreTrainedModel``.
    This runs the user's code by design; its weights are never re-initialised.
-2. a local directory written by ``save_pretrained``.
+2. a local directory written by ``save_pretrained``: the class its config.json names. A folder that ships its
+   own model code (its config.json's ``auto_map``) is refused unless the user passed ``--trust-remote-code``:
+   then that code runs, and its class is the model.
 3. a registry name (``fuzzkv models``): real weights if the local HuggingFace cache
    holds them (full scale only), otherwise the real architecture with seeded random
    weights.
@@ -11,7 +13,8 @@ Forms accepted, tried in this order:
    transformers (``fuzzkv models --all``): its config class's defaults (``--scale full``, if they fit
    in memory) or their generic tiny twin (``--scale tiny``), with seeded random weights.
 5. a hub id already in the local HuggingFace cache.
-No path ever makes a network call: ``local_files_only`` is always set.
+No path ever makes a network call: ``local_files_only`` is always set. No code from a model folder (or a cached
+hub repository) runs without ``--trust-remote-code``: ``trust_remote_code`` is always given to transformers.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from fuzzkv.backends.hf_paths import (  # noqa: E402
     pretrained,
     random_model,
     sensitise,
+    shipped_class,
 )
 from fuzzkv.errors import CannotBuildModel, NotFuzzable, UsageError  # noqa: E402
 
@@ -74,6 +78,8 @@ class LoadedModel:
     saved_to: str | None = None
     # Built or chosen by --scale (a registry name, a model type); False: the model comes at its own size.
     scaled: bool = False
+    # Loaded by running the code its folder ships (--trust-remote-code): its scripts load it the same way.
+    trust_remote_code: bool = False
 
 
 def load_tokenizer(path: str | None, gguf_file: str | None = None):
@@ -81,7 +87,8 @@ def load_tokenizer(path: str | None, gguf_file: str | None = None):
     if path is None:
         return None
     try:
-        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True,
+        # No code of the folder's runs for a tokenizer (it only decodes text for the report), even with the model's.
+        return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False,
                                                           **({"gguf_file": gguf_file} if gguf_file else {}))
     except Exception:  # noqa: BLE001 - no tokenizer (or an unreadable one) only means no decoded text
         return None
@@ -101,12 +108,14 @@ def _without_progress_bars() -> Iterator[None]:
 
 
 def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, dtype: str = "float32",
-               device: str = "cpu", copies: int = 1) -> LoadedModel:
+               device: str = "cpu", copies: int = 1, trust_remote_code: bool = False) -> LoadedModel:
     """Resolve ``name`` as described in the module docstring, built or loaded in ``dtype`` on ``device`` (a
     factory's model as it comes). A full-size model first gets a memory plan (:func:`memory_needed`, for
-    ``copies`` copies of its weights: one per backend of the run) and is refused when it cannot fit."""
+    ``copies`` copies of its weights: one per backend of the run) and is refused when it cannot fit.
+    ``trust_remote_code`` (``--trust-remote-code``): a folder's own model code may run."""
     with _without_progress_bars():
-        return _resolve(name, scale=scale, seed=seed, init_std=init_std, attn=attn, target=Target(dtype, device, copies))
+        return _resolve(name, scale=scale, seed=seed, init_std=init_std, attn=attn,
+                        target=Target(dtype, device, copies, trust_remote_code))
 
 
 def _resolve(name: str, *, scale: str, seed: int, init_std: float, attn: str, target: Target) -> LoadedModel:
@@ -119,17 +128,19 @@ def _resolve(name: str, *, scale: str, seed: int, init_std: float, attn: str, ta
     local = _local_weights(Path(name).expanduser())
     if local is not None:
         directory, gguf_file = local
-        if not gguf_file:
-            _refuse_custom_class(directory, name)
+        shipped = None if gguf_file else _folder_code(directory, name, target.trust_remote_code)
         _check_fits(_directory_config(directory, gguf_file), f"model in {name}", target)
         try:
-            model = pretrained(directory, attn, gguf_file, target.dtype, target.device)
+            model = pretrained(directory, attn, gguf_file, target.dtype, target.device,
+                               trust_remote_code=shipped is not None)
         except OSError as exc:
             raise UsageError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}",
                              tip="fuzzkv loads safetensors or GGUF weights only (never pickles): re-save the model "
                                  "with save_pretrained(..., safe_serialization=True)") from None
         what = f"GGUF file {Path(directory) / gguf_file}" if gguf_file else f"local directory {name}"
-        return LoadedModel(model, f"weights from {what}", tokenizer_from=directory, gguf_file=gguf_file)
+        _check_shipped(model, shipped, name)
+        return LoadedModel(model, f"weights from {what}{_OWN_CODE if shipped else ''}", tokenizer_from=directory,
+                           gguf_file=gguf_file, trust_remote_code=shipped is not None)
     spec = registry.get(name)
     if spec is not None:
         return _from_registry(spec, scale=scale, seed=seed, init_std=init_std, attn=attn, target=target)
@@ -137,8 +148,9 @@ def _resolve(name: str, *, scale: str, seed: int, init_std: float, attn: str, ta
     if model_type is not None:
         return _from_generic(model_type, scale=scale, seed=seed, init_std=init_std, attn=attn, target=target)
     try:
-        return LoadedModel(_pretrained(name, attn, target), f"weights for {name} from the local HuggingFace cache",
-                           tokenizer_from=name)
+        model, own_code = _pretrained(name, attn, target)
+        return LoadedModel(model, f"weights for {name} from the local HuggingFace cache{_OWN_CODE if own_code else ''}",
+                           tokenizer_from=name, trust_remote_code=own_code)
     except OSError:
         if _looks_like_path(name):
             raise _nothing_at(name) from None
@@ -185,34 +197,68 @@ class Target:
     dtype: str = "float32"
     device: str = "cpu"
     copies: int = 1
+    trust_remote_code: bool = False  # --trust-remote-code: a folder's own model code may run
 
 
 def _pretrained(path: str, attn: str, target: Target):
-    """A hub id or path in the local HuggingFace cache, checked against memory first (its config.json only)."""
+    """(the model of a hub id or path in the local HuggingFace cache, whether its own code built it), checked
+    against memory first (its config.json only)."""
+    shipped = _folder_code(path, path, target.trust_remote_code)
     # No config: not in the cache (the caller falls through) or unreadable (the load below says why).
     _check_fits(_directory_config(path, None), path, target)
-    _refuse_custom_class(path, path)
-    return pretrained(path, attn, None, target.dtype, target.device)
+    model = pretrained(path, attn, None, target.dtype, target.device, trust_remote_code=shipped is not None)
+    _check_shipped(model, shipped, path)
+    return model, shipped is not None
 
 
-def _refuse_custom_class(path: str, name: str) -> None:
-    """Refuse a folder (or cached hub id) whose config.json names a class transformers does not define: loading it
-    would load the stock class of its model type instead, a different model (its own code, its bugs, left out)."""
+# The end of a model's source line when the code its folder ships built it.
+_OWN_CODE = " with the folder's own code (--trust-remote-code)"
+_TRUST_TIP = "pass --trust-remote-code to run the code shipped in the folder (it runs with your permissions)"
+
+
+def _folder_code(path: str, name: str, trusted: bool) -> str | None:
+    """The class to load by running the code the folder (or cached hub id) ships: the one its config.json's
+    auto_map names for AutoModelForCausalLM, with ``trusted`` (--trust-remote-code). None: load it as the class of
+    transformers its config names, running none of its code. Refuses (UsageError) a folder whose model is a class
+    transformers does not define: loading it would load the stock class of its model type instead, a different
+    model (its own code, its bugs, left out); where the folder ships that class's code, the tip is the flag."""
     config = folder_config(path)
+    shipped = shipped_class(config)
+    if trusted and shipped is not None:
+        return shipped
     named, kind = declared_class(config)
-    if named is None or kind is not None or hasattr(transformers, named):
-        return  # no class named, or one of transformers' own (AutoModelForCausalLM loads a base model's head)
+    if named is not None and (kind is not None or hasattr(transformers, named)):
+        # One of transformers' own (AutoModelForCausalLM loads a base model's head), as transformers itself loads a
+        # folder naming one without trust_remote_code, code shipped or not.
+        return None
+    if shipped is not None:
+        raise UsageError(f"the model in {name} is a {shipped}, a class defined by code the folder ships (its "
+                         "config.json's auto_map): fuzzkv runs no code from a model folder unless asked.",
+                         tip=_TRUST_TIP)
+    if named is None:
+        return None  # no class named: AutoModelForCausalLM decides by the model type, as transformers does
     assert config is not None
     stock = _stock_class(config.get("model_type"))
-    ships_code = "auto_map" in config
     how = (f"fuzz it with the module:factory form (--model my_module:make, with make() returning "
            f"{named}.from_pretrained({name!r}, local_files_only=True))")
-    if ships_code:
-        how += (", loading the code the folder ships (auto_map) there with AutoModelForCausalLM.from_pretrained("
-                f"{name!r}, local_files_only=True, trust_remote_code=True): fuzzkv runs no code from a model folder")
+    if "auto_map" in config:
+        how += ("; the code it ships (auto_map) names no AutoModelForCausalLM class, so --trust-remote-code does "
+                "not load it either")
     raise UsageError(f"the model in {name} is a {named} (its config.json's architectures), a class transformers "
                      f"{transformers.__version__} does not define: fuzzkv does not load it as "
                      f"{stock or 'another class'}; {how}.")
+
+
+def _check_shipped(model: transformers.PreTrainedModel, shipped: str | None, name: str) -> None:
+    """Refuse a model the folder's own code built as another class than its auto_map names (or as one of
+    transformers' own): fuzzkv would fuzz a model the folder does not declare."""
+    if shipped is None:
+        return
+    kind = type(model)
+    if kind.__name__ != shipped or kind.__module__.startswith("transformers."):
+        raise UsageError(f"the code the folder {name} ships built a {kind.__module__}.{kind.__qualname__}, not the "
+                         f"{shipped} its config.json's auto_map names: fuzzkv does not fuzz it as that class.",
+                         tip="check the folder's auto_map and the class its modeling file defines")
 
 
 def _stock_class(model_type: object) -> str | None:
@@ -305,9 +351,10 @@ def saved_copy(loaded: LoadedModel) -> str:
 def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
     if scale == "full":
         try:
-            model = _pretrained(spec.hub_id, attn, target)
-            return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache", spec=spec,
-                               tokenizer_from=spec.hub_id, scaled=True)
+            model, own_code = _pretrained(spec.hub_id, attn, target)
+            return LoadedModel(model, f"real weights for {spec.hub_id} from the local HuggingFace cache"
+                               f"{_OWN_CODE if own_code else ''}", spec=spec, tokenizer_from=spec.hub_id,
+                               scaled=True, trust_remote_code=own_code)
         except OSError:
             pass  # not cached locally: fall through to random weights, and say so
     config = spec.config_for(scale)
@@ -422,7 +469,9 @@ def _directory_config(directory: str, gguf_file: str | None) -> dict | None:
     if gguf_file:
         return None
     try:
-        return transformers.AutoConfig.from_pretrained(directory, local_files_only=True).to_dict()
+        # Never the folder's code, even with --trust-remote-code: a config that needs it gets no memory plan (None).
+        return transformers.AutoConfig.from_pretrained(directory, local_files_only=True,
+                                                       trust_remote_code=False).to_dict()
     except (OSError, ValueError):
         return None
 

@@ -169,18 +169,20 @@ def _empty_model(cfg, attn, dtype, device):
     return model.to(device)  # buffers too
 
 
-def pretrained(path, attn, gguf_file=None, dtype="float32", device="cpu"):
+def pretrained(path, attn, gguf_file=None, dtype="float32", device="cpu", trust_remote_code=False):
     """Weights from a local directory in ``dtype`` on ``device``: safetensors only (never a pickle), read lazily
     (memory-mapped) straight into the model, or a GGUF file in it (de-quantized by transformers). Local files only:
-    no network."""
+    no network. ``trust_remote_code``: the model is the class the folder's own code defines (its config.json's
+    auto_map), and that code runs (the run was given --trust-remote-code); else no code of the folder's ever runs."""
     source = {"gguf_file": gguf_file} if gguf_file else {"use_safetensors": True}
     # A GGUF file is de-quantized to float32 and then cast, as fuzzkv always did: its calibrated tolerances and
     # canaries were measured that way. Safetensors are read straight into the run's dtype.
     load_dtype = torch.float32 if gguf_file else TORCH_DTYPES[dtype]
-    kind = None if gguf_file else declared_class(folder_config(path))[1]
+    kind = None if gguf_file or trust_remote_code else declared_class(folder_config(path))[1]
+    # trust_remote_code is always given: left unset, transformers asks on the terminal whether to run a folder's code.
     model = (kind or AutoModelForCausalLM).from_pretrained(path, local_files_only=True, attn_implementation=attn,
-                                                           device_map=device, **source,
-                                                           **{dtype_keyword(): load_dtype})
+                                                           device_map=device, trust_remote_code=trust_remote_code,
+                                                           **source, **{dtype_keyword(): load_dtype})
     if gguf_file:
         # The weights are plain tensors once de-quantized; the GGUF quantizer would refuse a dtype cast.
         model.hf_quantizer, model.is_quantized = None, False
@@ -209,6 +211,15 @@ def declared_class(config):
               for n in (value if isinstance(value, (list, tuple)) else [value])}
     kind = getattr(transformers, names[0], None) if names[0] in causal else None
     return names[0], kind if isinstance(kind, type) else None
+
+
+def shipped_class(config):
+    """The causal-LM class ``config``'s auto_map names (code the folder ships: ``modeling_x.MyForCausalLM``, or
+    ``org/repo--modeling_x.MyForCausalLM``), by its class name; None where it names none."""
+    reference = ((config or {}).get("auto_map") or {}).get("AutoModelForCausalLM")
+    if not isinstance(reference, str):
+        return None
+    return reference.split("--")[-1].rsplit(".", 1)[-1]
 
 
 def place(model, device, dtype):

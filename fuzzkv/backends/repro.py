@@ -3,7 +3,8 @@
 A script embeds the source of :mod:`~fuzzkv.backends.hf_paths` (and, for TransformerLens,
 of :mod:`~fuzzkv.backends.tl_paths` or :mod:`~fuzzkv.backends.tl_legacy_paths`), rebuilds
 the model exactly as fuzzkv did (seeded random weights from the config, a local directory,
-the local HF cache, or the user's factory), runs the oracle's comparisons on the minimal
+the local HF cache, or the user's factory; with the code the folder ships where the run was given
+``--trust-remote-code``), runs the oracle's comparisons on the minimal
 case, prints each largest logit difference, and exits 1 when one exceeds the tolerance (an
 exception in a path ends it with that exception's traceback). It needs torch and the
 libraries under test, never fuzzkv.
@@ -245,6 +246,10 @@ def model_code(hf: HFBackend) -> str:
         return f"{build}.from_pretrained({hf_loading.saved_copy(loaded)!r}, local_files_only=True)\n{switch}"
     if not loaded.random_weights or loaded.config_dict is None:
         path = loaded.tokenizer_from or hf.model.config.name_or_path
+        if loaded.trust_remote_code:  # as the run loaded it (--trust-remote-code): the folder's own class
+            return (f"# Runs the model code the folder ships (its config.json's auto_map), as the run did "
+                    f"(--trust-remote-code).\nmodel = pretrained({path!r}, {hf.attn!r}, dtype={hf.dtype!r}, "
+                    f"device={hf.device!r}, trust_remote_code=True)\n")
         return (f"model = pretrained({path!r}, {hf.attn!r}, gguf_file={loaded.gguf_file!r}, dtype={hf.dtype!r}, "
                 f"device={hf.device!r})\n")
     config = json.dumps(loaded.config_dict, sort_keys=True)
