@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from fuzzkv.backends.interface import Backend
 from fuzzkv.config import RunConfig
 from fuzzkv.db import BaselineRecord, Store
-from fuzzkv.tolerance import Progress, Tolerance, calibrate, calibrated_oracles, covered_oracles, fixed
+from fuzzkv.tolerance import Progress, calibrate, calibrated_oracles, covered_oracles
+from fuzzkv.verdict import Tolerance, fixed
 
 NOISE_GROWTH_LIMIT = 4.0
 # Only these change the numbers a model computes; a new Python or Hypothesis does not.

@@ -17,7 +17,8 @@ from fuzzkv.case import Case
 from fuzzkv.comparison import compare
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check_within, pairs_of
-from fuzzkv.tolerance import Progress, Tolerance
+from fuzzkv.tolerance import Progress
+from fuzzkv.verdict import Tolerance
 
 KINDS = ("positions-off-by-one", "cached-key-dropped", "row-mask-ignored", "logit-offset-5pct")
 # A tolerance above this share of the logit scale lets a bug that large pass unseen.

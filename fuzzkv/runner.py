@@ -27,8 +27,7 @@ from fuzzkv.oracles import ORACLES, Oracle
 from fuzzkv.oracles.check import check_within
 from fuzzkv.search import Search, failure_key
 from fuzzkv.strategies import CaseSpace
-from fuzzkv.tolerance import Tolerance
-from fuzzkv.verdict import Bounds, Verdict
+from fuzzkv.verdict import Bounds, Tolerance, Verdict
 
 Emit = Callable[[object], None]
 MODEL_SETTINGS = ("model", "backend", "scale", "dtype", "device", "attn", "init_std", "weights_seed")

@@ -91,6 +91,18 @@ def failure_type(verdict: Verdict) -> type:
     return _FAILURE_TYPES[key]
 
 
+class EnoughExamples(KeyboardInterrupt):
+    """Stops a search that has checked as many distinct cases as asked (a KeyboardInterrupt for the reason
+    :class:`OutOfTime` is one)."""
+
+
+def draws_for(examples: int) -> int:
+    """The draws Hypothesis is asked for to check ``examples`` distinct cases: a tenth more (at least 2), as some
+    draws repeat a case through other choices (checked once, counted once). Not many more: Hypothesis starts its
+    targeting pass halfway through its draws, and a search stopped at its distinct cases must have reached it."""
+    return examples + max(2, examples // 10)
+
+
 class Search:
     """The Hypothesis search for one oracle."""
 
@@ -104,6 +116,7 @@ class Search:
         self.examples, self.elapsed, self.stopped_by_time = 0, 0.0, False
         self.started = time.monotonic()
         self.seen: dict[Case, Verdict] = {}
+        self.asked: int | None = None  # distinct cases to check (execute's max_examples)
         self.failing = False
         self.first_failure_at: int | None = None  # examples run when the first failure appeared
 
@@ -113,6 +126,8 @@ class Search:
             raise KeyboardInterrupt()
         verdict = self.seen.get(case)
         if verdict is None:
+            if not self.failing and self.asked is not None and self.examples >= self.asked:
+                raise EnoughExamples()
             if self._out_of_time():
                 if not self.failing:
                     raise OutOfTime()  # nothing found yet: stop the search outright
@@ -150,18 +165,19 @@ class Search:
 
     def execute(self, space: CaseSpace, *, max_examples: int, seed_value: int,
                 database: ExampleDatabase | None) -> list[Verdict]:
-        """Run the search; returns the shrunk verdicts of every distinct failure."""
-        self.started = time.monotonic()
+        """Run the search over ``max_examples`` distinct cases (Hypothesis may draw a case twice through different
+        choices: checked once, counted once); returns the shrunk verdicts of every distinct failure."""
+        self.started, self.asked = time.monotonic(), max_examples
         phases = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
         test = settings(
-            max_examples=max_examples, deadline=None, database=database, verbosity=Verbosity.quiet,
+            max_examples=draws_for(max_examples), deadline=None, database=database, verbosity=Verbosity.quiet,
             suppress_health_check=list(HealthCheck), report_multiple_bugs=True,
             phases=phases if database is not None else phases[:1] + phases[2:],
         )(seed(seed_value)(given(self.oracle.strategy(space))(self.check)))
         try:
             test()
             return []
-        except OutOfTime:
+        except (OutOfTime, EnoughExamples):
             return []
         except (CaseFailed, BaseExceptionGroup) as exc:
             return _verdicts(exc)

@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from typing import cast
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import torch
 
@@ -31,7 +31,9 @@ from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
 from fuzzkv.oracles.check import ExampleDeadline, HangClock, pairs_of, within
-from fuzzkv.verdict import PRECISE_SHARE, Bounds
+
+# The values (a tolerance, a fixed one, a pair's) live with the verdicts they judge: the backend interface reads them.
+from fuzzkv.verdict import PRECISE_SHARE, Tolerance, fixed, summed  # noqa: F401 - re-exported
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all), told as each step starts
 
@@ -45,29 +47,6 @@ STEADINESS_PROBES = 5
 RESOLUTION = {"float32": 2.0**-23, "bfloat16": 2.0**-8, "float16": 2.0**-11, "float64": 2.0**-52}
 PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
 ACCUMULATION = {"float32": 8.0, "bfloat16": 1.0, "float16": 1.0}
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """A tolerance and the measurements behind it."""
-
-    value: float  # the largest |logit difference| allowed at any position
-    source: str  # one line: how it was obtained
-    noise: float  # largest |cached - uncached| over the clean calibration cases
-    logit_scale: float
-    safety_factor: float
-    calibration_prompts: int  # calibration cases that measured rounding
-    rms_value: float | None = None  # the largest RMS difference over the vocabulary allowed at any position
-    rms_noise: float | None = None
-    left_out: int = 0  # comparisons left out of the spread: not rounding, or not checkable in the higher precision
-    warnings: tuple[str, ...] = field(default=())
-
-    @property
-    def bounds(self) -> Bounds:
-        return Bounds(self.value, self.rms_value)
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 # How a calibration case is shaped into one each oracle accepts (what its strategy draws), or None.
@@ -225,13 +204,14 @@ class _Remembered:
     def __getattr__(self, name: str) -> object:
         return getattr(self._backend, name)
 
-    def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
-               chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
+    def cached(self, case: Case, tokens: torch.Tensor | None = None, **options: Any) -> Trace:
         # The case as the path reads it: its cache and chunks as given, and without cache-reuse's primer batch.
-        path = replace(case, cache=cache or case.cache, prefill_chunks=chunks or case.prefill_chunks, reuse_batch=0)
-        key = (path, precise, *_contents(tokens))
-        if key not in self._traces:
-            self._traces[key] = self._backend.cached(case, tokens, cache=cache, chunks=chunks, precise=precise)
+        path = replace(case, cache=options.get("cache") or case.cache,
+                       prefill_chunks=options.get("chunks") or case.prefill_chunks, reuse_batch=0)
+        key = (path, options.get("precise", False), *_contents(tokens))
+        if key not in self._traces:  # called as the oracle called it
+            given = (case,) if tokens is None else (case, tokens)
+            self._traces[key] = self._backend.cached(*given, **options)
         return self._traces[key]
 
     def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
@@ -331,16 +311,3 @@ def _tolerance(dtype: str, noise: float, rms_noise: float, scale: float, rms_sca
     source = "; ".join(filter(None, [source, left_out.said(PRECISE[dtype]), *warnings]))
     return Tolerance(value, source, noise, scale, SAFETY_FACTOR, measured, rms_value, rms_noise, left_out.total,
                      tuple(warnings))
-
-
-def fixed(value: float) -> Tolerance:
-    """A tolerance the user set with ``--tolerance`` (on the largest |logit difference|; no RMS bound)."""
-    return Tolerance(value, f"set by --tolerance {value:g}", 0.0, 0.0, 1.0, 0)
-
-
-def summed(first: Tolerance, second: Tolerance, names: str) -> Tolerance:
-    """The tolerance between two implementations: each side's own rounding spread, added."""
-    rms = first.rms_value + second.rms_value if first.rms_value and second.rms_value else None
-    return Tolerance(first.value + second.value,
-                     f"{names} tolerances {first.value:.3g} + {second.value:.3g}: each side's own rounding spread",
-                     first.noise + second.noise, max(first.logit_scale, second.logit_scale), 1.0, 0, rms)

@@ -8,7 +8,7 @@ is reported but never failed on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from fuzzkv.case import Case
@@ -116,3 +116,39 @@ def _against(difference: float, bound: float) -> str:
     """The sign between a difference and its bound as the numbers stand: a summary is read for it, and a pass (or a
     mismatch re-checked as rounding) is within its bounds."""
     return ">" if difference > bound else "<="
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A tolerance and the measurements behind it."""
+
+    value: float  # the largest |logit difference| allowed at any position
+    source: str  # one line: how it was obtained
+    noise: float  # largest |cached - uncached| over the clean calibration cases
+    logit_scale: float
+    safety_factor: float
+    calibration_prompts: int  # calibration cases that measured rounding
+    rms_value: float | None = None  # the largest RMS difference over the vocabulary allowed at any position
+    rms_noise: float | None = None
+    left_out: int = 0  # comparisons left out of the spread: not rounding, or not checkable in the higher precision
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def bounds(self) -> Bounds:
+        return Bounds(self.value, self.rms_value)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def fixed(value: float) -> Tolerance:
+    """A tolerance the user set with ``--tolerance`` (on the largest |logit difference|; no RMS bound)."""
+    return Tolerance(value, f"set by --tolerance {value:g}", 0.0, 0.0, 1.0, 0)
+
+
+def summed(first: Tolerance, second: Tolerance, names: str) -> Tolerance:
+    """The tolerance between two implementations: each side's own rounding spread, added."""
+    rms = first.rms_value + second.rms_value if first.rms_value and second.rms_value else None
+    return Tolerance(first.value + second.value,
+                     f"{names} tolerances {first.value:.3g} + {second.value:.3g}: each side's own rounding spread",
+                     first.noise + second.noise, max(first.logit_scale, second.logit_scale), 1.0, 0, rms)

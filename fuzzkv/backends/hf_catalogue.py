@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from fuzzkv import registry
 from fuzzkv.backends import hf_shrink
+from fuzzkv.backends.offline import go_offline
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def curated_by_type() -> dict[str, str]:
 def architectures() -> list[Architecture]:
     """Every causal-LM model type of the installed transformers, sorted by model type. Building each
     tiny twin takes about a second: the whole list, a few minutes."""
+    go_offline()
     curated = curated_by_type()
     return [describe(model_type, curated.get(model_type)) for model_type in hf_shrink.causal_lm_types()]
 
@@ -79,6 +81,7 @@ def _with(row: Architecture, started: float, **changes) -> Architecture:
 def sweep_names() -> list[str]:
     """What ``fuzzkv sweep --models all`` fuzzes: every registry name (real configs), then every other
     decoder-only model type by its generic tiny twin."""
+    go_offline()
     curated = curated_by_type()
     generic = [t for t in hf_shrink.causal_lm_types() if t not in curated and hf_shrink.kind(t)[0] == "decoder-only"]
     return registry.names() + generic

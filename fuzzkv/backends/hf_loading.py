@@ -29,10 +29,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-# Set before transformers is imported anywhere: fuzzkv never talks to the Hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-
 import transformers  # noqa: E402
 
 from fuzzkv import registry  # noqa: E402

@@ -22,8 +22,7 @@ import torch
 from fuzzkv.case import DRAWN_CACHES, DTYPES, Case
 
 if TYPE_CHECKING:
-    from fuzzkv.tolerance import Tolerance
-    from fuzzkv.verdict import Bounds, Verdict
+    from fuzzkv.verdict import Bounds, Tolerance, Verdict
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,7 @@ from fuzzkv import diagnosis
 from fuzzkv.backends.interface import Backend, Lane, Measure, Pair
 from fuzzkv.case import Case
 from fuzzkv.config import cross_lane_name
-from fuzzkv.tolerance import Tolerance, summed
-from fuzzkv.verdict import Bounds, Verdict
+from fuzzkv.verdict import Bounds, Tolerance, Verdict, summed
 
 
 class BackendLane(Lane):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Backend, Lane, Lanes, Unsupported
 from fuzzkv.backends.lanes import BackendLane, CrossLane
+from fuzzkv.backends.offline import go_offline
 from fuzzkv.config import backends_of, fits
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ def load_lanes(config: RunConfig, given: object = None) -> Lanes:
     """Build the backends ``config.backend`` lists (``hf``, ``tl``, ``torchtune``, comma-separated; ``both``:
     hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF vs each other. ``given``:
     the model object or factory handed to the Python API, in place of the one ``config.model`` names."""
+    go_offline()
     wanted = backends_of(config.backend)
     if "tl" in wanted:  # an extra: one line naming its install, before the model is built for nothing
         from fuzzkv.backends.tl import require_installed

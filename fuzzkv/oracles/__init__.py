@@ -58,7 +58,7 @@ class Oracle:
     min_batch: int = 1  # a backend that runs smaller batches only cannot run this oracle
     needs: frozenset[str] = frozenset()  # backend features required (e.g. "static-cache")
     # In the default set (no --oracle). A new surface's oracle is opt-in until 100 clean examples on every
-    # registry model have shown it raises no false alarm (README, "Oracles").
+    # registry model have shown it raises no false alarm (docs/reference/oracles.md).
     default: bool = True
     # Devices (torch device types) on which an opt-in oracle is in the default set all the same: where it costs
     # what the others do (compiling on a CPU takes 10-40 s per model).

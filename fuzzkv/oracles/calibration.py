@@ -11,7 +11,7 @@ import random
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
 
-# Measured on clean models (README, "Tolerances"): over 100+ search cases per oracle, the largest
+# Measured on clean models (docs/explanation/tolerances.md): over 100+ search cases per oracle, the largest
 # cached-vs-uncached difference stayed within 2.4x the largest one over the calibration cases.
 SAFETY_FACTOR = 4.0
 

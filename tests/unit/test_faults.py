@@ -71,7 +71,7 @@ def test_replay_runs_a_stored_hang_under_its_runs_deadline_and_passes_once_fixed
                                      "", {}, settings=settings, run_id=run_id))
 
     def rebuilt_as(*bugs: str) -> None:
-        def rebuild(settings: dict, lane: str, deadline: float | None):
+        def rebuild(settings: dict, lane: str, deadline: float | None, trust_remote_code: bool = False):
             # RunConfig takes the real libraries' --backend values only; a fixed tolerance: no calibration.
             config = RunConfig(**{**settings, "backend": "hf"}, db_url="memory:", deadline=deadline, tolerance=1e-3)
             return config, fake_lanes(*bugs)

@@ -27,7 +27,7 @@ def rebuild_as(monkeypatch, *bugs: str) -> None:
     """Replay rebuilds a stored failure's model from its settings through the loader, which knows the real
     libraries only: here it gets the fake with ``bugs`` (none: the bug fixed), the rest of replay as it is."""
 
-    def rebuilt(settings: dict, lane: str, deadline: float | None):
+    def rebuilt(settings: dict, lane: str, deadline: float | None, trust_remote_code: bool = False):
         assert lane == "fake" and settings["model"] == "fake"
         # RunConfig takes the real libraries' --backend values only; the lane is the fake's all the same.
         return RunConfig(**{**settings, "backend": "hf"}, db_url="memory:", deadline=deadline), fake_lanes(*bugs)

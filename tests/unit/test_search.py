@@ -16,6 +16,7 @@ from fuzzkv.runner import case_space
 from fuzzkv.search import Search
 from fuzzkv.verdict import Bounds, Verdict
 from tests.fake_backend import LONG_SEQUENCE, FakeBackend
+from tests.unit.conftest import fuzz_fake
 
 BOUNDS = Bounds(1e-4)  # far above the clean fake's rounding, far below any planted bug
 
@@ -70,3 +71,11 @@ def test_a_clean_fake_gives_the_search_nothing_to_shrink():
     for oracle in ("decode", "batch", "chunked", "cache-reuse", "generate"):
         found, seen = search((), oracle, max_examples=40)
         assert found == [] and seen == [], oracle
+
+
+def test_a_search_checks_as_many_distinct_cases_as_asked_though_hypothesis_draws_some_twice():
+    # The fake's case space is small: Hypothesis reaches a case twice through other choices. Each is checked once
+    # and counted once, and the search draws a little more so that asked-for 20 means 20 cases checked.
+    finished, events, _ = fuzz_fake(oracles=("decode",), max_examples=20, tolerance=1e-3)
+    [done] = events.of("OracleFinished")
+    assert done.examples == 20 and done.incomplete is None
