@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, reject, seed, settings, target
 from hypothesis.database import ExampleDatabase
+from hypothesis.errors import Unsatisfiable
 
 from fuzzkv.backends.interface import Lane
 from fuzzkv.case import Case
@@ -145,6 +146,8 @@ class Search:
         verdict = check_within(self.oracle, self.lane, case, self.bounds, *self.clock.next())
         self.clock.finished(None if verdict.error_type == "Deadline" else time.monotonic() - began)
         self.seen[case] = verdict
+        if verdict.kind == "refused":  # the library did not run it (or ran something else): nothing was tested
+            return verdict
         self.examples += 1
         self.on_example(self.examples, time.monotonic() - self.started)
         if verdict.failed:
@@ -178,6 +181,8 @@ class Search:
             test()
             return []
         except (OutOfTime, EnoughExamples):
+            return []
+        except Unsatisfiable:  # every case drawn was refused: 0 examples, which the runner reports as incomplete
             return []
         except (CaseFailed, BaseExceptionGroup) as exc:
             return _verdicts(exc)

@@ -65,3 +65,34 @@ def test_a_folder_naming_a_custom_class_is_refused_in_one_line_and_its_factory_f
     found = fuzzkv("run", "--model", "tests.broken_models:sneaky_llama", *options,
                    "--db", f"sqlite:///{tmp_path / 'b.db'}", cwd=ROOT)
     assert found.returncode == 1, found.stdout + found.stderr[-2000:]
+
+
+def test_a_generate_cache_implementation_the_library_ignores_is_refused_in_words_never_a_pass():
+    # transformers 5.x unsets an explicit generate(cache_implementation="hybrid") and runs a DynamicCache without a
+    # word (generation/utils.py, "Related to #40039"); 4.57 builds the StaticCache asked for.
+    from fuzzkv.backends.interface import Refused
+    from fuzzkv.backends.loader import load_lanes
+    from fuzzkv.case import Case
+    from fuzzkv.config import RunConfig
+
+    backend = load_lanes(RunConfig(model="llama", scale="tiny", db_url="memory:")).lanes["hf"].backends[0]
+    drawn = lambda implementation: Case(prompts=((1, 2, 3),), max_new_tokens=2,  # noqa: E731
+                                        settings={"cache_implementation": implementation})
+    assert backend.generate(drawn("static")).logits.shape[1] == 4  # a static cache, as asked: it runs
+    if transformers_major() >= 5:
+        with pytest.raises(Refused, match=r"generate\(cache_implementation='hybrid'\) ran on a DynamicCache, not a "
+                                          r"static cache: transformers .* took the setting and did not apply it"):
+            backend.generate(drawn("hybrid"))
+    else:
+        backend.generate(drawn("hybrid"))
+
+
+def test_the_static_cache_check_reads_the_cache_generate_returned():
+    from transformers import DynamicCache
+
+    from fuzzkv.backends.hf_paths import SettingIgnored, static_cache_in_effect
+
+    static_cache_in_effect("dynamic", {"cache": DynamicCache()})  # nothing static was asked
+    static_cache_in_effect(None, {"cache": DynamicCache()})
+    with pytest.raises(SettingIgnored, match="ran on a DynamicCache"):
+        static_cache_in_effect("static", {"past_key_values": DynamicCache()})

@@ -154,8 +154,9 @@ class HFBackend(DrivenBackend):
         return twin
 
     def generate(self, case: Case) -> Trace:
-        sequences, mask, steps = hf_paths.generate(self.model, case.to_dict(), self.pad_id, self.device,
-                                                   self.generate_cache(case))
+        with _documented_refusals():
+            sequences, mask, steps = hf_paths.generate(self.model, case.to_dict(), self.pad_id, self.device,
+                                                       self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def compiled(self, case: Case) -> Trace:
@@ -163,8 +164,9 @@ class HFBackend(DrivenBackend):
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def beam(self, case: Case) -> Trace:
-        sequences, mask, steps = hf_paths.beam_search(self.model, case.to_dict(), self.pad_id, self.device,
-                                                      self.generate_cache(case))
+        with _documented_refusals():
+            sequences, mask, steps = hf_paths.beam_search(self.model, case.to_dict(), self.pad_id, self.device,
+                                                          self.generate_cache(case))
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def assisted(self, case: Case) -> Trace:
@@ -231,8 +233,12 @@ REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
 
 @contextmanager
 def _documented_refusals() -> Iterator[None]:
+    """The library's documented refusals, and a setting it took without applying it (the case did not run what it
+    drew: not tested, never a pass), as :class:`Refused`: the search discards the case."""
     try:
         yield
+    except hf_paths.SettingIgnored as exc:
+        raise Refused(str(exc)) from exc
     except Exception as exc:
         if any(isinstance(exc, kind) and str(exc).startswith(text) for kind, text, _ in REFUSALS):
             raise Refused(str(exc)) from exc

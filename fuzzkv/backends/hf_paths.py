@@ -29,6 +29,29 @@ class SilentlyUncached(RuntimeError):
     """A call that was given a cache did not extend it: the 'cached' path computed without one."""
 
 
+class SettingIgnored(RuntimeError):
+    """The library took a setting and did not apply it: what ran is not what was asked (a knob that did nothing)."""
+
+
+# The cache_implementation names generate() builds no preallocated (static) cache for; every other name it lists
+# does (4.46's SlidingWindowCache and HybridCache included).
+UNSTATIC_IMPLEMENTATIONS = ("dynamic", "dynamic_full", "offloaded", "quantized")
+STATIC_CACHE_CLASS_ENDINGS = ("StaticCache", "HybridCache", "SlidingWindowCache", "HybridChunkedCache")
+
+
+def static_cache_in_effect(cache_implementation, out):
+    """Raise SettingIgnored where generate() was asked for a static ``cache_implementation`` and returned another
+    kind of cache: transformers 5.x unsets an explicit "hybrid" and runs a DynamicCache, without a word."""
+    if not cache_implementation or cache_implementation in UNSTATIC_IMPLEMENTATIONS:
+        return
+    used = out.get("cache", out.get("past_key_values"))  # 5.24 names it ``cache``, earlier ``past_key_values``
+    if used is None or type(used).__name__.endswith(STATIC_CACHE_CLASS_ENDINGS):
+        return
+    raise SettingIgnored(f"generate(cache_implementation={cache_implementation!r}) ran on a {type(used).__name__}, "
+                         f"not a static cache: transformers {transformers.__version__} took the setting and did not "
+                         "apply it")
+
+
 def transformers_major() -> int:
     return int(transformers.__version__.split(".")[0])
 
@@ -528,6 +551,7 @@ def _greedy_generate(model, ids, mask, n, pad_id, **extra):
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)
+    static_cache_in_effect(extra.get("cache_implementation"), out)
     return out.sequences, mask, list(out.logits)
 
 
@@ -575,6 +599,7 @@ def beam_search(model, case, pad_id, device, cache_implementation=None):
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=settings["num_beams"], num_return_sequences=returned,
                          output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id, **extra)
+    static_cache_in_effect(cache_implementation, out)
     running = torch.stack(list(out.logits), 1)  # [B*beams, n, V]: every running beam's logits at every step
     beams = out.beam_indices[:, :n].long().clamp(min=0)  # the running beam each returned sequence was at, per step
     per_sequence = running[beams, torch.arange(n, device=running.device)]
@@ -612,6 +637,7 @@ def assisted(model, case, pad_id, device, draft, cache_implementation=None):
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id,
                          **extra)
+    static_cache_in_effect(extra.get("cache_implementation"), out)
     return out.sequences, mask, list(out.logits)
 
 

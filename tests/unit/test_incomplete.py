@@ -68,3 +68,21 @@ def test_an_incomplete_result_exits_6_and_raises_for_findings():
     with pytest.raises(IncompleteRun, match="batch: 0 examples, fewer than the 20"):
         result.raise_for_findings()
     assert Result("fake", (), 12, {}, False, False, {}, {}, None, {}).exit_code() == EXIT_OK
+
+
+def test_cases_the_library_refuses_are_not_counted_as_tested():
+    # A refused case (documented refusal, or a setting the library took and did not apply) tested nothing: an
+    # oracle whose every case is refused ran 0 examples, and the run is incomplete, never clean.
+    from fuzzkv.backends.interface import Refused
+    from tests.fake_backend import FakeBackend, fake_lanes
+
+    class RefusesEverything(FakeBackend):
+        def cached(self, case, tokens=None, **options):
+            raise Refused("generate(cache_implementation='hybrid') ran on a DynamicCache, not a static cache")
+
+    lanes = fake_lanes()
+    lanes.lanes["fake"].backend = RefusesEverything()
+    finished, events, _ = fuzz_fake(oracles=("decode",), lanes=lanes, max_examples=10, tolerance=1e-3)
+    [done] = events.of("OracleFinished")
+    assert done.examples == 0 and done.incomplete == "0 of 10 examples: every case drawn was refused or discarded"
+    assert finished.incomplete and not finished.failures
