@@ -96,3 +96,15 @@ def test_the_static_cache_check_reads_the_cache_generate_returned():
     static_cache_in_effect(None, {"cache": DynamicCache()})
     with pytest.raises(SettingIgnored, match="ran on a DynamicCache"):
         static_cache_in_effect("static", {"past_key_values": DynamicCache()})
+
+
+def test_a_model_not_in_the_dtype_or_on_the_device_asked_for_is_refused_in_one_line():
+    from fuzzkv import registry
+    from fuzzkv.backends.hf import _placed_as_asked
+    from fuzzkv.backends.hf_loading import build_random
+    from fuzzkv.errors import UsageError
+
+    model = build_random(registry.get("llama").config_for("tiny"), seed=0, init_std=0.2, attn="eager")
+    _placed_as_asked(model, "float32", "cpu")
+    with pytest.raises(UsageError, match="--dtype bfloat16 --device cpu were asked for, and the model runs in float32"):
+        _placed_as_asked(model, "bfloat16", "cpu")

@@ -75,6 +75,7 @@ class HFBackend(DrivenBackend):
     def __init__(self, loaded: hf_loading.LoadedModel, *, dtype: str, device: str, attn: str):
         self.loaded = loaded
         self.model = hf_paths.place(loaded.model, device, dtype)
+        _placed_as_asked(self.model, dtype, device)
         self.dtype, self.device, self.attn = dtype, device, attn
         self.pad_id = _pad_id(self.model.config)
         self.info = _model_info(loaded, self.model.config)
@@ -498,6 +499,15 @@ def _pad_id(config: Any) -> int:
         if isinstance(value, int) and 0 <= value < config.vocab_size:
             return value
     return 0
+
+
+def _placed_as_asked(model: Any, dtype: str, device: str) -> None:
+    """The dtype and device knobs prove they acted: the model runs in the dtype and on the device asked for (its
+    main dtype, as transformers reports it: a module the library keeps in float32 by design does not count)."""
+    ran = (str(model.dtype).removeprefix("torch."), model.device.type)
+    if ran != (dtype, torch.device(device).type):
+        raise UsageError(f"--dtype {dtype} --device {device} were asked for, and the model runs in {ran[0]} on {ran[1]}.",
+                         tip="report it: fuzzkv placed the model and the library did not follow")
 
 
 def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
