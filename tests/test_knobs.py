@@ -108,3 +108,13 @@ def test_a_model_not_in_the_dtype_or_on_the_device_asked_for_is_refused_in_one_l
     _placed_as_asked(model, "float32", "cpu")
     with pytest.raises(UsageError, match="--dtype bfloat16 --device cpu were asked for, and the model runs in float32"):
         _placed_as_asked(model, "bfloat16", "cpu")
+
+
+def test_compiled_decoding_that_did_not_compile_is_said_never_counted():
+    from fuzzkv import registry
+    from fuzzkv.backends.hf_loading import build_random
+    from fuzzkv.backends.hf_paths import SettingIgnored, compiled_in_effect
+
+    model = build_random(registry.get("llama").config_for("tiny"), seed=0, init_std=0.2, attn="eager")
+    with pytest.raises(SettingIgnored, match="ran its decoding steps uncompiled"):
+        compiled_in_effect(model)  # never given to generate() with a compile config: nothing was compiled

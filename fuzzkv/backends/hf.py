@@ -161,7 +161,8 @@ class HFBackend(DrivenBackend):
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def compiled(self, case: Case) -> Trace:
-        sequences, mask, steps = hf_paths.compiled_generate(self.model, case.to_dict(), self.pad_id, self.device)
+        with _documented_refusals():
+            sequences, mask, steps = hf_paths.compiled_generate(self.model, case.to_dict(), self.pad_id, self.device)
         return Trace.generated(sequences, mask, steps, case.padded_length)
 
     def beam(self, case: Case) -> Trace:

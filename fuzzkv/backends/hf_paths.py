@@ -582,8 +582,19 @@ def compiled_generate(model, case, pad_id, device):
     length = -(-mask.shape[1] // COMPILED_CACHE_BUCKET) * COMPILED_CACHE_BUCKET
     cache = StaticCache(config=model.config, max_cache_len=length)
     keyword = cache_keyword(model)  # generate() takes the cache under the forward's name (5.24: cache=)
-    return _greedy_generate(model, ids, mask, case["max_new_tokens"], pad_id, compile_config=compile_config(),
-                            **{keyword: cache})
+    generated = _greedy_generate(model, ids, mask, case["max_new_tokens"], pad_id, compile_config=compile_config(),
+                                 **{keyword: cache})
+    compiled_in_effect(model)
+    return generated
+
+
+def compiled_in_effect(model):
+    """Raise SettingIgnored where generate() was given a compile config and ran its steps uncompiled: transformers
+    compiles only where its criteria allow (a quantizer, a cache it cannot compile), and keeps the compiled forward
+    on the model (``_compiled_call``) once it did."""
+    if "_compiled_call" not in vars(model):
+        raise SettingIgnored(f"generate(compile_config=...) ran its decoding steps uncompiled: transformers "
+                             f"{transformers.__version__} took the setting and did not compile")
 
 
 @torch.inference_mode()
