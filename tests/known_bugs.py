@@ -88,6 +88,8 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
     ("transformers-dynamiccache-reset-keeps-keys-4-57", "transformers", (4, 57)),
     ("transformers-mpt-static-cache-mask-4-57", "transformers", (4, 57)),
+    # Run on 5.23.0 and 5.25.0; the unset that causes it is in the source of 5.0.0 (and 5.0.0rc2) and 5.24.0.
+    ("transformers-generate-hybrid-cache-ignored", "transformers", (5, 0)),
     ("transformerlens-generate-ignores-left-padding-2-13", "transformer-lens", (2, 13)),
 ]
 # Bugs gone by a later release, with the first release checked not to have them (their scripts print "not reproduced"
@@ -125,7 +127,11 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
 CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (2, 8), GENERATE_IGNORES_PADDING[0]),
                 # Continuous batching serves GPT-NeoX and MPT on 5.23.0: their failures came with 5.24.
                 "transformers-continuous-batching-fails-gpt-neox": ("transformers", (5, 23), (5, 24)),
-                "transformers-continuous-batching-fails-mpt": ("transformers", (5, 23), (5, 24))}
+                "transformers-continuous-batching-fails-mpt": ("transformers", (5, 23), (5, 24)),
+                # generate() builds the static cache an explicit "hybrid" asks for on 4.57.6 (StaticCache) and
+                # 4.46.3 (HybridCache for Gemma-2; Llama is refused in words). 5.0.0rc0/rc1 keep 4.57's code (read,
+                # not run); rc2 brought the unset.
+                "transformers-generate-hybrid-cache-ignored": ("transformers", (4, 46), (5, 0))}
 # The TransformerBridge's cache-keyword bug is the pairing of TransformerLens 4.3.0 with transformers 5.24 or later
 # (KNOWN above): on transformers 5.23 its script runs clean with TransformerLens 4.3.0 and 3.9.0 alike (the bridge
 # is in 3.9 too; earlier 3.x releases were not checked).
