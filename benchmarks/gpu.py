@@ -11,7 +11,8 @@
    except where a written-up finding says otherwise, which the run's output names).
 3. The full-size memory figures of ``benchmarks/memory.py``, on the GPU: peak allocated against the weights.
 
-Prints every figure beside its goal, with the device, the date and the versions; record the output in docs/reference/benchmarks.md.
+Prints every figure beside its goal, with the device, the date and the versions; record the output in
+docs/reference/benchmarks.md.
 Without CUDA it says so and exits 0 (CI never has a GPU).
 """
 

@@ -15,7 +15,8 @@ The public API (:mod:`fuzzkv.api`, re-exported here; semantic versioning applies
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from fuzzkv._version import __version__
+
 __all__ = ["BlindRun", "Case", "Finding", "FindingsFound", "FuzzkvCheckFailed", "IncompleteRun", "Result",
            "UntestedRun", "Verdict", "__version__", "check", "fuzz"]
 

@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from fuzzkv import __version__, app
+from fuzzkv import app
+from fuzzkv._version import __version__
 from fuzzkv.case import DTYPES
 from fuzzkv.config import ATTNS, BACKENDS, SCALES, RunConfig, default_db_url
 from fuzzkv.errors import EXIT_INTERNAL, FuzzkvError

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 
-from fuzzkv import __version__, baselines, events
+from fuzzkv import baselines, events
+from fuzzkv._version import __version__
 from fuzzkv.backends.interface import Backend, Lane, Lanes
 from fuzzkv.canaries import check_canaries
 from fuzzkv.case import Case

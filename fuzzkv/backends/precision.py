@@ -17,8 +17,10 @@ nothing here knows a library: the layers are found in the module tree.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -150,3 +152,10 @@ def _cast(unit: torch.nn.Module, workspace: Workspace) -> Iterator[None]:
             parameter.data = data
         for module, name, buffer in buffers:
             module._buffers[name] = buffer
+
+
+def cast_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A deep copy of a model in ``dtype``, quietly: TransformerLens models print on every dtype change. For the
+    TransformerLens backends' calibration twins."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return copy.deepcopy(module).to(dtype)

@@ -15,19 +15,49 @@ from __future__ import annotations
 import inspect
 import json
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fuzzkv.backends import hf_loading, hf_paths, tl_legacy_paths, tl_paths, tt_paths
 from fuzzkv.case import INFERRED_PADDING, PADDING_MODE
 from fuzzkv.quantizers import exact_in_float64
 
 if TYPE_CHECKING:
-    from fuzzkv.backends.hf import HFBackend
-    from fuzzkv.backends.tl import TLBackend
-    from fuzzkv.backends.tl_legacy import LegacyTLBackend
-    from fuzzkv.backends.tune import TorchtuneBackend
+    from fuzzkv.backends.interface import Backend, ModelInfo
     from fuzzkv.case import Case
     from fuzzkv.verdict import Bounds
+
+
+# What a script needs of the backends it reproduces, as protocols: the backends import this module to build their
+# scripts, and this module never imports them.
+class HFSubject(Protocol):
+    """The HF backend as a script rebuilds it: its model as loaded, placed and driven."""
+
+    loaded: hf_loading.LoadedModel
+    model: Any
+    info: ModelInfo
+    dtype: str
+    device: str
+    attn: str
+    pad_id: int
+
+    def generate_cache(self, case: Case) -> str | None: ...
+
+    def attention_variants(self) -> dict[str, Backend]: ...
+
+
+class ConvertedSubject(Protocol):
+    """A backend converted from the HF model (TransformerLens, torchtune): the HF side it was built from."""
+
+    @property
+    def hf(self) -> HFSubject: ...
+
+    @property
+    def api(self) -> str: ...
+
+
+class BridgeSubject(ConvertedSubject, Protocol):
+    @property
+    def architecture(self) -> str: ...
 
 REPORT = '''
 FAILED = []
@@ -227,7 +257,7 @@ def embedded(module: ModuleType) -> str:
     return "\n".join(kept).strip() + "\n"
 
 
-def model_code(hf: HFBackend) -> str:
+def model_code(hf: HFSubject) -> str:
     """Python lines that rebuild ``hf``'s model as fuzzkv built it: in the run's dtype, on its device (a factory's
     model as the factory returns it, then placed like fuzzkv places it)."""
     loaded = hf.loaded
@@ -258,7 +288,7 @@ def model_code(hf: HFBackend) -> str:
             f"dtype={hf.dtype!r}, device={hf.device!r})\n")
 
 
-def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules: tuple[ModuleType | str, ...],
+def assemble(hf: HFSubject, oracle: str, case: Case, bounds: Bounds, *, modules: tuple[ModuleType | str, ...],
              subject: str, body: str, libraries: str) -> str:
     """A whole script: header, embedded path code (a module's source, or lines given as a string), the model, the
     case, the subject, the body."""
@@ -278,7 +308,7 @@ def assemble(hf: HFBackend, oracle: str, case: Case, bounds: Bounds, *, modules:
     return "\n\n".join(section.strip("\n") for section in sections) + "\n"
 
 
-def hf_script(hf: HFBackend, oracle: str, case: Case, bounds: Bounds) -> str:
+def hf_script(hf: HFSubject, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers only."""
     body = BODIES[oracle].replace("{attentions}", repr(tuple(hf.attention_variants())) if oracle == "attn-impl" else "")
     if oracle == "quantized":  # whether fuzzkv held its exact properties in float64 (see oracles/quantized.py)
@@ -287,7 +317,7 @@ def hf_script(hf: HFBackend, oracle: str, case: Case, bounds: Bounds) -> str:
                     libraries="torch + transformers only")
 
 
-def tl_script(tl: TLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
+def tl_script(tl: BridgeSubject, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 4.x; the bridge is driven by the same HF path code."""
     subject = (f"bridge = build_bridge(model, {tl.architecture!r})\n"
                "subject = BridgeAsModel(bridge, model.config)")
@@ -296,7 +326,7 @@ def tl_script(tl: TLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
                     libraries=f"torch + transformers + {tl.api}")
 
 
-def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bounds) -> str:
+def legacy_tl_script(tl: ConvertedSubject, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
     # The case's padding mode: with "inferred", TransformerLens infers padding from the pad token, in cached calls
     # and in generate on the padded batch whole (else generate runs each row alone, as fuzzkv does).
@@ -309,7 +339,7 @@ def legacy_tl_script(tl: LegacyTLBackend, oracle: str, case: Case, bounds: Bound
                     libraries=f"torch + transformers + {tl.api}")
 
 
-def tune_script(tune: TorchtuneBackend, oracle: str, case: Case, bounds: Bounds) -> str:
+def tune_script(tune: ConvertedSubject, oracle: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + torchtune: the HF model as fuzzkv built it, converted by torchtune's own builder and
     converter (transformers only builds the weights; every compared path is torchtune's, but for cross)."""
     body = CROSS.replace("{hf}", "hf_").replace("{name}", "torchtune") if oracle == "cross" else BODIES[oracle]

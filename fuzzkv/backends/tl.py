@@ -10,10 +10,7 @@ weights), offline and without a tokenizer, and driven by the HF path code throug
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import importlib.util
-import io
 from importlib import metadata
 from typing import Any, cast
 
@@ -34,12 +31,6 @@ from fuzzkv.features import PADDED_POSITIONS  # noqa: E402
 from fuzzkv.verdict import Bounds  # noqa: E402
 
 SilentlyUncached = hf_paths.SilentlyUncached
-
-
-def cast_copy(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """A deep copy of a TransformerLens model in ``dtype``, for calibration (it prints on every dtype change)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return copy.deepcopy(module).to(dtype)
 
 
 def tl_version() -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from fuzzkv.backends import canaries, tl_legacy_paths
+from fuzzkv.backends import canaries, precision, tl_legacy_paths
 from fuzzkv.backends.driven import DrivenBackend
 from fuzzkv.backends.hf import HFBackend
 from fuzzkv.backends.interface import Capabilities, Refused, Trace
@@ -39,11 +39,9 @@ class LegacyTLBackend(DrivenBackend):
         self.architecture = type(hf.model).__name__
 
     def precise_twin(self, dtype: torch.dtype, attn: str | None = None) -> tl_legacy_paths.HookedAsModel | None:
-        from fuzzkv.backends.tl import cast_copy
-
         if attn is not None:
             return None  # TransformerLens's own attention
-        hooked = cast_copy(self.hooked, dtype)
+        hooked = precision.cast_copy(self.hooked, dtype)
         hooked.cfg.dtype = dtype
         return tl_legacy_paths.HookedAsModel(hooked, self.hf.model.config)
 

@@ -34,7 +34,7 @@ from sqlalchemy.exc import ArgumentError, DatabaseError, DBAPIError, IntegrityEr
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from fuzzkv.case import Case
-from fuzzkv.db import REPLACED_FIELDS, BaselineRecord, FailureRecord, Status, Store, now, redact_url
+from fuzzkv.db.interface import REPLACED_FIELDS, BaselineRecord, FailureRecord, Status, Store, now, redact_url
 from fuzzkv.errors import StoreError
 
 SCHEMA_VERSION = 5

@@ -16,7 +16,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
-from fuzzkv import __version__
+from fuzzkv._version import __version__
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.errors import UsageError
 from fuzzkv.matrix import STATES, Row
