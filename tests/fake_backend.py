@@ -37,7 +37,7 @@ LONG_SEQUENCE = 8  # "past-long-sequence": a cached step breaks once the cache h
 # "logit-offset-5pct" moves cached steps' logits by this share of the logit scale (as fuzzkv.backends.canaries,
 # which imports transformers).
 OFFSET_FRACTION = 0.05
-WARM_UP = 2  # "warming-up": this many path calls go wrong (a finding and its precise re-check), then none
+WARM_UP = 3  # "warming-up": this many path calls go wrong (a finding, its repeat and its precise re-check), then none
 SOMETIMES = 0.3  # "sometimes-wrong": the share of path calls that go wrong, drawn from a seeded generator
 
 # Each planted bug: what goes wrong, in words. Those named as fuzzkv.canaries.KINDS are the canaries' too.
