@@ -28,9 +28,7 @@ class ConsoleReporter:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.verbosity = verbosity
-        # Where scripts are saved: the folder given, else the default for the run's store (read from RunStarted).
-        self.repro_dir = Path(repro_dir) if repro_dir is not None else None
-        self._by_id = True
+        self.scripts = scripts.RunScripts(repro_dir)
         self._model = ""
         self._found: list[tuple[events.FailureFound, Path | None]] = []
         self._last_progress = 0.0
@@ -52,10 +50,7 @@ class ConsoleReporter:
         self.stream.flush()
 
     def _on_RunStarted(self, e: events.RunStarted) -> None:
-        db_url = e.settings.get("db_url")
-        if self.repro_dir is None:
-            self.repro_dir = scripts.default_folder(db_url)
-        self._by_id = scripts.persistent(db_url)
+        self.scripts.started(e.settings)
         self._model = e.settings.get("model", "")
         v = e.versions
         self._line(f"fuzzkv {v['fuzzkv']}: model {e.settings['model']} ({e.size()}), backend {e.backend}, "
@@ -111,7 +106,7 @@ class ConsoleReporter:
 
     def _save(self, e: events.FailureFound) -> Path | None:
         try:
-            return scripts.save_failure(self.repro_dir or scripts.default_folder(None), e, by_id=self._by_id)
+            return self.scripts.save(e)
         except OSError as exc:
             self._line(f"    could not save the reproduction script: {exc} ('fuzzkv show ID --script' prints it)")
             return None

@@ -17,18 +17,15 @@ class JunitReporter:
 
     def __init__(self, path: str | Path, repro_dir: str | Path | None = None):
         self.path = Path(path)
-        self.repro_dir = Path(repro_dir) if repro_dir is not None else None
+        self.scripts = scripts.RunScripts(repro_dir)
         self.model = "model"
-        self.by_id = True
         self.finished: list[events.OracleFinished] = []
         self.found: list[events.FailureFound] = []
 
     def __call__(self, event) -> None:
         if isinstance(event, events.RunStarted):
             self.model = event.settings["model"]
-            db_url = event.settings.get("db_url")
-            self.repro_dir = self.repro_dir or scripts.default_folder(db_url)
-            self.by_id = scripts.persistent(db_url)
+            self.scripts.started(event.settings)
         elif isinstance(event, events.FailureFound):
             self.found.append(event)
         elif isinstance(event, events.OracleFinished):
@@ -74,7 +71,7 @@ class JunitReporter:
 
     def _script(self, found: events.FailureFound) -> str:
         try:
-            path = scripts.save_failure(self.repro_dir or scripts.default_folder(None), found, by_id=self.by_id)
+            path = self.scripts.save(found)
         except OSError as exc:
             path, why = None, f"could not save it: {exc}"
         else:

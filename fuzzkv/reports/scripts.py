@@ -36,6 +36,24 @@ def file_name(*, stored_id: int | None, oracle: str, fingerprint: str, by_id: bo
     return f"{oracle}-{fingerprint}.py"
 
 
+class RunScripts:
+    """Where one run's reproduction scripts go and how they are named, for every reporter that saves them (each writes
+    the same file): the folder given, else the default for the run's store, learnt from its ``RunStarted``."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder is not None else None
+        self.by_id = True
+
+    def started(self, settings: dict) -> None:
+        db_url = settings.get("db_url")
+        self.folder = self.folder or default_folder(db_url)
+        self.by_id = persistent(db_url)
+
+    def save(self, found: events.FailureFound) -> Path | None:
+        """The failure's script saved (None where it has none); raises OSError where the folder cannot be written."""
+        return save_failure(self.folder or default_folder(None), found, by_id=self.by_id)
+
+
 def save_failure(folder: Path, found: events.FailureFound, *, by_id: bool) -> Path | None:
     """Save a run's failure as its reporters name it (each reporter writes the same file, once it has the event);
     None where it has no script. Raises OSError where the folder cannot be written."""

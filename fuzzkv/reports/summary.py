@@ -22,19 +22,16 @@ class SummaryReporter:
 
     def __init__(self, path: str | Path, repro_dir: str | Path | None = None):
         self.path = Path(path)
-        self.repro_dir = Path(repro_dir) if repro_dir is not None else None
+        self.scripts = scripts.RunScripts(repro_dir)
         self.model = "model"
         self.name = "model"  # the model as the run names it (root causes are keyed on it)
-        self.by_id = True
         self.found: list[tuple[events.FailureFound, str]] = []  # each failure and how to reproduce it
 
     def __call__(self, event) -> None:
         if isinstance(event, events.RunStarted):
             self.name = event.settings["model"]
             self.model = f"{self.name} ({event.size(word='')}, {event.backend})"
-            db_url = event.settings.get("db_url")
-            self.repro_dir = self.repro_dir or scripts.default_folder(db_url)
-            self.by_id = scripts.persistent(db_url)
+            self.scripts.started(event.settings)
         elif isinstance(event, events.FailureFound):
             self.found.append((event, self._script(event)))
         elif isinstance(event, events.RunFinished):
@@ -44,7 +41,7 @@ class SummaryReporter:
 
     def _script(self, found: events.FailureFound) -> str:
         try:
-            path = scripts.save_failure(self.repro_dir or scripts.default_folder(None), found, by_id=self.by_id)
+            path = self.scripts.save(found)
         except OSError:
             path = None
         if path is not None:
