@@ -8,42 +8,39 @@ import click
 
 from fuzzkv import app
 from fuzzkv._version import __version__
-from fuzzkv.case import DTYPES
-from fuzzkv.config import ATTNS, BACKENDS, SCALES, RunConfig, default_db_url
+from fuzzkv.config import SCALES, SETTINGS, RunConfig, default_db_url
 from fuzzkv.errors import EXIT_INTERNAL, FuzzkvError
-from fuzzkv.oracles import ORACLES, Oracle
-
-DB_HELP = "Store URL [default: $FUZZKV_DB or sqlite:///fuzzkv.db]."
 
 
-def db_option(command):
-    return click.option("--db", "db_url", default=None, help=DB_HELP)(command)
+def setting_option(name: str):
+    """The click option of RunConfig's setting ``name``: flag, type, choices, default and help as its field declares
+    them (:class:`fuzzkv.config.Setting`). The store's (``--db``) defaults to None here: ``$FUZZKV_DB`` is read
+    when a command runs."""
+    setting = SETTINGS[name]
+    assert setting.flag is not None, f"{name} is a setting of the Python API only"
+    declarations = [setting.flag, *([setting.short] if setting.short else []), name]
+    if setting.kind is bool:
+        return click.option(*declarations, is_flag=True, default=setting.default, help=setting.help_text() or None)
+    return click.option(*declarations, type=click.Choice(setting.choices) if setting.choices else setting.kind,
+                        default=setting.default, required=setting.required, multiple=setting.many,
+                        show_default=setting.default not in (None, ()), help=setting.help_text() or None)
 
 
-def model_options(command):
-    """Options that choose and build the model under test (shared by run and calibrate)."""
-    options = [
-        click.option("--model", "-m", required=True, help="Registry name (see 'fuzzkv models'), local directory, GGUF file, hub "
-                     "id in the local HF cache, or package.module:factory. A factory runs your code by design."),
-        click.option("--backend", default="hf", show_default=True,
-                     help=f"One or more of {', '.join(BACKENDS)}, comma-separated (hf: transformers; tl: "
-                     "TransformerLens; torchtune); with hf listed, the cross oracle compares HF with each other. "
-                     "'both' is hf,tl."),
-        click.option("--scale", default="full", show_default=True, type=click.Choice(SCALES),
-                     help="'tiny' shrinks a registry architecture or model type, keeping every cache feature; a "
-                     "folder, GGUF file, hub id or factory runs at its own size."),
-        click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES)),
-        click.option("--device", default="cpu", show_default=True),
-        click.option("--attn", default="eager", show_default=True, type=click.Choice(ATTNS)),
-        click.option("--init-std", default=0.2, show_default=True, type=float,
-                     help="Std of random weights; transformers' 0.02 hides small cache bugs."),
-        click.option("--trust-remote-code", is_flag=True,
-                     help="Run the model code a --model folder ships (its config.json's auto_map), with your "
-                     "permissions; without it such a folder is refused. Weights are still safetensors only."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+def setting_options(*names: str):
+    """The options of RunConfig's settings ``names``, in that order (the order --help lists them in)."""
+    def decorate(command):
+        for name in reversed(names):
+            command = setting_option(name)(command)
+        return command
+    return decorate
+
+
+db_option = setting_option("db_url")
+# Options that choose and build the model under test (shared by run and calibrate).
+model_options = setting_options("model", "backend", "scale", "dtype", "device", "attn", "init_std", "trust_remote_code")
+# The rest of run's settings (tests/unit/test_settings.py checks that run has an option for every setting with a flag).
+search_options = setting_options("oracles", "seed", "max_examples", "max_time", "deadline", "db_url", "tolerance",
+                                 "max_batch", "max_prompt_len", "max_new_tokens")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -52,26 +49,9 @@ def cli() -> None:
     """Fuzz a language model's KV cache: cached outputs must equal uncached ones."""
 
 
-def _opt_in(name: str, oracle: Oracle) -> str:
-    return f"{name} (default on {'/'.join(oracle.default_on)})" if oracle.default_on else name
-
-
 @cli.command()
 @model_options
-@click.option("--oracle", "oracles", multiple=True, type=click.Choice(list(ORACLES)),
-              help="Oracle to run (repeatable). Default: all that apply to --backend, except the opt-in "
-                   f"{', '.join(_opt_in(name, oracle) for name, oracle in ORACLES.items() if not oracle.default)}.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Same seed and versions: same cases.")
-@click.option("--max-examples", default=50, show_default=True, type=int, help="Examples per oracle.")
-@click.option("--max-time", type=float, help="Seconds for the whole run (shrinking may run a little over).")
-@click.option("--deadline", default=300.0, show_default=True, type=float,
-              help="Seconds one example may take; a case past it is reported as an error finding (a hang), "
-                   "after which the search's and calibration's other cases get 10 x the slowest finished case.")
-@db_option
-@click.option("--tolerance", type=float, help="Fix the logit tolerance instead of using the calibrated baseline.")
-@click.option("--max-batch", default=4, show_default=True, type=int)
-@click.option("--max-prompt-len", type=int, help="Longest random prompt [default: 24 tiny, 16 full].")
-@click.option("--max-new-tokens", type=int, help="Most generated tokens [default: 12 tiny, 8 full].")
+@search_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Also write JUnit XML (one test case per oracle).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write the HTML report of MODEL's stored "
@@ -88,9 +68,8 @@ def _opt_in(name: str, oracle: Oracle) -> str:
                    "file, else in the current folder].")
 @click.option("--quiet", "-q", is_flag=True, help="Print only one line per root cause and the final verdict.")
 @click.option("--verbose", "-v", is_flag=True, help="Also print each failure's case JSON, where it breaks and script path.")
-def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str | None, report: str | None,
-        summary: str | None, fail_on: str, workers: int, repro_dir: str | None, quiet: bool, verbose: bool,
-        **options) -> None:
+def run(as_json: bool, db_url: str | None, junit: str | None, report: str | None, summary: str | None, fail_on: str,
+        workers: int, repro_dir: str | None, quiet: bool, verbose: bool, **options) -> None:
     """Fuzz MODEL: find, shrink and store KV-cache failures. Exit 0 clean, 1 failures, 2 bad usage, 3 internal
     error, 4 blind (no failure, but planted canary bugs went unseen: not clean), 5 nothing tested (every oracle
     skipped or its backend unsupported), 6 incomplete (no failure, but an oracle tested less than asked:
@@ -101,8 +80,7 @@ def run(as_json: bool, oracles: tuple[str, ...], db_url: str | None, junit: str 
         raise click.UsageError("--quiet and --verbose contradict each other.")
     outputs = app.RunOutputs(as_json=as_json, junit=junit, report=report, summary=summary, fail_on=fail_on,
                              workers=workers, repro_dir=repro_dir, verbosity=-1 if quiet else 1 if verbose else 0)
-    _guarded(lambda: app.run_command(RunConfig(oracles=oracles, db_url=db_url or default_db_url(), **options),
-                                     outputs))
+    _guarded(lambda: app.run_command(RunConfig(db_url=db_url or default_db_url(), **options), outputs))
 
 
 @cli.command()
@@ -178,7 +156,7 @@ def calibrate(db_url: str | None, **options) -> None:
               help="I/N: sweep only the I-th of N deterministic parts (a CI matrix covers each architecture once).")
 @click.option("--workers", default=1, show_default=True, type=int, help="Architectures fuzzed at once, each in its own process.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--dtype", default="float32", show_default=True, type=click.Choice(DTYPES))
+@setting_option("dtype")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Print the matrix as one JSON object (progress goes to stderr).")
 @click.option("--report", type=click.Path(dir_okay=False), help="Also write the HTML report (the matrix first).")

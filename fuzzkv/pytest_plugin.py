@@ -23,6 +23,7 @@ Loading the plugin imports no torch: a model is built when the fixture is called
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, cast
 
@@ -30,20 +31,31 @@ import pytest
 from hypothesis import settings
 
 from fuzzkv import api
+from fuzzkv.config import SETTINGS
 
 PROFILES = {"dev": "fuzzkv-dev", "ci": "fuzzkv-ci"}
 # Only max_examples is read from them: fuzzkv's searches are seeded (--fuzzkv-seed, default 0) either way.
 PROFILE_SETTINGS = {"fuzzkv-dev": settings(max_examples=25), "fuzzkv-ci": settings(max_examples=100)}
-OPTIONS = (("max_examples", "--fuzzkv-max-examples"), ("seed", "--fuzzkv-seed"), ("db", "--fuzzkv-db"))
+# The fuzz keywords the command line sets, each as --fuzzkv-<its fuzzkv run flag> with its setting's type and help
+# (fuzzkv.config.SETTINGS): keyword -> (setting, metavar, the fixture's default in words, None: the setting's).
+OPTIONS = {"max_examples": ("max_examples", "N", "the profile's"), "seed": ("seed", "N", None),
+           "db": ("db_url", "URL", "in memory; e.g. sqlite:///fuzzkv.db keeps Hypothesis' examples and the known "
+                  "failures between runs")}
+
+
+def option_name(keyword: str) -> str:
+    """The command-line option of a fuzz keyword of OPTIONS: ``db`` -> ``--fuzzkv-db`` (``fuzzkv run --db``)."""
+    flag = SETTINGS[OPTIONS[keyword][0]].flag
+    assert flag is not None
+    return f"--fuzzkv-{flag.removeprefix('--')}"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("fuzzkv", "fuzzkv: KV-cache fuzzing")
-    group.addoption("--fuzzkv-max-examples", type=int, default=None, metavar="N",
-                    help="examples per oracle for the fuzzkv fixture (default: the profile's)")
-    group.addoption("--fuzzkv-seed", type=int, default=None, metavar="N", help="case seed of the fuzzkv fixture")
-    group.addoption("--fuzzkv-db", default=None, metavar="URL",
-                    help="store URL kept between runs, e.g. sqlite:///fuzzkv.db (default: in memory)")
+    for keyword, (name, metavar, default) in OPTIONS.items():
+        setting = SETTINGS[name]  # None below: not given, so the marker's or the profile's value holds
+        group.addoption(option_name(keyword), type=setting.kind, default=None, metavar=metavar,
+                        help=f"{setting.summary()} (default: {default or setting.default})")
     group.addoption("--fuzzkv-repro-dir", default=None, metavar="DIR",
                     help="folder the findings' reproduction scripts are saved in (default: fuzzkv-repro beside the "
                          "--fuzzkv-db file, else in the current folder)")
@@ -82,8 +94,8 @@ class Fuzzer:
         return api.check(model, case, **{**kept, **options})
 
 
-CHECK_OPTIONS = ("backend", "tolerance", "scale", "dtype", "device", "attn", "init_std", "weights_seed", "deadline",
-                 "trust_remote_code")
+CHECK_OPTIONS = tuple(name for name, parameter in inspect.signature(api.check).parameters.items()
+                      if parameter.kind is parameter.KEYWORD_ONLY)  # the fixture passes these of its options on
 
 
 @pytest.fixture
@@ -95,8 +107,8 @@ def fuzzkv(request: pytest.FixtureRequest) -> Fuzzer:
     marker = request.node.get_closest_marker("fuzzkv")
     if marker is not None:
         defaults.update(marker.kwargs)
-    for keyword, option in OPTIONS:
-        value = config.getoption(option)
+    for keyword in OPTIONS:
+        value = config.getoption(option_name(keyword))
         if value is not None:
             defaults[keyword] = value
     return Fuzzer(cast(pytest.Item, request.node), defaults, config.getoption("--fuzzkv-repro-dir"))

@@ -52,11 +52,11 @@ class SweepConfig:
     shard: tuple[int, int] = (1, 1)  # (I, N): this process sweeps the I-th of N deterministic parts
     workers: int = 1
     db_url: str = DEFAULT_DB
-    seed: int = 0
-    dtype: str = "float32"
+    seed: int = RunConfig.seed  # the defaults a sweep shares with fuzzkv run are run's (fuzzkv.config.SETTINGS)
+    dtype: str = RunConfig.dtype
     grace: float = HANG_ALLOWANCE  # seconds past the search's time a worker may take (build, calibration)
-    device: str = "cpu"
-    backend: str = "hf"
+    device: str = RunConfig.device
+    backend: str = RunConfig.backend
 
     def __post_init__(self) -> None:
         index, count = self.shard
