@@ -302,7 +302,7 @@ def check(model: object, case: Case | Mapping[str, Any] | str, *, oracle: str = 
 
     lanes = load_lanes(config, given)
     chosen = ORACLES[oracle]
-    lane = next((name for name in chosen.lanes if name in lanes.lanes), None)
+    lane = next((name for name in lanes.lanes if chosen.runs_on(name)), None)
     if lane is None:
         raise UsageError(f"oracle {oracle} cannot run on {lanes.info.name} with backend {backend}: "
                          f"{'; '.join(lanes.unsupported.values()) or 'no lane it applies to was built'}.",

@@ -318,7 +318,7 @@ def _check_oracles(oracles: tuple[str, ...]) -> None:
     from fuzzkv.oracles import ORACLES
 
     for name in oracles:
-        if name in ORACLES and "hf" not in ORACLES[name].lanes:
+        if name in ORACLES and not ORACLES[name].runs_on("hf"):
             raise UsageError(f"oracle {name} does not run in a sweep (it needs another backend).",
                              tip="a sweep drives transformers; run it with 'fuzzkv run --backend hf,tl' "
                                  "(or hf,torchtune)")

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from fuzzkv.backends.interface import Lane, PathError
 from fuzzkv.case import Case
 from fuzzkv.comparison import compare
-from fuzzkv.oracles import ORACLES
-from fuzzkv.oracles.check import check_within, pairs_of
+from fuzzkv.oracles.check import check_within
+from fuzzkv.oracles.core import DECODE
 from fuzzkv.tolerance import Progress
 from fuzzkv.verdict import Tolerance
 
@@ -61,7 +61,7 @@ def check_canaries(lane: Lane, tolerance: Tolerance, deadline: float | None = No
         if planted is None or case is None:
             skipped.append(kind)
             continue
-        verdict = check_within(ORACLES["decode"], planted, case, tolerance.bounds, deadline)
+        verdict = check_within(DECODE, planted, case, tolerance.bounds, deadline)
         if verdict.failed:
             caught.append(kind)
         else:
@@ -85,8 +85,8 @@ def _inert(lane: Lane, planted: Lane, case: Case, tolerance: Tolerance) -> str |
     computes at all (ALiBi ignores position ids, a recurrent model has no keys to drop). Its cached path is
     then the clean one's within the rounding noise calibration measured; None otherwise."""
     try:
-        [(_, _, mutated, _)] = pairs_of(ORACLES["decode"])(planted.subject, case)
-        [(_, _, clean, _)] = pairs_of(ORACLES["decode"])(lane.subject, case)
+        [(_, _, mutated, _)] = DECODE.comparisons(planted.subject, case)
+        [(_, _, clean, _)] = DECODE.comparisons(lane.subject, case)
     except PathError:
         return None
     if mutated.logits.shape != clean.logits.shape or not bool((mutated.tokens == clean.tokens).all()):

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, ParamSpec, Union, get_args, get_origin, get_type_hints
 
+from fuzzkv.backends.drivers import DRIVERS, HF, cross_lane_name
 from fuzzkv.case import DTYPES
 from fuzzkv.db import redact_url
 from fuzzkv.errors import UsageError
@@ -19,14 +20,8 @@ DEFAULT_DB = "sqlite:///fuzzkv.db"
 DB_ENV = "FUZZKV_DB"
 SCALES = ("full", "tiny")
 ATTNS = ("eager", "sdpa")
-BACKENDS = ("hf", "tl", "torchtune")  # the libraries --backend lists, comma-separated
+BACKENDS = tuple(DRIVERS)  # the libraries --backend lists, comma-separated (registered drivers)
 BACKEND_ALIASES = {"both": "hf,tl"}  # "both" predates the list: HF and TransformerLens
-
-
-def cross_lane_name(candidate: str) -> str:
-    """The lane of the cross oracle comparing HF with ``candidate``: "cross" for TransformerLens (the name stored
-    failures carry since 0.1), "cross-<backend>" for any other."""
-    return "cross" if candidate == "tl" else f"cross-{candidate}"
 
 
 def backends_of(option: str) -> tuple[str, ...]:
@@ -42,7 +37,7 @@ def backends_of(option: str) -> tuple[str, ...]:
 def lanes_of(option: str) -> set[str]:
     """The lanes a --backend value drives: each backend's own, and with hf listed, a cross lane of HF vs each other."""
     names = backends_of(option)
-    crosses = {cross_lane_name(name) for name in names if name != "hf"} if "hf" in names else set()
+    crosses = {cross_lane_name(name) for name in names if name != HF} if HF in names else set()
     return set(names) | crosses
 
 
@@ -51,8 +46,8 @@ def backend_option_for(lane: str) -> str | None:
     for name in BACKENDS:
         if lane == name:
             return name
-        if lane == cross_lane_name(name) and name != "hf":
-            return f"hf,{name}"
+        if lane == cross_lane_name(name) and name != HF:
+            return f"{HF},{name}"
     return None
 DEFAULT_DEADLINE = 300.0
 
@@ -259,9 +254,9 @@ class RunConfig:
             raise UsageError(f"unknown oracle {unknown[0]!r}.", tip=f"choose from {', '.join(ORACLES)}")
         lanes = lanes_of(self.backend)
         for name in self.oracles:
-            if not lanes & set(ORACLES[name].lanes):
-                need = " or ".join(option for option in (*BACKENDS, *(f"hf,{b}" for b in BACKENDS[1:]))
-                                   if lanes_of(option) & set(ORACLES[name].lanes))
+            if not any(ORACLES[name].runs_on(lane) for lane in lanes):
+                need = " or ".join(option for option in (*BACKENDS, *(f"{HF},{b}" for b in BACKENDS if b != HF))
+                                   if any(ORACLES[name].runs_on(lane) for lane in lanes_of(option)))
                 raise UsageError(f"oracle {name} does not run with --backend {self.backend}.",
                                  tip=f"use --backend {need}")
         for setting in SETTINGS.values():  # each setting's choices and bounds, as declared on its field

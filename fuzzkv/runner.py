@@ -86,7 +86,7 @@ def candidates(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str, str |
     chosen = ([ORACLES[n] for n in config.oracles] if config.oracles
               else [o for o in ORACLES.values() if o.is_default(config.device)])
     return [(oracle, name, lanes.lanes[name].capabilities.why_not(oracle.min_batch, oracle.needs))
-            for oracle in chosen for name in oracle.lanes if name in lanes.lanes]
+            for oracle in chosen for name in lanes.lanes if oracle.runs_on(name)]
 
 
 def model_settings(config: RunConfig, lane: str) -> dict:
@@ -228,7 +228,8 @@ class Run:
             kind=verdict.kind, case=verdict.case,
             max_abs_diff=verdict.metrics.max_abs_diff if verdict.metrics else None, tolerance=verdict.tolerance,
             metrics=verdict.metrics.to_dict() if verdict.metrics else {}, error=verdict.error,
-            reproduction=self.lanes.lanes[lane].reproduction(verdict.oracle, verdict.case, self._bounds_of(verdict, lane)),
+            reproduction=self.lanes.lanes[lane].reproduction(ORACLES[verdict.oracle], verdict.case,
+                                                             self._bounds_of(verdict, lane)),
             versions=self.versions, settings=model_settings(self.config, lane),
             tolerance_source=self.tolerance(lane).source, run_id=self.run_id)
 

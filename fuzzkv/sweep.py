@@ -34,7 +34,7 @@ from fuzzkv.matrix import STATES, Cell, Row
 from fuzzkv.oracles import ORACLES
 
 # The oracles a sweep runs by default: every one of the transformers lane.
-SWEEP_ORACLES = tuple(name for name, oracle in ORACLES.items() if "hf" in oracle.lanes and oracle.default)
+SWEEP_ORACLES = tuple(name for name, oracle in ORACLES.items() if oracle.runs_on("hf") and oracle.default)
 # A worker gets this multiple of --max-time-per-model, plus a fixed allowance for building the model,
 # calibrating and checking the canaries, before it counts as a hang and is killed.
 HANG_FACTOR, HANG_ALLOWANCE = 3.0, 180.0

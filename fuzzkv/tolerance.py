@@ -30,7 +30,7 @@ from fuzzkv.backends.interface import Backend, PathError, Trace
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
-from fuzzkv.oracles.check import ExampleDeadline, HangClock, pairs_of, within
+from fuzzkv.oracles.check import ExampleDeadline, HangClock, within
 
 # The values (a tolerance, a fixed one, a pair's) live with the verdicts they judge: the backend interface reads them.
 from fuzzkv.verdict import PRECISE_SHARE, Tolerance, fixed, summed  # noqa: F401 - re-exported
@@ -49,28 +49,18 @@ PRECISE = {"float32": "float64", "bfloat16": "float32", "float16": "float32"}
 ACCUMULATION = {"float32": 8.0, "bfloat16": 1.0, "float16": 1.0}
 
 
-# How a calibration case is shaped into one each oracle accepts (what its strategy draws), or None.
-FITS: dict[str, Callable[[Case], Case | None]] = {
-    "decode": lambda case: case,
-    "batch": lambda case: replace(case, prefill_chunks=()) if case.batch_size >= 2 else None,
-    "chunked": lambda case: case if len(case.prefill_chunks) >= 2 else None,
-    "cache-impl": lambda case: replace(case, cache="static"),
-    "cache-reuse": lambda case: replace(case, reuse_batch=case.batch_size + 1),
-    "generate": lambda case: replace(case, prefill_chunks=()),
-    "tl-decode": lambda case: replace(case, prefill_chunks=()),
-}
-
-
 def _spread(oracle: str, subject: Backend, case: Case) -> list[tuple[float, float]]:
     """Each comparison's (largest, rms) difference for ``oracle`` on ``case``."""
-    return [differences(reference, candidate) for _label, reference, candidate, _own in pairs_of(ORACLES[oracle])(subject, case)]
+    return [differences(reference, candidate)
+            for _label, reference, candidate, _own in ORACLES[oracle].comparisons(subject, case)]
 
 
 def calibrated_oracles(backend: Backend) -> list[str]:
     """The oracles calibration can measure on a backend: every one that runs on it and has calibration cases."""
     capabilities = backend.capabilities
     return [name for name, oracle in ORACLES.items()
-            if name in FITS and backend.name in oracle.lanes and capabilities.allows(oracle.min_batch, oracle.needs)]
+            if oracle.fit is not None and oracle.runs_on(backend.name)
+            and capabilities.allows(oracle.min_batch, oracle.needs)]
 
 
 def covered_oracles(backend: Backend, requested: Sequence[str]) -> tuple[str, ...]:
@@ -79,8 +69,8 @@ def covered_oracles(backend: Backend, requested: Sequence[str]) -> tuple[str, ..
     calibration cases of its own (``beam``, ``paged``, ...: held to the spread of all the others), or when none
     of the requested ones runs here (the backend is one side of a ``cross`` lane)."""
     measurable = calibrated_oracles(backend)
-    runs_here = [name for name in requested if name in ORACLES and backend.name in ORACLES[name].lanes]
-    if not runs_here or any(name not in FITS for name in runs_here):
+    runs_here = [name for name in requested if name in ORACLES and ORACLES[name].runs_on(backend.name)]
+    if not runs_here or any(ORACLES[name].fit is None for name in runs_here):
         return tuple(measurable)
     return tuple(name for name in measurable if name in runs_here) or tuple(measurable)
 
@@ -119,7 +109,8 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
         except Exception as exc:  # noqa: BLE001 - a cached path that raises is the search's finding
             _note(warnings, f"the cached path raised {type(exc).__name__} on a calibration case")
         for oracle in measuring:
-            fitted = FITS[oracle](case)
+            fit = ORACLES[oracle].fit
+            fitted = fit(case) if fit is not None else None
             if fitted is None:
                 continue
             try:

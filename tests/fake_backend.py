@@ -26,7 +26,7 @@ from fuzzkv.backends.interface import Backend, Capabilities, Lanes, ModelInfo, T
 from fuzzkv.backends.lanes import BackendLane
 from fuzzkv.case import Case
 from fuzzkv.features import CACHE_RESET, PADDED_POSITIONS
-from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles import ORACLES, core
 from fuzzkv.verdict import Bounds
 
 NAME = "fake"
@@ -183,7 +183,7 @@ class FakeBackend(Backend):
             return None
         return FakeBackend(self.bugs | {kind}, seed=self.seed, dtype=self.dtype, logit_scale=logit_scale)
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
         return REPRODUCTION.format(oracle=oracle, bugs=tuple(sorted(self.bugs)), case=case.to_json(),
                                    value=bounds.value, rms=bounds.rms)
 
@@ -291,7 +291,8 @@ def fake_lanes(*bugs: str, unsupported: dict[str, str] | None = None) -> Lanes:
 
 
 # The oracles whose paths use only the Backend interface (the core family): the fake can be driven by those.
-FAKE_ORACLES = tuple(name for name, oracle in ORACLES.items() if oracle.family == "core")
+FAKE_ORACLES = tuple(oracle.name for oracle in (core.DECODE, core.BATCH, core.CHUNKED, core.CACHE_IMPL, core.CACHE_REUSE,
+                                                 core.GENERATE, core.OFFLOADED))
 
 
 @contextmanager

@@ -69,7 +69,7 @@ def printed_rms(stdout: str) -> list[float]:
 def assert_reproduces(lane, oracle: str, case: Case, tmp_path: Path) -> None:
     verdict = check(ORACLES[oracle], lane, case, TOLERANCE)
     assert verdict.failed, f"the planted bug no longer breaks {oracle} on {case.describe()}"
-    script = lane.reproduction(oracle, case, TOLERANCE)
+    script = lane.reproduction(ORACLES[oracle], case, TOLERANCE)
     assert not re.search(r"^\s*(import|from) fuzzkv\b", script, re.MULTILINE), "a script must not need fuzzkv"
     result = execute(script, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
@@ -84,7 +84,7 @@ def assert_reproduces(lane, oracle: str, case: Case, tmp_path: Path) -> None:
 
 def assert_passes(lane, oracle: str, case: Case, tmp_path: Path) -> None:
     assert not check(ORACLES[oracle], lane, case, TOLERANCE).failed
-    result = execute(lane.reproduction(oracle, case, TOLERANCE), tmp_path)
+    result = execute(lane.reproduction(ORACLES[oracle], case, TOLERANCE), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "FAILS" not in result.stdout and printed_differences(result.stdout)
 
@@ -92,11 +92,11 @@ def assert_passes(lane, oracle: str, case: Case, tmp_path: Path) -> None:
 def test_a_generate_script_calls_generate_with_the_cache_implementation_the_failing_run_drew(tmp_path):
     lane = lane_of(BROKEN + "static_cache_off_by_one", "hf", "hf")
     case = Case(prompts=((3, 4),), max_new_tokens=3, settings={"cache_implementation": "static"})
-    assert "GENERATE_CACHE = 'static'" in lane.reproduction("generate", case, TOLERANCE)
+    assert "GENERATE_CACHE = 'static'" in lane.reproduction(ORACLES["generate"], case, TOLERANCE)
     assert_reproduces(lane, "generate", case, tmp_path)
     # "default": no cache_implementation at all (on 4.x a forced "dynamic" would be another cache than generate's)
     default = Case(prompts=((3, 4),), max_new_tokens=3, settings={"cache_implementation": "default"})
-    assert "GENERATE_CACHE = None" in lane.reproduction("generate", default, TOLERANCE)
+    assert "GENERATE_CACHE = None" in lane.reproduction(ORACLES["generate"], default, TOLERANCE)
 
 
 @pytest.mark.parametrize("oracle", HF_CASES)
@@ -171,7 +171,7 @@ def test_legacy_transformerlens_scripts_run_the_inferred_padding_mode(tmp_path):
     release = tuple(int(part) for part in metadata.version("transformer-lens").split(".")[:2])
     if release >= (4, 0):
         pytest.skip("TransformerBridge takes HF's mask: no padding inference mode")
-    script = lane_of("llama", "both", "tl").reproduction("tl-decode", INFERRED_CASE, TOLERANCE)
+    script = lane_of("llama", "both", "tl").reproduction(ORACLES["tl-decode"], INFERRED_CASE, TOLERANCE)
     assert "infer_pad_id=PAD" in script and "hooked_generate_batch(" in script  # generate() on the batch whole
     if tl_generate_ignores_padding():  # 2.13-3.0: generate() attends to the padding, a real bug the script shows
         assert_reproduces(lane_of("llama", "both", "tl"), "tl-decode", INFERRED_CASE, tmp_path)

@@ -190,13 +190,14 @@ def test_a_clean_torchtune_script_passes(oracle, tmp_path):
     from fuzzkv.backends.loader import load_lanes
     from fuzzkv.case import Case
     from fuzzkv.config import RunConfig
+    from fuzzkv.oracles import ORACLES
     from fuzzkv.verdict import Bounds
 
     lanes = load_lanes(RunConfig(model="llama", backend="hf,torchtune", scale="tiny", db_url="memory:"))
     lane = lanes.lanes["torchtune" if oracle == "decode" else "cross-torchtune"]
     case = Case(prompts=((5, 6, 7), (8, 9)), padding_side="left", max_new_tokens=3, prefill_chunks=(1, 2))
     script = tmp_path / "repro.py"
-    script.write_text(lane.reproduction(oracle, case, Bounds(2e-4)))
+    script.write_text(lane.reproduction(ORACLES[oracle], case, Bounds(2e-4)))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert "torchtune" in result.stdout or oracle == "decode"

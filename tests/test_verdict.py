@@ -1,6 +1,7 @@
 """compare() turns two logit tensors into the numbers a verdict reports."""
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -97,18 +98,20 @@ def _trace(logits):
     return Trace.everywhere(tokens, torch.ones_like(tokens), logits)
 
 
-def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_runs(monkeypatch):
+def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_runs():
     """A lossy surface (the quantized cache) carries its calibrated bounds: within them it passes though far past the
     run's rounding tolerance; past them it is a mismatch reported at its own bound; a comparison without its own
     bounds in the same oracle is still held to the run's."""
-    from fuzzkv.oracles import ORACLES, quantized
-    from fuzzkv.oracles.check import Comparison, check
+    from fuzzkv.oracles import ORACLES, Comparison
+    from fuzzkv.oracles.check import check
 
     ref = _logits()
     lossy, exact = ref + 0.3, ref.clone()
+    oracle = ORACLES["quantized"]
 
     def pairs(comparisons):
-        monkeypatch.setitem(quantized.PAIRS, "quantized", lambda subject, case: comparisons)
+        nonlocal oracle
+        oracle = replace(ORACLES["quantized"], comparisons=lambda subject, case: comparisons)
 
     class Lane:
         subject = None
@@ -120,7 +123,6 @@ def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_
             pass
 
     case, run_bounds = Case(prompts=((1, 2),)), Bounds(1e-4)
-    oracle = ORACLES["quantized"]
     pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.5)), Comparison("rows", _trace(ref), _trace(exact))])
     assert check(oracle, Lane(), case, run_bounds).kind == "pass"
     pairs([Comparison("loss", _trace(ref), _trace(lossy), Bounds(0.1))])
@@ -133,16 +135,18 @@ def test_a_comparison_with_its_own_bounds_is_judged_by_them_and_never_below_the_
     assert check(oracle, Lane(), case, run_bounds).kind == "pass"
 
 
-def test_a_comparison_of_one_value_per_position_is_not_held_to_the_vocabulary_rms_bound(monkeypatch):
+def test_a_comparison_of_one_value_per_position_is_not_held_to_the_vocabulary_rms_bound():
     """Continuous batching returns one log-prob per position: its 'RMS over the vocabulary' is the difference
     itself, so only the largest-difference bound applies (a false alarm on cohere, 1.04x the RMS bound)."""
-    from fuzzkv.oracles import ORACLES, paged
-    from fuzzkv.oracles.check import Comparison, check
+    from fuzzkv.oracles import ORACLES, Comparison
+    from fuzzkv.oracles.check import check
 
     ref = _logits()[..., :1]
     run_bounds = Bounds(1e-3, rms=1e-4)
-    monkeypatch.setitem(paged.PAIRS, "continuous-batching",
-                        lambda subject, case: [Comparison("log-probs", _trace(ref), _trace(ref + 5e-4))])
+
+    def giving(shift):
+        return replace(ORACLES["continuous-batching"],
+                       comparisons=lambda subject, case: [Comparison("log-probs", _trace(ref), _trace(ref + shift))])
 
     class Lane:
         subject = None
@@ -153,7 +157,5 @@ def test_a_comparison_of_one_value_per_position_is_not_held_to_the_vocabulary_rm
         def release_precise(self):
             pass
 
-    assert check(ORACLES["continuous-batching"], Lane(), Case(prompts=((1, 2),)), run_bounds).kind == "pass"
-    monkeypatch.setitem(paged.PAIRS, "continuous-batching",
-                        lambda subject, case: [Comparison("log-probs", _trace(ref), _trace(ref + 5e-3))])
-    assert check(ORACLES["continuous-batching"], Lane(), Case(prompts=((1, 2),)), run_bounds).kind == "mismatch"
+    assert check(giving(5e-4), Lane(), Case(prompts=((1, 2),)), run_bounds).kind == "pass"
+    assert check(giving(5e-3), Lane(), Case(prompts=((1, 2),)), run_bounds).kind == "mismatch"

@@ -12,7 +12,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
@@ -23,9 +23,16 @@ from fuzzkv.backends import (
     precision,  # noqa: E402
 )
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
-from fuzzkv.backends.interface import Backend, CacheContents, Capabilities, ModelInfo, Refused, Trace  # noqa: E402
+from fuzzkv.backends.interface import (  # noqa: E402
+    Backend,
+    CacheContents,
+    Capabilities,
+    ModelInfo,
+    ModelRequest,
+    Refused,
+    Trace,
+)
 from fuzzkv.case import Case  # noqa: E402
-from fuzzkv.config import backends_of  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import (  # noqa: E402
     ASSISTED_DECODING,
@@ -42,9 +49,6 @@ from fuzzkv.features import (  # noqa: E402
     STATIC_CACHE,
 )
 from fuzzkv.verdict import Bounds  # noqa: E402
-
-if TYPE_CHECKING:
-    from fuzzkv.config import RunConfig
 
 # What fuzzkv drives on each transformers release, newest first: (the first release, capabilities there).
 # From 4.56 caches are built from a config as lists of layers (StaticCache sized by max_cache_len alone, reset(),
@@ -88,7 +92,7 @@ class HFBackend(DrivenBackend):
         self._variants: tuple[Any, dict[str, Backend]] | None = None  # (the model they copy, attention -> view)
 
     @classmethod
-    def from_config(cls, config: RunConfig, given: object = None) -> HFBackend:
+    def from_request(cls, config: ModelRequest, given: object = None) -> HFBackend:
         """The model ``config`` names, or ``given`` (a model object or factory handed to the Python API)."""
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {config.device} requested but CUDA is not available.", tip="use --device cpu")
@@ -101,11 +105,11 @@ class HFBackend(DrivenBackend):
         return cls(loaded, dtype=config.dtype, device=config.device, attn=config.attn)
 
     @staticmethod
-    def _load(config: RunConfig) -> hf_loading.LoadedModel:
+    def _load(config: ModelRequest) -> hf_loading.LoadedModel:
         try:
             return hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
                                            init_std=config.init_std, attn=config.attn, dtype=config.dtype,
-                                           device=config.device, copies=len(backends_of(config.backend)),
+                                           device=config.device, copies=config.copies,
                                            trust_remote_code=config.trust_remote_code)
         except (ValueError, ImportError) as exc:
             if "attn" in str(exc) or "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
@@ -218,10 +222,10 @@ class HFBackend(DrivenBackend):
             return None
         return [self._tokenizer.decode(list(prompt)) for prompt in prompts]
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import hf_script
 
-        return hf_script(self, oracle, case, bounds)
+        return hf_script(self, oracle, body, case, bounds)
 
 
 # The errors transformers raises on purpose to refuse a combination it does not support, with where it says so:

@@ -15,13 +15,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import torch
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from fuzzkv.case import DRAWN_CACHES, DTYPES, Case
 
 if TYPE_CHECKING:
+    import torch
+
     from fuzzkv.verdict import Bounds, Tolerance, Verdict
 
 
@@ -44,6 +44,22 @@ class ModelInfo:
     # Seeded random weights: no token is special in them (a trained model's special tokens can carry activations far
     # larger than others', which calibration measures on).
     random_weights: bool = False
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """The model a run asks for and how to build it: the run's model settings, handed down by the loader (a
+    backend never reads the run's configuration)."""
+
+    model: str
+    scale: str = "full"
+    dtype: str = "float32"
+    device: str = "cpu"
+    attn: str = "eager"
+    init_std: float = 0.2
+    weights_seed: int = 0
+    trust_remote_code: bool = False
+    copies: int = 1  # models built from this one's weights (one per backend): a folder too large for that is refused
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,7 @@ class Trace:
     @classmethod
     def everywhere(cls, tokens: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> Trace:
         """A trace with logits at every real position (the cached path, the teacher-forced reference)."""
-        logits = logits if logits.dtype == torch.float64 else logits.float()  # a precise path keeps its precision
+        logits = logits if logits.element_size() == 8 else logits.float()  # a precise (float64) path keeps its precision
         return cls(tokens, attention_mask, logits, attention_mask[:, :-1].bool())
 
     @classmethod
@@ -119,8 +135,9 @@ class Trace:
                   prompt_length: int) -> Trace:
         """A trace for a library's generate(): logits exist only at the positions it generated from."""
         batch, total = full_mask.shape
-        logits = torch.full((batch, total - 1, step_logits[0].shape[-1]), float("nan"), device=full_mask.device)
-        checked = torch.zeros((batch, total - 1), dtype=torch.bool, device=full_mask.device)
+        # Tensor methods, not torch's functions: this module is imported where torch is not (the CLI, via oracles).
+        logits = full_mask.float().new_full((batch, total - 1, step_logits[0].shape[-1]), float("nan"))
+        checked = full_mask.new_zeros((batch, total - 1)).bool()
         for i, step in enumerate(step_logits):
             logits[:, prompt_length - 1 + i] = step.float()
             checked[:, prompt_length - 1 + i] = True
@@ -145,7 +162,7 @@ class Refused(Exception):
     backend's table of such refusals says which): the case is not applicable, neither a pass nor a finding."""
 
 
-CacheContents = Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]
+CacheContents = Iterator[tuple[int, str, "torch.Tensor", "torch.Tensor"]]
 
 
 class Backend(ABC):
@@ -181,8 +198,9 @@ class Backend(ABC):
         """The library's own user-facing generation entry point, greedy, with logits."""
 
     @abstractmethod
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
-        """A standalone Python script reproducing ``oracle`` on ``case`` at ``bounds``."""
+    def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
+        """A standalone Python script reproducing ``oracle`` on ``case`` at ``bounds``: ``body`` is the oracle's script
+        body (its comparisons on ``subject``), run after the embedded path code and the rebuilt model."""
 
     def reused(self, case: Case, tokens: torch.Tensor) -> Trace:
         """Like :meth:`cached`, on a cache first used for ``case.reuse_batch`` rows, then reset.
@@ -252,6 +270,15 @@ class Backend(ABC):
 Measure = Callable[[Backend], "Tolerance"]
 
 
+class Scripted(Protocol):
+    """What a lane needs of an oracle to write its reproduction script (an ``fuzzkv.oracles.Oracle``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def script_for(self, case: Case) -> str: ...
+
+
 class Pair:
     """Two implementations of the same model (same weights): what the ``cross`` oracle's paths receive."""
 
@@ -259,8 +286,11 @@ class Pair:
         self.reference, self.candidate = reference, candidate
 
 
-class Lane(ABC):
-    """What an oracle runs on: ``subject`` is handed to the oracle's paths (a backend, or a pair)."""
+S = TypeVar("S", covariant=True)  # what a lane hands an oracle's comparisons: a Backend, or a Pair
+
+
+class Lane(ABC, Generic[S]):
+    """What an oracle runs on: ``subject`` is handed to the oracle's comparisons (a backend, or a pair)."""
 
     name: str
     info: ModelInfo
@@ -269,8 +299,8 @@ class Lane(ABC):
 
     @property
     @abstractmethod
-    def subject(self) -> Any:
-        """What the oracle's path functions receive."""
+    def subject(self) -> S:
+        """What the oracle's comparisons receive."""
 
     @abstractmethod
     def tolerance(self, measure: Measure) -> Tolerance:
@@ -281,13 +311,13 @@ class Lane(ABC):
         """Where a mismatch's minimal case breaks (see :mod:`fuzzkv.diagnosis`)."""
 
     @abstractmethod
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: Scripted, case: Case, bounds: Bounds) -> str:
         """A standalone script reproducing ``oracle`` on ``case`` on this lane."""
 
     def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
         return self.backends[0].texts(prompts)
 
-    def precise_subject(self) -> Any | None:
+    def precise_subject(self) -> S | None:
         """``subject`` with every path in the higher precision, to tell rounding from a bug in a mismatch
         close to its bounds; None where the lane has none. Freed again by :meth:`release_precise`."""
         return None
@@ -295,7 +325,7 @@ class Lane(ABC):
     def release_precise(self) -> None:
         """Free what :meth:`precise_subject` built."""
 
-    def canary(self, kind: str, logit_scale: float) -> Lane | None:
+    def canary(self, kind: str, logit_scale: float) -> Lane[S] | None:
         """This lane with the planted bug ``kind`` in its cached path (see :mod:`fuzzkv.canaries`);
         None where it cannot be planted."""
         return None
@@ -306,6 +336,6 @@ class Lanes:
     """The lanes a run drives, by name ("hf", "tl", "cross"), and why any asked for is missing."""
 
     info: ModelInfo  # the model under test (also when no lane could be built)
-    lanes: dict[str, Lane]
+    lanes: dict[str, Lane[Any]]
     unsupported: dict[str, str] = field(default_factory=dict)  # lane name -> one-line reason
     description: str = ""  # the backends in one line, for the run's header

@@ -11,13 +11,13 @@ from dataclasses import replace
 from typing import Any
 
 from fuzzkv import diagnosis
-from fuzzkv.backends.interface import Backend, Lane, Measure, Pair
+from fuzzkv.backends.drivers import cross_lane_name
+from fuzzkv.backends.interface import Backend, Lane, Measure, Pair, Scripted
 from fuzzkv.case import Case
-from fuzzkv.config import cross_lane_name
 from fuzzkv.verdict import Bounds, Tolerance, Verdict, summed
 
 
-class BackendLane(Lane):
+class BackendLane(Lane[Backend]):
     """An oracle runs on one backend: cached vs uncached within one implementation."""
 
     def __init__(self, backend: Backend):
@@ -34,8 +34,8 @@ class BackendLane(Lane):
     def diagnose(self, verdict: Verdict, threshold: float) -> dict[str, Any]:
         return diagnosis.cached_vs_uncached(self.backend, verdict.case, None, threshold)
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
-        return self.backend.reproduction(oracle, case, bounds)
+    def reproduction(self, oracle: Scripted, case: Case, bounds: Bounds) -> str:
+        return self.backend.reproduction(oracle.name, oracle.script_for(case), case, bounds)
 
     def precise_subject(self) -> Backend | None:
         return self.backend.precise_view()
@@ -43,12 +43,12 @@ class BackendLane(Lane):
     def release_precise(self) -> None:
         self.backend.release_precise()
 
-    def canary(self, kind: str, logit_scale: float) -> Lane | None:
+    def canary(self, kind: str, logit_scale: float) -> Lane[Backend] | None:
         planted = self.backend.mutant(kind, logit_scale)
         return BackendLane(planted) if planted is not None else None
 
 
-class CrossLane(Lane):
+class CrossLane(Lane[Pair]):
     """``candidate`` (TransformerLens, torchtune) against ``reference`` (HF) on the same cases and weights.
     Cases keep to the lengths on which the candidate computes the reference's function (``agrees_up_to``)."""
 
@@ -75,6 +75,6 @@ class CrossLane(Lane):
         return diagnosis.across_backends(self.pair.reference, self.pair.candidate, cached.tokens,
                                          cached.attention_mask, threshold)
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: Scripted, case: Case, bounds: Bounds) -> str:
         # The candidate's script builds the reference model too: it is what the candidate is built from.
-        return self.pair.candidate.reproduction(oracle, case, bounds)
+        return self.pair.candidate.reproduction(oracle.name, oracle.script_for(case), case, bounds)

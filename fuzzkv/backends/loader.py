@@ -6,11 +6,11 @@ when the CLI parses its options.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from fuzzkv.backends.drivers import DRIVERS, HF
 from fuzzkv.backends.hf import HFBackend
-from fuzzkv.backends.interface import Backend, Lane, Lanes, Unsupported
+from fuzzkv.backends.interface import Lane, Lanes, ModelRequest, Unsupported
 from fuzzkv.backends.lanes import BackendLane, CrossLane
 from fuzzkv.backends.offline import go_offline
 from fuzzkv.config import backends_of, fits
@@ -19,47 +19,36 @@ if TYPE_CHECKING:
     from fuzzkv.config import RunConfig
 
 
-def _tl(hf: HFBackend) -> Backend:
-    from fuzzkv.backends.tl import tl_backend
-
-    return tl_backend(hf)
-
-
-def _torchtune(hf: HFBackend) -> Backend:
-    from fuzzkv.backends.tune import tune_backend
-
-    return tune_backend(hf)
-
-
-# The backends built from the HF model (same weights), by --backend name: each raises Unsupported where it cannot.
-CONVERTED: dict[str, Callable[[HFBackend], Backend]] = {"tl": _tl, "torchtune": _torchtune}
-
-
 def load_lanes(config: RunConfig, given: object = None) -> Lanes:
-    """Build the backends ``config.backend`` lists (``hf``, ``tl``, ``torchtune``, comma-separated; ``both``:
-    hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF vs each other. ``given``:
-    the model object or factory handed to the Python API, in place of the one ``config.model`` names."""
+    """Build the backends ``config.backend`` lists (registered drivers: ``hf``, ``tl``, ``torchtune``, ...,
+    comma-separated; ``both``: hf,tl) and their lanes: each backend's own, and with hf listed, a cross lane of HF
+    vs each other. ``given``: the model object or factory handed to the Python API, in place of the one
+    ``config.model`` names."""
     go_offline()
     wanted = backends_of(config.backend)
-    if "tl" in wanted:  # an extra: one line naming its install, before the model is built for nothing
-        from fuzzkv.backends.tl import require_installed
-
-        require_installed()
-    hf = HFBackend.from_config(config, given)
+    for name in wanted:  # an extra: one line naming its install, before the model is built for nothing
+        check = DRIVERS[name].check_installed
+        if check is not None:
+            check()
+    request = ModelRequest(config.model, config.scale, config.dtype, config.device, config.attn, config.init_std,
+                           config.weights_seed, config.trust_remote_code, copies=len(wanted))
+    hf = HFBackend.from_request(request, given)
     fits(config, hf.info.max_positions, hf.info.name)  # before any store is opened
-    built: dict[str, Lane] = {"hf": BackendLane(hf)} if "hf" in wanted else {}
+    built: dict[str, Lane] = {HF: BackendLane(hf)} if HF in wanted else {}
     unsupported: dict[str, str] = {}
     apis: list[str] = []
     limits: list[str] = []
-    for name in (name for name in wanted if name != "hf"):
+    for name in (name for name in wanted if name != HF):
+        convert = DRIVERS[name].convert
+        assert convert is not None, f"backend {name} is not built from the HF backend"
         try:
-            other = CONVERTED[name](hf)
+            other = convert(hf)
         except Unsupported as exc:
             unsupported[name] = str(exc)
             continue
         built[name] = BackendLane(other)
         apis.append(other.api)
-        if "hf" in wanted:
+        if HF in wanted:
             cross = CrossLane(hf, other)
             built[cross.name] = cross
             if other.agrees_up_to is not None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fuzzkv.backends import hf_loading, hf_paths, tl_legacy_paths, tl_paths, tt_paths
 from fuzzkv.case import INFERRED_PADDING, PADDING_MODE
-from fuzzkv.quantizers import exact_in_float64
 
 if TYPE_CHECKING:
     from fuzzkv.backends.interface import Backend, ModelInfo
@@ -110,134 +110,6 @@ def report_generated(label, sequences, mask, steps):
     report(label, ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 '''
 
-# The cross oracle: HF's paths on the HF model (``{hf}``: the prefix of their names where another backend's path
-# code replaced them), the other backend's on ``subject``.
-CROSS = '''
-tokens, mask, from_hf_cached = {hf}cached(model, CASE, PAD, DEVICE)
-from_hf_uncached = {hf}reference(model, tokens, mask)
-_, _, other_cached = cached(subject, CASE, PAD, DEVICE, forced=tokens)
-other_uncached = reference(subject, tokens, mask)
-report("uncached: {name} vs HF", from_hf_uncached, other_uncached, mask[:, :-1].bool())
-report("cached: {name} vs HF", from_hf_cached, other_cached, mask[:, :-1].bool())
-'''
-
-# The oracles' comparisons, on ``subject`` (the model, or an adapter over a TransformerLens model).
-BODIES = {
-    "decode": '''
-tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
-report("cached vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())
-''',
-    "chunked": '''
-tokens, mask, whole = cached(subject, CASE, PAD, DEVICE, chunks=[max(len(p) for p in CASE["prompts"])])
-_, _, chunked = cached(subject, CASE, PAD, DEVICE, forced=tokens)
-report("chunked vs one pass", whole, chunked, mask[:, :-1].bool())
-''',
-    "cache-impl": '''
-tokens, mask, dynamic = cached(subject, CASE, PAD, DEVICE, kind="dynamic")
-_, _, static = cached(subject, CASE, PAD, DEVICE, kind="static", forced=tokens)
-report("static vs dynamic", dynamic, static, mask[:, :-1].bool())
-''',
-    "offloaded": '''
-tokens, mask, dynamic = cached(subject, CASE, PAD, DEVICE, kind="dynamic")
-_, _, offloaded = cached(subject, CASE, PAD, DEVICE, kind="offloaded", forced=tokens)
-report("offloaded vs dynamic", dynamic, offloaded, mask[:, :-1].bool())
-''',
-    "cache-reuse": '''
-tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
-_, _, again = reused(subject, CASE, PAD, DEVICE, tokens)
-report("reused vs fresh", fresh, again, mask[:, :-1].bool())
-''',
-    "batch": '''
-tokens, mask, batched = cached(subject, CASE, PAD, DEVICE)
-report_rows_alone(subject, batched, tokens, mask)
-''',
-    "generate": '''
-sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
-report_generated("generate vs uncached", sequences, mask, steps)
-''',
-    "beam": '''
-sequences, mask, steps = beam_search(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
-report_generated("beam search vs uncached", sequences, mask, steps)
-''',
-    "compiled": '''
-sequences, mask, steps = compiled_generate(subject, CASE, PAD, DEVICE)
-report_generated("compiled generate vs uncached", sequences, mask, steps)
-''',
-    "assisted": '''
-sequences, mask, steps = assisted(subject, CASE, PAD, DEVICE, draft_model(subject), GENERATE_CACHE)
-report_generated("assisted vs uncached", sequences, mask, steps)
-''',
-    "attn-impl": '''
-tokens, mask, run_cached = cached(subject, CASE, PAD, DEVICE)
-run_uncached = reference(subject, tokens, mask)
-for attn in {attentions}:  # the model's other attention implementations, as fuzzkv ran them
-    other = copy.deepcopy(subject)
-    other.set_attn_implementation(attn)
-    _, _, other_cached = cached(other, CASE, PAD, DEVICE, forced=tokens)
-    report(f"cached: {attn} vs the run's", run_cached, other_cached, mask[:, :-1].bool())
-    report(f"uncached: {attn} vs the run's", run_uncached, reference(other, tokens, mask), mask[:, :-1].bool())
-''',
-    "prefix-reuse": '''
-if CASE["settings"]["operation"] == "chunked-generate":
-    sequences, mask, steps = generate(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
-    report_generated("reused prefix vs fresh", sequences, mask, steps)
-else:
-    tokens, mask, fresh = cached(subject, CASE, PAD, DEVICE)
-    _, _, resumed = prefix_reused(subject, CASE, PAD, DEVICE, tokens, CASE["settings"]["operation"])
-    report("reused prefix vs fresh", fresh, resumed, mask[:, :-1].bool())
-''',
-    "quantized": '''
-# A quantized cache (CASE["settings"]). Exact properties in float64 (float32 runs whose layout keeps each row's
-# quantization groups inside the row; fuzzkv's ROW_MIXING lists those that do not): each row vs the row alone,
-# and the drawn operation vs a fresh quantized cache. The loss against the unquantized cache is judged by the
-# bound fuzzkv calibrated for these settings, where that comparison is the one that failed.
-plain = dict(CASE, cache="dynamic", settings={})
-tokens, mask, unquantized = cached(subject, plain, PAD, DEVICE)
-_, _, quantized = cached(subject, CASE, PAD, DEVICE, forced=tokens)
-checked = mask[:, :-1].bool()
-loss = max_difference(unquantized, quantized, checked)
-print(f"quantized vs unquantized: max |logit difference| {loss:.6g} (calibrated bound {LOSS_TOLERANCE})")
-if LOSS_TOLERANCE is not None and loss > LOSS_TOLERANCE:
-    FAILED.append("quantized vs unquantized")
-exact = subject.to(torch.float64) if EXACT else subject
-tokens, mask, fresh = cached(exact, CASE, PAD, DEVICE, forced=tokens)
-if len(CASE["prompts"]) > 1:
-    report_rows_alone(exact, fresh, tokens, mask, same_chunks=True)
-operation = CASE["settings"]["operation"]
-if operation == "generate":
-    sequences, mask, steps = generate(exact, CASE, PAD, DEVICE, "quantized")
-    _, _, fed = cached(exact, CASE, PAD, DEVICE, forced=sequences, chunks=[max(len(p) for p in CASE["prompts"])])
-    start = max(len(p) for p in CASE["prompts"]) - 1
-    report("generate() vs the cached path", fed[:, start:], torch.stack([s.float() for s in steps], 1).to(fed.dtype),
-           torch.ones(fed[:, start:].shape[:2], dtype=torch.bool))
-elif operation != "none":
-    _, _, resumed = prefix_reused(exact, CASE, PAD, DEVICE, tokens, operation)
-    report(f"prefix after {operation} vs fresh", fresh, resumed, mask[:, :-1].bool())
-''',
-    "continuous-batching": '''
-tokens, mask, logprobs = continuous_batching(subject, CASE, PAD, DEVICE)
-prompt_length = max(len(p) for p in CASE["prompts"])
-uncached = teacher_forced(subject, tokens, mask, prompt_length).double().log_softmax(-1)
-chosen = uncached.gather(-1, tokens[:, prompt_length:, None])
-everywhere = torch.ones(chosen.shape[:2], dtype=torch.bool)
-report("greedy token: best vs chosen (uncached log-probs)", uncached.amax(-1, keepdim=True), chosen, everywhere)
-report("log-probs: continuous batching vs uncached", chosen, logprobs.unsqueeze(-1), everywhere)
-''',
-    "tl-decode": '''
-tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
-report("forward with a cache vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())
-ids, mask = padded(CASE, PAD, DEVICE)
-sequences, steps = {generate}
-if len({len(p) for p in CASE["prompts"]}) > 1:  # a padded batch: each prompt alone, uncached, is what it must equal
-    ref, against = uncached_alone(subject, sequences, mask)[:, ids.shape[1] - 1:], "each prompt alone, uncached"
-else:
-    ref, against = teacher_forced(subject, sequences, mask, ids.shape[1]), "uncached"
-report(f"generate(use_past_kv_cache=True) vs {against}", ref, torch.stack([s.float() for s in steps], 1),
-       torch.ones(ref.shape[:2], dtype=torch.bool))
-''',
-    "cross": CROSS.replace("{hf}", "").replace("{name}", "TransformerLens"),
-
-}
 # Embedded between hf_paths and tt_paths: the HF functions torchtune's path code replaces, under their own names.
 KEEP_HF_PATHS = '''
 # torchtune's path code below defines cached, reference, reused and generate again, for torchtune's model; the HF
@@ -308,25 +180,32 @@ def assemble(hf: HFSubject, oracle: str, case: Case, bounds: Bounds, *, modules:
     return "\n\n".join(section.strip("\n") for section in sections) + "\n"
 
 
-def hf_script(hf: HFSubject, oracle: str, case: Case, bounds: Bounds) -> str:
+def _filled(body: str, **values: Callable[[], str]) -> str:
+    """An oracle's script body with its placeholders (``{name}``) filled: each value computed only where the body
+    has its placeholder (the model's attention implementations cost a model copy each)."""
+    for name, value in values.items():
+        if "{" + name + "}" in body:
+            body = body.replace("{" + name + "}", value())
+    return body
+
+
+def hf_script(hf: HFSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers only."""
-    body = BODIES[oracle].replace("{attentions}", repr(tuple(hf.attention_variants())) if oracle == "attn-impl" else "")
-    if oracle == "quantized":  # whether fuzzkv held its exact properties in float64 (see oracles/quantized.py)
-        body = f"EXACT = {exact_in_float64(dict(case.settings), case.dtype)!r}\n{body}"
+    body = _filled(body, attentions=lambda: repr(tuple(hf.attention_variants())))
     return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=body,
                     libraries="torch + transformers only")
 
 
-def tl_script(tl: BridgeSubject, oracle: str, case: Case, bounds: Bounds) -> str:
+def tl_script(tl: BridgeSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 4.x; the bridge is driven by the same HF path code."""
     subject = (f"bridge = build_bridge(model, {tl.architecture!r})\n"
                "subject = BridgeAsModel(bridge, model.config)")
-    body = _tl_body(oracle, "bridge_generate(bridge, ids, mask[:, :ids.shape[1]], CASE['max_new_tokens'])")
+    body = _tl_body(body, "bridge_generate(bridge, ids, mask[:, :ids.shape[1]], CASE['max_new_tokens'])")
     return assemble(tl.hf, oracle, case, bounds, modules=(tl_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
 
 
-def legacy_tl_script(tl: ConvertedSubject, oracle: str, case: Case, bounds: Bounds) -> str:
+def legacy_tl_script(tl: ConvertedSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
     # The case's padding mode: with "inferred", TransformerLens infers padding from the pad token, in cached calls
     # and in generate on the padded batch whole (else generate runs each row alone, as fuzzkv does).
@@ -334,19 +213,19 @@ def legacy_tl_script(tl: ConvertedSubject, oracle: str, case: Case, bounds: Boun
     infer = ", infer_pad_id=PAD" if inferred else ""
     subject = f"hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config{infer})"
     generate = "hooked_generate_batch" if inferred else "hooked_generate_rows"
-    body = _tl_body(oracle, f"{generate}(hooked, ids, mask, CASE['max_new_tokens'], PAD)")
+    body = _tl_body(body, f"{generate}(hooked, ids, mask, CASE['max_new_tokens'], PAD)")
     return assemble(tl.hf, oracle, case, bounds, modules=(tl_legacy_paths,), subject=subject, body=body,
                     libraries=f"torch + transformers + {tl.api}")
 
 
-def tune_script(tune: ConvertedSubject, oracle: str, case: Case, bounds: Bounds) -> str:
+def tune_script(tune: ConvertedSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers + torchtune: the HF model as fuzzkv built it, converted by torchtune's own builder and
     converter (transformers only builds the weights; every compared path is torchtune's, but for cross)."""
-    body = CROSS.replace("{hf}", "hf_").replace("{name}", "torchtune") if oracle == "cross" else BODIES[oracle]
+    body = _filled(body, hf=lambda: "hf_", name=lambda: "torchtune")  # HF's own paths kept as hf_* (KEEP_HF_PATHS)
     return assemble(tune.hf, oracle, case, bounds, modules=(KEEP_HF_PATHS, tt_paths),
                     subject="subject = build_tune_model(model)", body=body,
                     libraries=f"torch + transformers + {tune.api}")
 
 
-def _tl_body(oracle: str, generate_call: str) -> str:
-    return BODIES[oracle].replace("{generate}", generate_call)
+def _tl_body(body: str, generate_call: str) -> str:
+    return _filled(body, generate=lambda: generate_call, hf=lambda: "", name=lambda: "TransformerLens")

@@ -122,7 +122,7 @@ class TLBackend(DrivenBackend):
     def module(self) -> torch.nn.Module:
         return self.bridge
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import tl_script
 
-        return tl_script(self, oracle, case, bounds)
+        return tl_script(self, oracle, body, case, bounds)

@@ -79,10 +79,10 @@ class LegacyTLBackend(DrivenBackend):
     def module(self) -> torch.nn.Module:
         return self.hooked
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import legacy_tl_script
 
-        return legacy_tl_script(self, oracle, case, bounds)
+        return legacy_tl_script(self, oracle, body, case, bounds)
 
 
 def _infers_padding(case: Case) -> bool:

@@ -91,10 +91,10 @@ class TorchtuneBackend(DrivenBackend):
     def texts(self, prompts: tuple[tuple[int, ...], ...]) -> list[str] | None:
         return self.hf.texts(prompts)
 
-    def reproduction(self, oracle: str, case: Case, bounds: Bounds) -> str:
+    def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
         from fuzzkv.backends.repro import tune_script
 
-        return tune_script(self, oracle, case, bounds)
+        return tune_script(self, oracle, body, case, bounds)
 
 
 class TuneMutant(torch.nn.Module):

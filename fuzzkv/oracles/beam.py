@@ -1,11 +1,17 @@
-"""The beam-search oracle's paths: the library's beam search, whose cache is reordered as beams are kept and
-dropped, against one uncached forward over each sequence it returns."""
+"""The beam-search oracle: the library's beam search, whose cache is reordered as beams are kept and dropped,
+against one uncached forward over each sequence it returns."""
 
 from __future__ import annotations
 
-from fuzzkv.backends.interface import Backend, Trace
+from typing import TYPE_CHECKING
+
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Pairs, against_uncached, single
+from fuzzkv.features import BEAM_SEARCH
+from fuzzkv.oracles.interface import Oracle, against_uncached, single
+from fuzzkv.strategies import beam_settings, cases, with_settings
+
+if TYPE_CHECKING:
+    from fuzzkv.backends.interface import Backend, Trace
 
 
 def _beam(backend: Backend, case: Case) -> tuple[Trace, Trace]:
@@ -14,4 +20,10 @@ def _beam(backend: Backend, case: Case) -> tuple[Trace, Trace]:
     return against_uncached(backend, "beam search", backend.beam, case)
 
 
-PAIRS: dict[str, Pairs] = {"beam": single("beam search vs uncached", _beam)}
+BEAM: Oracle[Backend] = Oracle(
+    "beam", "beam search with a cache (reordered every step) vs the uncached forward over each returned sequence",
+    lambda s: with_settings(cases(s, chunked=False, padding=("left",)), beam_settings),
+    single("beam search vs uncached", _beam), needs=frozenset({BEAM_SEARCH}), default=False, script='''
+sequences, mask, steps = beam_search(subject, CASE, PAD, DEVICE, GENERATE_CACHE)
+report_generated("beam search vs uncached", sequences, mask, steps)
+''')

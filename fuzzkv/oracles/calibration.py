@@ -7,9 +7,12 @@ The run's tolerance (:mod:`fuzzkv.tolerance`) and the lossy surfaces' per-settin
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
-from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
+
+if TYPE_CHECKING:
+    from fuzzkv.backends.interface import Backend, Trace
 
 # Measured on clean models (docs/explanation/tolerances.md): over 100+ search cases per oracle, the largest
 # cached-vs-uncached difference stayed within 2.4x the largest one over the calibration cases.

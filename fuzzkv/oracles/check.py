@@ -6,55 +6,34 @@ so a stored hang replays as a ``Deadline`` finding instead of hanging the replay
 
 from __future__ import annotations
 
-import importlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, NamedTuple, TypeVar
+from typing import TypeVar
 
 import torch
 
-from fuzzkv.backends.interface import Backend, Lane, PathError, Refused, Trace
+from fuzzkv.backends.interface import Lane, PathError, Refused, Trace
 from fuzzkv.case import Case
 from fuzzkv.comparison import compare
-from fuzzkv.oracles import Oracle
+from fuzzkv.oracles.interface import Oracle
 from fuzzkv.verdict import PRECISE_SHARE, Bounds, Kind, Metrics, Verdict
 
-
-class Comparison(NamedTuple):
-    """Two traces that must agree, under a label that says which paths they came from."""
-
-    label: str
-    reference: Trace
-    candidate: Trace
-    # Its own bounds where the paths legitimately differ by more than rounding (a lossy quantized cache, whose
-    # noise is calibrated per setting); None: the run's tolerance.
-    bounds: Bounds | None = None
-
-
-Pairs = Callable[[Any, Case], list[Comparison]]
-T = TypeVar("T")
+S = TypeVar("S")  # what the lane hands the oracle's comparisons
 
 
 class ExampleDeadline(BaseException):
     """A case ran past --deadline. A BaseException, so a model path's ``except Exception`` cannot swallow it."""
 
 
-def pairs_of(oracle: Oracle) -> Pairs:
-    """The function giving ``oracle``'s comparisons, from its family module's ``PAIRS`` table."""
-    family = importlib.import_module(f"fuzzkv.oracles.{oracle.family}")
-    pairs: Pairs = family.PAIRS[oracle.name]
-    return pairs
-
-
-def check(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds) -> Verdict:
+def check(oracle: Oracle[S], lane: Lane[S], case: Case, bounds: Bounds) -> Verdict:
     """Run every comparison of ``oracle`` on ``lane``; the verdict reports the worst one."""
     tolerance = bounds.value
     try:
-        comparisons = pairs_of(oracle)(lane.subject, case)
+        comparisons = oracle.comparisons(lane.subject, case)
     except PathError as exc:
         kind: Kind = "refused" if isinstance(exc.error, Refused) else "error"
         return Verdict(oracle.name, case, kind, tolerance, error=str(exc), error_type=type(exc.error).__name__)
@@ -100,7 +79,7 @@ def _limits(run: Bounds, own: Bounds | None, width: int) -> Bounds:
     return replace(limits, rms=None) if width == 1 else limits
 
 
-def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str, bounds: Bounds) -> float | None:
+def _precise_difference(oracle: Oracle[S], lane: Lane[S], case: Case, label: str, bounds: Bounds) -> float | None:
     """The largest difference of comparison ``label`` re-run in the higher precision; None where it cannot be."""
     subject = lane.precise_subject()
     try:
@@ -111,11 +90,11 @@ def _precise_difference(oracle: Oracle, lane: Lane, case: Case, label: str, boun
         lane.release_precise()  # a full-size precise twin is as large as the model: never keep it
 
 
-def _difference_on(oracle: Oracle, subject: Any, case: Case, label: str, bounds: Bounds) -> float | None:
+def _difference_on(oracle: Oracle[S], subject: S, case: Case, label: str, bounds: Bounds) -> float | None:
     """The largest difference of comparison ``label`` of ``oracle`` on ``subject``; None where a path raises or
     gives non-finite logits."""
     try:
-        for each_label, reference, candidate, _own in pairs_of(oracle)(subject, case):
+        for each_label, reference, candidate, _own in oracle.comparisons(subject, case):
             if each_label == label:
                 if _non_finite(reference, candidate):
                     return None
@@ -209,7 +188,7 @@ class HangClock:
         self.finished(time.monotonic() - began)
 
 
-def check_within(oracle: Oracle, lane: Lane, case: Case, bounds: Bounds, deadline: float | None,
+def check_within(oracle: Oracle[S], lane: Lane[S], case: Case, bounds: Bounds, deadline: float | None,
                  which: str | None = None) -> Verdict:
     """:func:`check` with a per-example deadline: a path that hangs becomes an error finding
     ("Deadline") instead of stopping an unattended run. ``which`` names the deadline in the
@@ -229,29 +208,3 @@ def _non_finite(reference: Trace, candidate: Trace) -> str | None:
         return None
     return ("the reference path's logits are NaN or Inf, so no comparison can tell cached from uncached "
             "(the model or its weights produce non-finite values)")
-
-
-def run_path(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call one path; any exception becomes a :class:`PathError` naming the path."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - a model's exception is a finding, not our crash
-        raise PathError(path, exc) from exc
-
-
-def teacher_forced(backend: Backend, trace: Trace, path: str = "uncached reference") -> Trace:
-    """The uncached reference for ``trace``'s final sequence: one forward pass."""
-    logits = run_path(path, backend.reference, trace.tokens, trace.attention_mask)
-    return Trace.everywhere(trace.tokens, trace.attention_mask, logits)
-
-
-def against_uncached(backend: Backend, path: str, produce: Callable[[Case], Trace], case: Case) -> tuple[Trace, Trace]:
-    """A path that chooses its own tokens (generate() and its variants) against one uncached forward over them:
-    teacher-forcing checks every step's logits, where a second run without a cache could flip on near-ties."""
-    produced = run_path(path, produce, case)
-    return teacher_forced(backend, produced), produced
-
-
-def single(label: str, pair: Callable[[Any, Case], tuple[Trace, Trace]]) -> Pairs:
-    """An oracle with one comparison."""
-    return lambda subject, case: [Comparison(label, *pair(subject, case))]

@@ -1,4 +1,4 @@
-"""The continuous-batching oracle's paths: each prompt as a request through the library's continuous batching
+"""The continuous-batching oracle: each prompt as a request through the library's continuous batching
 (a paged cache shared by requests scheduled into common batches) against one uncached forward.
 
 The library returns the generated tokens and their log-probs, not whole logits, so the two comparisons are
@@ -9,11 +9,18 @@ the uncached one.
 
 from __future__ import annotations
 
-import torch
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Comparison, Pairs, run_path, teacher_forced
+from fuzzkv.features import CONTINUOUS_BATCHING
+from fuzzkv.oracles.interface import Comparison, Oracle, run_path, teacher_forced
+from fuzzkv.strategies import cases, paged_settings, shared_prefixes, with_settings
+
+if TYPE_CHECKING:
+    import torch
+
+    from fuzzkv.backends.interface import Backend, Trace
 
 
 def _continuous_batching(backend: Backend, case: Case) -> list[Comparison]:
@@ -23,10 +30,23 @@ def _continuous_batching(backend: Backend, case: Case) -> list[Comparison]:
     best = uncached.amax(-1, keepdim=True)
 
     def trace(values: torch.Tensor) -> Trace:
-        return Trace(batched.tokens, batched.attention_mask, values, batched.checked)
+        return replace(batched, logits=values)
 
     return [Comparison("greedy token: best vs chosen (uncached log-probs)", trace(best), trace(chosen)),
             Comparison("log-probs: continuous batching vs uncached", trace(chosen), batched)]
 
 
-PAIRS: dict[str, Pairs] = {"continuous-batching": _continuous_batching}
+CONTINUOUS: Oracle[Backend] = Oracle(
+    "continuous-batching", "each prompt as a request through continuous batching (paged cache, drawn pages, "
+    "blocks and batch limits) vs the uncached forward: greedy tokens and log-probs",
+    lambda s: with_settings(shared_prefixes(cases(s, chunked=False, padding=("left",), caches=("dynamic",))),
+                            paged_settings), _continuous_batching, needs=frozenset({CONTINUOUS_BATCHING}),
+    default=False, script='''
+tokens, mask, logprobs = continuous_batching(subject, CASE, PAD, DEVICE)
+prompt_length = max(len(p) for p in CASE["prompts"])
+uncached = teacher_forced(subject, tokens, mask, prompt_length).double().log_softmax(-1)
+chosen = uncached.gather(-1, tokens[:, prompt_length:, None])
+everywhere = torch.ones(chosen.shape[:2], dtype=torch.bool)
+report("greedy token: best vs chosen (uncached log-probs)", uncached.amax(-1, keepdim=True), chosen, everywhere)
+report("log-probs: continuous batching vs uncached", chosen, logprobs.unsqueeze(-1), everywhere)
+''')

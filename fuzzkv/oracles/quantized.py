@@ -17,14 +17,19 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from fuzzkv.backends.interface import Backend
 from fuzzkv.case import Case
+from fuzzkv.features import QUANTIZED_CACHE
 from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
-from fuzzkv.oracles.check import Comparison, Pairs, run_path
 from fuzzkv.oracles.core import batch_rows_alone
+from fuzzkv.oracles.interface import Comparison, Oracle, run_path
 from fuzzkv.quantizers import exact_in_float64
+from fuzzkv.strategies import cases, equal_lengths, quantized_settings, with_settings
 from fuzzkv.verdict import Bounds
+
+if TYPE_CHECKING:
+    from fuzzkv.backends.interface import Backend
 
 # Per-setting loss bounds, per backend (a backend object is one model in one dtype): calibration runs the
 # calibration cases twice per setting, and a search revisits settings as it shrinks.
@@ -94,4 +99,41 @@ def loss_bounds(backend: Backend, case: Case) -> Bounds | None:
     return known[settings]
 
 
-PAIRS: dict[str, Pairs] = {"quantized": _quantized}
+def _script_setup(case: Case) -> str:
+    """Whether fuzzkv held the exact properties in float64 (see :func:`_quantized`)."""
+    return f"EXACT = {exact_in_float64(dict(case.settings), case.dtype)!r}\n"
+
+
+QUANTIZED: Oracle[Backend] = Oracle(
+    "quantized", "a quantized cache (quanto, HQQ, FP8; drawn bits, axes, groups, residual): each row vs the "
+    "row alone and its operations vs a fresh quantized cache (float64), loss vs unquantized within its "
+    "calibrated bound", lambda s: with_settings(
+        cases(s, min_chunks=2, continued=True, caches=("quantized",)).map(equal_lengths), quantized_settings(s)),
+    _quantized, needs=frozenset({QUANTIZED_CACHE}), default=False, script_setup=_script_setup, script='''
+# A quantized cache (CASE["settings"]). Exact properties in float64 (float32 runs whose layout keeps each row's
+# quantization groups inside the row; fuzzkv's ROW_MIXING lists those that do not): each row vs the row alone,
+# and the drawn operation vs a fresh quantized cache. The loss against the unquantized cache is judged by the
+# bound fuzzkv calibrated for these settings, where that comparison is the one that failed.
+plain = dict(CASE, cache="dynamic", settings={})
+tokens, mask, unquantized = cached(subject, plain, PAD, DEVICE)
+_, _, quantized = cached(subject, CASE, PAD, DEVICE, forced=tokens)
+checked = mask[:, :-1].bool()
+loss = max_difference(unquantized, quantized, checked)
+print(f"quantized vs unquantized: max |logit difference| {loss:.6g} (calibrated bound {LOSS_TOLERANCE})")
+if LOSS_TOLERANCE is not None and loss > LOSS_TOLERANCE:
+    FAILED.append("quantized vs unquantized")
+exact = subject.to(torch.float64) if EXACT else subject
+tokens, mask, fresh = cached(exact, CASE, PAD, DEVICE, forced=tokens)
+if len(CASE["prompts"]) > 1:
+    report_rows_alone(exact, fresh, tokens, mask, same_chunks=True)
+operation = CASE["settings"]["operation"]
+if operation == "generate":
+    sequences, mask, steps = generate(exact, CASE, PAD, DEVICE, "quantized")
+    _, _, fed = cached(exact, CASE, PAD, DEVICE, forced=sequences, chunks=[max(len(p) for p in CASE["prompts"])])
+    start = max(len(p) for p in CASE["prompts"]) - 1
+    report("generate() vs the cached path", fed[:, start:], torch.stack([s.float() for s in steps], 1).to(fed.dtype),
+           torch.ones(fed[:, start:].shape[:2], dtype=torch.bool))
+elif operation != "none":
+    _, _, resumed = prefix_reused(exact, CASE, PAD, DEVICE, tokens, operation)
+    report(f"prefix after {operation} vs fresh", fresh, resumed, mask[:, :-1].bool())
+''')

@@ -1,11 +1,16 @@
-"""The TransformerLens oracle's paths: its forward with a cache, and its own generate(), each vs uncached."""
+"""The TransformerLens oracle: its forward with a cache, and its own generate(), each vs uncached."""
 
 from __future__ import annotations
 
-from fuzzkv.backends.interface import Backend, Trace
+from typing import TYPE_CHECKING
+
 from fuzzkv.case import Case
-from fuzzkv.oracles.check import Comparison, Pairs, run_path, teacher_forced
-from fuzzkv.oracles.core import uncached_alone
+from fuzzkv.oracles.core import one_chunk, uncached_alone
+from fuzzkv.oracles.interface import Comparison, Oracle, run_path, teacher_forced
+from fuzzkv.strategies import cases, padding_settings, with_settings
+
+if TYPE_CHECKING:
+    from fuzzkv.backends.interface import Backend, Trace
 
 
 def _tl_decode(backend: Backend, case: Case) -> list[Comparison]:
@@ -24,4 +29,20 @@ def _generated(backend: Backend, case: Case, generated: Trace) -> Comparison:
                       uncached_alone(backend, generated), generated)
 
 
-PAIRS: dict[str, Pairs] = {"tl-decode": _tl_decode}
+TL_DECODE: Oracle[Backend] = Oracle(
+    "tl-decode", "TransformerLens cached vs uncached: forward with a cache (a padded batch's mask passed, or "
+    "inferred from the pad token where the release does that), and its generate() (a padded batch: vs each "
+    "prompt alone)", lambda s: with_settings(cases(s, padding=("left",), caches=("dynamic",)), padding_settings(s)),
+    _tl_decode, lanes=("tl",), fit=one_chunk, script='''
+tokens, mask, got = cached(subject, CASE, PAD, DEVICE)
+report("forward with a cache vs uncached", reference(subject, tokens, mask), got, mask[:, :-1].bool())
+ids, mask = padded(CASE, PAD, DEVICE)
+sequences, steps = {generate}
+if len({len(p) for p in CASE["prompts"]}) > 1:  # a padded batch: each prompt alone, uncached, is what it must equal
+    ref, against = uncached_alone(subject, sequences, mask)[:, ids.shape[1] - 1:], "each prompt alone, uncached"
+else:
+    ref, against = teacher_forced(subject, sequences, mask, ids.shape[1]), "uncached"
+report(f"generate(use_past_kv_cache=True) vs {against}", ref, torch.stack([s.float() for s in steps], 1),
+       torch.ones(ref.shape[:2], dtype=torch.bool))
+''')
+

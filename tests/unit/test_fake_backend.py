@@ -77,7 +77,7 @@ def test_the_fake_is_no_backend_a_user_can_ask_for():
     backend = FakeBackend(("positions-off-by-one",))
     assert backend.name == backend.info.name == "fake" and "a test double for fuzzkv itself, not a model" in backend.info.source
     assert "positions-off-by-one" in backend.info.source
-    script = backend.reproduction("decode", ONE_STEP, BOUNDS)
+    script = backend.reproduction("decode", "", ONE_STEP, BOUNDS)
     assert script.startswith("# fuzzkv reproduction on the FAKE backend: a test double")
 
 

@@ -108,7 +108,7 @@ def test_the_stored_reproduction_script_fails_on_the_broken_fake_and_passes_on_t
     with pytest.raises(SystemExit) as broken:
         exec(compile(record.reproduction, "repro.py", "exec"), {})
     assert broken.value.code == 1 and "max |diff|" in capsys.readouterr().out
-    clean = FakeBackend().reproduction(record.oracle, record.case, Bounds(record.tolerance))
+    clean = FakeBackend().reproduction(record.oracle, "", record.case, Bounds(record.tolerance))
     with pytest.raises(SystemExit) as fixed:
         exec(compile(clean, "repro.py", "exec"), {})
     assert fixed.value.code == 0
