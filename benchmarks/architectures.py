@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from fuzzkv.backends import hf_shrink  # noqa: E402
-from fuzzkv.backends.hf_paths import sensitise  # noqa: E402
+from fuzzkv.backends.hf.paths import sensitise  # noqa: E402
+from fuzzkv.models import shrink as hf_shrink
 
 INIT_STD = 0.2  # the registry's init_std
 # float32 rounding moves a decode step's logits by ~1e-6 x their scale; past this, recheck in float64, where

@@ -56,7 +56,7 @@ import torch  # noqa: E402  (after sys.path is set)
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings  # noqa: E402
 
 from fuzzkv import events  # noqa: E402
-from fuzzkv.backends import hf_paths  # noqa: E402
+from fuzzkv.backends.hf import paths as hf_paths  # noqa: E402
 from fuzzkv.backends.loader import load_lanes  # noqa: E402
 from fuzzkv.config import RunConfig  # noqa: E402
 from fuzzkv.db import MemoryStore  # noqa: E402
@@ -161,7 +161,7 @@ OBVIOUS_FALLBACKS: dict = {}  # cache implementation -> cases where generate() c
 
 def obvious_harness(backend, case, tolerance):
     """What a person writes by hand: generate with a cache, generate without, compare the logits."""
-    from fuzzkv.backends.hf import MODERN
+    from fuzzkv.backends.hf.backend import MODERN
 
     model, n = backend.model, case.max_new_tokens
     ids, full_mask = backend.padded(case)

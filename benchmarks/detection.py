@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from fuzzkv import canaries  # noqa: E402
-from fuzzkv.backends import canaries as mutants  # noqa: E402
+from fuzzkv.backends import mutants
 from fuzzkv.backends.lanes import BackendLane  # noqa: E402
 from fuzzkv.backends.loader import load_lanes  # noqa: E402
 from fuzzkv.config import RunConfig  # noqa: E402

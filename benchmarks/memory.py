@@ -30,7 +30,7 @@ BUILD_GOAL_SPEEDUP = 4.0  # the goal: the full-size random build at least 4x fas
 # that commit's own file is imported as it was.
 BEFORE = "5bd8b90"
 WHOLE_BUILD = ("import importlib.util, subprocess, tempfile\n"
-               f"source = subprocess.run(['git', 'show', '{BEFORE}:fuzzkv/backends/hf_paths.py'], capture_output=True,"
+               f"source = subprocess.run(['git', 'show', '{BEFORE}:fuzzkv/backends/hf/paths.py'], capture_output=True,"
                " text=True, check=True).stdout\n"
                "path = tempfile.mkdtemp() + '/hf_paths_before.py'\n"
                "open(path, 'w').write(source)\n"
@@ -111,7 +111,9 @@ def peak_line(model: str, oracles: tuple[str, ...]) -> str:
 # twin: the memory a run holds at its peak (weights, twin, activations) without the hours of a whole run on a CPU.
 PROBE = """
 import time, torch
-from fuzzkv.backends import hf_loading, hf_paths, precision
+from fuzzkv.backends import precision
+from fuzzkv.models import loading as hf_loading
+from fuzzkv.backends.hf import paths as hf_paths
 started = time.monotonic()
 model = hf_loading.load_model({model!r}, scale="full", seed=0, init_std=0.2, attn="eager", dtype="bfloat16").model
 model = hf_paths.place(model, "cpu", "bfloat16")

@@ -184,7 +184,7 @@ def calibrate_command(config: RunConfig) -> int:
 
 def all_models_command(as_json: bool) -> int:
     """``fuzzkv models --all``: every causal-LM architecture of the installed transformers."""
-    from fuzzkv.backends.hf_catalogue import architectures
+    from fuzzkv.models.catalogue import architectures
 
     rows = architectures()
     if as_json:
@@ -328,7 +328,7 @@ def model_names(models: str) -> list[str]:
     """``--models``: ``all`` (every registry name and every other decoder-only model type of the installed
     transformers), comma-separated names, or ``@FILE`` (one name per line; ``#`` starts a comment)."""
     if models == "all":
-        from fuzzkv.backends.hf_catalogue import sweep_names
+        from fuzzkv.models.catalogue import sweep_names
 
         return sweep_names()
     if models.startswith("@"):

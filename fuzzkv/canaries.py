@@ -1,6 +1,6 @@
 """Every run proves it can see: planted cache bugs checked at the run's own tolerance.
 
-After a lane's tolerance is settled, each canary kind (:data:`fuzzkv.backends.canaries.KINDS`:
+After a lane's tolerance is settled, each canary kind (:data:`fuzzkv.backends.mutants.KINDS`:
 positions off by one, a cached key dropped, a row's padding mask ignored, the logits of
 cached steps moved by 5% of the logit scale) is planted in a copy of the lane's backend and
 checked with the ``decode`` oracle on a fixed case. A canary that passes means this run could

@@ -10,8 +10,8 @@ import torch
 from transformers import AutoConfig, Gemma2ForCausalLM, MambaForCausalLM
 
 from fuzzkv import registry
-from fuzzkv.backends import hf_shrink
-from fuzzkv.backends.hf_paths import sensitise
+from fuzzkv.backends.hf.paths import sensitise
+from fuzzkv.models import shrink as hf_shrink
 
 STATE_DECAY = 0.9  # the planted bug decays a cached recurrent state once more per step
 

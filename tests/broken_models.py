@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from fuzzkv import registry
-from fuzzkv.backends.hf_loading import sensitise
+from fuzzkv.models.loading import sensitise
 
 LONG_SEQUENCE = 10  # the cache breaks once it holds more than this many tokens
 
@@ -273,7 +273,7 @@ def _alibi_flipped_when_cached(self, hidden_states, residual, alibi, attention_m
 
 
 def alibi_flipped_when_cached():
-    from fuzzkv.backends.hf_loading import build_random
+    from fuzzkv.models.loading import build_random
 
     model = build_random(registry.get("bloom-560m").config_for("tiny"), seed=0, init_std=0.2, attn="eager").eval()
     for block in model.transformer.h:

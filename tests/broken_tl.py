@@ -13,7 +13,7 @@ from importlib import metadata
 import torch
 
 from fuzzkv import registry
-from fuzzkv.backends.hf_loading import build_random
+from fuzzkv.models.loading import build_random
 
 CACHED_SCALE_ERROR = 1.25
 

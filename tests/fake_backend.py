@@ -34,7 +34,7 @@ VOCAB, PAD_ID, SPECIAL_IDS = 32, 0, (0, 1, 2)  # pad, bos, eos
 FREQUENCIES = (1.0, 0.1, 0.01, 0.001)  # of the sinusoidal position encoding: a key is 2 x 4 = 8 wide
 WIDTH = 2 * len(FREQUENCIES)
 LONG_SEQUENCE = 8  # "past-long-sequence": a cached step breaks once the cache holds this many tokens
-# "logit-offset-5pct" moves cached steps' logits by this share of the logit scale (as fuzzkv.backends.canaries,
+# "logit-offset-5pct" moves cached steps' logits by this share of the logit scale (as fuzzkv.backends.mutants,
 # which imports transformers).
 OFFSET_FRACTION = 0.05
 WARM_UP = 3  # "warming-up": this many path calls go wrong (a finding, its repeat and its precise re-check), then none

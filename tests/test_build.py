@@ -7,7 +7,9 @@ import torch
 import transformers
 
 from fuzzkv import registry
-from fuzzkv.backends import hf_loading, hf_paths, hf_shrink
+from fuzzkv.backends.hf import paths as hf_paths
+from fuzzkv.models import loading as hf_loading
+from fuzzkv.models import shrink as hf_shrink
 
 modern = pytest.mark.skipif(hf_paths.transformers_major() < 5, reason="transformers 4.x builds the whole model")
 GENERIC = ("qwen3", "gemma3_text", "mamba", "falcon_h1", "deepseek_v3", "gpt_neox", "olmo2", "starcoder2")

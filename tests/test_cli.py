@@ -121,8 +121,8 @@ def test_unknown_model_suggests_close_names():
 @pytest.mark.parametrize("typo", ["lama", "gpt"])
 def test_close_names_are_suggested_once_each_best_first(typo):
     # Registry names that are model types too (llama, gpt2) were suggested twice: "did you mean llama, llama, ...".
-    from fuzzkv.backends.hf_loading import load_model
     from fuzzkv.errors import UsageError
+    from fuzzkv.models.loading import load_model
 
     with pytest.raises(UsageError) as raised:
         load_model(typo, scale="tiny", seed=0, init_std=0.2, attn="eager")

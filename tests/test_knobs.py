@@ -3,7 +3,7 @@ loaded as the class its config names or refused, never silently as a stock class
 
 import pytest
 
-from fuzzkv.backends.hf_paths import transformers_major
+from fuzzkv.backends.hf.paths import transformers_major
 from tests.conftest import fuzz
 
 modern = pytest.mark.skipif(transformers_major() < 5, reason="attention is switched after loading on transformers 5.x")
@@ -90,7 +90,7 @@ def test_a_generate_cache_implementation_the_library_ignores_is_refused_in_words
 def test_the_static_cache_check_reads_the_cache_generate_returned():
     from transformers import DynamicCache
 
-    from fuzzkv.backends.hf_paths import SettingIgnored, static_cache_in_effect
+    from fuzzkv.backends.hf.paths import SettingIgnored, static_cache_in_effect
 
     static_cache_in_effect("dynamic", {"cache": DynamicCache()})  # nothing static was asked
     static_cache_in_effect(None, {"cache": DynamicCache()})
@@ -100,9 +100,9 @@ def test_the_static_cache_check_reads_the_cache_generate_returned():
 
 def test_a_model_not_in_the_dtype_or_on_the_device_asked_for_is_refused_in_one_line():
     from fuzzkv import registry
-    from fuzzkv.backends.hf import _placed_as_asked
-    from fuzzkv.backends.hf_loading import build_random
+    from fuzzkv.backends.hf.backend import _placed_as_asked
     from fuzzkv.errors import UsageError
+    from fuzzkv.models.loading import build_random
 
     model = build_random(registry.get("llama").config_for("tiny"), seed=0, init_std=0.2, attn="eager")
     _placed_as_asked(model, "float32", "cpu")
@@ -112,8 +112,8 @@ def test_a_model_not_in_the_dtype_or_on_the_device_asked_for_is_refused_in_one_l
 
 def test_compiled_decoding_that_did_not_compile_is_said_never_counted():
     from fuzzkv import registry
-    from fuzzkv.backends.hf_loading import build_random
-    from fuzzkv.backends.hf_paths import SettingIgnored, compiled_in_effect
+    from fuzzkv.backends.hf.paths import SettingIgnored, compiled_in_effect
+    from fuzzkv.models.loading import build_random
 
     model = build_random(registry.get("llama").config_for("tiny"), seed=0, init_std=0.2, attn="eager")
     with pytest.raises(SettingIgnored, match="ran its decoding steps uncompiled"):

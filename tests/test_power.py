@@ -71,7 +71,7 @@ def test_full_size_random_weights_keep_logits_at_a_trained_models_scale():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from fuzzkv.backends.hf_paths import sensitise
+    from fuzzkv.backends.hf.paths import sensitise
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=4096, hidden_size=1024, intermediate_size=2816,

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from fuzzkv import registry
-from fuzzkv.backends import hf_shrink, precision
-from fuzzkv.backends.hf_loading import build_random
+from fuzzkv.backends import precision
+from fuzzkv.models import shrink as hf_shrink
+from fuzzkv.models.loading import build_random
 
 MODELS = ("llama", "gpt2", "bloom-560m", "gemma-2-2b", "qwen2_moe")  # the last: a generic tiny MoE
 
@@ -89,8 +90,8 @@ def test_a_twin_in_the_run_dtype_holds_no_weight_of_its_own() -> None:
 
 
 def test_a_canary_keeps_its_planted_bug_in_the_precise_twin() -> None:
-    from fuzzkv.backends.canaries import Mutant
     from fuzzkv.backends.loader import load_lanes
+    from fuzzkv.backends.mutants import Mutant
     from fuzzkv.case import Case
     from fuzzkv.config import RunConfig
 

@@ -111,7 +111,7 @@ def test_a_recurrent_state_decayed_under_the_cache_is_found_and_shrunk():
 
 @modern
 def test_models_all_rows_say_source_kind_features_and_whether_it_builds():
-    from fuzzkv.backends.hf_catalogue import curated_by_type, describe, sweep_names
+    from fuzzkv.models.catalogue import curated_by_type, describe, sweep_names
 
     curated = curated_by_type()
     qwen3, llama, bert = describe("qwen3", None), describe("llama", curated["llama"]), describe("bert", None)

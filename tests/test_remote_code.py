@@ -58,7 +58,7 @@ def remote_code_folder(root):
     from transformers.utils import logging as hf_logging
 
     from fuzzkv import registry
-    from fuzzkv.backends.hf_paths import sensitise
+    from fuzzkv.backends.hf.paths import sensitise
 
     folder = root / "tiny-remote"
     spec = registry.get("llama").config_for("tiny")

@@ -9,8 +9,8 @@ import pytest
 import torch
 import transformers
 
-from fuzzkv.backends import hf_shrink
-from fuzzkv.backends.hf_paths import sensitise
+from fuzzkv.backends.hf.paths import sensitise
+from fuzzkv.models import shrink as hf_shrink
 
 pytestmark = pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5,
                                 reason="the shrinker reads transformers 5.x config classes")

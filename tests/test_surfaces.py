@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from fuzzkv.backends.hf_paths import quantizers, transformers_major
+from fuzzkv.backends.hf.paths import quantizers, transformers_major
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from tests.conftest import fuzz

@@ -5,7 +5,7 @@ architecture (one not in the registry) fuzzed end to end."""
 import pytest
 import transformers
 
-from fuzzkv.backends import hf_shrink
+from fuzzkv.models import shrink as hf_shrink
 from tests.conftest import fuzz
 
 

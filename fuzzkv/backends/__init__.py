@@ -1,11 +1,14 @@
-"""Backends: the libraries fuzzkv drives (transformers, TransformerLens, torchtune), one file per implementation.
+"""Backends: the libraries fuzzkv drives, one package per library.
 
-- :mod:`.interface`: the ``Backend`` and ``Lane`` interfaces, ``Capabilities``, ``Trace``;
+- :mod:`.interface`: the ``Backend`` and ``Lane`` interfaces, ``Capabilities``, ``Trace``, ``ModelRequest``;
   the only backend module the runner, replay, oracles and diagnosis import.
-- :mod:`.loader`: ``load_lanes``, which picks and builds the implementations a run asks for.
-- :mod:`.hf`, :mod:`.tl`, :mod:`.tl_legacy`, :mod:`.tune`: the implementations; :mod:`.hf_loading` resolves
-  ``--model`` offline.
-- :mod:`.hf_paths`, :mod:`.tl_paths`, :mod:`.tl_legacy_paths`, :mod:`.tt_paths`: the path code itself,
-  standalone, which :mod:`.repro` embeds verbatim in every reproduction script.
-- :mod:`.lanes`: one backend, or a pair for the ``cross`` oracle.
+- :mod:`.drivers`: the registered drivers (``--backend`` names and how each backend is built).
+- :mod:`.loader`: ``load_lanes``, which builds the lanes a run asks for; :mod:`.lanes`: one backend, or a pair
+  for the ``cross`` oracle.
+- :mod:`.hf` (transformers), :mod:`.tl` (TransformerLens), :mod:`.tune` (torchtune): each library's backend, path
+  code and reproduction scripts.
+- Shared by them: :mod:`.driven` (a backend over a path module), :mod:`.precision` (the higher-precision twin),
+  :mod:`.mutants` (the canaries' planted bugs), :mod:`.repro` (what every reproduction script is assembled from).
+
+Building the model is :mod:`fuzzkv.models`'s.
 """

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from fuzzkv.backends import canaries, hf_paths
+from fuzzkv.backends import mutants as canaries
+from fuzzkv.backends.hf import paths as hf_paths
 from fuzzkv.backends.interface import Backend, Trace
 from fuzzkv.case import Case
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from fuzzkv.plugins import Registry
 
 if TYPE_CHECKING:
-    from fuzzkv.backends.hf import HFBackend
+    from fuzzkv.backends.hf.backend import HFBackend
     from fuzzkv.backends.interface import Backend
 
 ENTRY_POINTS = "fuzzkv.backends"
@@ -45,19 +45,19 @@ class Driver:
 
 
 def _tl(hf: HFBackend) -> Backend:
-    from fuzzkv.backends.tl import tl_backend
+    from fuzzkv.backends.tl.bridge import tl_backend
 
     return tl_backend(hf)
 
 
 def _tl_installed() -> None:
-    from fuzzkv.backends.tl import require_installed
+    from fuzzkv.backends.tl.bridge import require_installed
 
     require_installed()
 
 
 def _torchtune(hf: HFBackend) -> Backend:
-    from fuzzkv.backends.tune import tune_backend
+    from fuzzkv.backends.tune.backend import tune_backend
 
     return tune_backend(hf)
 

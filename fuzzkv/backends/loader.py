@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fuzzkv.backends.drivers import DRIVERS, HF
-from fuzzkv.backends.hf import HFBackend
+from fuzzkv.backends.hf.backend import HFBackend
 from fuzzkv.backends.interface import Lane, Lanes, ModelRequest, Unsupported
 from fuzzkv.backends.lanes import BackendLane, CrossLane
-from fuzzkv.backends.offline import go_offline
 from fuzzkv.config import backends_of, fits
+from fuzzkv.models.offline import go_offline
 
 if TYPE_CHECKING:
     from fuzzkv.config import RunConfig

@@ -1,7 +1,7 @@
-"""Standalone reproduction scripts, assembled from the very path code the backends run.
+"""Standalone reproduction scripts, assembled from the very path code the backends run: what every library's
+scripts share (each library's package assembles its own in its ``scripts`` module).
 
-A script embeds the source of :mod:`~fuzzkv.backends.hf_paths` (and, for TransformerLens,
-of :mod:`~fuzzkv.backends.tl_paths` or :mod:`~fuzzkv.backends.tl_legacy_paths`), rebuilds
+A script embeds the source of :mod:`~fuzzkv.backends.hf.paths` (and of the library's own path code), rebuilds
 the model exactly as fuzzkv did (seeded random weights from the config, a local directory,
 the local HF cache, or the user's factory; with the code the folder ships where the run was given
 ``--trust-remote-code``), runs the oracle's comparisons on the minimal
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fuzzkv.backends import hf_loading, hf_paths, tl_legacy_paths, tl_paths, tt_paths
-from fuzzkv.case import INFERRED_PADDING, PADDING_MODE
+from fuzzkv.backends.hf import paths as hf_paths
+from fuzzkv.models import loading as hf_loading
 
 if TYPE_CHECKING:
     from fuzzkv.backends.interface import Backend, ModelInfo
@@ -54,10 +54,6 @@ class ConvertedSubject(Protocol):
     @property
     def api(self) -> str: ...
 
-
-class BridgeSubject(ConvertedSubject, Protocol):
-    @property
-    def architecture(self) -> str: ...
 
 REPORT = '''
 FAILED = []
@@ -110,12 +106,6 @@ def report_generated(label, sequences, mask, steps):
     report(label, ref, torch.stack([s.float() for s in steps], 1), torch.ones(ref.shape[:2], dtype=torch.bool))
 '''
 
-# Embedded between hf_paths and tt_paths: the HF functions torchtune's path code replaces, under their own names.
-KEEP_HF_PATHS = '''
-# torchtune's path code below defines cached, reference, reused and generate again, for torchtune's model; the HF
-# model's are kept here for the cross comparison.
-hf_cached, hf_reference = cached, reference
-'''
 ENDING = '''
 raise SystemExit(1 if FAILED else 0)
 '''
@@ -180,7 +170,7 @@ def assemble(hf: HFSubject, oracle: str, case: Case, bounds: Bounds, *, modules:
     return "\n\n".join(section.strip("\n") for section in sections) + "\n"
 
 
-def _filled(body: str, **values: Callable[[], str]) -> str:
+def filled(body: str, **values: Callable[[], str]) -> str:
     """An oracle's script body with its placeholders (``{name}``) filled: each value computed only where the body
     has its placeholder (the model's attention implementations cost a model copy each)."""
     for name, value in values.items():
@@ -189,43 +179,3 @@ def _filled(body: str, **values: Callable[[], str]) -> str:
     return body
 
 
-def hf_script(hf: HFSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-    """torch + transformers only."""
-    body = _filled(body, attentions=lambda: repr(tuple(hf.attention_variants())))
-    return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=body,
-                    libraries="torch + transformers only")
-
-
-def tl_script(tl: BridgeSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-    """torch + transformers + TransformerLens 4.x; the bridge is driven by the same HF path code."""
-    subject = (f"bridge = build_bridge(model, {tl.architecture!r})\n"
-               "subject = BridgeAsModel(bridge, model.config)")
-    body = _tl_body(body, "bridge_generate(bridge, ids, mask[:, :ids.shape[1]], CASE['max_new_tokens'])")
-    return assemble(tl.hf, oracle, case, bounds, modules=(tl_paths,), subject=subject, body=body,
-                    libraries=f"torch + transformers + {tl.api}")
-
-
-def legacy_tl_script(tl: ConvertedSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-    """torch + transformers + TransformerLens 2.x/3.x; the HookedTransformer is built as fuzzkv builds it."""
-    # The case's padding mode: with "inferred", TransformerLens infers padding from the pad token, in cached calls
-    # and in generate on the padded batch whole (else generate runs each row alone, as fuzzkv does).
-    inferred = case.setting(PADDING_MODE) == INFERRED_PADDING
-    infer = ", infer_pad_id=PAD" if inferred else ""
-    subject = f"hooked = build_hooked_transformer(model)\nsubject = HookedAsModel(hooked, model.config{infer})"
-    generate = "hooked_generate_batch" if inferred else "hooked_generate_rows"
-    body = _tl_body(body, f"{generate}(hooked, ids, mask, CASE['max_new_tokens'], PAD)")
-    return assemble(tl.hf, oracle, case, bounds, modules=(tl_legacy_paths,), subject=subject, body=body,
-                    libraries=f"torch + transformers + {tl.api}")
-
-
-def tune_script(tune: ConvertedSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-    """torch + transformers + torchtune: the HF model as fuzzkv built it, converted by torchtune's own builder and
-    converter (transformers only builds the weights; every compared path is torchtune's, but for cross)."""
-    body = _filled(body, hf=lambda: "hf_", name=lambda: "torchtune")  # HF's own paths kept as hf_* (KEEP_HF_PATHS)
-    return assemble(tune.hf, oracle, case, bounds, modules=(KEEP_HF_PATHS, tt_paths),
-                    subject="subject = build_tune_model(model)", body=body,
-                    libraries=f"torch + transformers + {tune.api}")
-
-
-def _tl_body(body: str, generate_call: str) -> str:
-    return _filled(body, generate=lambda: generate_call, hf=lambda: "", name=lambda: "TransformerLens")

@@ -1,6 +1,6 @@
 """How fuzzkv drives torchtune: build its model from an HF model, then its cached and uncached paths.
 
-Like :mod:`fuzzkv.backends.hf_paths`, this module is standalone (torch, torchtune, and transformers
+Like :mod:`fuzzkv.backends.hf.paths`, this module is standalone (torch, torchtune, and transformers
 only through the HF model it converts; no ``from __future__``): the torchtune backend runs it, and
 torchtune reproduction scripts embed its source after ``hf_paths``'s, so a script runs the very code
 fuzzkv ran. Its ``cached``, ``reference``, ``reused`` and ``generate`` take the same arguments as
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 
 import torch
 
-from fuzzkv.backends.hf_paths import fed, padded, prefill_and_decode, reuse_primer
+from fuzzkv.backends.hf.paths import fed, padded, prefill_and_decode, reuse_primer
 
 # The HF config values each torchtune builder argument comes from (every builder takes these) ...
 COMMON_SETTINGS = {"vocab_size": "vocab_size", "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",

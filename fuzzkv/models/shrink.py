@@ -24,7 +24,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from fuzzkv.backends import hf_paths
+from fuzzkv.backends.hf import paths as hf_paths
 
 transformers.logging.set_verbosity_error()
 

@@ -3,8 +3,8 @@
 torchtune builds its own decoder for each architecture and caches keys and values in fixed-size
 caches set up for one batch size (``setup_caches``), with explicit masks and positions. Its model is
 built from the very HF model fuzzkv made or loaded: torchtune's component builder for the family and
-torchtune's own weight converter (:mod:`fuzzkv.backends.tt_paths`), so a wrong conversion shows in
-the ``cross`` oracle and nowhere else. The path code lives in :mod:`~fuzzkv.backends.tt_paths`,
+torchtune's own weight converter (:mod:`fuzzkv.backends.tune.paths`), so a wrong conversion shows in
+the ``cross`` oracle and nowhere else. The path code lives in :mod:`~fuzzkv.backends.tune.paths`,
 which torchtune reproduction scripts embed.
 """
 
@@ -16,10 +16,13 @@ from typing import Any
 
 import torch
 
-from fuzzkv.backends import canaries, precision, tt_paths
+from fuzzkv.backends import mutants as canaries
+from fuzzkv.backends import precision
 from fuzzkv.backends.driven import DrivenBackend
-from fuzzkv.backends.hf import HFBackend
+from fuzzkv.backends.hf.backend import HFBackend
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported
+from fuzzkv.backends.tune import paths as tt_paths
+from fuzzkv.backends.tune.scripts import tune_script
 from fuzzkv.case import Case
 from fuzzkv.features import CACHE_RESET, PADDED_POSITIONS
 from fuzzkv.verdict import Bounds
@@ -92,13 +95,11 @@ class TorchtuneBackend(DrivenBackend):
         return self.hf.texts(prompts)
 
     def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-        from fuzzkv.backends.repro import tune_script
-
         return tune_script(self, oracle, body, case, bounds)
 
 
 class TuneMutant(torch.nn.Module):
-    """The torchtune model with the canary ``kind`` (see :mod:`fuzzkv.backends.canaries`) planted in every call that
+    """The torchtune model with the canary ``kind`` (see :mod:`fuzzkv.backends.mutants`) planted in every call that
     reads a non-empty cache: what canaries plant in an HF model, through torchtune's mask and positions."""
 
     inner: Any  # the torchtune TransformerDecoder (a submodule: parameters, copies and dtype casts include it)

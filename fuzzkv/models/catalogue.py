@@ -11,8 +11,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from fuzzkv import registry
-from fuzzkv.backends import hf_shrink
-from fuzzkv.backends.offline import go_offline
+from fuzzkv.models import shrink as hf_shrink
+from fuzzkv.models.offline import go_offline
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 The cached path prefills a cache object chunk by chunk, then decodes token by token,
 collecting every step's logits. The reference is ONE teacher-forced forward pass over
 the final sequence with no cache, which gives the uncached logits at every position.
-The path code itself lives in :mod:`fuzzkv.backends.hf_paths`, shared with the scripts.
+The path code itself lives in :mod:`fuzzkv.backends.hf.paths`, shared with the scripts.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from typing import Any
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from fuzzkv.backends import (
-    hf_loading,  # noqa: F401  (sets offline mode before transformers loads)
-    hf_paths,  # noqa: E402
-    precision,  # noqa: E402
-)
+from fuzzkv.backends import precision  # noqa: E402
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
+from fuzzkv.backends.hf import paths as hf_paths  # noqa: E402
+from fuzzkv.backends.hf.scripts import hf_script
 from fuzzkv.backends.interface import (  # noqa: E402
     Backend,
     CacheContents,
@@ -48,6 +46,7 @@ from fuzzkv.features import (  # noqa: E402
     QUANTIZED_CACHE,
     STATIC_CACHE,
 )
+from fuzzkv.models import loading as hf_loading  # noqa: E402
 from fuzzkv.verdict import Bounds  # noqa: E402
 
 # What fuzzkv drives on each transformers release, newest first: (the first release, capabilities there).
@@ -223,8 +222,6 @@ class HFBackend(DrivenBackend):
         return [self._tokenizer.decode(list(prompt)) for prompt in prompts]
 
     def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-        from fuzzkv.backends.repro import hf_script
-
         return hf_script(self, oracle, body, case, bounds)
 
 

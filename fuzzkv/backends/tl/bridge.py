@@ -4,8 +4,8 @@ TransformerLens 4.x (``TransformerBridge``) re-implements attention, masking and
 cache update for most architectures, so it is an independent cached path worth fuzzing.
 The bridge is built from a deep copy of the very HF model fuzzkv made or loaded (same
 weights), offline and without a tokenizer, and driven by the HF path code through
-:class:`~fuzzkv.backends.tl_paths.BridgeAsModel`. TransformerLens 2.x/3.x
-(``HookedTransformer``) lives in :mod:`fuzzkv.backends.tl_legacy`.
+:class:`~fuzzkv.backends.tl.bridge_paths.BridgeAsModel`. TransformerLens 2.x/3.x
+(``HookedTransformer``) lives in :mod:`fuzzkv.backends.tl.hooked`.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from typing import Any, cast
 
 import torch  # noqa: E402
 
-from fuzzkv.backends import (  # noqa: E402
-    hf_loading,  # noqa: F401  (offline mode before transformers loads)
-    hf_paths,
-    precision,
-    tl_paths,
-)
+from fuzzkv.backends import precision  # noqa: E402
 from fuzzkv.backends.driven import DrivenBackend  # noqa: E402
-from fuzzkv.backends.hf import HFBackend  # noqa: E402
+from fuzzkv.backends.hf import paths as hf_paths  # noqa: E402
+from fuzzkv.backends.hf.backend import HFBackend  # noqa: E402
 from fuzzkv.backends.interface import Backend, Capabilities, Trace, Unsupported  # noqa: E402
+from fuzzkv.backends.tl import bridge_paths as tl_paths  # noqa: E402
+from fuzzkv.backends.tl.scripts import tl_script
 from fuzzkv.case import Case  # noqa: E402
 from fuzzkv.errors import UsageError  # noqa: E402
 from fuzzkv.features import PADDED_POSITIONS  # noqa: E402
@@ -74,7 +72,7 @@ def tl_backend(hf: HFBackend) -> Backend:
     require_installed()
     version = cast(str, tl_version())
     if int(version.split(".")[0]) < 4:
-        from fuzzkv.backends.tl_legacy import LegacyTLBackend
+        from fuzzkv.backends.tl.hooked import LegacyTLBackend
 
         try:
             return LegacyTLBackend(hf, api_description())
@@ -123,6 +121,4 @@ class TLBackend(DrivenBackend):
         return self.bridge
 
     def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-        from fuzzkv.backends.repro import tl_script
-
         return tl_script(self, oracle, body, case, bounds)

@@ -1,7 +1,7 @@
 """TransformerLens 2.x/3.x: the ``HookedTransformer`` API, where the Bloom cache bug lived.
 
 The HookedTransformer is built offline from the very HF model fuzzkv made or loaded (see
-:mod:`fuzzkv.backends.tl_legacy_paths`) and driven by the HF path code. Padded batches pass
+:mod:`fuzzkv.backends.tl.hooked_paths`) and driven by the HF path code. Padded batches pass
 their attention mask explicitly, with and without a cache. Its generate() infers padding from
 the pad token (a generated token equal to it would be masked, which is not a cache bug), so it
 runs each row of a padded case alone.
@@ -13,10 +13,13 @@ from typing import Any
 
 import torch
 
-from fuzzkv.backends import canaries, precision, tl_legacy_paths
+from fuzzkv.backends import mutants as canaries
+from fuzzkv.backends import precision
 from fuzzkv.backends.driven import DrivenBackend
-from fuzzkv.backends.hf import HFBackend
+from fuzzkv.backends.hf.backend import HFBackend
 from fuzzkv.backends.interface import Capabilities, Refused, Trace
+from fuzzkv.backends.tl import hooked_paths as tl_legacy_paths
+from fuzzkv.backends.tl.scripts import legacy_tl_script
 from fuzzkv.case import EXPLICIT_PADDING, INFERRED_PADDING, PADDING_MODE, Case
 from fuzzkv.features import PADDED_POSITIONS
 from fuzzkv.verdict import Bounds
@@ -80,8 +83,6 @@ class LegacyTLBackend(DrivenBackend):
         return self.hooked
 
     def reproduction(self, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
-        from fuzzkv.backends.repro import legacy_tl_script
-
         return legacy_tl_script(self, oracle, body, case, bounds)
 
 

@@ -32,12 +32,9 @@ from pathlib import Path
 import transformers  # noqa: E402
 
 from fuzzkv import registry  # noqa: E402
-from fuzzkv.backends import (
-    hf_shrink,  # noqa: E402
-    precision,  # noqa: E402
-)
+from fuzzkv.backends import precision  # noqa: E402
 from fuzzkv.backends.driven import PRECISE  # noqa: E402
-from fuzzkv.backends.hf_paths import (  # noqa: E402
+from fuzzkv.backends.hf.paths import (  # noqa: E402
     TORCH_DTYPES,
     declared_class,
     dtype_keyword,
@@ -48,6 +45,7 @@ from fuzzkv.backends.hf_paths import (  # noqa: E402
     shipped_class,
 )
 from fuzzkv.errors import CannotBuildModel, NotFuzzable, UsageError  # noqa: E402
+from fuzzkv.models import shrink as hf_shrink  # noqa: E402
 
 __all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

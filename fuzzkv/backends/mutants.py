@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from fuzzkv.backends.hf_paths import accepts, cache_keyword, returned_cache
+from fuzzkv.backends.hf.paths import accepts, cache_keyword, returned_cache
 
 # kind -> (what it plants, in words; the forward keyword it corrupts)
 KINDS: dict[str, tuple[str, str]] = {

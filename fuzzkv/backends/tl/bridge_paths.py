@@ -1,6 +1,6 @@
 """How fuzzkv drives TransformerLens 4.x (``TransformerBridge``): adapters over the HF path code.
 
-Like :mod:`fuzzkv.backends.hf_paths`, this module is standalone (torch, transformers and
+Like :mod:`fuzzkv.backends.hf.paths`, this module is standalone (torch, transformers and
 transformer_lens only; no ``from __future__``): the TL backend runs it, and TransformerLens
 reproduction scripts embed its source after ``hf_paths``'s, so the script's cached path is
 the one fuzzkv ran: ``hf_paths.cached`` driving the bridge through :class:`BridgeAsModel`.
@@ -12,7 +12,7 @@ import types
 
 import torch
 
-from fuzzkv.backends.hf_paths import SilentlyUncached, cache_keyword
+from fuzzkv.backends.hf.paths import SilentlyUncached, cache_keyword
 
 
 def build_bridge(hf_model, architecture):

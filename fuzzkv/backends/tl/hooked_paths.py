@@ -1,6 +1,6 @@
 """How fuzzkv drives TransformerLens 2.x/3.x (``HookedTransformer``): built offline, adapted to the HF path code.
 
-Standalone like :mod:`fuzzkv.backends.hf_paths` (torch, transformers, tokenizers and
+Standalone like :mod:`fuzzkv.backends.hf.paths` (torch, transformers, tokenizers and
 transformer_lens only; no ``from __future__``): the legacy TL backend runs it, and its
 reproduction scripts embed this source after ``hf_paths``'s, so a script builds the same
 HookedTransformer and runs the same cached path as fuzzkv did.
@@ -18,7 +18,7 @@ import types
 
 import torch
 
-from fuzzkv.backends.hf_paths import SilentlyUncached
+from fuzzkv.backends.hf.paths import SilentlyUncached
 
 
 def word_level_tokenizer(vocab_size, pad_id=None):
