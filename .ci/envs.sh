@@ -36,7 +36,7 @@ build_env() {
     tl3) "${pip[@]}" -e . transformers transformer-lens "${RUNNER[@]}" ;;
     # TransformerLens 2.x pins numpy<2 and imports typeguard without declaring it (2.8.1); fuzzkv's own declared
     # dependencies are installed by hand around it (--no-deps), as its resolver would otherwise move them.
-    457 | tl2)
+    457 | tl2 | tl23)
       "${pip[@]}" transformer-lens transformers typeguard
       "${pip[@]}" --no-deps -e .
       "${pip[@]}" "${CORE[@]}" "${RUNNER[@]}" ;;

@@ -183,22 +183,23 @@ def calibrate_command(config: RunConfig) -> int:
 
 
 def all_models_command(as_json: bool) -> int:
-    """``fuzzkv models --all``: every causal-LM architecture of the installed transformers."""
+    """``fuzzkv models --all``: every generative architecture of the installed transformers."""
     from fuzzkv.models.catalogue import architectures
 
     rows = architectures()
     if as_json:
         print(json.dumps([row.to_dict() for row in rows], indent=2))
         return EXIT_OK
-    table = [("name", "source", "builds", "cache features / why not")]
+    table = [("name", "mappings", "source", "builds", "cache features / why not")]
     for row in rows:
-        table.append((row.name, row.source, "yes" if row.builds else "no",
+        table.append((row.name, ",".join(row.mappings), row.source, "yes" if row.builds else "no",
                       ", ".join(row.features) if row.builds else row.reason))
     decoders = [row for row in rows if row.kind == "decoder-only"]
     built = sum(row.builds for row in decoders)
     print(_aligned(table))
-    print(f"\n{len(rows)} causal-LM model types; {len(decoders)} decoder-only, of which {built} build at tiny scale "
-          f"({100 * built / max(len(decoders), 1):.0f}%).")
+    causal = sum("causal-lm" in row.mappings for row in rows)
+    print(f"\n{len(rows)} generative model types ({causal} causal-LM); {len(decoders)} decoder-only, of which {built} "
+          f"build at tiny scale ({100 * built / max(len(decoders), 1):.0f}%).")
     return EXIT_OK
 
 

@@ -178,7 +178,8 @@ def sweep(models: str, oracles: tuple[str, ...], shard: str, db_url: str | None,
 
 @cli.command()
 @click.option("--all", "every", is_flag=True,
-              help="Every causal-LM model type of the installed transformers: curated or generic, its cache features, "
+              help="Every generative model type of the installed transformers (causal-LM, image-text-to-text, "
+                   "multimodal-LM, seq2seq, speech-seq2seq mappings): curated or generic, its cache features, "
                    "and whether its tiny twin builds here (builds each one: a few minutes).")
 @click.option("--json", "as_json", is_flag=True, help="With --all: a JSON list of objects.")
 def models(every: bool, as_json: bool) -> None:

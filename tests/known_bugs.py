@@ -91,6 +91,8 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     # Run on 5.23.0 and 5.25.0; the unset that causes it is in the source of 5.0.0 (and 5.0.0rc2) and 5.24.0.
     ("transformers-generate-hybrid-cache-ignored", "transformers", (5, 0)),
     ("transformerlens-generate-ignores-left-padding-2-13", "transformer-lens", (2, 13)),
+    # Run on 2.3.0 (reproduced) and 2.8.1 (absent); the fix is TransformerLens PR #694.
+    ("transformerlens-gemma2-attention-scale-2-3-0", "transformer-lens", (2, 3)),
 ]
 # Bugs gone by a later release, with the first release checked not to have them (their scripts print "not reproduced"
 # and exit 0 there); releases in between were not checked.
@@ -102,7 +104,8 @@ GONE_BY = {"transformers-gemma2-static-cache-generate-mask-4-46": (4, 57),
            # 5.25.0's masking_utils maps "hybrid_sliding" layers' sliding mask to create_sliding_window_causal_mask
            # (5.24.0: create_causal_mask), the one line that differs for it between the two wheels.
            "transformers-hybrid-sliding-static-generate-mask": (5, 25),
-           "transformerlens-generate-ignores-left-padding-2-13": GENERATE_IGNORES_PADDING[1]}
+           "transformerlens-generate-ignores-left-padding-2-13": GENERATE_IGNORES_PADDING[1],
+           "transformerlens-gemma2-attention-scale-2-3-0": (2, 8)}
 
 
 # The releases a script refuses, exiting 2 ("cannot run": it drives an API they lack): finding -> (library, the first
@@ -122,6 +125,8 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
     # HookedTransformer's 2.x cache (3.x has no past_key_value_caching module), and HookedTransformer (gone in 4.0).
     "transformerlens-attention-mask-with-cache-before-2-9": ("transformer-lens", (0,), (3,)),
     "transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (0,), (4,)),
+    # HookedTransformer's hard-coded Gemma-2 config of 2.x.
+    "transformerlens-gemma2-attention-scale-2-3-0": ("transformer-lens", (0,), (3,)),
 }
 # Releases from before a bug, checked to run its script without it (exit 0): finding -> (library, from, before).
 CLEAN_BEFORE = {"transformerlens-generate-ignores-left-padding-2-13": ("transformer-lens", (2, 8), GENERATE_IGNORES_PADDING[0]),

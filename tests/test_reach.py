@@ -116,10 +116,10 @@ def test_models_all_rows_say_source_kind_features_and_whether_it_builds():
     curated = curated_by_type()
     qwen3, llama, bert = describe("qwen3", None), describe("llama", curated["llama"]), describe("bert", None)
     assert (qwen3.name, qwen3.source, qwen3.kind, qwen3.builds) == ("qwen3", "generic", "decoder-only", True)
-    assert "gqa" in qwen3.features and qwen3.causal_lm_class == "Qwen3ForCausalLM"
+    assert "gqa" in qwen3.features and qwen3.model_class == "Qwen3ForCausalLM" and qwen3.mappings == ("causal-lm",)
     assert llama.source == "curated" and llama.builds
     assert not bert.builds and bert.reason.startswith("not fuzzed: encoder")
-    assert set(qwen3.to_dict()) >= {"name", "model_type", "source", "features", "builds"}
+    assert set(qwen3.to_dict()) >= {"name", "model_type", "model_class", "mappings", "source", "features", "builds"}
     names = sweep_names()
     assert "qwen3" in names and "bert" not in names and len(names) == len(set(names))
 

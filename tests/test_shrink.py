@@ -99,6 +99,21 @@ def test_kinds_are_decided_from_the_config_classes():
     assert "llama" in hf_shrink.causal_lm_types() and hf_shrink.causal_lm_class("qwen3") == "Qwen3ForCausalLM"
 
 
+def test_every_generative_mapping_is_listed_with_what_each_type_is():
+    """#34: `models --all` lists the causal-LM, image-text-to-text, multimodal-LM, seq2seq and speech-seq2seq
+    mappings' types (329 on transformers 5.25), each with the mappings that list it; one listed by no causal-LM
+    mapping says what it is and that it is not fuzzed yet."""
+    types = hf_shrink.generative_types()
+    assert set(hf_shrink.causal_lm_types()) <= set(types)
+    if hf_shrink.transformers.__version__ == "5.25.0":
+        assert len(types) == 329
+    assert [mapping for mapping, _ in types["t5"]] == ["seq2seq"] and hf_shrink.model_class("t5") == "T5ForConditionalGeneration"
+    assert hf_shrink.kind("t5") == ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output; "
+                                    "not fuzzed yet")
+    assert hf_shrink.kind("whisper")[0] == "encoder-decoder"
+    assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
+
+
 @pytest.mark.parametrize("model_type", ["gemma2", "gpt2", "mamba", "qwen3_next", "deepseek_v3"])
 def test_sensitise_leaves_no_parameter_at_its_default(model_type):
     torch.manual_seed(0)
@@ -130,3 +145,33 @@ def test_sensitise_is_deterministic_given_the_seed():
     for (name, a), (_, b), (_, c) in zip(first.named_parameters(), second.named_parameters(), other.named_parameters()):
         assert torch.equal(a, b), name
         assert a.numel() == 1 or not torch.equal(a, c), name
+
+
+def test_a_released_config_keeps_everything_but_depth_and_vocabulary():
+    """#34: for a release that builds an architecture only from its official configs, both sides are built from the
+    released config with one layer of each kind and a small vocabulary: its widths, attention scale, softcaps and
+    window stay as released, and the shrink is said in one line."""
+    from fuzzkv import registry
+
+    spec = registry.get("gemma-2-2b")
+    released = {"model_type": spec.model_type, **spec.config}
+    shallow, shrunk = hf_shrink.shallow_config(released)
+    assert shrunk == "num_hidden_layers 26 -> 2, vocab_size 256000 -> 512"
+    for kept in ("hidden_size", "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads",
+                 "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping", "sliding_window"):
+        assert shallow[kept] == released[kept], kept
+    assert all(0 <= shallow[name] < 512 for name in ("bos_token_id", "eos_token_id", "pad_token_id"))
+    hf_shrink.build(shallow)  # it builds
+
+
+def test_a_driver_that_builds_only_official_configs_decides_how_the_model_is_built(monkeypatch):
+    from fuzzkv.backends import drivers, loader
+
+    def gemma_only(config):
+        return "the toy release builds Gemma-2 only from its official configs" if config["model_type"] == "gemma2" else ""
+
+    monkeypatch.setitem(drivers.DRIVERS, "toy", drivers.Driver("toy", "Toy", "toy", official_only=gemma_only))
+    assert loader.official_only("gemma-2-2b", ("hf", "toy")) == gemma_only({"model_type": "gemma2"})
+    assert loader.official_only("gemma-2-2b", ("hf",)) == ""  # no backend of the run needs it
+    assert loader.official_only("llama", ("hf", "toy")) == ""
+    assert loader.official_only("not-a-registry-name", ("hf", "toy")) == ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fuzzkv.plugins import Registry
 
@@ -42,6 +42,10 @@ class Driver:
     convert: Callable[[HFBackend], Backend] | None = None
     check_installed: Callable[[], None] | None = None
     cross_lane: str | None = None
+    # Given a registry model's tiny config (a dict with model_type), why this library's installed release builds that
+    # architecture only from its official configs ("" where it builds any): the model is then its released config
+    # with only depth and vocabulary shrunk, on every side of the run.
+    official_only: Callable[[dict[str, Any]], str] | None = None
 
 
 def _tl(hf: HFBackend) -> Backend:
@@ -56,6 +60,12 @@ def _tl_installed() -> None:
     require_installed()
 
 
+def _tl_official_only(config: dict[str, Any]) -> str:
+    from fuzzkv.backends.tl.bridge import official_only
+
+    return official_only(config)
+
+
 def _torchtune(hf: HFBackend) -> Backend:
     from fuzzkv.backends.tune.backend import tune_backend
 
@@ -65,7 +75,8 @@ def _torchtune(hf: HFBackend) -> Backend:
 BUILTIN = (
     Driver(HF, "HF", "transformers"),
     # "cross", not "cross-tl": the name stored failures carry since 0.1.
-    Driver("tl", "TransformerLens", "TransformerLens", _tl, _tl_installed, cross_lane="cross"),
+    Driver("tl", "TransformerLens", "TransformerLens", _tl, _tl_installed, cross_lane="cross",
+           official_only=_tl_official_only),
     Driver("torchtune", "torchtune", "torchtune, its model converted from the HF one", _torchtune,
            cross_lane="cross-torchtune"),
 )

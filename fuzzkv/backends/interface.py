@@ -60,6 +60,9 @@ class ModelRequest:
     weights_seed: int = 0
     trust_remote_code: bool = False
     copies: int = 1  # models built from this one's weights (one per backend): a folder too large for that is refused
+    # A backend of the run builds this architecture only from its official configs (TransformerLens 2.3.0's
+    # Gemma-2): a registry model is then built from its released config with only its depth and vocabulary shrunk.
+    official_only: str = ""  # why, in words ("" : any config will do)
 
 
 @dataclass(frozen=True)

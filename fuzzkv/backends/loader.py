@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from fuzzkv import registry
 from fuzzkv.backends.drivers import DRIVERS, HF
 from fuzzkv.backends.hf.backend import HFBackend
 from fuzzkv.backends.interface import Lane, Lanes, ModelRequest, Unsupported
@@ -17,6 +18,17 @@ from fuzzkv.models.offline import go_offline
 
 if TYPE_CHECKING:
     from fuzzkv.config import RunConfig
+
+
+def official_only(model: str, wanted: tuple[str, ...]) -> str:
+    """Why a backend of ``wanted`` builds registry model ``model``'s architecture only from its official configs
+    ("" where every one builds any config, or ``model`` is no registry name)."""
+    spec = registry.get(model)
+    if spec is None:
+        return ""
+    tiny = {"model_type": spec.model_type, **spec.config_for("tiny")}
+    checks = (DRIVERS[name].official_only for name in wanted)
+    return next((why for why in (check(tiny) for check in checks if check is not None) if why), "")
 
 
 def load_lanes(config: RunConfig, given: object = None) -> Lanes:
@@ -31,7 +43,8 @@ def load_lanes(config: RunConfig, given: object = None) -> Lanes:
         if check is not None:
             check()
     request = ModelRequest(config.model, config.scale, config.dtype, config.device, config.attn, config.init_std,
-                           config.weights_seed, config.trust_remote_code, copies=len(wanted))
+                           config.weights_seed, config.trust_remote_code, copies=len(wanted),
+                           official_only=official_only(config.model, wanted))
     hf = HFBackend.from_request(request, given)
     fits(config, hf.info.max_positions, hf.info.name)  # before any store is opened
     built: dict[str, Lane] = {HF: BackendLane(hf)} if HF in wanted else {}

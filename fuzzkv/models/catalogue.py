@@ -1,4 +1,5 @@
-"""Every causal-LM architecture of the installed transformers, as ``fuzzkv models --all`` lists it.
+"""Every generative architecture of the installed transformers (causal-LM, image-text-to-text, multimodal-LM,
+seq2seq and speech-seq2seq mappings), as ``fuzzkv models --all`` lists it.
 
 Each row says where fuzzkv's config comes from (a curated registry entry, or the generic tiny twin of
 the config class's defaults), the cache features detected from the config, and whether the tiny twin
@@ -21,13 +22,14 @@ class Architecture:
 
     name: str  # what --model takes: the registry name where curated, else the model_type
     model_type: str
-    causal_lm_class: str
+    model_class: str  # the class of its first mapping (``mappings``)
     source: str  # "curated" (registry) or "generic" (shrunk config-class defaults)
     kind: str  # "decoder-only", or what else it is (only decoder-only ones are fuzzed)
     features: tuple[str, ...]
     builds: bool  # whether the tiny twin builds and runs here
     reason: str = ""  # why it is not fuzzed, when it is not
     seconds: float = 0.0
+    mappings: tuple[str, ...] = ()  # the transformers auto mappings that list it ("causal-lm", "seq2seq", ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,11 +46,11 @@ def curated_by_type() -> dict[str, str]:
 
 
 def architectures() -> list[Architecture]:
-    """Every causal-LM model type of the installed transformers, sorted by model type. Building each
-    tiny twin takes about a second: the whole list, a few minutes."""
+    """Every generative model type of the installed transformers, sorted by model type. Building each
+    decoder-only tiny twin takes about a second: the whole list, a few minutes."""
     go_offline()
     curated = curated_by_type()
-    return [describe(model_type, curated.get(model_type)) for model_type in hf_shrink.causal_lm_types()]
+    return [describe(model_type, curated.get(model_type)) for model_type in hf_shrink.generative_types()]
 
 
 def describe(model_type: str, curated_name: str | None) -> Architecture:
@@ -56,7 +58,8 @@ def describe(model_type: str, curated_name: str | None) -> Architecture:
     kind, why = hf_shrink.kind(model_type)
     source = "curated" if curated_name else "generic"
     name = curated_name or model_type
-    row = Architecture(name, model_type, hf_shrink.causal_lm_class(model_type), source, kind, (), False)
+    mappings = tuple(mapping for mapping, _ in hf_shrink.generative_types()[model_type])
+    row = Architecture(name, model_type, hf_shrink.model_class(model_type), source, kind, (), False, mappings=mappings)
     if kind != "decoder-only":
         return _with(row, started, builds=False, reason=f"not fuzzed: {kind} ({why})")
     try:

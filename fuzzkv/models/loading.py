@@ -102,14 +102,17 @@ def _without_progress_bars() -> Iterator[None]:
 
 
 def load_model(name: str, *, scale: str, seed: int, init_std: float, attn: str, dtype: str = "float32",
-               device: str = "cpu", copies: int = 1, trust_remote_code: bool = False) -> LoadedModel:
+               device: str = "cpu", copies: int = 1, trust_remote_code: bool = False,
+               official_only: str = "") -> LoadedModel:
     """Resolve ``name`` as described in the module docstring, built or loaded in ``dtype`` on ``device`` (a
     factory's model as it comes). A full-size model first gets a memory plan (:func:`memory_needed`, for
     ``copies`` copies of its weights: one per backend of the run) and is refused when it cannot fit.
-    ``trust_remote_code`` (``--trust-remote-code``): a folder's own model code may run."""
+    ``trust_remote_code`` (``--trust-remote-code``): a folder's own model code may run. ``official_only``: why a
+    backend of the run builds this architecture only from its official configs: a registry model is then its
+    released config with only depth and vocabulary shrunk, whatever the scale (:func:`shrink.shallow_config`)."""
     with _without_progress_bars():
         return _resolve(name, scale=scale, seed=seed, init_std=init_std, attn=attn,
-                        target=Target(dtype, device, copies, trust_remote_code))
+                        target=Target(dtype, device, copies, trust_remote_code, official_only))
 
 
 def _resolve(name: str, *, scale: str, seed: int, init_std: float, attn: str, target: Target) -> LoadedModel:
@@ -192,6 +195,7 @@ class Target:
     device: str = "cpu"
     copies: int = 1
     trust_remote_code: bool = False  # --trust-remote-code: a folder's own model code may run
+    official_only: str = ""  # why a backend of the run builds the architecture only from its official configs
 
 
 def _pretrained(path: str, attn: str, target: Target):
@@ -343,6 +347,8 @@ def saved_copy(loaded: LoadedModel) -> str:
 
 
 def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
+    if target.official_only:
+        return _from_official(spec, seed=seed, init_std=init_std, attn=attn, target=target)
     if scale == "full":
         try:
             model, own_code = _pretrained(spec.hub_id, attn, target)
@@ -359,6 +365,18 @@ def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
               f"with seeded random weights (seed {seed}, init std {init_std})")
     return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
                        init_std=init_std, scaled=True)
+
+
+def _from_official(spec, *, seed, init_std, attn, target) -> LoadedModel:
+    """A registry model as its released config, with only its depth and vocabulary shrunk (seeded random weights),
+    for a backend that builds the architecture only from its official configs."""
+    config, shrunk = hf_shrink.shallow_config({"model_type": spec.model_type, **spec.config})
+    _check_fits(config, f"{spec.name} with its released config", target)
+    model = build_random(config, seed=seed, init_std=init_std, attn=attn, dtype=target.dtype, device=target.device)
+    source = (f"{spec.name}: {spec.hub_id}'s released config, kept but for {shrunk}, as {target.official_only}; "
+              f"seeded random weights (seed {seed}, init std {init_std})")
+    return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
+                       init_std=init_std, scaled=False)
 
 
 def build_random(config: dict, *, seed: int, init_std: float, attn: str, dtype: str = "float32",
@@ -382,11 +400,11 @@ def build_random(config: dict, *, seed: int, init_std: float, attn: str, dtype: 
 
 
 def generic_model_type(name: str) -> str | None:
-    """The causal-LM ``model_type`` ``name`` names, as a model type or a class name; None if neither."""
-    types = hf_shrink.causal_lm_types()
+    """The generative ``model_type`` ``name`` names, as a model type or a class name; None if neither."""
+    types = hf_shrink.generative_types()
     if name in types:
         return name
-    return next((t for t in types if hf_shrink.causal_lm_class(t) == name), None)
+    return next((t for t, classes in types.items() if any(cls == name for _, cls in classes)), None)
 
 
 def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> LoadedModel:

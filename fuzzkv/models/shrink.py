@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -186,6 +187,40 @@ class _ConstructionFailed(CannotBuild):
     """The model class itself could not be built from the config (a deeper stack may build: zamba)."""
 
 
+# The generative model types fuzzkv lists, by the auto mapping that lists them (what the model generates from), in
+# order: a type's class is the first listing's. A release without one of these mappings has none of its types.
+GENERATIVE_MAPPINGS = (
+    ("causal-lm", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+    ("image-text-to-text", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
+    ("multimodal-lm", "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES"),
+    ("seq2seq", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+    ("speech-seq2seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
+)
+# What a model type that no causal-LM mapping lists is, by the first mapping that does.
+NOT_CAUSAL = {
+    "image-text-to-text": ("multimodal", "an image-text-to-text model: generates from pixel values and text"),
+    "multimodal-lm": ("multimodal", "a multimodal LM: generates from pixel or audio values and text"),
+    "seq2seq": ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output"),
+    "speech-seq2seq": ("encoder-decoder", "a speech seq2seq model: its decoder attends to an audio encoder's output"),
+}
+
+
+@functools.cache
+def generative_types() -> dict[str, tuple[tuple[str, str], ...]]:
+    """Every generative model type of the installed transformers, sorted: its (mapping, class name) pairs, in
+    GENERATIVE_MAPPINGS' order."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for mapping, table in GENERATIVE_MAPPINGS:
+        for model_type, class_name in vars(modeling_auto).get(table, {}).items():
+            found.setdefault(model_type, []).append((mapping, class_name))
+    return {model_type: tuple(found[model_type]) for model_type in sorted(found)}
+
+
+def model_class(model_type: str) -> str:
+    """The class transformers builds for ``model_type`` by its first generative mapping."""
+    return generative_types()[model_type][0][1]
+
+
 def causal_lm_types() -> list[str]:
     """Every model_type the installed transformers maps to a causal-LM class (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES), sorted."""
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
@@ -203,6 +238,9 @@ def kind(model_type: str) -> tuple[str, str]:
     Fuzzing targets decoder-only."""
     if model_type in KIND_TABLE:
         return KIND_TABLE[model_type]
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # listed by another generative mapping only
+        kind, what = NOT_CAUSAL[generative_types()[model_type][0][0]]
+        return kind, f"{what}; not fuzzed yet"
     config_class = CONFIG_MAPPING[model_type]
     towers = [name for name, sub in (getattr(config_class, "sub_configs", None) or {}).items()
               if getattr(sub, "model_type", None) != ""]  # "" marks a part of the decoder (dbrx, mpt attn_config)
@@ -549,6 +587,19 @@ def _proven(model_type: str, tiny: dict) -> dict:
     except Exception as exc:  # noqa: BLE001 - whatever the model raises is the reason it cannot be fuzzed
         raise CannotBuild(_first_line(exc)) from None
     return tiny
+
+
+def shallow_config(config: dict) -> tuple[dict, str]:
+    """``config`` (a released model's) with only its depth and its vocabulary shrunk: one layer of each kind and a
+    VOCAB-token vocabulary (special tokens remapped inside it), every other setting (widths, heads, attention scale,
+    softcaps, windows) as released; and one line saying what was shrunk. For a library release that builds an
+    architecture only from its official configs, both sides of a comparison are built from this."""
+    model_type = config["model_type"]
+    narrow = _remap_special_tokens({**config, "vocab_size": min(VOCAB, config["vocab_size"])}, VOCAB)
+    shallow = _plain(_config_object(model_type, _shrink_layers(model_type, config, narrow, 1)).to_dict(), model_type)
+    shrunk = ", ".join(f"{name} {config[name]} -> {shallow[name]}" for name in ("num_hidden_layers", "vocab_size")
+                       if config.get(name) != shallow.get(name))
+    return shallow, shrunk
 
 
 def tiny_config(model_type: str) -> dict:

@@ -109,7 +109,8 @@ class HFBackend(DrivenBackend):
             return hf_loading.load_model(config.model, scale=config.scale, seed=config.weights_seed,
                                            init_std=config.init_std, attn=config.attn, dtype=config.dtype,
                                            device=config.device, copies=config.copies,
-                                           trust_remote_code=config.trust_remote_code)
+                                           trust_remote_code=config.trust_remote_code,
+                                           official_only=config.official_only)
         except (ValueError, ImportError) as exc:
             if "attn" in str(exc) or "sdpa" in str(exc).lower() or "attention" in str(exc).lower():
                 raise UsageError(f"{config.model} does not support --attn {config.attn}.",

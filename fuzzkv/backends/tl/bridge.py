@@ -67,6 +67,17 @@ def bridge_architecture(hf_model: torch.nn.Module) -> str:
     return arch
 
 
+def official_only(config: dict[str, Any]) -> str:
+    """Why the installed TransformerLens builds ``config``'s architecture (a tiny config dict with model_type) only
+    from its official configs ("" where it builds any: every TransformerBridge release)."""
+    version = tl_version()
+    if version is None or int(version.split(".")[0]) >= 4:
+        return ""
+    from fuzzkv.backends.tl.hooked import official_only as hooked_official_only
+
+    return hooked_official_only(config, version)
+
+
 def tl_backend(hf: HFBackend) -> Backend:
     """The TransformerLens backend for the installed version: TransformerBridge (4.x) or HookedTransformer (2.x/3.x)."""
     require_installed()

@@ -96,3 +96,30 @@ def _inferring(model: Any, pad_id: int) -> Any:
     if isinstance(model, canaries.Mutant):
         return model.over(_inferring(model.inner, pad_id))
     return tl_legacy_paths.HookedAsModel(model.hooked, model.config, infer_pad_id=pad_id)
+
+
+def official_only(config: dict[str, Any], version: str) -> str:
+    """Why TransformerLens ``version`` builds ``config``'s architecture (a tiny config dict with model_type) only
+    from its official configs, each at its released sizes; "" where it converts this config itself, or has no
+    official config of the architecture either."""
+    import tempfile
+
+    import transformer_lens.loading_from_pretrained as loading
+    import transformers
+
+    hf_config = transformers.AutoConfig.for_model(**config)
+    with tempfile.TemporaryDirectory() as directory:
+        hf_config.save_pretrained(directory)
+        try:
+            cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
+            if tl_legacy_paths.same_sizes(cfg.to_dict(), hf_config):
+                return ""
+        except NotImplementedError:
+            pass
+    every_size = tuple(tl_key for tl_key, _ in tl_legacy_paths.SIZES)
+    try:
+        tl_legacy_paths.official_name_of_same_size(hf_config, ignoring=every_size)
+    except NotImplementedError:
+        return ""
+    architecture = (hf_config.architectures or [config["model_type"]])[0]
+    return f"TransformerLens {version} builds {architecture} only from its official configs"

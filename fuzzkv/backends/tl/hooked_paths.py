@@ -46,19 +46,7 @@ def build_hooked_transformer(hf_model):
     if not model.config.architectures:
         model.config.architectures = [type(model).__name__]  # TransformerLens reads architectures[0]
     with tempfile.TemporaryDirectory() as directory:
-        model.config.save_pretrained(directory)  # config.json only
-        try:
-            name = directory
-            cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
-        except NotImplementedError:
-            cfg = None
-        converted = None if cfg is None else cfg.to_dict()
-        if converted is None or not same_sizes(converted, model.config):
-            # This release converts the architecture by official name only, each with its hard-coded sizes
-            # (TransformerLens 2.3.0's Gemma-2 and Mistral): build from the official name of this model's sizes.
-            name = official_name_of_same_size(model.config, converted)
-            cfg = loading.get_pretrained_model_config(name, fold_ln=False, device="cpu", dtype=torch.float32,
-                                                      local_files_only=True)
+        name, cfg = tl_config_of(model.config, directory)
         state = loading.get_pretrained_state_dict(name, cfg, hf_model=model, dtype=torch.float32)
     hooked = HookedTransformer(cfg, tokenizer=word_level_tokenizer(model.config.vocab_size), move_to_device=False)
     hooked.load_and_process_state_dict(state, fold_ln=False, center_writing_weights=False, center_unembed=False,
@@ -66,21 +54,55 @@ def build_hooked_transformer(hf_model):
     return hooked.eval()
 
 
+def tl_config_of(hf_config, directory):
+    """(the name TransformerLens converts ``hf_config`` from, its TransformerLens config): the config itself, saved
+    in ``directory``, where this release converts any config; else the official name of the same sizes; else the
+    official name of the same sizes but depth and vocabulary, those two set to ``hf_config``'s (a model built from
+    that released config with only those shrunk, as fuzzkv builds one for a release that converts only official
+    configs). Raises NotImplementedError saying which sizes it knows where none fits."""
+    import transformer_lens.loading_from_pretrained as loading
+
+    hf_config.save_pretrained(directory)  # config.json only
+    try:
+        cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
+    except NotImplementedError:
+        cfg = None
+    converted = None if cfg is None else cfg.to_dict()
+    if converted is not None and same_sizes(converted, hf_config):
+        return directory, cfg
+    try:
+        # This release converts the architecture by official name only, each with its hard-coded sizes
+        # (TransformerLens 2.3.0's Gemma-2 and Mistral): build from the official name of this model's sizes.
+        name = official_name_of_same_size(hf_config, converted)
+        return name, loading.get_pretrained_model_config(name, fold_ln=False, device="cpu", dtype=torch.float32,
+                                                         local_files_only=True)
+    except NotImplementedError:
+        name = official_name_of_same_size(hf_config, converted, ignoring=SHRINKABLE)
+    cfg = loading.get_pretrained_model_config(name, fold_ln=False, device="cpu", dtype=torch.float32,
+                                              local_files_only=True)
+    cfg.n_layers = hf_config.num_hidden_layers
+    cfg.d_vocab = cfg.d_vocab_out = hf_config.vocab_size
+    return name, cfg
+
+
 # TransformerLens's config keys and the HF config keys of the same sizes.
 SIZES = (("d_model", "hidden_size"), ("n_layers", "num_hidden_layers"), ("n_heads", "num_attention_heads"),
          ("d_vocab", "vocab_size"), ("d_mlp", "intermediate_size"))
+# What a model built from a released config may have shrunk: its depth and its vocabulary.
+SHRINKABLE = ("n_layers", "d_vocab")
 
 
-def same_sizes(tl_config, hf_config):
-    """Whether a TransformerLens config dict has the HF config's sizes (those both name)."""
-    pairs = [(tl_config.get(tl_key), getattr(hf_config, hf_key, None)) for tl_key, hf_key in SIZES]
+def same_sizes(tl_config, hf_config, ignoring=()):
+    """Whether a TransformerLens config dict has the HF config's sizes (those both name, but ``ignoring``)."""
+    pairs = [(tl_config.get(tl_key), getattr(hf_config, hf_key, None)) for tl_key, hf_key in SIZES
+             if tl_key not in ignoring]
     return all(tl == hf for tl, hf in pairs if tl is not None and hf is not None)
 
 
-def official_name_of_same_size(hf_config, converted=None):
+def official_name_of_same_size(hf_config, converted=None, ignoring=()):
     """The official model name the installed TransformerLens converts offline to ``hf_config``'s architecture and
-    sizes. Raises NotImplementedError saying which sizes it knows where none matches (``converted``: what its
-    conversion of the config itself gave, if anything)."""
+    sizes (but ``ignoring``). Raises NotImplementedError saying which sizes it knows where none matches
+    (``converted``: what its conversion of the config itself gave, if anything)."""
     import transformer_lens.loading_from_pretrained as loading
 
     architecture = hf_config.architectures[0]
@@ -92,7 +114,7 @@ def official_name_of_same_size(hf_config, converted=None):
             continue
         if cfg.get("original_architecture") != architecture:
             continue
-        if same_sizes(cfg, hf_config):
+        if same_sizes(cfg, hf_config, ignoring):
             return name
         known.append(name.split("/")[-1])
     mine = ", ".join(f"{tl_key} {getattr(hf_config, key, None)}" for tl_key, key in SIZES)
