@@ -147,6 +147,18 @@ def test_sensitise_is_deterministic_given_the_seed():
         assert a.numel() == 1 or not torch.equal(a, c), name
 
 
+def test_a_composite_config_whose_causal_lm_class_takes_token_ids_alone_is_its_text_decoder():
+    """#34: Llama4ForCausalLM (llama4), Qwen3_5ForCausalLM (qwen3_5) and their kind take a text sub-config: they are
+    decoder-only models, built and fuzzed as what that class builds; a class that needs pixel values stays multimodal."""
+    composites = [t for t in hf_shrink.causal_lm_types() if hf_shrink.text_decoder_type(t) is not None]
+    assert {"llama4", "qwen3_5"} <= set(composites)
+    for model_type in ("llama4", "qwen3_5"):
+        assert hf_shrink.kind(model_type) == ("decoder-only", "")
+        text = hf_shrink.text_decoder_type(model_type)
+        assert hf_shrink.tiny_config(model_type) == hf_shrink.tiny_config(text)
+    assert hf_shrink.text_decoder_type("gemma3") is None and hf_shrink.kind("gemma3")[0] == "multimodal"
+
+
 def test_a_released_config_keeps_everything_but_depth_and_vocabulary():
     """#34: for a release that builds an architecture only from its official configs, both sides are built from the
     released config with one layer of each kind and a small vocabulary: its widths, attention scale, softcaps and

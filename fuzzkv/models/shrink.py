@@ -239,8 +239,11 @@ def kind(model_type: str) -> tuple[str, str]:
     if model_type in KIND_TABLE:
         return KIND_TABLE[model_type]
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # listed by another generative mapping only
-        kind, what = NOT_CAUSAL[generative_types()[model_type][0][0]]
-        return kind, f"{what}; not fuzzed yet"
+        family, what = NOT_CAUSAL[generative_types()[model_type][0][0]]
+        return family, f"{what}; not fuzzed yet"
+    text = text_decoder_type(model_type)
+    if text is not None:  # a composite config whose causal-LM class takes token ids alone: its text decoder
+        return kind(text)
     config_class = CONFIG_MAPPING[model_type]
     towers = [name for name, sub in (getattr(config_class, "sub_configs", None) or {}).items()
               if getattr(sub, "model_type", None) != ""]  # "" marks a part of the decoder (dbrx, mpt attn_config)
@@ -254,6 +257,15 @@ def kind(model_type: str) -> tuple[str, str]:
     if _needs_is_decoder(model_type, defaults):
         return "encoder", "a BERT-like encoder: its causal-LM head needs is_decoder=True"
     return "decoder-only", ""
+
+
+def text_decoder_type(model_type: str) -> str | None:
+    """The model type of the text config a composite model type's causal-LM class is built on, where that class
+    takes token ids alone (its config class is a text sub-config's, itself a causal-LM model type): llama4's
+    Llama4ForCausalLM is llama4_text's. None for any other model type."""
+    head = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type, ""), None)
+    text = getattr(getattr(head, "config_class", None), "model_type", None)
+    return text if text and text != model_type and text in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES else None
 
 
 def _needs_is_decoder(model_type: str, defaults: dict) -> bool:
@@ -282,7 +294,9 @@ def _class_defaults(model_type: str) -> dict:
 
 def default_config(model_type: str) -> dict:
     """The config class's defaults (for_model(model_type).to_dict()), JSON-serialisable, with "model_type", and
-    the layer layout of the family's released checkpoints where the defaults have none (``RELEASED_LAYOUTS``)."""
+    the layer layout of the family's released checkpoints where the defaults have none (``RELEASED_LAYOUTS``). A
+    composite model type whose causal-LM class takes token ids alone gives its text decoder's."""
+    model_type = text_decoder_type(model_type) or model_type
     try:
         config = AutoConfig.for_model(model_type, **RELEASED_LAYOUTS.get(model_type, {}))
     except Exception as exc:  # noqa: BLE001 - a config class whose own defaults do not validate
@@ -555,6 +569,9 @@ def _shrunk(model_type: str, defaults: dict) -> dict:
 
 @functools.cache
 def _tiny_config(model_type: str) -> str:
+    text = text_decoder_type(model_type)
+    if text is not None:  # what its causal-LM class builds: the text decoder alone
+        return _tiny_config(text)
     family, why = kind(model_type)
     if family != "decoder-only":
         raise CannotBuild(f"{family}: {why}")
