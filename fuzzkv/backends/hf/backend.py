@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -158,30 +158,26 @@ class HFBackend(DrivenBackend):
                 return None
         return twin
 
-    def generate(self, case: Case) -> Trace:
+    def _generated(self, case: Case, path: Callable[..., Any], *settings: Any) -> Trace:
+        """A generate()-family ``path`` of the path code on ``case`` (its ``settings`` after the device), with the
+        library's documented refusals as refused cases."""
         with _documented_refusals():
-            sequences, mask, steps = hf_paths.generate(self.model, case.to_dict(), self.pad_id, self.device,
-                                                       self.generate_cache(case))
+            sequences, mask, steps = path(self.model, case.to_dict(), self.pad_id, self.device, *settings)
         return Trace.generated(sequences, mask, steps, case.padded_length)
+
+    def generate(self, case: Case) -> Trace:
+        return self._generated(case, hf_paths.generate, self.generate_cache(case))
 
     def compiled(self, case: Case) -> Trace:
-        with _documented_refusals():
-            sequences, mask, steps = hf_paths.compiled_generate(self.model, case.to_dict(), self.pad_id, self.device)
-        return Trace.generated(sequences, mask, steps, case.padded_length)
+        return self._generated(case, hf_paths.compiled_generate)
 
     def beam(self, case: Case) -> Trace:
-        with _documented_refusals():
-            sequences, mask, steps = hf_paths.beam_search(self.model, case.to_dict(), self.pad_id, self.device,
-                                                          self.generate_cache(case))
-        return Trace.generated(sequences, mask, steps, case.padded_length)
+        return self._generated(case, hf_paths.beam_search, self.generate_cache(case))
 
     def assisted(self, case: Case) -> Trace:
         if self._draft is None or self._draft[0] is not self.model:  # one draft per model (a precise view has its own)
             self._draft = (self.model, hf_paths.draft_model(self.model))
-        with _documented_refusals():
-            sequences, mask, steps = hf_paths.assisted(self.model, case.to_dict(), self.pad_id, self.device,
-                                                       self._draft[1], self.generate_cache(case))
-        return Trace.generated(sequences, mask, steps, case.padded_length)
+        return self._generated(case, hf_paths.assisted, self._draft[1], self.generate_cache(case))
 
     def attention_variants(self) -> dict[str, Backend]:
         if self._variants is None or self._variants[0] is not self.model:  # a precise view makes its own
