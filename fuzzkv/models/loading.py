@@ -360,11 +360,8 @@ def _from_registry(spec, *, scale, seed, init_std, attn, target) -> LoadedModel:
     config = spec.config_for(scale)
     if scale == "full":
         _check_fits(config, f"full {spec.name}", target)
-    model = build_random(config, seed=seed, init_std=init_std, attn=attn, dtype=target.dtype, device=target.device)
-    source = (f"no local weights for {spec.hub_id}: built the {scale} {spec.architecture} "
-              f"with seeded random weights (seed {seed}, init std {init_std})")
-    return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
-                       init_std=init_std, scaled=True)
+    return _random_twin(spec, config, f"no local weights for {spec.hub_id}: built the {scale} {spec.architecture}",
+                        seed=seed, init_std=init_std, attn=attn, target=target, scaled=True)
 
 
 def _from_official(spec, *, seed, init_std, attn, target) -> LoadedModel:
@@ -372,11 +369,16 @@ def _from_official(spec, *, seed, init_std, attn, target) -> LoadedModel:
     for a backend that builds the architecture only from its official configs."""
     config, shrunk = hf_shrink.shallow_config({"model_type": spec.model_type, **spec.config})
     _check_fits(config, f"{spec.name} with its released config", target)
+    return _random_twin(spec, config, f"{spec.name}: {spec.hub_id}'s released config, kept but for {shrunk}, as "
+                        f"{target.official_only},", seed=seed, init_std=init_std, attn=attn, target=target, scaled=False)
+
+
+def _random_twin(spec, config: dict, what: str, *, seed, init_std, attn, target, scaled: bool) -> LoadedModel:
+    """Registry model ``spec`` built from ``config`` with seeded random weights; ``what`` begins its source line."""
     model = build_random(config, seed=seed, init_std=init_std, attn=attn, dtype=target.dtype, device=target.device)
-    source = (f"{spec.name}: {spec.hub_id}'s released config, kept but for {shrunk}, as {target.official_only}; "
-              f"seeded random weights (seed {seed}, init std {init_std})")
+    source = f"{what} with seeded random weights (seed {seed}, init std {init_std})"
     return LoadedModel(model, source, spec=spec, random_weights=True, config_dict=config, seed=seed,
-                       init_std=init_std, scaled=False)
+                       init_std=init_std, scaled=scaled)
 
 
 def build_random(config: dict, *, seed: int, init_std: float, attn: str, dtype: str = "float32",
