@@ -104,18 +104,13 @@ def official_only(config: dict[str, Any], version: str) -> str:
     official config of the architecture either."""
     import tempfile
 
-    import transformer_lens.loading_from_pretrained as loading
     import transformers
 
     hf_config = transformers.AutoConfig.for_model(**config)
     with tempfile.TemporaryDirectory() as directory:
-        hf_config.save_pretrained(directory)
-        try:
-            cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
-            if tl_legacy_paths.same_sizes(cfg.to_dict(), hf_config):
-                return ""
-        except NotImplementedError:
-            pass
+        cfg = tl_legacy_paths.converted_from_config(hf_config, directory)
+    if cfg is not None and tl_legacy_paths.same_sizes(cfg.to_dict(), hf_config):
+        return ""
     every_size = tuple(tl_key for tl_key, _ in tl_legacy_paths.SIZES)
     try:
         tl_legacy_paths.official_name_of_same_size(hf_config, ignoring=every_size)

@@ -13,6 +13,7 @@ is built in memory (TransformerLens's ``generate`` asserts one even for token id
 
 import contextlib
 import copy
+import functools
 import tempfile
 import types
 
@@ -62,11 +63,7 @@ def tl_config_of(hf_config, directory):
     configs). Raises NotImplementedError saying which sizes it knows where none fits."""
     import transformer_lens.loading_from_pretrained as loading
 
-    hf_config.save_pretrained(directory)  # config.json only
-    try:
-        cfg = loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
-    except NotImplementedError:
-        cfg = None
+    cfg = converted_from_config(hf_config, directory)
     converted = None if cfg is None else cfg.to_dict()
     if converted is not None and same_sizes(converted, hf_config):
         return directory, cfg
@@ -83,6 +80,33 @@ def tl_config_of(hf_config, directory):
     cfg.n_layers = hf_config.num_hidden_layers
     cfg.d_vocab = cfg.d_vocab_out = hf_config.vocab_size
     return name, cfg
+
+
+def converted_from_config(hf_config, directory):
+    """TransformerLens's conversion of ``hf_config`` itself (saved in ``directory``), or None where this release
+    converts the architecture by official name only. Its sizes may still be fixed ones: see :func:`same_sizes`."""
+    import transformer_lens.loading_from_pretrained as loading
+
+    hf_config.save_pretrained(directory)  # config.json only
+    try:
+        return loading.get_pretrained_model_config(directory, fold_ln=False, device="cpu", dtype=torch.float32)
+    except NotImplementedError:
+        return None
+
+
+@functools.cache
+def offline_official_configs():
+    """(name, TransformerLens config dict) of each official name this release converts offline, by its name alone
+    (the others find nothing locally and raise): read once per process, as a run asks twice."""
+    import transformer_lens.loading_from_pretrained as loading
+
+    found = []
+    for name in loading.OFFICIAL_MODEL_NAMES:
+        try:
+            found.append((name, loading.convert_hf_model_config(name, local_files_only=True)))
+        except Exception:  # noqa: BLE001 - any refusal means: not convertible offline
+            continue
+    return tuple(found)
 
 
 # TransformerLens's config keys and the HF config keys of the same sizes.
@@ -103,15 +127,9 @@ def official_name_of_same_size(hf_config, converted=None, ignoring=()):
     """The official model name the installed TransformerLens converts offline to ``hf_config``'s architecture and
     sizes (but ``ignoring``). Raises NotImplementedError saying which sizes it knows where none matches
     (``converted``: what its conversion of the config itself gave, if anything)."""
-    import transformer_lens.loading_from_pretrained as loading
-
     architecture = hf_config.architectures[0]
     known = []
-    for name in loading.OFFICIAL_MODEL_NAMES:
-        try:  # names it knows by name convert without a download; the others find nothing locally and raise
-            cfg = loading.convert_hf_model_config(name, local_files_only=True)
-        except Exception:  # noqa: BLE001 - any refusal means: not convertible offline
-            continue
+    for name, cfg in offline_official_configs():
         if cfg.get("original_architecture") != architecture:
             continue
         if same_sizes(cfg, hf_config, ignoring):
