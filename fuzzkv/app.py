@@ -194,12 +194,13 @@ def all_models_command(as_json: bool) -> int:
     for row in rows:
         table.append((row.name, ",".join(row.mappings), row.source, "yes" if row.builds else "no",
                       ", ".join(row.features) if row.builds else row.reason))
-    decoders = [row for row in rows if row.kind == "decoder-only"]
-    built = sum(row.builds for row in decoders)
     print(_aligned(table))
     causal = sum("causal-lm" in row.mappings for row in rows)
-    print(f"\n{len(rows)} generative model types ({causal} causal-LM); {len(decoders)} decoder-only, of which {built} "
-          f"build at tiny scale ({100 * built / max(len(decoders), 1):.0f}%).")
+    kinds = ", ".join(f"{len(of)} {kind}, of which {sum(row.builds for row in of)} build at tiny scale "
+                      f"({100 * sum(row.builds for row in of) / max(len(of), 1):.0f}%)"
+                      for kind in ("decoder-only", "encoder-decoder")
+                      for of in [[row for row in rows if row.kind == kind]])
+    print(f"\n{len(rows)} generative model types ({causal} causal-LM); {kinds}.")
     return EXIT_OK
 
 
@@ -326,8 +327,8 @@ def _check_oracles(oracles: tuple[str, ...]) -> None:
 
 
 def model_names(models: str) -> list[str]:
-    """``--models``: ``all`` (every registry name and every other decoder-only model type of the installed
-    transformers), comma-separated names, or ``@FILE`` (one name per line; ``#`` starts a comment)."""
+    """``--models``: ``all`` (every registry name and every other decoder-only or encoder-decoder model type of the
+    installed transformers), comma-separated names, or ``@FILE`` (one name per line; ``#`` starts a comment)."""
     if models == "all":
         from fuzzkv.models.catalogue import sweep_names
 

@@ -17,6 +17,7 @@ from fuzzkv.case import Case
 from fuzzkv.comparison import compare
 from fuzzkv.oracles.check import check_within
 from fuzzkv.oracles.core import DECODE
+from fuzzkv.strategies import encoder_decoder_case
 from fuzzkv.tolerance import Progress
 from fuzzkv.verdict import Tolerance
 
@@ -42,6 +43,10 @@ def canary_case(lane: Lane, kind: str) -> Case | None:
     """The fixed case a canary is checked on: one 6-token prompt, or a ragged left-padded pair for the mask."""
     info = lane.info
     tokens = [t for t in range(3, info.vocab_size) if t not in info.special_ids][:8]
+    if info.encoder_decoder:  # its decoder prompts are never padded: a padding mask has nothing to drop
+        plain = Case(prompts=(tuple(tokens[:6]),), max_new_tokens=4)
+        return None if kind == "row-mask-ignored" else encoder_decoder_case(plain, (tuple(tokens[2:8]),),
+                                                                            info.decoder_start_id)
     if kind == "row-mask-ignored":
         if (lane.capabilities.max_batch or 2) < 2:
             return None

@@ -8,7 +8,7 @@ pasted into a reproduction script.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 PADDING_SIDES = ("left", "right")
@@ -41,6 +41,9 @@ class Case:
     settings: the knobs of the cache surface an oracle drives, drawn with the case and shrunk with
         it, as (name, value) pairs of JSON scalars: beam width, the cache operation a prefix goes
         through, a paged cache's page size and block count (empty for the core oracles).
+    encoder: for an encoder-decoder model, the encoder's input ids, one tuple per batch row (rows may differ in
+        length: padded on the right, as tokenizers pad them); ``prompts`` are then the decoder's prompts, all of
+        one length (a decoder prompt is never padded, as generate() feeds them). Empty: a decoder-only case.
     """
 
     prompts: tuple[tuple[int, ...], ...]
@@ -52,11 +55,13 @@ class Case:
     reuse_batch: int = 0
     continuation: tuple[tuple[int, ...], ...] = ()
     settings: tuple[tuple[str, Any], ...] = ()
+    encoder: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         # Normalise lists to tuples so equal cases hash and compare equal.
         object.__setattr__(self, "prompts", tuple(tuple(int(t) for t in p) for p in self.prompts))
         object.__setattr__(self, "continuation", tuple(tuple(int(t) for t in row) for row in self.continuation))
+        object.__setattr__(self, "encoder", tuple(tuple(int(t) for t in row) for row in self.encoder))
         items = self.settings.items() if isinstance(self.settings, dict) else self.settings
         object.__setattr__(self, "settings", tuple(sorted((str(k), v) for k, v in items)))
         chunks = tuple(int(c) for c in self.prefill_chunks) or (self.padded_length,)
@@ -81,6 +86,10 @@ class Case:
             raise ValueError("continuation must hold max_new_tokens tokens for each row (or be empty: greedy)")
         if any(not isinstance(v, (bool, int, float, str)) for _, v in self.settings):
             raise ValueError("settings must map names to JSON scalars")
+        if self.encoder and (len(self.encoder) != self.batch_size or any(len(row) == 0 for row in self.encoder)):
+            raise ValueError("encoder must hold one non-empty row of encoder ids per prompt (or be empty)")
+        if self.encoder and self.padded:
+            raise ValueError("an encoder-decoder case's decoder prompts must all be of one length")
 
     @property
     def batch_size(self) -> int:
@@ -109,11 +118,15 @@ class Case:
             data["continuation"] = [list(row) for row in self.continuation]
         else:
             del data["continuation"]
-        # Likewise a case without surface settings keeps its stored form.
+        # Likewise a case without surface settings, or of a decoder-only model, keeps its stored form.
         if self.settings:
             data["settings"] = dict(self.settings)
         else:
             del data["settings"]
+        if self.encoder:
+            data["encoder"] = [list(row) for row in self.encoder]
+        else:
+            del data["encoder"]
         return data
 
     def to_json(self) -> str:
@@ -133,6 +146,12 @@ class Case:
         """The surface setting ``name`` (see ``settings``), or ``default``."""
         return dict(self.settings).get(name, default)
 
+    def rows(self, start: int, stop: int) -> Case:
+        """The rows ``start`` to ``stop`` of this case alone (their prompts, encoder inputs and continuations),
+        prefilled in one pass."""
+        return replace(self, prompts=self.prompts[start:stop], encoder=self.encoder[start:stop],
+                       continuation=self.continuation[start:stop], prefill_chunks=())
+
     def describe(self) -> str:
         """A short human summary, e.g. ``batch 3 (lengths 1,1,2), left-padded, 2 new tokens``."""
         lengths = ",".join(str(len(p)) for p in self.prompts)
@@ -140,6 +159,10 @@ class Case:
         reuse = f", cache reused after batch {self.reuse_batch}" if self.reuse_batch else ""
         fed = " (drawn, fed one at a time)" if self.continuation else ""
         knobs = "".join(f", {name} {value}" for name, value in self.settings)
+        if self.encoder:
+            encoded = ",".join(str(len(row)) for row in self.encoder)
+            return (f"batch {self.batch_size} (encoder lengths {encoded}, decoder prompts of {self.padded_length}), "
+                    f"{self.max_new_tokens} new token(s){fed}, {chunks}, {self.cache} cache, {self.dtype}{reuse}{knobs}")
         return (
             f"batch {self.batch_size} (lengths {lengths}), {self.padding_side}-padded, "
             f"{self.max_new_tokens} new token(s){fed}, {chunks}, {self.cache} cache, {self.dtype}{reuse}{knobs}"

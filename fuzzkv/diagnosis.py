@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from fuzzkv.backends.interface import Backend, Trace
+from fuzzkv.backends.interface import Backend, Trace, uncached
 from fuzzkv.case import Case
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ def cached_vs_uncached(backend: Backend, case: Case, tokens: torch.Tensor | None
         cached: Trace = backend.cached(case, tokens)
     cached_states = recorder.sequences()
     with recorder.recording():
-        backend.reference(cached.tokens, cached.attention_mask)
+        uncached(backend, cached.tokens, cached.attention_mask, cached.encoder)
     checked = cached.attention_mask[:, :-1].bool().cpu()
     layers = compare_layers(recorder.sequences(), cached_states, checked, threshold)
     _add_cache_contents(backend, case, cached, layers, threshold)

@@ -18,7 +18,7 @@ from fuzzkv import baselines, events
 from fuzzkv._version import __version__
 from fuzzkv.backends.interface import Backend, Lane, Lanes
 from fuzzkv.canaries import check_canaries
-from fuzzkv.case import Case
+from fuzzkv.case import PADDING_SIDES, Case
 from fuzzkv.config import RunConfig
 from fuzzkv.db import FailureRecord, Store
 from fuzzkv.db.examples import StoreExampleDatabase
@@ -54,8 +54,8 @@ def fingerprint(model: str, backend: str, verdict: Verdict) -> str:
 
 def case_size(case: Case) -> tuple:
     """An order on cases, smallest first, to keep the smallest failing case while shrinking."""
-    return (case.batch_size, sum(map(len, case.prompts)), case.max_new_tokens, len(case.prefill_chunks),
-            case.reuse_batch, sum(map(sum, case.prompts)))
+    return (case.batch_size, sum(map(len, case.prompts)) + sum(map(len, case.encoder)), case.max_new_tokens,
+            len(case.prefill_chunks), case.reuse_batch, sum(map(sum, case.prompts)) + sum(map(sum, case.encoder)))
 
 
 def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
@@ -68,7 +68,10 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
                      max_positions=info.max_positions, sliding_windows=info.sliding_windows, dtype=config.dtype,
                      caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers,
                      generate_caches=capabilities.generate_caches, padding_modes=capabilities.padding_modes,
-                     reset_caches=capabilities.reset_caches)
+                     reset_caches=capabilities.reset_caches, encoder_decoder=info.encoder_decoder,
+                     decoder_start=info.decoder_start_id,
+                     # an encoder-decoder batch pads its encoder inputs (on the right), never its decoder prompts
+                     padding_sides=("left",) if info.encoder_decoder else PADDING_SIDES)
 
 
 def work_list(config: RunConfig, lanes: Lanes) -> list[tuple[Oracle, str]]:

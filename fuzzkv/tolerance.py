@@ -26,7 +26,7 @@ from typing import Any, cast
 
 import torch
 
-from fuzzkv.backends.interface import Backend, PathError, Trace
+from fuzzkv.backends.interface import Backend, Encoder, PathError, Trace, uncached
 from fuzzkv.case import Case
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.calibration import SAFETY_FACTOR, calibration_cases, differences
@@ -100,7 +100,7 @@ def calibrate(backend: Backend, dtype: str, *, max_prompt_len: int = 16, max_new
         try:  # the logit scale, from the uncached path over the greedy sequence
             with clock.within():  # a path that hangs is the search's finding too (a Deadline error)
                 cached = remembered.cached(case)
-                logits = remembered.reference(cached.tokens, cached.attention_mask)[cached.checked]
+                logits = uncached(remembered, cached.tokens, cached.attention_mask, cached.encoder)[cached.checked]
             scale = max(scale, float(logits.abs().max()))
             rms_scale = max(rms_scale, float(logits.pow(2).mean(-1).sqrt().max()))
         except ExampleDeadline:  # every oracle's paths would wait for it too
@@ -205,10 +205,12 @@ class _Remembered:
             self._traces[key] = self._backend.cached(*given, **options)
         return self._traces[key]
 
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
-        key = (precise, *_contents(tokens), *_contents(attention_mask))
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False,
+                  encoder: Encoder | None = None) -> torch.Tensor:
+        encoded = () if encoder is None else (*_contents(encoder[0]), *_contents(encoder[1]))
+        key = (precise, *_contents(tokens), *_contents(attention_mask), *encoded)
         if key not in self._references:
-            self._references[key] = self._backend.reference(tokens, attention_mask, precise=precise)
+            self._references[key] = uncached(self._backend, tokens, attention_mask, encoder, precise=precise)
         return self._references[key]
 
 

@@ -1,13 +1,14 @@
 """Planted bugs in the parts of a model that only the generic reach exercises: a norm weight applied
-wrongly under the cache, and a recurrent (SSM) state updated wrongly under the cache. Loaded through
-the factory form (``tests.broken_architectures:NAME``); weights are fuzzkv's sensitive init."""
+wrongly under the cache, a recurrent (SSM) state updated wrongly under the cache, and an encoder-decoder's
+cross-attention cache taken from another row's encoder output. Loaded through the factory form
+(``tests.broken_architectures:NAME``); weights are fuzzkv's sensitive init."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
-from transformers import AutoConfig, Gemma2ForCausalLM, MambaForCausalLM
+from transformers import AutoConfig, BartForConditionalGeneration, Gemma2ForCausalLM, MambaForCausalLM
 
 from fuzzkv import registry
 from fuzzkv.backends.hf.paths import sensitise
@@ -54,6 +55,20 @@ class StateDecayedWhenCached(MambaForCausalLM):
         return super().forward(*args, **kwargs)
 
 
+class CrossAttentionFromWrongRow(BartForConditionalGeneration):
+    """On the first cached decoding step, each row's cross-attention keys and values are replaced by the next row's
+    (as if recomputed from the wrong row of the encoder's output): invisible in a batch of one, or of rows whose
+    encoder inputs are equal."""
+
+    def forward(self, *args, **kwargs):
+        cache = _cache(kwargs)
+        if cache is not None and int(cache.get_seq_length()) > 0 and not getattr(cache, "planted", False):
+            rows = cache.cross_attention_cache.layers[0].keys.shape[0]
+            cache.cross_attention_cache.reorder_cache(torch.arange(rows).roll(1))
+            cache.planted = True
+        return super().forward(*args, **kwargs)
+
+
 def _built(cls, config: dict):
     config = dict(config)
     cfg = AutoConfig.for_model(config.pop("model_type"), **config)
@@ -70,3 +85,7 @@ def norm_weight_dropped_when_cached():
 
 def state_decayed_when_cached():
     return _built(StateDecayedWhenCached, hf_shrink.tiny_config("mamba"))
+
+
+def cross_attention_from_wrong_row():
+    return _built(CrossAttentionFromWrongRow, hf_shrink.tiny_config("bart"))

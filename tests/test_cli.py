@@ -88,7 +88,7 @@ def test_run_help_lists_every_exit_code_the_command_returns():
     (["run", "--model", "tests/raises_on_import.py"], "cannot load a model from tests/raises_on_import.py: not a "
                                                       "folder or a .gguf file"),
     (["run", "--model", "tests.raises_on_import:make"], "RuntimeError: this module is broken at import time"),
-    (["run", "--model", "bert", "--scale", "tiny"], "bert is not a decoder-only language model (encoder"),
+    (["run", "--model", "bert", "--scale", "tiny"], "bert is not a language model fuzzkv drives yet (encoder"),
     (["run", "--model", "qwen33", "--scale", "tiny"], "did you mean qwen3"),
     (["run", "--model", "llama_generic_missing"], "unknown model 'llama_generic_missing'"),
     (["sweep", "--models", "gpt2", "--shard", "5/3"], "--shard must be I/N with 1 <= I <= N, got 5/3"),

@@ -41,7 +41,7 @@ def test_an_encoder_is_not_fuzzed_and_says_why():
     from fuzzkv.backends.loader import load_lanes
     from fuzzkv.config import RunConfig
 
-    with pytest.raises(NotFuzzable, match="not a decoder-only"):
+    with pytest.raises(NotFuzzable, match="not a language model fuzzkv drives yet .encoder: a BERT-like"):
         load_lanes(RunConfig(model="bert", scale="tiny", db_url="memory:"))
 
 

@@ -102,16 +102,20 @@ def test_kinds_are_decided_from_the_config_classes():
 def test_every_generative_mapping_is_listed_with_what_each_type_is():
     """#34: `models --all` lists the causal-LM, image-text-to-text, multimodal-LM, seq2seq and speech-seq2seq
     mappings' types (329 on transformers 5.25), each with the mappings that list it; one listed by no causal-LM
-    mapping says what it is and that it is not fuzzed yet."""
+    mapping says what it is, and whether it is fuzzed: a text seq2seq model is, as its seq2seq LM class; a multimodal
+    model is not yet."""
     types = hf_shrink.generative_types()
     assert set(hf_shrink.causal_lm_types()) <= set(types)
     if hf_shrink.transformers.__version__ == "5.25.0":
         assert len(types) == 329
     assert [mapping for mapping, _ in types["t5"]] == ["seq2seq"] and hf_shrink.model_class("t5") == "T5ForConditionalGeneration"
-    assert hf_shrink.kind("t5") == ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output; "
-                                    "not fuzzed yet")
+    assert hf_shrink.kind("t5") == ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output")
+    assert hf_shrink.fuzzed("t5") and hf_shrink.model_class("bart") == "BartForConditionalGeneration"
     assert hf_shrink.kind("whisper")[0] == "encoder-decoder"
+    with pytest.raises(hf_shrink.CannotBuild, match="audio features"):
+        hf_shrink.tiny_config("whisper")
     assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
+    assert not hf_shrink.fuzzed("llava") and "not fuzzed yet" in hf_shrink.kind("llava")[1]
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gpt2", "mamba", "qwen3_next", "deepseek_v3"])

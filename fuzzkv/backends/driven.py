@@ -14,7 +14,7 @@ import torch
 
 from fuzzkv.backends import mutants as canaries
 from fuzzkv.backends.hf import paths as hf_paths
-from fuzzkv.backends.interface import Backend, Trace
+from fuzzkv.backends.interface import Backend, Encoder, Trace
 from fuzzkv.case import Case
 
 # The precision a run's dtype is checked against: rounding shrinks by orders of magnitude there,
@@ -34,16 +34,35 @@ class DrivenBackend(Backend):
 
     def cached(self, case: Case, tokens: torch.Tensor | None = None, *, cache: str | None = None,
                chunks: tuple[int, ...] | None = None, precise: bool = False) -> Trace:
-        return Trace.everywhere(*self.paths.cached(self._cached_model(case, precise), case.to_dict(), self.pad_id,
-                                                   self.device, kind=cache, chunks=chunks, forced=tokens))
+        data, encoder = case.to_dict(), self.encoder_of(case)
+        model, store = self._cached_model(case, precise), None
+        if encoder is not None and isinstance(model, canaries.Mutant):
+            # A canary over an encoder-decoder model plants its bug in its decoder's calls: over the model's decoder
+            # view, with the view's cache (the paths view and cache a bare model themselves).
+            view = hf_paths.DecoderView(model.inner, encoder)
+            model = model.over(view)
+            store = hf_paths.new_cache(view, cache or case.cache, case.total_length, data.get("settings"),
+                                       case.batch_size)
+        sequence, mask, logits = self.paths.cached(model, data, self.pad_id, self.device, kind=cache, chunks=chunks,
+                                                   forced=tokens, cache=store)
+        return Trace.everywhere(sequence, mask, logits, encoder)
+
+    def encoder_of(self, case: Case, repeat: int = 1) -> Encoder | None:
+        """An encoder-decoder case's encoder inputs as the paths feed them (each row ``repeat`` times); None for a
+        decoder-only case."""
+        return hf_paths.encoder_inputs(case.to_dict(), self.pad_id, self.device, repeat)
 
     def _cached_model(self, case: Case, precise: bool) -> Any:
         """What the cached path drives for ``case``: the model, or its precise twin."""
         return self._precise_model() if precise else self.model
 
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False,
+                  encoder: Encoder | None = None) -> torch.Tensor:
         model = self._precise_model() if precise else self.model
-        logits = self.paths.reference(model, tokens.to(self.device), attention_mask.to(self.device))
+        if encoder is not None and isinstance(model, canaries.Mutant):
+            model = model.over(hf_paths.DecoderView(model.inner, encoder))
+        extra = {} if encoder is None else {"encoder": tuple(part.to(self.device) for part in encoder)}
+        logits = self.paths.reference(model, tokens.to(self.device), attention_mask.to(self.device), **extra)
         return logits.double()
 
     def _precise_model(self, attn: str | None = None) -> Any:

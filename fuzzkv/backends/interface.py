@@ -44,6 +44,10 @@ class ModelInfo:
     # Seeded random weights: no token is special in them (a trained model's special tokens can carry activations far
     # larger than others', which calibration measures on).
     random_weights: bool = False
+    # An encoder-decoder model: cases carry encoder inputs, and the decoder's prompts are of one length per batch,
+    # each starting with the token its decoding starts from (``decoder_start_id``), as generate() starts it.
+    encoder_decoder: bool = False
+    decoder_start_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,9 @@ class Capabilities:
                             self.absent + other.absent)
 
 
+Encoder = tuple["torch.Tensor", "torch.Tensor"]  # an encoder-decoder model's encoder ids and mask, [B, S] each
+
+
 @dataclass
 class Trace:
     """What one path computed for a batch.
@@ -120,22 +127,34 @@ class Trace:
     logits: logits predicting token t+1 at position t, shape [B, T-1, V], float32.
     checked: which positions this path computed logits for (and that are not padding),
         shape [B, T-1]; positions outside it are not compared.
+    encoder: an encoder-decoder model's encoder ids and mask ([B, S] each) the decoder ``tokens`` attended to;
+        None for a decoder-only model. The uncached reference of the trace needs them.
     """
 
     tokens: torch.Tensor
     attention_mask: torch.Tensor
     logits: torch.Tensor
     checked: torch.Tensor
+    encoder: Encoder | None = None
 
     @classmethod
-    def everywhere(cls, tokens: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor) -> Trace:
+    def everywhere(cls, tokens: torch.Tensor, attention_mask: torch.Tensor, logits: torch.Tensor,
+                   encoder: Encoder | None = None) -> Trace:
         """A trace with logits at every real position (the cached path, the teacher-forced reference)."""
         logits = logits if logits.element_size() == 8 else logits.float()  # a precise (float64) path keeps its precision
-        return cls(tokens, attention_mask, logits, attention_mask[:, :-1].bool())
+        return cls(tokens, attention_mask, logits, attention_mask[:, :-1].bool(), encoder)
+
+    def row_encoder(self, row: int) -> Encoder | None:
+        """Row ``row``'s encoder inputs alone, without their padding; None for a decoder-only trace."""
+        if self.encoder is None:
+            return None
+        ids, mask = self.encoder
+        real = mask[row].bool()
+        return ids[row][real].unsqueeze(0), mask[row][real].unsqueeze(0)
 
     @classmethod
     def generated(cls, sequences: torch.Tensor, full_mask: torch.Tensor, step_logits: list[torch.Tensor],
-                  prompt_length: int) -> Trace:
+                  prompt_length: int, encoder: Encoder | None = None) -> Trace:
         """A trace for a library's generate(): logits exist only at the positions it generated from."""
         batch, total = full_mask.shape
         # Tensor methods, not torch's functions: this module is imported where torch is not (the CLI, via oracles).
@@ -144,7 +163,7 @@ class Trace:
         for i, step in enumerate(step_logits):
             logits[:, prompt_length - 1 + i] = step.float()
             checked[:, prompt_length - 1 + i] = True
-        return cls(sequences, full_mask, logits, checked)
+        return cls(sequences, full_mask, logits, checked, encoder)
 
 
 class PathError(Exception):
@@ -192,9 +211,11 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False) -> torch.Tensor:
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False,
+                  encoder: Encoder | None = None) -> torch.Tensor:
         """Uncached logits from ONE teacher-forced forward pass: shape [B, T-1, V], as float64
-        (``precise``: computed in the higher precision, as for :meth:`cached`)."""
+        (``precise``: computed in the higher precision, as for :meth:`cached`). ``encoder``: an encoder-decoder
+        model's encoder inputs (``tokens`` are then its decoder's); only given for such a model."""
 
     @abstractmethod
     def generate(self, case: Case) -> Trace:
@@ -268,6 +289,21 @@ class Backend(ABC):
         """A copy of this backend whose cached path carries the planted bug ``kind`` (see
         :mod:`fuzzkv.canaries`), for checking that a run can see; None where it cannot be planted."""
         return None
+
+
+class Uncached(Protocol):
+    """What has an uncached reference: a backend, or a wrapper remembering one's results."""
+
+    def reference(self, tokens: torch.Tensor, attention_mask: torch.Tensor, *, precise: bool = False,
+                  encoder: Encoder | None = None) -> torch.Tensor: ...
+
+
+def uncached(backend: Uncached, tokens: torch.Tensor, attention_mask: torch.Tensor, encoder: Encoder | None = None,
+             *, precise: bool = False) -> torch.Tensor:
+    """``backend``'s uncached reference over ``tokens`` (with the encoder inputs they attended to, for an
+    encoder-decoder model: only then is ``encoder`` passed, so a backend of decoder-only models need not take it)."""
+    extra = {} if encoder is None else {"encoder": encoder}
+    return backend.reference(tokens, attention_mask, precise=precise, **extra)
 
 
 Measure = Callable[[Backend], "Tolerance"]

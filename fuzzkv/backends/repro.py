@@ -70,16 +70,19 @@ def report(label, reference_logits, candidate_logits, checked):
 
 
 def teacher_forced(model, sequences, mask, prompt_length):
-    """The uncached reference at the positions generate() produced logits for."""
-    return reference(model, sequences, mask)[:, prompt_length - 1:]
+    """The uncached reference at the positions generate() produced logits for (a beam search's sequences attend to
+    their rows' encoder inputs, for an encoder-decoder model)."""
+    encoder = encoder_inputs(CASE, PAD, DEVICE, len(sequences) // len(CASE["prompts"]))
+    return reference(model, sequences, mask, encoder)[:, prompt_length - 1:]
 
 
 def uncached_alone(model, tokens, mask):
     """The uncached reference of each row alone (its real tokens, no padding), at the row's positions [B, T-1, V]."""
     rows = []
-    for row, real in zip(tokens, mask.bool()):
+    for index, (row, real) in enumerate(zip(tokens, mask.bool())):
         alone = row[real].unsqueeze(0)
-        logits = reference(model, alone, torch.ones_like(alone))[0]
+        encoder = encoder_inputs(dict(CASE, encoder=CASE.get("encoder", [])[index:index + 1]), PAD, DEVICE)
+        logits = reference(model, alone, torch.ones_like(alone), encoder)[0]
         placed = torch.full((tokens.shape[1] - 1, logits.shape[-1]), float("nan"), dtype=logits.dtype,
                             device=logits.device)
         placed[real[:-1].nonzero().squeeze(-1)] = logits[:int(real[:-1].sum())]
@@ -92,7 +95,7 @@ def report_rows_alone(model, batched, tokens, mask, same_chunks=False):
     prefilled in the batch's chunks, for rows as long as the batch's)."""
     for row, prompt in enumerate(CASE["prompts"]):
         chunks = {} if same_chunks else {"prefill_chunks": [len(prompt)]}
-        alone = dict(CASE, prompts=[prompt], continuation=[], **chunks)
+        alone = dict(CASE, prompts=[prompt], continuation=[], encoder=CASE.get("encoder", [])[row:row + 1], **chunks)
         _, _, single = cached(model, alone, PAD, DEVICE, forced=tokens[row][mask[row].bool()].unsqueeze(0))
         where = mask[row, :-1].bool()
         n = int(where.sum())

@@ -24,7 +24,7 @@ class Architecture:
     model_type: str
     model_class: str  # the class of its first mapping (``mappings``)
     source: str  # "curated" (registry) or "generic" (shrunk config-class defaults)
-    kind: str  # "decoder-only", or what else it is (only decoder-only ones are fuzzed)
+    kind: str  # "decoder-only", "encoder-decoder", or what else it is (those two are fuzzed)
     features: tuple[str, ...]
     builds: bool  # whether the tiny twin builds and runs here
     reason: str = ""  # why it is not fuzzed, when it is not
@@ -60,7 +60,7 @@ def describe(model_type: str, curated_name: str | None) -> Architecture:
     name = curated_name or model_type
     mappings = tuple(mapping for mapping, _ in hf_shrink.generative_types()[model_type])
     row = Architecture(name, model_type, hf_shrink.model_class(model_type), source, kind, (), False, mappings=mappings)
-    if kind != "decoder-only":
+    if not hf_shrink.fuzzed(model_type):
         return _with(row, started, builds=False, reason=f"not fuzzed: {kind} ({why})")
     try:
         config = registry_tiny(curated_name) if curated_name else hf_shrink.tiny_config(model_type)
@@ -83,8 +83,8 @@ def _with(row: Architecture, started: float, **changes) -> Architecture:
 
 def sweep_names() -> list[str]:
     """What ``fuzzkv sweep --models all`` fuzzes: every registry name (real configs), then every other
-    decoder-only model type by its generic tiny twin."""
+    decoder-only or encoder-decoder model type by its generic tiny twin."""
     go_offline()
     curated = curated_by_type()
-    generic = [t for t in hf_shrink.causal_lm_types() if t not in curated and hf_shrink.kind(t)[0] == "decoder-only"]
+    generic = [t for t in hf_shrink.generative_types() if t not in curated and hf_shrink.fuzzed(t)]
     return registry.names() + generic

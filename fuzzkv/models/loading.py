@@ -411,9 +411,10 @@ def generic_model_type(name: str) -> str | None:
 
 def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> LoadedModel:
     kind, why = hf_shrink.kind(model_type)
-    if kind != "decoder-only":
-        raise NotFuzzable(f"{model_type} is not a decoder-only language model ({kind}: {why}).",
-                         tip="fuzzkv fuzzes decoder-only causal LMs; 'fuzzkv models --all' lists them")
+    if not hf_shrink.fuzzed(model_type):
+        raise NotFuzzable(f"{model_type} is not a language model fuzzkv drives yet ({kind}: {why}).",
+                         tip="fuzzkv fuzzes decoder-only and text encoder-decoder LMs; 'fuzzkv models --all' lists "
+                             "them")
     try:
         config = hf_shrink.tiny_config(model_type) if scale == "tiny" else hf_shrink.default_config(model_type)
     except hf_shrink.CannotBuild as exc:
@@ -430,7 +431,7 @@ def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> Lo
         first = (str(exc).splitlines() or [""])[0][:300]
         raise CannotBuildModel(f"cannot build a {scale} {model_type}: {type(exc).__name__}: {first}",
                                tip="try --scale tiny, or another --attn") from None
-    source = (f"{model_type}: the {scale} twin of transformers' {hf_shrink.causal_lm_class(model_type)} defaults, "
+    source = (f"{model_type}: the {scale} twin of transformers' {hf_shrink.model_class(model_type)} defaults, "
               f"with seeded random weights (seed {seed}, init std {init_std})")
     return LoadedModel(model, source, random_weights=True, config_dict=config, seed=seed, init_std=init_std,
                        name=model_type, scaled=True)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig
 from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -196,13 +196,23 @@ GENERATIVE_MAPPINGS = (
     ("seq2seq", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
     ("speech-seq2seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
 )
-# What a model type that no causal-LM mapping lists is, by the first mapping that does.
+# What a model type that no causal-LM mapping lists is, by the first mapping that does, and whether fuzzkv drives
+# it yet (a type of a kind in FUZZED_KINDS is fuzzed where it builds).
 NOT_CAUSAL = {
-    "image-text-to-text": ("multimodal", "an image-text-to-text model: generates from pixel values and text"),
-    "multimodal-lm": ("multimodal", "a multimodal LM: generates from pixel or audio values and text"),
+    "image-text-to-text": ("multimodal", "an image-text-to-text model: generates from pixel values and text; "
+                                         "not fuzzed yet"),
+    "multimodal-lm": ("multimodal", "a multimodal LM: generates from pixel or audio values and text; not fuzzed yet"),
     "seq2seq": ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output"),
     "speech-seq2seq": ("encoder-decoder", "a speech seq2seq model: its decoder attends to an audio encoder's output"),
 }
+# The kinds fuzzkv fuzzes: a left-to-right decoder over token ids, alone or attending to a text encoder's output.
+FUZZED_KINDS = ("decoder-only", "encoder-decoder")
+# Encoder-decoder types are built as their seq2seq LM class (BART, not its decoder half BartForCausalLM), from
+# token ids: a speech seq2seq model's encoder takes audio features, which fuzzkv does not draw yet.
+SEQ2SEQ_TABLE = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
+NOT_TEXT_ENCODER = "its encoder takes audio features (a speech seq2seq model): not fuzzed yet"
+# An encoder-decoder config's layer counts, per stack: each kept to one layer (both stacks are one kind).
+ENCODER_DECODER_LAYERS = ("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers", "encoder_num_layers")
 
 
 @functools.cache
@@ -217,8 +227,17 @@ def generative_types() -> dict[str, tuple[tuple[str, str], ...]]:
 
 
 def model_class(model_type: str) -> str:
-    """The class transformers builds for ``model_type`` by its first generative mapping."""
+    """The class transformers builds for ``model_type``: an encoder-decoder's seq2seq LM class, where the seq2seq
+    mapping lists one; else the first generative mapping's."""
+    seq2seq = vars(modeling_auto).get(SEQ2SEQ_TABLE, {}).get(model_type)
+    if seq2seq and kind(model_type)[0] == "encoder-decoder":
+        return seq2seq
     return generative_types()[model_type][0][1]
+
+
+def fuzzed(model_type: str) -> bool:
+    """Whether fuzzkv fuzzes ``model_type``'s kind (where its tiny twin builds)."""
+    return kind(model_type)[0] in FUZZED_KINDS
 
 
 def causal_lm_types() -> list[str]:
@@ -239,8 +258,7 @@ def kind(model_type: str) -> tuple[str, str]:
     if model_type in KIND_TABLE:
         return KIND_TABLE[model_type]
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # listed by another generative mapping only
-        family, what = NOT_CAUSAL[generative_types()[model_type][0][0]]
-        return family, f"{what}; not fuzzed yet"
+        return NOT_CAUSAL[generative_types()[model_type][0][0]]
     text = text_decoder_type(model_type)
     if text is not None:  # a composite config whose causal-LM class takes token ids alone: its text decoder
         return kind(text)
@@ -253,7 +271,7 @@ def kind(model_type: str) -> tuple[str, str]:
         return "composite", f"a composite config ({', '.join(towers)}): sub-models, not one decoder stack"
     defaults = _class_defaults(model_type)
     if defaults.get("is_encoder_decoder"):
-        return "encoder-decoder", "the decoder half of a seq2seq model"
+        return "encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output"
     if _needs_is_decoder(model_type, defaults):
         return "encoder", "a BERT-like encoder: its causal-LM head needs is_decoder=True"
     return "decoder-only", ""
@@ -573,10 +591,12 @@ def _tiny_config(model_type: str) -> str:
     if text is not None:  # what its causal-LM class builds: the text decoder alone
         return _tiny_config(text)
     family, why = kind(model_type)
-    if family != "decoder-only":
+    if family not in FUZZED_KINDS:
         raise CannotBuild(f"{family}: {why}")
     defaults = default_config(model_type)
     shrunk = _shrunk(model_type, defaults)
+    if family == "encoder-decoder":
+        return json.dumps(_proven(model_type, _encoder_decoder_tiny(model_type, shrunk)))
     failures = []
     for per_kind in LAYERS_PER_KIND:
         tiny = _shrink_layers(model_type, defaults, shrunk, per_kind)
@@ -585,6 +605,14 @@ def _tiny_config(model_type: str) -> str:
         except _ConstructionFailed as exc:
             failures.append(exc)
     raise CannotBuild(str(failures[0]))  # the smallest stack's reason is the one to report
+
+
+def _encoder_decoder_tiny(model_type: str, shrunk: dict) -> dict:
+    """An encoder-decoder's tiny config: its scalars shrunk, one layer in each stack. Its seq2seq LM class only
+    (a speech seq2seq model's encoder takes audio features)."""
+    if model_type not in vars(modeling_auto).get(SEQ2SEQ_TABLE, {}):
+        raise CannotBuild(f"encoder-decoder: {NOT_TEXT_ENCODER}")
+    return {**shrunk, **{name: 1 for name in ENCODER_DECODER_LAYERS if _is_count(shrunk.get(name))}}
 
 
 def _proven(model_type: str, tiny: dict) -> dict:
@@ -631,8 +659,8 @@ def tiny_config(model_type: str) -> dict:
 
 def build(config: dict, attn: str = "eager") -> transformers.PreTrainedModel:
     """The model of a config dict, in float32 with transformers' own init, in eval mode."""
-    model = AutoModelForCausalLM.from_config(_config_object(config["model_type"], config), attn_implementation=attn,
-                                             **{DTYPE_KEYWORD: torch.float32})
+    built = _config_object(config["model_type"], config)
+    model = hf_paths.auto_class(built).from_config(built, attn_implementation=attn, **{DTYPE_KEYWORD: torch.float32})
     model.config.use_cache = True
     return model.eval()
 
@@ -655,8 +683,10 @@ def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tu
     tokens = torch.randint(0, vocab, (PROMPT + 2,), generator=torch.Generator().manual_seed(seed)).tolist()
     case = {"prompts": [tokens[:PROMPT]], "padding_side": "left", "max_new_tokens": 2, "prefill_chunks": [PROMPT],
             "cache": "dynamic", "continuation": [tokens[PROMPT:]]}
+    if model.config.is_encoder_decoder:  # its decoder attends to the encoder's output of these tokens
+        case["encoder"] = [tokens[:PROMPT]]
     sequence, mask, cached = hf_paths.cached(model, case, 0, "cpu")
-    full = hf_paths.reference(model, sequence, mask)
+    full = hf_paths.reference(model, sequence, mask, hf_paths.encoder_inputs(case, 0, "cpu"))
     return cached[:, -1], full[:, -1]
 
 

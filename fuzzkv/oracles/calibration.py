@@ -10,6 +10,7 @@ import random
 from typing import TYPE_CHECKING
 
 from fuzzkv.case import Case
+from fuzzkv.strategies import encoder_decoder_case
 
 if TYPE_CHECKING:
     from fuzzkv.backends.interface import Backend, Trace
@@ -38,7 +39,7 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
     # below already hold one-token prompts (a full-size vocabulary makes each case cost seconds on a CPU).
     specials = () if info.random_weights else info.special_ids[:3]
     # Kernels are chosen by shape, and their rounding with them: short batches round differently.
-    return [Case(prompts=(prompt(longest),), max_new_tokens=max_new_tokens, dtype=dtype),
+    cases = [Case(prompts=(prompt(longest),), max_new_tokens=max_new_tokens, dtype=dtype),
             Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
                  dtype=dtype),
             Case(prompts=(prompt(longest // 2 + 1),), max_new_tokens=max_new_tokens,
@@ -55,6 +56,12 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
             *(Case(prompts=((special,),) * rows, max_new_tokens=2, dtype=dtype)
               for special in specials for rows in sorted({1, min(2, most)})),
             *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in specials)]
+    if not info.encoder_decoder:
+        return cases
+    # An encoder-decoder model: the same decoder shapes, cut to one length per batch as the search draws them,
+    # each row attending to encoder inputs of the longest length and shorter ones (padded).
+    return [encoder_decoder_case(case, tuple(prompt(longest - 3 * row) for row in range(case.batch_size)),
+                                 info.decoder_start_id) for case in cases]
 
 
 def differences(reference: Trace, candidate: Trace) -> tuple[float, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from fuzzkv.backends.interface import uncached
 from fuzzkv.case import Case
 from fuzzkv.features import CACHE_RESET, OFFLOADED_CACHE, PADDED_POSITIONS, STATIC_CACHE
 from fuzzkv.oracles.interface import Oracle, against_uncached, run_path, single, teacher_forced
@@ -28,8 +29,8 @@ def batch_rows_alone(backend: Backend, case: Case, batched: Trace, same_chunks: 
     kind, fed the same tokens, placed at the row's positions (``same_chunks``: prefilled in the batch's chunks,
     for rows as long as the batch's)."""
     rows = []
-    for row, prompt in enumerate(case.prompts):
-        alone = replace(case, prompts=(prompt,), prefill_chunks=case.prefill_chunks if same_chunks else (),
+    for row in range(case.batch_size):
+        alone = replace(case.rows(row, row + 1), prefill_chunks=case.prefill_chunks if same_chunks else (),
                         continuation=())
         forced = batched.tokens[row][batched.attention_mask[row].bool()].unsqueeze(0)
         rows.append(run_path(f"row {row} alone", backend.cached, alone, forced))
@@ -42,7 +43,8 @@ def uncached_alone(backend: Backend, trace: Trace) -> Trace:
     rows = []
     for row, real in enumerate(trace.attention_mask.bool()):
         alone = trace.tokens[row][real].unsqueeze(0)
-        logits = run_path(f"uncached, row {row} alone", backend.reference, alone, alone.new_ones(alone.shape))
+        logits = run_path(f"uncached, row {row} alone", uncached, backend, alone, alone.new_ones(alone.shape),
+                          trace.row_encoder(row))
         rows.append(trace.everywhere(alone, alone.new_ones(alone.shape), logits))
     return _scatter(trace, rows)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from hypothesis.strategies import SearchStrategy
 
-from fuzzkv.backends.interface import PathError
+from fuzzkv.backends.interface import PathError, uncached
 from fuzzkv.case import Case
 
 if TYPE_CHECKING:
@@ -97,8 +97,8 @@ def run_path(path: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def teacher_forced(backend: Backend, trace: Trace, path: str = "uncached reference") -> Trace:
     """The uncached reference for ``trace``'s final sequence: one forward pass."""
-    logits = run_path(path, backend.reference, trace.tokens, trace.attention_mask)
-    return trace.everywhere(trace.tokens, trace.attention_mask, logits)
+    logits = run_path(path, uncached, backend, trace.tokens, trace.attention_mask, trace.encoder)
+    return trace.everywhere(trace.tokens, trace.attention_mask, logits, trace.encoder)
 
 
 def against_uncached(backend: Backend, path: str, produce: Callable[[Case], Trace], case: Case) -> tuple[Trace, Trace]:

@@ -48,6 +48,9 @@ class CaseSpace:
     padding_modes: tuple[str, ...] = ()  # how a padded batch is told to the model, where there is a choice
     reset_caches: tuple[str, ...] | None = None  # the cache kinds a reused case draws (None: any of ``caches``)
     padding_sides: tuple[str, ...] = PADDING_SIDES
+    # An encoder-decoder model: each case also draws its rows' encoder inputs, and decoder prompts of one length.
+    encoder_decoder: bool = False
+    decoder_start: int | None = None  # the token each decoder prompt starts with (generate() puts it first)
     dtype: str = "float32"
     max_boundary_len: int = 128
     extra_lengths: tuple[int, ...] = field(default=())
@@ -115,10 +118,21 @@ def lengths(space: CaseSpace, new_tokens: int = 1) -> st.SearchStrategy[int]:
 @st.composite
 def prompts(draw: st.DrawFn, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) -> tuple[int, ...]:
     """One prompt: random ids, or a run of one repeated id."""
+    # drawn here, not through prompts_of: a nested composite would change the shape of the choices Hypothesis
+    # shrinks, and with it the minimal cases of stored runs
     n = max(min_length, draw(lengths(space, new_tokens)))
     if draw(st.booleans()):
         return (draw(token_ids(space)),) * n
     return tuple(draw(st.lists(token_ids(space), min_size=n, max_size=n)))
+
+
+@_reused
+@st.composite
+def prompts_of(draw: st.DrawFn, space: CaseSpace, length: int) -> tuple[int, ...]:
+    """One prompt of ``length`` tokens: random ids, or a run of one repeated id."""
+    if draw(st.booleans()):
+        return (draw(token_ids(space)),) * length
+    return tuple(draw(st.lists(token_ids(space), min_size=length, max_size=length)))
 
 
 @_reused
@@ -174,7 +188,10 @@ def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: boo
     side = draw(_sampled_from(padding or space.padding_sides))
     drawn = draw(new_token_counts(space))  # drawn either way, so left padding stays the simpler case
     n_new = 1 if side == "right" else drawn
-    rows = draw(batches(space, n_new, min_batch, min_length=2 if min_chunks > 1 else 1))
+    if space.encoder_decoder:
+        rows, encoder = draw(encoder_decoder_batches(space, n_new, min_batch, min_length=2 if min_chunks > 1 else 1))
+    else:
+        rows, encoder = draw(batches(space, n_new, min_batch, min_length=2 if min_chunks > 1 else 1)), []
     length = max(len(p) for p in rows)
     chunks = draw(prefill_chunks(length)) if chunked else (length,)
     if len(chunks) < min_chunks:
@@ -186,7 +203,22 @@ def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: boo
         reuse_batch = len(rows) if cache == "static" else draw(st.integers(len(rows), len(rows) + space.max_batch))
     return Case(prompts=tuple(rows), padding_side=side, max_new_tokens=n_new, prefill_chunks=chunks,
                 cache=cache, dtype=space.dtype, reuse_batch=reuse_batch,
-                continuation=draw(continuations(space, len(rows), n_new)) if continued else ())
+                continuation=draw(continuations(space, len(rows), n_new)) if continued else (), encoder=tuple(encoder))
+
+
+@_reused
+@st.composite
+def encoder_decoder_batches(draw: st.DrawFn, space: CaseSpace, new_tokens: int = 1, min_size: int = 1,
+                            min_length: int = 1) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """An encoder-decoder batch: (decoder prompts, all of one length, as generate() feeds a batch of them, each
+    starting with the model's decoder start token where it has one, as generate() starts them; each row's encoder
+    input, rows of any length: padded). Shrinks to one row of a one-token encoder input and a decoder prompt of
+    the start token alone."""
+    encoder = draw(batches(space, 1, min_size))
+    length = max(min_length, draw(lengths(space, new_tokens)))
+    start = () if space.decoder_start is None else (space.decoder_start,)
+    return [start + draw(prompts_of(space, length - len(start))) if length > len(start) else start
+            for _ in encoder], encoder
 
 
 def continuations(space: CaseSpace, rows: int, new_tokens: int) -> st.SearchStrategy[tuple[tuple[int, ...], ...]]:
@@ -281,6 +313,15 @@ def equal_lengths(case: Case) -> Case:
     if len(chunks) < len(case.prefill_chunks) and len(chunks) < 2 <= length:
         chunks = [length - 1, 1]  # keep the split the oracle asked for
     return replace(case, prompts=tuple(p[:length] for p in case.prompts), prefill_chunks=tuple(chunks))
+
+
+def encoder_decoder_case(case: Case, encoder: tuple[tuple[int, ...], ...], start: int | None) -> Case:
+    """``case``'s decoder prompts cut to one length (:func:`equal_lengths`), each starting with the decoder start
+    token ``start`` where there is one, attending to ``encoder`` (one row each): a fixed case for an
+    encoder-decoder model, shaped as :func:`encoder_decoder_batches` draws them."""
+    case = equal_lengths(case)
+    first = () if start is None else (start,)
+    return replace(case, prompts=tuple(first + p[len(first):] for p in case.prompts), encoder=encoder)
 
 
 @st.composite

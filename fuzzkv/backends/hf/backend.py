@@ -123,7 +123,8 @@ class HFBackend(DrivenBackend):
 
     # -- paths (cached and reference: DrivenBackend) -------------------------------------
     def reused(self, case: Case, tokens: torch.Tensor) -> Trace:
-        return Trace.everywhere(*hf_paths.reused(self.model, case.to_dict(), self.pad_id, self.device, tokens))
+        sequence, mask, logits = hf_paths.reused(self.model, case.to_dict(), self.pad_id, self.device, tokens)
+        return Trace.everywhere(sequence, mask, logits, self.encoder_of(case))
 
     @torch.inference_mode()
     def cache_contents(self, case: Case, tokens: torch.Tensor) -> CacheContents:
@@ -163,7 +164,9 @@ class HFBackend(DrivenBackend):
         library's documented refusals as refused cases."""
         with _documented_refusals():
             sequences, mask, steps = path(self.model, case.to_dict(), self.pad_id, self.device, *settings)
-        return Trace.generated(sequences, mask, steps, case.padded_length)
+        # a beam search returns several sequences per row, each attending to its row's encoder inputs
+        return Trace.generated(sequences, mask, steps, case.padded_length,
+                               self.encoder_of(case, len(sequences) // case.batch_size))
 
     def generate(self, case: Case) -> Trace:
         return self._generated(case, hf_paths.generate, self.generate_cache(case))
@@ -307,12 +310,22 @@ def switch_attention(model: Any, attn: str) -> str | None:
     return f"set_attn_implementation({attn!r}) did not take ({stale})" + (f": transformers said: {words}" if words else "")
 
 
+# The cache surfaces fuzzkv does not drive through an encoder-decoder model's decoder yet: their oracles are not
+# applicable, with this reason (the core oracles, generate() and beam search are).
+ENCODER_DECODER_UNDRIVEN_FEATURES = frozenset({CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING,
+                                               ATTENTION_IMPLEMENTATIONS, OFFLOADED_CACHE, QUANTIZED_CACHE,
+                                               COMPILED_DECODING, CACHE_CONTENTS})
+ENCODER_DECODER_UNDRIVEN = "fuzzkv does not drive this cache surface through an encoder-decoder model's decoder yet"
+
+
 def _capabilities(model: Any, unswitchable: dict[str, str]) -> Capabilities:
     """What fuzzkv can drive for this model: padded batches only where the model can take a padded row's real
     positions (``hf_paths.POSITIONS_FROM_CACHE_LENGTH``); the static cache only where transformers builds one
     for its config and the model's forward can use it (``hf_paths.NO_STATIC_CACHE``); key/value contents only
     where every cache layer holds keys and values (a recurrent or linear-attention state does not)."""
     absent: list[tuple[str, str]] = []
+    if model.config.is_encoder_decoder:
+        absent += [(feature, ENCODER_DECODER_UNDRIVEN) for feature in sorted(ENCODER_DECODER_UNDRIVEN_FEATURES)]
     positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
     if positions_why:
         absent.append((PADDED_POSITIONS, positions_why))
@@ -528,7 +541,18 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
     return ModelInfo(name=name, architecture=(config.architectures or [type(loaded.model).__name__])[0],
                      vocab_size=vocab, special_ids=tuple(specials), max_positions=max_positions,
                      sliding_windows=windows, source=loaded.source, model_type=text.model_type,
-                     head_dim=_head_dim(text), scaled=loaded.scaled, random_weights=loaded.random_weights)
+                     head_dim=_head_dim(text), scaled=loaded.scaled, random_weights=loaded.random_weights,
+                     encoder_decoder=bool(config.is_encoder_decoder), decoder_start_id=_decoder_start(loaded.model))
+
+
+def _decoder_start(model: Any) -> int | None:
+    """The token an encoder-decoder model's decoding starts from (generate() puts it first where a decoder prompt
+    lacks it); None for a decoder-only model."""
+    if not model.config.is_encoder_decoder:
+        return None
+    start = model.generation_config.decoder_start_token_id
+    start = model.config.decoder_start_token_id if start is None else start
+    return start if isinstance(start, int) else None
 
 
 def _head_dim(text: Any) -> int | None:

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, StaticCache
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, EncoderDecoderCache, StaticCache
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # transformers 5.24 renamed the forward argument ``past_key_values`` to ``cache`` (and the
@@ -45,6 +45,8 @@ def static_cache_in_effect(cache_implementation, out):
     if not cache_implementation or cache_implementation in UNSTATIC_IMPLEMENTATIONS:
         return
     used = out.get("cache", out.get("past_key_values"))  # 5.24 names it ``cache``, earlier ``past_key_values``
+    if isinstance(used, EncoderDecoderCache):  # a seq2seq model's: the decoder's self-attention part is the kind
+        used = used.self_attention_cache
     if used is None or type(used).__name__.endswith(STATIC_CACHE_CLASS_ENDINGS):
         return
     raise SettingIgnored(f"generate(cache_implementation={cache_implementation!r}) ran on a {type(used).__name__}, "
@@ -160,11 +162,21 @@ def random_model(config, seed, init_std, attn, dtype="float32", device="cpu"):
     torch.manual_seed(seed)  # defaults that transformers draws at random (rare, and perturbed anyway) stay seeded
     model = _empty_model(cfg, attn, target, device) if transformers_major() >= 5 else None
     if model is None:
-        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, **{dtype_keyword(): torch.float32})
+        model = auto_class(cfg).from_config(cfg, attn_implementation=attn, **{dtype_keyword(): torch.float32})
         sensitise(model, init_std, seed)
         return model.to(device=device, dtype=target)
     sensitise(model, init_std, seed)
     return model
+
+
+def auto_class(cfg):
+    """The auto class a config's model is built with: an encoder-decoder's seq2seq LM (BART's
+    BartForConditionalGeneration, not its decoder half), else the causal LM."""
+    if cfg.is_encoder_decoder:
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM
+    return AutoModelForCausalLM
 
 
 def _empty_model(cfg, attn, dtype, device):
@@ -173,7 +185,7 @@ def _empty_model(cfg, attn, dtype, device):
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):  # buffers (rotary frequencies...) are computed as usual
-        model = AutoModelForCausalLM.from_config(cfg, attn_implementation=attn, dtype=dtype)
+        model = auto_class(cfg).from_config(cfg, attn_implementation=attn, dtype=dtype)
     for module in model.modules():
         for key, parameter in module._parameters.items():
             if parameter is not None and parameter.device.type == "meta":
@@ -221,6 +233,9 @@ def folder_config(path):
         return None
 
 
+GENERATIVE_LM_TABLES = ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES")
+
+
 def declared_class(config):
     """(the class name ``config``'s ``architectures`` names first, the transformers causal-LM class of that name or
     None): a folder is loaded as the class it names. (None, None) where it names none; (name, None) where the name
@@ -228,9 +243,11 @@ def declared_class(config):
     names = (config or {}).get("architectures") or []
     if not names:
         return None, None
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from transformers.models.auto import modeling_auto
 
-    causal = {n for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+    # the generative LM classes fuzzkv drives: causal LMs and seq2seq LMs (a BART folder is its seq2seq model)
+    tables = [vars(modeling_auto).get(name, {}) for name in GENERATIVE_LM_TABLES]
+    causal = {n for table in tables for value in table.values()
               for n in (value if isinstance(value, (list, tuple)) else [value])}
     kind = getattr(transformers, names[0], None) if names[0] in causal else None
     return names[0], kind if isinstance(kind, type) else None
@@ -320,6 +337,73 @@ def padded(case, pad_id, device):
     return ids.to(device), mask.to(device)
 
 
+def encoder_inputs(case, pad_id, device, repeat=1):
+    """An encoder-decoder case's encoder ids [B, S], padded on the right (as tokenizers pad them), and their mask
+    [B, S], each row ``repeat`` times (a beam search's returned sequences); None for a decoder-only case."""
+    rows = [row for row in case.get("encoder") or () for _ in range(repeat)]
+    if not rows:
+        return None
+    ids = torch.full((len(rows), max(len(row) for row in rows)), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, tokens in enumerate(rows):
+        ids[row, :len(tokens)] = torch.tensor(tokens)
+        mask[row, :len(tokens)] = 1
+    return ids.to(device), mask.to(device)
+
+
+class DecoderView:
+    """An encoder-decoder model seen as its decoder over one batch's encoder output, so that every path drives it
+    as it drives a causal LM: a call's ``input_ids`` are decoder ids, fed through the cache (an
+    EncoderDecoderCache: self-attention and cross-attention), with the encoder's padding mask and the decoder
+    tokens' own mask (all ones: a case's decoder prompts are all of one length, never padded). The encoder runs
+    once per view, as generate() runs it once."""
+
+    def __init__(self, model, encoder):
+        self.model, self.config = model, model.config
+        self.encoder_ids, self.encoder_mask = encoder
+        self.keyword = cache_keyword(model)
+        self._encoded = None
+
+    def encoded(self):
+        """The encoder's output for this view's batch (computed on first use)."""
+        if self._encoded is None:
+            self._encoded = self.model.get_encoder()(input_ids=self.encoder_ids, attention_mask=self.encoder_mask)
+        return self._encoded
+
+    def forward(self, input_ids, attention_mask=None, cache=None, use_cache=False):
+        """``attention_mask``: the decoder tokens' mask, of the tokens so far. A cached call is given the encoder's
+        output, as generate() gives it; an uncached call the encoder's ids, as the plain forward call takes them."""
+        encoder = {"encoder_outputs": self.encoded()} if use_cache else {"input_ids": self.encoder_ids}
+        return self.model(**encoder, attention_mask=self.encoder_mask, decoder_input_ids=input_ids,
+                          decoder_attention_mask=attention_mask, use_cache=use_cache, **{self.keyword: cache})
+
+    __call__ = forward
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def generate(self, input_ids, attention_mask=None, **options):
+        """The model's own generate(): the encoder ids as its input, ``input_ids`` as the decoder's prompt."""
+        return self.model.generate(input_ids=self.encoder_ids, attention_mask=self.encoder_mask,
+                                   decoder_input_ids=input_ids, **options)
+
+
+def decoder_view(model, case, pad_id, device, repeat=1):
+    """``model`` as the paths drive it for ``case``: an encoder-decoder model (or its view over another batch) as
+    its :class:`DecoderView` over the case's encoder inputs; anything else (a decoder-only model, a wrapper fuzzkv
+    built) as it is."""
+    return over_encoder(model, encoder_inputs(case, pad_id, device, repeat))
+
+
+def over_encoder(model, encoder):
+    """``model``'s :class:`DecoderView` over ``encoder`` (ids and mask), where ``model`` is an encoder-decoder model
+    or a view of one; ``model`` itself otherwise."""
+    model = model.model if encoder is not None and isinstance(model, DecoderView) else model
+    if encoder is None or not isinstance(model, transformers.PreTrainedModel) or not model.config.is_encoder_decoder:
+        return model
+    return DecoderView(model, encoder)
+
+
 def static_cache_sized_by_batch():
     """Whether the installed StaticCache is allocated for a batch size, on a device, in a dtype (transformers before
     4.56; later it allocates on first use). Its forward calls are then given their cache positions explicitly."""
@@ -332,8 +416,15 @@ def new_cache(model, kind, max_len, settings=None, batch=None):
     or a DynamicCache.
 
     transformers 4.x builds a DynamicCache without a config, and some of its models take only
-    legacy tuples (None to start).
+    legacy tuples (None to start). An encoder-decoder model's (a :class:`DecoderView`) is an EncoderDecoderCache
+    of that self-attention cache and a cross-attention cache, static (the encoder's length) beside a static one,
+    as generate() builds them.
     """
+    if isinstance(model, DecoderView):
+        length = model.encoder_ids.shape[1]
+        cross = StaticCache(config=model.config, max_cache_len=length) if kind == "static" else \
+            DynamicCache(config=model.config)
+        return EncoderDecoderCache(new_cache(model.model, kind, max_len, settings, batch), cross)
     if kind == "static" and static_cache_sized_by_batch():
         rows = "batch_size" if takes(StaticCache.__init__, "batch_size") else "max_batch_size"
         parameter = next(model.parameters())
@@ -479,6 +570,7 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
     default), then decode: greedily, or feeding the case's drawn ``continuation``, unless ``forced``
     gives the whole sequence. Returns (tokens [B, T], mask [B, T], logits [B, T-1, V] float32)."""
     kind = kind or case["cache"]
+    model = decoder_view(model, case, pad_id, device)
     ids, mask = padded(case, pad_id, device)
     total = mask.shape[1]
     store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"), len(ids))
@@ -498,8 +590,10 @@ def fed(case, ids, forced):
 def reuse_primer(case):
     """The batch a reused cache serves first: ``case["reuse_batch"]`` rows (at least the case's), cycling through
     its prompts, prefilled in one pass, decoded greedily."""
-    rows = [case["prompts"][i % len(case["prompts"])] for i in range(max(case["reuse_batch"], len(case["prompts"])))]
-    return dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)], continuation=[])
+    cycled = range(max(case["reuse_batch"], len(case["prompts"])))
+    rows = [case["prompts"][i % len(case["prompts"])] for i in cycled]
+    encoder = {"encoder": [case["encoder"][i % len(case["encoder"])] for i in cycled]} if case.get("encoder") else {}
+    return dict(case, prompts=rows, prefill_chunks=[max(len(p) for p in rows)], continuation=[], **encoder)
 
 
 @torch.inference_mode()
@@ -507,15 +601,17 @@ def reused(model, case, pad_id, device, forced):
     """The cached path on a cache first used for ``case["reuse_batch"]`` rows, then ``reset()``."""
     primer = reuse_primer(case)
     total = max(len(p) for p in case["prompts"]) + case["max_new_tokens"]
-    shared = new_cache(model, case["cache"], total, batch=len(primer["prompts"]))
+    shared = new_cache(decoder_view(model, primer, pad_id, device), case["cache"], total, batch=len(primer["prompts"]))
     cached(model, primer, pad_id, device, cache=shared)
     shared.reset()  # the contract under test: a reset cache behaves like a fresh one
     return cached(model, case, pad_id, device, forced=forced, cache=shared)
 
 
 @torch.inference_mode()
-def reference(model, tokens, mask):
-    """Uncached logits from ONE teacher-forced forward pass over ``tokens``: [B, T-1, V]."""
+def reference(model, tokens, mask, encoder=None):
+    """Uncached logits from ONE teacher-forced forward pass over ``tokens``: [B, T-1, V]. ``encoder``: an
+    encoder-decoder model's encoder ids and mask (see :func:`encoder_inputs`); ``tokens`` are then its decoder's."""
+    model = over_encoder(model, encoder)
     inputs, attention = tokens[:, :-1], mask[:, :-1]
     extra = {"position_ids": positions_from_mask(attention)} if accepts(model, "position_ids") else {}
     return model(input_ids=inputs, attention_mask=attention, use_cache=False, **extra).logits
@@ -525,6 +621,7 @@ def reference(model, tokens, mask):
 def generate(model, case, pad_id, device, cache_implementation=None):
     """The library's own ``generate``, greedy, with each step's logits (the prompt prefilled in pieces of
     ``case["settings"]["prefill_chunk_size"]`` tokens where that is set). Returns (sequences, mask, step logits)."""
+    model = decoder_view(model, case, pad_id, device)
     ids, mask = padded(case, pad_id, device)
     n = case["max_new_tokens"]
     extra = {"cache_implementation": cache_implementation} if cache_implementation else {}
@@ -542,6 +639,7 @@ def forget_earlier_generates(model):
     it and its reproduction script (a fresh model) reproduces it: the largest static cache it sized (5.x's
     _previous_max_cache_length, kept to avoid recompiling) and the static cache itself (4.5x's _cache, reused
     when it fits)."""
+    model = model.model if isinstance(model, DecoderView) else model
     model.__dict__.pop("_previous_max_cache_length", None)
     model.__dict__.pop("_cache", None)
 
@@ -602,6 +700,7 @@ def beam_search(model, case, pad_id, device, cache_implementation=None):
     """The library's ``generate`` with beam search: the cache is reordered every step as beams are kept and
     dropped. Returns (sequences [B*R, T], mask [B*R, T], step logits [B*R, V] per step), where the logits of a
     returned sequence at each step are the ones its beam was scored with (found through ``beam_indices``)."""
+    model = decoder_view(model, case, pad_id, device)
     ids, mask = padded(case, pad_id, device)
     n, settings = case["max_new_tokens"], case["settings"]
     returned = settings["num_return_sequences"]

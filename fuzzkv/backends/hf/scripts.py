@@ -14,5 +14,5 @@ if TYPE_CHECKING:
 def hf_script(hf: HFSubject, oracle: str, body: str, case: Case, bounds: Bounds) -> str:
     """torch + transformers only."""
     body = filled(body, attentions=lambda: repr(tuple(hf.attention_variants())))
-    return assemble(hf, oracle, case, bounds, modules=(), subject="subject = model", body=body,
+    return assemble(hf, oracle, case, bounds, modules=(), subject="subject = decoder_view(model, CASE, PAD, DEVICE)", body=body,
                     libraries="torch + transformers only")
