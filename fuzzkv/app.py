@@ -198,7 +198,7 @@ def all_models_command(as_json: bool) -> int:
     causal = sum("causal-lm" in row.mappings for row in rows)
     kinds = ", ".join(f"{len(of)} {kind}, of which {sum(row.builds for row in of)} build at tiny scale "
                       f"({100 * sum(row.builds for row in of) / max(len(of), 1):.0f}%)"
-                      for kind in ("decoder-only", "encoder-decoder")
+                      for kind in ("decoder-only", "encoder-decoder", "multimodal")
                       for of in [[row for row in rows if row.kind == kind]])
     print(f"\n{len(rows)} generative model types ({causal} causal-LM); {kinds}.")
     return EXIT_OK
@@ -327,8 +327,9 @@ def _check_oracles(oracles: tuple[str, ...]) -> None:
 
 
 def model_names(models: str) -> list[str]:
-    """``--models``: ``all`` (every registry name and every other decoder-only or encoder-decoder model type of the
-    installed transformers), comma-separated names, or ``@FILE`` (one name per line; ``#`` starts a comment)."""
+    """``--models``: ``all`` (every registry name and every other fuzzed model type of the installed transformers:
+    decoder-only, encoder-decoder, vision-language), comma-separated names, or ``@FILE`` (one name per line; ``#``
+    starts a comment)."""
     if models == "all":
         from fuzzkv.models.catalogue import sweep_names
 

@@ -145,8 +145,8 @@ def calibrate(db_url: str | None, **options) -> None:
 
 @cli.command()
 @click.option("--models", default="all", show_default=True,
-              help="all (every registry name and every other decoder-only or encoder-decoder model type of the "
-                   "installed transformers), NAME,NAME,... or @FILE (one name per line).")
+              help="all (every registry name and every other fuzzed model type of the installed transformers: "
+                   "decoder-only, encoder-decoder, vision-language), NAME,NAME,... or @FILE (one name per line).")
 @click.option("--scale", default="tiny", show_default=True, type=click.Choice(SCALES))
 @click.option("--oracle", "oracles", multiple=True, help="Oracles to run (repeatable) [default: every transformers one].")
 @click.option("--max-examples", default=25, show_default=True, type=int, help="Examples per oracle and architecture.")

@@ -69,7 +69,8 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
                      caches=capabilities.caches, head_dim=info.head_dim, quantizers=capabilities.quantizers,
                      generate_caches=capabilities.generate_caches, padding_modes=capabilities.padding_modes,
                      reset_caches=capabilities.reset_caches, encoder_decoder=info.encoder_decoder,
-                     decoder_start=info.decoder_start_id,
+                     decoder_start=info.decoder_start_id, image_token=info.image_token_id,
+                     image_tokens=info.image_tokens,
                      # an encoder-decoder batch pads its encoder inputs (on the right), never its decoder prompts
                      padding_sides=("left",) if info.encoder_decoder else PADDING_SIDES)
 

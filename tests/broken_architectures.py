@@ -1,6 +1,7 @@
 """Planted bugs in the parts of a model that only the generic reach exercises: a norm weight applied
 wrongly under the cache, a recurrent (SSM) state updated wrongly under the cache, and an encoder-decoder's
-cross-attention cache taken from another row's encoder output. Loaded through the factory form
+cross-attention cache taken from another row's encoder output, and a vision-language model's image tokens one
+position off on cached steps. Loaded through the factory form
 (``tests.broken_architectures:NAME``); weights are fuzzkv's sensitive init."""
 
 from __future__ import annotations
@@ -8,7 +9,13 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from transformers import AutoConfig, BartForConditionalGeneration, Gemma2ForCausalLM, MambaForCausalLM
+from transformers import (
+    AutoConfig,
+    BartForConditionalGeneration,
+    Gemma2ForCausalLM,
+    LlavaForConditionalGeneration,
+    MambaForCausalLM,
+)
 
 from fuzzkv import registry
 from fuzzkv.backends.hf.paths import sensitise
@@ -69,6 +76,18 @@ class CrossAttentionFromWrongRow(BartForConditionalGeneration):
         return super().forward(*args, **kwargs)
 
 
+class ImagePositionOffWhenCached(LlavaForConditionalGeneration):
+    """A call that extends a non-empty cache places its image tokens one position too far (an image's position
+    counted from the cache's end once, and again from the prompt): an image in the first prefill chunk, or text
+    alone, hides it."""
+
+    def forward(self, *args, **kwargs):
+        cache, ids, positions = _cache(kwargs), kwargs.get("input_ids"), kwargs.get("position_ids")
+        if cache is not None and int(cache.get_seq_length()) > 0 and positions is not None and ids is not None:
+            kwargs["position_ids"] = positions + (ids == self.config.image_token_id).long()
+        return super().forward(*args, **kwargs)
+
+
 def _built(cls, config: dict):
     config = dict(config)
     cfg = AutoConfig.for_model(config.pop("model_type"), **config)
@@ -89,3 +108,7 @@ def state_decayed_when_cached():
 
 def cross_attention_from_wrong_row():
     return _built(CrossAttentionFromWrongRow, hf_shrink.tiny_config("bart"))
+
+
+def image_position_off_when_cached():
+    return _built(ImagePositionOffWhenCached, hf_shrink.tiny_config("llava"))

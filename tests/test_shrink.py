@@ -115,7 +115,9 @@ def test_every_generative_mapping_is_listed_with_what_each_type_is():
     with pytest.raises(hf_shrink.CannotBuild, match="audio features"):
         hf_shrink.tiny_config("whisper")
     assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
-    assert not hf_shrink.fuzzed("llava") and "not fuzzed yet" in hf_shrink.kind("llava")[1]
+    assert hf_shrink.fuzzed("llava") and hf_shrink.model_class("llava") == "LlavaForConditionalGeneration"
+    with pytest.raises(hf_shrink.CannotBuild, match="not fuzzed yet"):
+        hf_shrink.tiny_config("qwen2_audio")  # an audio LM: no image-text-to-text class
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gpt2", "mamba", "qwen3_next", "deepseek_v3"])

@@ -48,6 +48,10 @@ class ModelInfo:
     # each starting with the token its decoding starts from (``decoder_start_id``), as generate() starts it.
     encoder_decoder: bool = False
     decoder_start_id: int | None = None
+    # A vision-language model: where an image goes, its prompts hold a run of ``image_tokens`` of ``image_token_id``
+    # (the path code feeds each run an image); None for a text model.
+    image_token_id: int | None = None
+    image_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ class Architecture:
     model_type: str
     model_class: str  # the class of its first mapping (``mappings``)
     source: str  # "curated" (registry) or "generic" (shrunk config-class defaults)
-    kind: str  # "decoder-only", "encoder-decoder", or what else it is (those two are fuzzed)
+    kind: str  # "decoder-only", "encoder-decoder", "multimodal" (fuzzed where they build), or what else it is
     features: tuple[str, ...]
     builds: bool  # whether the tiny twin builds and runs here
     reason: str = ""  # why it is not fuzzed, when it is not
@@ -83,7 +83,7 @@ def _with(row: Architecture, started: float, **changes) -> Architecture:
 
 def sweep_names() -> list[str]:
     """What ``fuzzkv sweep --models all`` fuzzes: every registry name (real configs), then every other
-    decoder-only or encoder-decoder model type by its generic tiny twin."""
+    decoder-only, encoder-decoder or vision-language model type by its generic tiny twin."""
     go_offline()
     curated = curated_by_type()
     generic = [t for t in hf_shrink.generative_types() if t not in curated and hf_shrink.fuzzed(t)]

@@ -413,8 +413,8 @@ def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> Lo
     kind, why = hf_shrink.kind(model_type)
     if not hf_shrink.fuzzed(model_type):
         raise NotFuzzable(f"{model_type} is not a language model fuzzkv drives yet ({kind}: {why}).",
-                         tip="fuzzkv fuzzes decoder-only and text encoder-decoder LMs; 'fuzzkv models --all' lists "
-                             "them")
+                         tip="fuzzkv fuzzes decoder-only, text encoder-decoder and image-token vision-language "
+                             "models; 'fuzzkv models --all' lists them")
     try:
         config = hf_shrink.tiny_config(model_type) if scale == "tiny" else hf_shrink.default_config(model_type)
     except hf_shrink.CannotBuild as exc:

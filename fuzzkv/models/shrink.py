@@ -199,17 +199,22 @@ GENERATIVE_MAPPINGS = (
 # What a model type that no causal-LM mapping lists is, by the first mapping that does, and whether fuzzkv drives
 # it yet (a type of a kind in FUZZED_KINDS is fuzzed where it builds).
 NOT_CAUSAL = {
-    "image-text-to-text": ("multimodal", "an image-text-to-text model: generates from pixel values and text; "
-                                         "not fuzzed yet"),
+    "image-text-to-text": ("multimodal", "an image-text-to-text model: generates from pixel values and text"),
     "multimodal-lm": ("multimodal", "a multimodal LM: generates from pixel or audio values and text; not fuzzed yet"),
     "seq2seq": ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output"),
     "speech-seq2seq": ("encoder-decoder", "a speech seq2seq model: its decoder attends to an audio encoder's output"),
 }
-# The kinds fuzzkv fuzzes: a left-to-right decoder over token ids, alone or attending to a text encoder's output.
-FUZZED_KINDS = ("decoder-only", "encoder-decoder")
+# The kinds fuzzkv fuzzes: a left-to-right decoder over token ids, alone, attending to a text encoder's output, or
+# over token ids and images (a vision-language model's image-text-to-text class).
+FUZZED_KINDS = ("decoder-only", "encoder-decoder", "multimodal")
+NOT_IMAGE_TEXT = ("no image-text-to-text class over a vision_config (audio, a VQ image tokenizer, a protein encoder, an "
+                  "encoder-decoder, ...): not fuzzed yet")
+NO_IMAGE_TOKEN = ("its config declares no image token (the image is placed otherwise: prepended, cross-attended, "
+                  "queried): not fuzzed yet")
 # Encoder-decoder types are built as their seq2seq LM class (BART, not its decoder half BartForCausalLM), from
 # token ids: a speech seq2seq model's encoder takes audio features, which fuzzkv does not draw yet.
 SEQ2SEQ_TABLE = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
+IMAGE_TEXT_TABLE = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
 NOT_TEXT_ENCODER = "its encoder takes audio features (a speech seq2seq model): not fuzzed yet"
 # An encoder-decoder config's layer counts, per stack: each kept to one layer (both stacks are one kind).
 ENCODER_DECODER_LAYERS = ("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers", "encoder_num_layers")
@@ -227,12 +232,11 @@ def generative_types() -> dict[str, tuple[tuple[str, str], ...]]:
 
 
 def model_class(model_type: str) -> str:
-    """The class transformers builds for ``model_type``: an encoder-decoder's seq2seq LM class, where the seq2seq
-    mapping lists one; else the first generative mapping's."""
-    seq2seq = vars(modeling_auto).get(SEQ2SEQ_TABLE, {}).get(model_type)
-    if seq2seq and kind(model_type)[0] == "encoder-decoder":
-        return seq2seq
-    return generative_types()[model_type][0][1]
+    """The class transformers builds for ``model_type``: an encoder-decoder's seq2seq LM class and a vision-language
+    model's image-text-to-text class, where those mappings list one; else the first generative mapping's."""
+    family = kind(model_type)[0]
+    table = {"encoder-decoder": SEQ2SEQ_TABLE, "multimodal": IMAGE_TEXT_TABLE}.get(family)
+    return vars(modeling_auto).get(table or "", {}).get(model_type) or generative_types()[model_type][0][1]
 
 
 def fuzzed(model_type: str) -> bool:
@@ -593,6 +597,8 @@ def _tiny_config(model_type: str) -> str:
     family, why = kind(model_type)
     if family not in FUZZED_KINDS:
         raise CannotBuild(f"{family}: {why}")
+    if family == "multimodal":
+        return json.dumps(_proven(model_type, _vision_language_tiny(model_type)))
     defaults = default_config(model_type)
     shrunk = _shrunk(model_type, defaults)
     if family == "encoder-decoder":
@@ -613,6 +619,18 @@ def _encoder_decoder_tiny(model_type: str, shrunk: dict) -> dict:
     if model_type not in vars(modeling_auto).get(SEQ2SEQ_TABLE, {}):
         raise CannotBuild(f"encoder-decoder: {NOT_TEXT_ENCODER}")
     return {**shrunk, **{name: 1 for name in ENCODER_DECODER_LAYERS if _is_count(shrunk.get(name))}}
+
+
+def _vision_language_tiny(model_type: str) -> dict:
+    """A vision-language model's tiny twin (:mod:`fuzzkv.models.vision`), built as its image-text-to-text class."""
+    from fuzzkv.models import vision
+
+    if vision.image_text_class(model_type) is None or "vision_config" not in _class_defaults(model_type):
+        raise CannotBuild(f"multimodal: {NOT_IMAGE_TEXT}")
+    try:
+        return vision.tiny_config(model_type)
+    except Exception as exc:  # noqa: BLE001 - a default config the family itself rejects
+        raise CannotBuild(f"its default config does not validate: {_first_line(exc)}") from None
 
 
 def _proven(model_type: str, tiny: dict) -> dict:
@@ -685,6 +703,13 @@ def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tu
             "cache": "dynamic", "continuation": [tokens[PROMPT:]]}
     if model.config.is_encoder_decoder:  # its decoder attends to the encoder's output of these tokens
         case["encoder"] = [tokens[:PROMPT]]
+    image = hf_paths.image_token(model)
+    if image is None and getattr(model.config, "vision_config", None) is not None:
+        raise CannotBuild(f"multimodal: {NO_IMAGE_TOKEN}")
+    if image is not None:  # a vision-language model: one image after the prompt's first token
+        text = [t if t != image else (t + 1) % vocab for t in tokens]
+        prompt = text[:1] + [image] * hf_paths.tokens_per_image(model) + text[1:PROMPT]
+        case.update(prompts=[prompt], continuation=[text[PROMPT:]], prefill_chunks=[len(prompt)])
     sequence, mask, cached = hf_paths.cached(model, case, 0, "cpu")
     full = hf_paths.reference(model, sequence, mask, hf_paths.encoder_inputs(case, 0, "cpu"))
     return cached[:, -1], full[:, -1]

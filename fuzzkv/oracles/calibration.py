@@ -7,6 +7,7 @@ The run's tolerance (:mod:`fuzzkv.tolerance`) and the lossy surfaces' per-settin
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from fuzzkv.case import Case
@@ -28,7 +29,7 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
     info, capabilities = backend.info, backend.capabilities
     limit = (info.max_positions or 10**9) - max_new_tokens
     longest = max(2, min(max_prompt_len, limit))
-    tokens = list(range(info.vocab_size))
+    tokens = [t for t in range(info.vocab_size) if t != info.image_token_id]  # an image token stands for an image
     most = min(3, capabilities.max_batch or 3)
 
     def prompt(length: int) -> tuple[int, ...]:
@@ -56,6 +57,10 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
             *(Case(prompts=((special,),) * rows, max_new_tokens=2, dtype=dtype)
               for special in specials for rows in sorted({1, min(2, most)})),
             *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in specials)]
+    if info.image_token_id is not None:  # a vision-language model: the longest shapes again, with an image each
+        image = (info.image_token_id,) * info.image_tokens
+        cases += [replace(case, prompts=tuple(p[:1] + image + p[1:] for p in case.prompts), prefill_chunks=())
+                  for case in cases[:2]]
     if not info.encoder_decoder:
         return cases
     # An encoder-decoder model: the same decoder shapes, cut to one length per batch as the search draws them,

@@ -17,6 +17,7 @@ token, one prefill chunk, dynamic cache, left padding, token id 0.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ParamSpec, TypeVar, cast
@@ -51,6 +52,11 @@ class CaseSpace:
     # An encoder-decoder model: each case also draws its rows' encoder inputs, and decoder prompts of one length.
     encoder_decoder: bool = False
     decoder_start: int | None = None  # the token each decoder prompt starts with (generate() puts it first)
+    # A vision-language model: prompts may hold images, each a run of ``image_tokens`` of ``image_token`` (never
+    # drawn as text), up to ``max_images`` per row.
+    image_token: int | None = None
+    image_tokens: int = 0
+    max_images: int = 2
     dtype: str = "float32"
     max_boundary_len: int = 128
     extra_lengths: tuple[int, ...] = field(default=())
@@ -99,8 +105,12 @@ def _reused(build: Callable[P, R]) -> Callable[P, R]:
 def token_ids(space: CaseSpace) -> st.SearchStrategy[int]:
     """Token ids: any id, biased toward special ids and the vocabulary's edges; shrinks to 0."""
     edges = {0, 1, space.vocab_size - 2, space.vocab_size - 1}
-    special = sorted({t for t in (*space.special_ids, *edges) if 0 <= t < space.vocab_size})
-    return st.one_of(st.integers(0, space.vocab_size - 1), st.sampled_from(special))
+    special = sorted({t for t in (*space.special_ids, *edges) if 0 <= t < space.vocab_size and t != space.image_token})
+    if space.image_token is None:
+        return st.one_of(st.integers(0, space.vocab_size - 1), st.sampled_from(special))
+    # an image token stands for an image: text never holds one (ids above it move up by one to skip it)
+    image = space.image_token
+    return st.one_of(st.integers(0, space.vocab_size - 2).map(lambda t: t + (t >= image)), st.sampled_from(special))
 
 
 @_reused
@@ -138,9 +148,18 @@ def prompts_of(draw: st.DrawFn, space: CaseSpace, length: int) -> tuple[int, ...
 @_reused
 def batches(space: CaseSpace, new_tokens: int = 1, min_size: int = 1,
             min_length: int = 1) -> st.SearchStrategy[list[tuple[int, ...]]]:
-    """Ragged batches of prompts (rows may differ in length)."""
-    rows = prompts(space, new_tokens, min_length)
+    """Ragged batches of prompts (rows may differ in length); for a vision-language model, each row with its
+    images drawn beside its text (so shrinking drops a row with its images)."""
+    rows = prompts(space, new_tokens, min_length) if space.image_token is None else \
+        prompts_with_images(space, new_tokens, min_length)
     return st.lists(rows, min_size=min_size, max_size=max(min_size, space.max_batch))
+
+
+@_reused
+@st.composite
+def prompts_with_images(draw: st.DrawFn, space: CaseSpace, new_tokens: int = 1, min_length: int = 1) -> tuple[int, ...]:
+    """One prompt of a vision-language model: its text, then where its images go (:func:`with_images`)."""
+    return draw(with_images(space, draw(prompts(space, new_tokens, min_length))))
 
 
 @_reused
@@ -196,6 +215,8 @@ def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: boo
     chunks = draw(prefill_chunks(length)) if chunked else (length,)
     if len(chunks) < min_chunks:
         chunks = (length - 1, 1)  # an oracle that needs chunks gets the simplest split
+    if space.image_token is not None:
+        chunks = whole_images(chunks, rows, side, space.image_token, min_chunks)
     cache = draw(_sampled_from(caches or space.caches))
     reuse_batch = 0
     if reuse:
@@ -219,6 +240,54 @@ def encoder_decoder_batches(draw: st.DrawFn, space: CaseSpace, new_tokens: int =
     start = () if space.decoder_start is None else (space.decoder_start,)
     return [start + draw(prompts_of(space, length - len(start))) if length > len(start) else start
             for _ in encoder], encoder
+
+
+@_reused
+@st.composite
+def with_images(draw: st.DrawFn, space: CaseSpace, text: tuple[int, ...]) -> tuple[int, ...]:
+    """``text`` with up to ``space.max_images`` images placed before any of its tokens or after the last: each a run
+    of the model's image token, never two side by side. Shrinks to the text alone."""
+    assert space.image_token is not None  # only drawn for a vision-language model
+    places = sorted(draw(st.sets(st.integers(0, len(text)), max_size=space.max_images)))
+    image = (space.image_token,) * space.image_tokens
+    row: tuple[int, ...] = ()
+    last = 0
+    for place in places:
+        row += text[last:place] + image
+        last = place
+    return row + text[last:]
+
+
+def image_spans(row: tuple[int, ...], image_token: int, offset: int = 0) -> list[tuple[int, int]]:
+    """(start, end) of each image's run of ``image_token`` in ``row``, shifted by ``offset``."""
+    spans: list[tuple[int, int]] = []
+    for position, token in enumerate(row):
+        if token != image_token:
+            continue
+        if spans and spans[-1][1] == offset + position:
+            spans[-1] = (spans[-1][0], offset + position + 1)
+        else:
+            spans.append((offset + position, offset + position + 1))
+    return spans
+
+
+def whole_images(chunks: tuple[int, ...], rows: list[tuple[int, ...]], side: str, image_token: int,
+                 min_chunks: int = 1) -> tuple[int, ...]:
+    """``chunks`` without the cuts that would split an image's run in any row of the padded batch: an image is fed
+    whole, in the chunk that holds its run, as a model's forward takes its pixel values. A cut at an image's edge
+    stays (an image first in a later chunk, after a cached prefix). Where that leaves fewer than ``min_chunks``
+    chunks, the last cut that splits no image is taken."""
+    length = max(map(len, rows))
+    spans = [span for row in rows
+             for span in image_spans(row, image_token, length - len(row) if side == "left" else 0)]
+
+    def whole(cut: int) -> bool:
+        return not any(a < cut < b for a, b in spans)
+
+    cuts = [cut for cut in itertools.accumulate(chunks[:-1]) if whole(cut)]
+    if len(cuts) + 1 < min_chunks:
+        cuts = [max(cut for cut in range(1, length) if whole(cut))]
+    return tuple(b - a for a, b in zip([0, *cuts], [*cuts, length]))
 
 
 def continuations(space: CaseSpace, rows: int, new_tokens: int) -> st.SearchStrategy[tuple[tuple[int, ...], ...]]:

@@ -318,6 +318,13 @@ ENCODER_DECODER_UNDRIVEN_FEATURES = frozenset({CACHE_OPERATIONS, CONTINUOUS_BATC
 ENCODER_DECODER_UNDRIVEN = "fuzzkv does not drive this cache surface through an encoder-decoder model's decoder yet"
 
 
+# The cache surfaces fuzzkv does not drive with images yet (a cache operation's other rows, a paged request, a
+# draft, a compiled or quantized cache): their oracles are not applicable to a vision-language model.
+WITH_IMAGES_UNDRIVEN_FEATURES = frozenset({CACHE_OPERATIONS, CONTINUOUS_BATCHING, ASSISTED_DECODING,
+                                           OFFLOADED_CACHE, QUANTIZED_CACHE, COMPILED_DECODING})
+WITH_IMAGES_UNDRIVEN = "fuzzkv does not drive this cache surface with images yet"
+
+
 def _capabilities(model: Any, unswitchable: dict[str, str]) -> Capabilities:
     """What fuzzkv can drive for this model: padded batches only where the model can take a padded row's real
     positions (``hf_paths.POSITIONS_FROM_CACHE_LENGTH``); the static cache only where transformers builds one
@@ -326,6 +333,8 @@ def _capabilities(model: Any, unswitchable: dict[str, str]) -> Capabilities:
     absent: list[tuple[str, str]] = []
     if model.config.is_encoder_decoder:
         absent += [(feature, ENCODER_DECODER_UNDRIVEN) for feature in sorted(ENCODER_DECODER_UNDRIVEN_FEATURES)]
+    if hf_paths.image_token(model) is not None:
+        absent += [(feature, WITH_IMAGES_UNDRIVEN) for feature in sorted(WITH_IMAGES_UNDRIVEN_FEATURES)]
     positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
     if positions_why:
         absent.append((PADDED_POSITIONS, positions_why))
@@ -542,7 +551,14 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
                      vocab_size=vocab, special_ids=tuple(specials), max_positions=max_positions,
                      sliding_windows=windows, source=loaded.source, model_type=text.model_type,
                      head_dim=_head_dim(text), scaled=loaded.scaled, random_weights=loaded.random_weights,
-                     encoder_decoder=bool(config.is_encoder_decoder), decoder_start_id=_decoder_start(loaded.model))
+                     encoder_decoder=bool(config.is_encoder_decoder), decoder_start_id=_decoder_start(loaded.model),
+                     **_images(loaded.model))
+
+
+def _images(model: Any) -> dict[str, Any]:
+    """A vision-language model's image token and how many of them one image takes; nothing for a text model."""
+    image = hf_paths.image_token(model)
+    return {} if image is None else {"image_token_id": image, "image_tokens": hf_paths.tokens_per_image(model)}
 
 
 def _decoder_start(model: Any) -> int | None:

@@ -176,6 +176,10 @@ def auto_class(cfg):
         from transformers import AutoModelForSeq2SeqLM
 
         return AutoModelForSeq2SeqLM
+    if getattr(cfg, "vision_config", None) is not None:  # a vision-language model: its image-text-to-text class
+        from transformers import AutoModelForImageTextToText
+
+        return AutoModelForImageTextToText
     return AutoModelForCausalLM
 
 
@@ -404,6 +408,103 @@ def over_encoder(model, encoder):
     return DecoderView(model, encoder)
 
 
+# ---- images: a vision-language model's prompts hold a run of its image token where each image goes ----------
+
+IMAGE_TOKEN_NAMES = ("image_token_id", "image_token_index")
+
+
+def image_token(model):
+    """The id a vision-language model's prompts hold where an image's features go (its config declares a vision
+    tower and the id); None for any other model."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "vision_config", None) is None:
+        return None
+    for level in (config, config.get_text_config()):
+        for name in IMAGE_TOKEN_NAMES:
+            value = getattr(level, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
+def image_runs(row, image_id):
+    """(start, end) of each run of ``image_id`` in one row of token ids: one image each (a case never puts two
+    images side by side)."""
+    flags = (row == image_id).long().tolist()
+    runs, start = [], None
+    for position, flag in enumerate(flags + [0]):
+        if flag and start is None:
+            start = position
+        elif not flag and start is not None:
+            runs.append((start, position))
+            start = None
+    return runs
+
+
+def image_pixels(model, preceding):
+    """One image's pixel values [C, H, W], drawn from a seed of the real tokens before it in its row: a row alone
+    and its place in a batch, the cached path and the uncached one, all see the same image."""
+    tower = model.config.vision_config
+    side = tower.image_size
+    height, width = (side, side) if isinstance(side, int) else tuple(side)
+    seed = zlib.crc32(",".join(str(int(t)) for t in preceding).encode())
+    return torch.randn((getattr(tower, "num_channels", 3), height, width), generator=torch.Generator().manual_seed(seed))
+
+
+def image_inputs(model, tokens, mask, start, end):
+    """The forward keywords that feed the images whose runs lie in ``tokens[:, start:end]`` (rows in order, as the
+    model scatters their features over its image tokens), as generate() feeds a processor's: pixel values, each
+    image's size where the model's image features take it, and a token-type map (1 on image tokens) where the
+    forward takes one. Empty when the span holds no image."""
+    image_id = image_token(model)
+    if image_id is None:
+        return {}
+    pixels = []
+    for row, real in zip(tokens, mask.bool()):
+        kept = row[:end][real[:end]]  # the row's real tokens up to the span's end, without padding
+        offset = int((~real[:start]).sum())  # padding before the span: positions in ``kept`` shift by it
+        for first, _ in image_runs(kept, image_id):
+            if first >= start - offset:
+                pixels.append(image_pixels(model, kept[:first].tolist()))
+    span = tokens[:, start:end]
+    extra = {}
+    if takes(model.forward, "token_type_ids") and model.config.model_type in IMAGE_TOKEN_TYPES:
+        extra["token_type_ids"] = (span == image_id).long()
+    if not pixels:
+        return extra
+    values = torch.stack(pixels).to(device=tokens.device, dtype=model.dtype)
+    extra["pixel_values"] = values
+    if takes(model.get_image_features, "image_sizes"):  # a Pixtral tower: each image's own size
+        extra["image_sizes"] = torch.tensor([list(values.shape[-2:])] * len(values), device=tokens.device)
+    return extra
+
+
+@torch.inference_mode()
+def tokens_per_image(model):
+    """How many image tokens one image takes: the features the model's tower and projector give one image, in
+    text-width vectors (the count the model checks its image tokens against)."""
+    pixels = image_pixels(model, [])[None].to(device=model.device, dtype=model.dtype)
+    extra = {"image_sizes": torch.tensor([list(pixels.shape[-2:])])} if \
+        takes(model.get_image_features, "image_sizes") else {}
+    features = model.get_image_features(pixel_values=pixels, **extra)
+    return _feature_count(features) // model.config.get_text_config().hidden_size
+
+
+def _feature_count(features):
+    """The number of values in what get_image_features returns: a tensor, a list of them, or a model output."""
+    if isinstance(features, torch.Tensor):
+        return features.numel()
+    if isinstance(features, (list, tuple)):
+        return sum(_feature_count(part) for part in features)
+    pooled = getattr(features, "pooler_output", None)
+    return _feature_count(pooled if pooled is not None else features.last_hidden_state)
+
+
+# Models whose forward reads ``token_type_ids`` as 1 on image tokens (Gemma 3: the image's tokens attend to each
+# other both ways); PaliGemma reads them as its prefix-LM's prefix and suffix instead, and is given none.
+IMAGE_TOKEN_TYPES = ("gemma3",)
+
+
 def static_cache_sized_by_batch():
     """Whether the installed StaticCache is allocated for a batch size, on a device, in a dtype (transformers before
     4.56; later it allocates on first use). Its forward calls are then given their cache positions explicitly."""
@@ -532,6 +633,7 @@ class CachedForward:
             # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
             attention = torch.nn.functional.pad(attention, (0, self.static_len - end))
         extra = {"position_ids": self.positions[:, start:end]} if self.with_positions else {}
+        extra.update(image_inputs(self.model, tokens, self.full_mask, start, end))
         if self.cache_positions:
             extra["cache_position"] = torch.arange(start, end, device=tokens.device)
         out = self.model(input_ids=tokens[:, start:end], attention_mask=attention, use_cache=True,
@@ -540,7 +642,7 @@ class CachedForward:
         return out.logits
 
 
-def prefill_and_decode(ids, full_mask, chunks, forced, step):
+def prefill_and_decode(ids, full_mask, chunks, forced, step, banned=None):
     """Prefill ``ids`` in ``chunks``, then decode one token at a time; returns (tokens, logits).
 
     ``step(tokens, start, size)`` runs the model on ``tokens[:, start:start+size]`` with its
@@ -557,7 +659,11 @@ def prefill_and_decode(ids, full_mask, chunks, forced, step):
         start += size
     for pos in range(prompt_length, total):
         if forced is None:
-            tokens[:, pos] = step_logits[-1][:, -1].argmax(-1)
+            last = step_logits[-1][:, -1]
+            if banned is not None:  # an image token decoded would stand for an image no path was given
+                last = last.clone()
+                last[:, banned] = float("-inf")
+            tokens[:, pos] = last.argmax(-1)
         if pos < total - 1:
             step_logits.append(step(tokens, pos, 1))
     logits = torch.cat(step_logits, dim=1)
@@ -575,7 +681,8 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
     total = mask.shape[1]
     store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"), len(ids))
     step = CachedForward(model, mask, store, total if kind == "static" else None)
-    tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], fed(case, ids, forced), step)
+    tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], fed(case, ids, forced), step,
+                                        image_token(model))
     return tokens, mask, logits
 
 
@@ -614,6 +721,7 @@ def reference(model, tokens, mask, encoder=None):
     model = over_encoder(model, encoder)
     inputs, attention = tokens[:, :-1], mask[:, :-1]
     extra = {"position_ids": positions_from_mask(attention)} if accepts(model, "position_ids") else {}
+    extra.update(image_inputs(model, inputs, attention, 0, inputs.shape[1]))
     return model(input_ids=inputs, attention_mask=attention, use_cache=False, **extra).logits
 
 
@@ -645,7 +753,9 @@ def forget_earlier_generates(model):
 
 
 def _greedy_generate(model, ids, mask, n, pad_id, **extra):
-    """``generate()`` greedy for exactly ``n`` new tokens, returning each step's logits: (sequences, mask, logits)."""
+    """``generate()`` greedy for exactly ``n`` new tokens, returning each step's logits: (sequences, mask, logits).
+    A vision-language model is given the prompt's images, and never decodes its image token."""
+    extra.update(prompt_images(model, ids, mask))
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
                          pad_token_id=pad_id, **extra)
@@ -695,6 +805,13 @@ def compiled_in_effect(model):
                              f"{transformers.__version__} took the setting and did not compile")
 
 
+def prompt_images(model, ids, mask):
+    """generate()'s keywords for the images of the prompt ``ids`` (it feeds them on its first step), and the image
+    token suppressed (its raw logits, which the paths compare, are unchanged)."""
+    images = image_inputs(model, ids, mask[:, :ids.shape[1]], 0, ids.shape[1])
+    return {**images, "suppress_tokens": [image_token(model)]} if images else images
+
+
 @torch.inference_mode()
 def beam_search(model, case, pad_id, device, cache_implementation=None):
     """The library's ``generate`` with beam search: the cache is reordered every step as beams are kept and
@@ -708,7 +825,8 @@ def beam_search(model, case, pad_id, device, cache_implementation=None):
     forget_earlier_generates(model)
     out = model.generate(input_ids=ids, attention_mask=mask[:, :ids.shape[1]], max_new_tokens=n, min_new_tokens=n,
                          do_sample=False, num_beams=settings["num_beams"], num_return_sequences=returned,
-                         output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id, **extra)
+                         output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id, **extra,
+                         **prompt_images(model, ids, mask))
     static_cache_in_effect(cache_implementation, out)
     running = torch.stack(list(out.logits), 1)  # [B*beams, n, V]: every running beam's logits at every step
     beams = out.beam_indices[:, :n].long().clamp(min=0)  # the running beam each returned sequence was at, per step

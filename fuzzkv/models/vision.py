@@ -1,0 +1,163 @@
+"""A tiny twin of a vision-language model type: its text decoder shrunk as ``shrink`` shrinks any causal LM, its
+vision tower(s) to two layers of width 64 and images of 4 x 4 patches, every special token (the image token
+included) inside the tiny vocabulary.
+
+The rules are data, as in :mod:`fuzzkv.models.shrink`: ``VISION_TINY`` maps the sizes towers name to tiny values;
+``FAMILY_FIXES`` holds what one family's config cannot tell. Whether a twin is fuzzed is proven by the shrinker
+itself: the model builds, takes an image the way the path code feeds one, and runs a cached decode step that
+matches one uncached pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig
+from transformers.models.auto import modeling_auto
+
+from fuzzkv.models import shrink
+
+HIDDEN, FFN, HEADS = shrink.HIDDEN, shrink.FFN, shrink.HEADS
+VISION_LAYERS = 2  # 2, so a feature layer of -2 (the usual default) is a real layer's output
+GRID = 4  # patches per image side: divisible by the spatial merges and pixel shuffles towers apply (2)
+
+TOWER_LAYERS = ("num_hidden_layers", "depth", "num_layers", "n_layers", "encoder_layers", "decoder_layers")
+# A tower's sizes: widths all HIDDEN (a tower's output width often has to equal the text width), feed-forwards
+# FFN, heads HEADS.
+VISION_TINY = {
+    **dict.fromkeys(TOWER_LAYERS, VISION_LAYERS),
+    **dict.fromkeys(("hidden_size", "embed_dim", "out_hidden_size", "width", "projection_dim", "vision_output_dim",
+                     "text_hidden_size", "encoder_hidden_size", "output_channels", "out_channels",
+                     "projector_input_dim", "projector_output_dim", "projection_hidden_dim", "patch_embed_hidden_size",
+                     "image_token_embed_dim", "decoder_hidden_size", "pooler_output_size", "adapter_in_dim",
+                     "adapter_out_dim", "d_model", "vision_hidden_size", "codebook_dim"), HIDDEN),
+    **dict.fromkeys(("intermediate_size", "mlp_dim", "d_ff", "projection_intermediate_size",
+                     "moe_intermediate_size"), FFN),
+    **dict.fromkeys(("num_attention_heads", "num_heads", "attention_heads", "encoder_attention_heads"), HEADS),
+    "num_key_value_heads": 2,
+    **dict.fromkeys(("head_dim", "d_kv", "resampler_head_dim"), HIDDEN // HEADS),
+    "num_global_layers": 1, "resampler_depth": 1, "resampler_n_heads": HEADS, "resampler_n_latents": 8,
+    "num_local_experts": 2, "num_experts_per_tok": 1,
+}
+# Per-layer index lists of a tower: kept inside the tiny stack.
+TOWER_INDEX_LISTS = ("deepstack_visual_indexes", "global_attn_indexes", "fullatt_block_indexes",
+                     "intermediate_layers_indices", "summary_idxs")
+IMAGE_SIZES = ("image_size", "max_image_size", "resolution", "max_img_size", "force_image_size")
+POSITION_TABLES = ("num_position_embeddings", "max_num_patches")
+# Top-level settings naming a tower's layer: clipped into the tiny tower.
+FEATURE_LAYERS = ("vision_feature_layer", "vision_feature_layers", "spatial_vision_layer")
+TEXT_KEYS = ("text_config", "decoder", "vlm_config")
+TOWER_KEYS = ("vision_config", "high_res_vision_config", "vq_config", "qformer_config", "perceiver_config",
+              "adapter_config")
+
+# What one family's config cannot tell, each with why.
+FAMILY_FIXES: dict[str, dict] = {
+    # Gemma 3 pools an image to mm_tokens_per_image tokens, a square that must divide the tiny GRID x GRID patches
+    "gemma3": {"mm_tokens_per_image": 4},
+    "shieldgemma2": {"mm_tokens_per_image": 4},
+    # Aria's projector looks its query count up by the tower's patch count (GRID x GRID)
+    "aria": {"projector_patch_to_query_dict": {GRID * GRID: 4}},
+}
+
+
+def image_text_class(model_type: str) -> str | None:
+    """The image-text-to-text class transformers builds for ``model_type``; None where that mapping lists none."""
+    return vars(modeling_auto).get(shrink.IMAGE_TEXT_TABLE, {}).get(model_type)
+
+
+def tiny_config(model_type: str) -> dict:
+    """The tiny twin of ``model_type``'s default composite config, as a config.json dict (not yet proven)."""
+    config = shrink._plain(AutoConfig.for_model(model_type).to_dict(), model_type)
+    for key, value in list(config.items()):
+        if isinstance(value, dict) and "model_type" in value:
+            config[key] = _text(value) if key in TEXT_KEYS else _tower(value)
+    config.update(shrink._shrink_scalars({k: v for k, v in config.items()
+                                          if not (isinstance(v, dict) and "model_type" in v)}))
+    tower: dict[str, Any] = next((config[k] for k in TOWER_KEYS if isinstance(config.get(k), dict)), {})
+    if shrink._is_count(config.get("image_size")) and "image_size" in tower:
+        config["image_size"] = tower["image_size"]
+    _clip_feature_layers(config, next((tower[n] for n in TOWER_LAYERS if shrink._is_count(tower.get(n))),
+                                      VISION_LAYERS))
+    if isinstance(config.get("image_grid_pinpoints"), list):  # LLaVA-NeXT: one tile grid, the base image's size
+        side = tower.get("image_size") or config.get("image_size")
+        side = side[0] if isinstance(side, list) else side
+        config["image_grid_pinpoints"] = [[side, side]]
+    _remap_special_tokens(config)
+    config.update(FAMILY_FIXES.get(model_type, {}))
+    return config
+
+
+def _text(text: dict) -> dict:
+    """A text sub-config: fuzzkv's proven tiny twin of its type, where its type is a causal LM that builds."""
+    model_type = text.get("model_type")
+    if model_type in shrink.causal_lm_types():
+        try:
+            return {**text, **shrink.tiny_config(model_type)}
+        except shrink.CannotBuild:
+            pass
+    shrunk = shrink._shrink_scalars(text)
+    layers = next((text[n] for n in shrink.LAYER_COUNTS if shrink._is_count(text.get(n))), None)
+    return shrink._select_layers(shrunk, text, list(range(min(2, layers))), layers) if layers else shrunk
+
+
+def _tower(tower: dict) -> dict:
+    """A vision tower (or a projector's, a Q-Former's) sub-config: two layers, tiny widths, GRID x GRID patches."""
+    shrunk: dict[str, Any] = {name: _tower(value) if isinstance(value, dict) and "model_type" in value
+              else VISION_TINY[name] if name in VISION_TINY and shrink._is_count(value)
+              else value for name, value in tower.items()}
+    layers: Any = next((shrunk[n] for n in TOWER_LAYERS if shrink._is_count(shrunk.get(n))), None)
+    default: Any = next((tower[n] for n in TOWER_LAYERS if shrink._is_count(tower.get(n))), None)
+    if layers and default and default > layers:  # per-layer lists (stage widths, depths): cut to the tiny stack
+        for name, value in shrunk.items():
+            if isinstance(value, list) and len(value) == default and name not in TOWER_INDEX_LISTS:
+                shrunk[name] = value[:layers]
+        for name in TOWER_INDEX_LISTS:
+            if isinstance(shrunk.get(name), list):
+                shrunk[name] = sorted({min(i, layers - 1) for i in shrunk[name] if isinstance(i, int)})
+    _scale_images(shrunk)
+    return shrunk
+
+
+def _scale_images(tower: dict) -> None:
+    """Images of GRID x GRID patches, and the position tables sized for them."""
+    patch: Any = tower.get("patch_size")
+    if not shrink._is_count(patch):
+        return
+    for name in IMAGE_SIZES:
+        if isinstance(tower.get(name), list):
+            tower[name] = [patch * GRID] * len(tower[name])
+        elif shrink._is_count(tower.get(name)):
+            tower[name] = patch * GRID
+    for name in POSITION_TABLES:
+        if shrink._is_count(tower.get(name)):
+            tower[name] = max(GRID * GRID * 4, 64)
+
+
+def _clip_feature_layers(config: dict, layers: int) -> None:
+    def clip(index: int) -> int:
+        return max(index, -(layers + 1)) if index < 0 else min(index, layers)
+
+    for name in FEATURE_LAYERS:
+        value = config.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            config[name] = clip(value)
+        elif isinstance(value, list):
+            config[name] = [clip(i) for i in value if isinstance(i, int)]
+
+
+def _remap_special_tokens(config: dict) -> None:
+    """Every special token id of the top level and of the text config inside the text vocabulary, one map for
+    both (the image token is named at either level)."""
+    text = next((config[k] for k in TEXT_KEYS if isinstance(config.get(k), dict)), config)
+    vocab = text.get("vocab_size") or config.get("vocab_size") or shrink.VOCAB
+    if shrink._is_count(config.get("vocab_size")):
+        config["vocab_size"] = vocab
+    levels = [config] if text is config else [config, text]
+    ids = sorted({i for level in levels for name in shrink._special_token_names(level) for i in shrink._ids(level[name])})
+    taken = {i for i in ids if i < vocab}
+    free = (i for i in range(vocab - 1, -1, -1) if i not in taken)
+    new_id = {i: (i if i < vocab else next(free)) for i in ids}
+    for level in levels:
+        for name in shrink._special_token_names(level):
+            value = level[name]
+            level[name] = [new_id.get(i, i) for i in value] if isinstance(value, list) else new_id.get(value, value)

@@ -1,0 +1,86 @@
+"""Vision-language models: a prompt holds an image as a run of the model's image token, fed its pixel values in
+the call that holds the run (as generate() feeds a processor's on its first step); every core oracle runs with
+images, and a planted image-position bug on cached steps is found, shrunk and reproduced. Real transformers
+models, tiny."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+
+from fuzzkv.case import Case
+from fuzzkv.events import OracleFinished
+from fuzzkv.oracles import ORACLES
+from fuzzkv.oracles.check import check
+from fuzzkv.strategies import CaseSpace, cases, image_spans
+from tests.conftest import fuzz
+from tests.test_repro_scripts import TOLERANCE, assert_passes, assert_reproduces, lane_of
+
+modern = pytest.mark.skipif(__import__("transformers").__version__.startswith("4."),
+                            reason="vision-language models are driven through transformers 5.x")
+IMAGE_OFF = "tests.broken_architectures:image_position_off_when_cached"
+IMAGE, PER_IMAGE = 511, 16  # the tiny LLaVA's image token and the tokens one image takes (4 x 4 patches)
+LATER_IMAGE = Case(prompts=((3,) + (IMAGE,) * PER_IMAGE,), max_new_tokens=2, prefill_chunks=(1, PER_IMAGE))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cases(CaseSpace(vocab_size=50, image_token=49, image_tokens=3), min_batch=2))
+def test_images_are_whole_runs_never_split_by_a_chunk_and_never_drawn_as_text(case):
+    length = case.padded_length
+    spans = [span for row in case.prompts
+             for span in image_spans(row, 49, length - len(row) if case.padding_side == "left" else 0)]
+    assert all(end - start == 3 for start, end in spans)  # one image per run: never two side by side
+    assert all(not any(a < cut < b for a, b in spans) for cut in itertools.accumulate(case.prefill_chunks[:-1]))
+    assert all(49 not in row for row in case.continuation)
+    assert sum(row.count(49) for row in case.prompts) <= 3 * 2 * case.batch_size
+
+
+@modern
+def test_a_vision_language_model_knows_its_image_token_and_how_many_one_image_takes():
+    info = lane_of("llava", "hf", "hf").info
+    assert (info.image_token_id, info.image_tokens) == (IMAGE, PER_IMAGE)
+
+
+@modern
+def test_a_vision_language_model_runs_every_core_oracle_with_images_and_its_surfaces_say_why_not():
+    core = ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate", "beam")
+    finished, events, _ = fuzz("llava", max_examples=10, oracles=(*core, "prefix-reuse"))
+    assert not finished.failures
+    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
+    assert all(ran[oracle] >= 10 for oracle in core), ran
+    assert "with images yet" in finished.incomplete["prefix-reuse"]
+
+
+@modern
+def test_an_image_token_position_off_on_cached_steps_is_found_with_an_image_after_a_cached_prefix():
+    finished, _, _ = fuzz(IMAGE_OFF, oracles=("decode", "chunked"), max_examples=60)
+    assert finished.failures
+    for found in finished.failures:
+        case = found.verdict.case
+        assert found.verdict.kind == "mismatch" and case.max_new_tokens == 1
+        # the minimal case feeds an image whole in a later chunk, after a cached prefix
+        later = [row for row in case.prompts if IMAGE in row[case.prefill_chunks[0] - (case.padded_length - len(row)):]]
+        assert later and len(case.prefill_chunks) == 2
+
+
+@modern
+def test_a_planted_image_position_bug_hides_where_the_image_is_in_the_first_chunk():
+    lane = lane_of(IMAGE_OFF, "hf", "hf")
+    first = Case(prompts=((3,) + (IMAGE,) * PER_IMAGE + (4,),), max_new_tokens=2, prefill_chunks=(1 + PER_IMAGE, 1))
+    assert not check(ORACLES["chunked"], lane, first, TOLERANCE).failed
+    assert check(ORACLES["chunked"], lane, LATER_IMAGE, TOLERANCE).failed
+
+
+@modern
+@pytest.mark.parametrize("oracle", ["decode", "chunked"])
+def test_an_image_script_reproduces_with_transformers_alone(oracle, tmp_path):
+    assert_reproduces(lane_of(IMAGE_OFF, "hf", "hf"), oracle, LATER_IMAGE, tmp_path)
+
+
+@modern
+@pytest.mark.parametrize("oracle", ["decode", "batch", "generate"])
+def test_a_clean_image_script_passes(oracle, tmp_path):
+    case = Case(prompts=((3,) + (IMAGE,) * PER_IMAGE + (4,), (5, 6)), max_new_tokens=2)
+    assert_passes(lane_of("llava", "hf", "hf"), oracle, case, tmp_path)
