@@ -84,3 +84,22 @@ def test_an_image_script_reproduces_with_transformers_alone(oracle, tmp_path):
 def test_a_clean_image_script_passes(oracle, tmp_path):
     case = Case(prompts=((3,) + (IMAGE,) * PER_IMAGE + (4,), (5, 6)), max_new_tokens=2)
     assert_passes(lane_of("llava", "hf", "hf"), oracle, case, tmp_path)
+
+
+@modern
+@pytest.mark.parametrize("model", ["gemma3", "gemma4"])
+def test_image_tokens_that_attend_both_ways_do_so_in_every_path_a_later_chunk_included(model):
+    """Gemma 3 and 4 let an image's tokens attend to each other both ways, reading the token-type map by position
+    from the start of the sequence: every call is given it so (given only for its own tokens, a later chunk's
+    image attended one way and parted from the one-pass reference by ~1.5 logits)."""
+    lane = lane_of(model, "hf", "hf")
+    image = (lane.info.image_token_id,) * lane.info.image_tokens
+    case = Case(prompts=((3, 4) + image + (5,),), max_new_tokens=2, prefill_chunks=(2, len(image) + 1))
+    assert not check(ORACLES["chunked"], lane, case, TOLERANCE).failed
+    assert not check(ORACLES["decode"], lane, case, TOLERANCE).failed
+
+
+@modern
+def test_a_config_whose_layers_differ_in_head_width_runs():
+    """transformers 5.25's per-layer configs (Gemma 4) refuse a global head_dim: fuzzkv reads each layer's."""
+    assert lane_of("gemma4_text", "hf", "hf").info.head_dim == 16

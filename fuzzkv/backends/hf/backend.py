@@ -9,6 +9,7 @@ The path code itself lives in :mod:`fuzzkv.backends.hf.paths`, shared with the s
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -572,7 +573,13 @@ def _decoder_start(model: Any) -> int | None:
 
 
 def _head_dim(text: Any) -> int | None:
-    """One attention head's width: the config's ``head_dim`` where it sets one, else hidden size / heads."""
+    """One attention head's width: the config's ``head_dim`` where it sets one, else hidden size / heads. A config
+    whose layers differ (transformers 5.25's per-layer configs: Gemma 4's sliding and full layers) refuses a global
+    value: the widest width every layer's heads divide into (their greatest common divisor)."""
+    layers = getattr(text, "per_layer_config", None)  # a property of the per-layer configs (5.25) only
+    if layers is not None:
+        widths = [layer.head_dim for layer in layers]
+        return math.gcd(*widths) if widths and all(isinstance(w, int) and w > 0 for w in widths) else None
     explicit = getattr(text, "head_dim", None)
     if isinstance(explicit, int) and explicit > 0:
         return explicit

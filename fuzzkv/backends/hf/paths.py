@@ -455,7 +455,7 @@ def image_inputs(model, tokens, mask, start, end):
     """The forward keywords that feed the images whose runs lie in ``tokens[:, start:end]`` (rows in order, as the
     model scatters their features over its image tokens), as generate() feeds a processor's: pixel values, each
     image's size where the model's image features take it, and a token-type map (1 on image tokens) where the
-    forward takes one. Empty when the span holds no image."""
+    forward takes one (of the whole sequence so far). Empty when the span holds no image."""
     image_id = image_token(model)
     if image_id is None:
         return {}
@@ -466,10 +466,11 @@ def image_inputs(model, tokens, mask, start, end):
         for first, _ in image_runs(kept, image_id):
             if first >= start - offset:
                 pixels.append(image_pixels(model, kept[:first].tolist()))
-    span = tokens[:, start:end]
-    extra = {}
-    if takes(model.forward, "token_type_ids") and model.config.model_type in IMAGE_TOKEN_TYPES:
-        extra["token_type_ids"] = (span == image_id).long()
+    # The token-type map (1 on image tokens) from the start of the sequence: Gemma 3's and 4's bidirectional image
+    # masks read it by position (their prepare_inputs_for_generation gives a prefill chunk all of it).
+    types = "mm_token_type_ids" if takes(model.forward, "mm_token_type_ids") else \
+        "token_type_ids" if model.config.model_type in IMAGE_TOKEN_TYPES else None
+    extra = {types: (tokens[:, :end] == image_id).long()} if types and takes(model.forward, types) else {}
     if not pixels:
         return extra
     values = torch.stack(pixels).to(device=tokens.device, dtype=model.dtype)
@@ -501,8 +502,9 @@ def _feature_count(features):
 
 
 # Models whose forward reads ``token_type_ids`` as 1 on image tokens (Gemma 3: the image's tokens attend to each
-# other both ways); PaliGemma reads them as its prefix-LM's prefix and suffix instead, and is given none.
-IMAGE_TOKEN_TYPES = ("gemma3",)
+# other both ways); PaliGemma reads them as its prefix-LM's prefix and suffix instead, and is given none. A forward
+# that takes ``mm_token_type_ids`` (Gemma 4) is given those, with the same meaning.
+IMAGE_TOKEN_TYPES = ("gemma3", "shieldgemma2")
 
 
 def static_cache_sized_by_batch():
