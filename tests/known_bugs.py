@@ -83,6 +83,8 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-doge-dynamic-mask-topk-tie-order", "transformers", (5, 24)),
     ("transformers-deepseek-v4-compressor-ignores-padding", "transformers", (5, 24)),
     ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", "transformers", (5, 24)),
+    # Run on 4.57.6, 5.23.0 and 5.25.0 (reproduced on each).
+    ("transformers-fsmt-cached-decoder-drops-causal-mask", "transformers", (4, 57)),
     ("transformers-gemma2-static-cache-generate-mask-4-46", "transformers", (4, 46)),
     ("transformers-sliding-window-cache-long-prompt-4-46", "transformers", (4, 46)),
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
@@ -120,6 +122,8 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
         "zamba2-nemotronh-decode-skips-dt-clamp")},
     # DynamicCache.reset() came with the layered caches of 4.56 (4.46.3's DynamicCache has none).
     "transformers-dynamiccache-reset-keeps-keys-4-57": ("transformers", (4, 56), None),
+    # Its caches are built from a config (4.56's layered caches).
+    "transformers-fsmt-cached-decoder-drops-causal-mask": ("transformers", (4, 56), None),
     # generate() before 5.24 refuses assisted generation with a static cache.
     "transformers-prompt-lookup-static-cache-overflow": ("transformers", (5, 24), None),
     # HookedTransformer's 2.x cache (3.x has no past_key_value_caching module), and HookedTransformer (gone in 4.0).
