@@ -20,6 +20,7 @@ from transformers import (
 from fuzzkv import registry
 from fuzzkv.backends.hf.paths import sensitise
 from fuzzkv.models import shrink as hf_shrink
+from fuzzkv.models import twins
 
 STATE_DECAY = 0.9  # the planted bug decays a cached recurrent state once more per step
 
@@ -111,4 +112,4 @@ def cross_attention_from_wrong_row():
 
 
 def image_position_off_when_cached():
-    return _built(ImagePositionOffWhenCached, hf_shrink.tiny_config("llava"))
+    return _built(ImagePositionOffWhenCached, twins.tiny_config("llava"))

@@ -11,6 +11,7 @@ import transformers
 
 from fuzzkv.backends.hf.paths import sensitise
 from fuzzkv.models import shrink as hf_shrink
+from fuzzkv.models import twins
 
 pytestmark = pytest.mark.skipif(int(transformers.__version__.split(".")[0]) < 5,
                                 reason="the shrinker reads transformers 5.x config classes")
@@ -117,7 +118,7 @@ def test_every_generative_mapping_is_listed_with_what_each_type_is():
     assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
     assert hf_shrink.fuzzed("llava") and hf_shrink.model_class("llava") == "LlavaForConditionalGeneration"
     with pytest.raises(hf_shrink.CannotBuild, match="not fuzzed yet"):
-        hf_shrink.tiny_config("qwen2_audio")  # an audio LM: no image-text-to-text class
+        twins.tiny_config("qwen2_audio")  # an audio LM: no image-text-to-text class
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gpt2", "mamba", "qwen3_next", "deepseek_v3"])

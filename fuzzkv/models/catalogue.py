@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from fuzzkv import registry
 from fuzzkv.models import shrink as hf_shrink
+from fuzzkv.models import twins
 from fuzzkv.models.offline import go_offline
 
 
@@ -63,7 +64,7 @@ def describe(model_type: str, curated_name: str | None) -> Architecture:
     if not hf_shrink.fuzzed(model_type):
         return _with(row, started, builds=False, reason=f"not fuzzed: {kind} ({why})")
     try:
-        config = registry_tiny(curated_name) if curated_name else hf_shrink.tiny_config(model_type)
+        config = registry_tiny(curated_name) if curated_name else twins.tiny_config(model_type)
     except hf_shrink.CannotBuild as exc:
         return _with(row, started, builds=False, reason=f"could not build: {exc}")
     # tiny_config builds and runs the generic twin before it returns; registry entries are tested.

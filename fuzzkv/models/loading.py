@@ -45,7 +45,8 @@ from fuzzkv.backends.hf.paths import (  # noqa: E402
     shipped_class,
 )
 from fuzzkv.errors import CannotBuildModel, NotFuzzable, UsageError  # noqa: E402
-from fuzzkv.models import shrink as hf_shrink  # noqa: E402
+from fuzzkv.models import shrink as hf_shrink
+from fuzzkv.models import twins  # noqa: E402
 
 __all__ = ["LoadedModel", "build_random", "load_model", "load_tokenizer", "sensitise"]
 FACTORY_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -416,7 +417,7 @@ def _from_generic(model_type: str, *, scale, seed, init_std, attn, target) -> Lo
                          tip="fuzzkv fuzzes decoder-only, text encoder-decoder and image-token vision-language "
                              "models; 'fuzzkv models --all' lists them")
     try:
-        config = hf_shrink.tiny_config(model_type) if scale == "tiny" else hf_shrink.default_config(model_type)
+        config = twins.tiny_config(model_type) if scale == "tiny" else hf_shrink.default_config(model_type)
     except hf_shrink.CannotBuild as exc:
         raise CannotBuildModel(f"cannot build a {scale} {model_type}: {exc}",
                                tip="report it; 'fuzzkv models --all' lists what builds") from None

@@ -597,8 +597,8 @@ def _tiny_config(model_type: str) -> str:
     family, why = kind(model_type)
     if family not in FUZZED_KINDS:
         raise CannotBuild(f"{family}: {why}")
-    if family == "multimodal":
-        return json.dumps(_proven(model_type, _vision_language_tiny(model_type)))
+    if family == "multimodal":  # built by fuzzkv.models.vision, over this module's text twins
+        raise CannotBuild("multimodal: its tiny twin is fuzzkv.models.vision's (models.twins.tiny_config)")
     defaults = default_config(model_type)
     shrunk = _shrunk(model_type, defaults)
     if family == "encoder-decoder":
@@ -619,18 +619,6 @@ def _encoder_decoder_tiny(model_type: str, shrunk: dict) -> dict:
     if model_type not in vars(modeling_auto).get(SEQ2SEQ_TABLE, {}):
         raise CannotBuild(f"encoder-decoder: {NOT_TEXT_ENCODER}")
     return {**shrunk, **{name: 1 for name in ENCODER_DECODER_LAYERS if _is_count(shrunk.get(name))}}
-
-
-def _vision_language_tiny(model_type: str) -> dict:
-    """A vision-language model's tiny twin (:mod:`fuzzkv.models.vision`), built as its image-text-to-text class."""
-    from fuzzkv.models import vision
-
-    if vision.image_text_class(model_type) is None or "vision_config" not in _class_defaults(model_type):
-        raise CannotBuild(f"multimodal: {NOT_IMAGE_TEXT}")
-    try:
-        return vision.tiny_config(model_type)
-    except Exception as exc:  # noqa: BLE001 - a default config the family itself rejects
-        raise CannotBuild(f"its default config does not validate: {_first_line(exc)}") from None
 
 
 def _proven(model_type: str, tiny: dict) -> dict:

@@ -10,6 +10,8 @@ matches one uncached pass.
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 from transformers import AutoConfig
@@ -58,6 +60,23 @@ FAMILY_FIXES: dict[str, dict] = {
     # Aria's projector looks its query count up by the tower's patch count (GRID x GRID)
     "aria": {"projector_patch_to_query_dict": {GRID * GRID: 4}},
 }
+
+
+@functools.cache
+def _proven_tiny_config(model_type: str) -> str:
+    if image_text_class(model_type) is None or "vision_config" not in shrink._class_defaults(model_type):
+        raise shrink.CannotBuild(f"multimodal: {shrink.NOT_IMAGE_TEXT}")
+    try:
+        tiny = tiny_config(model_type)
+    except Exception as exc:  # noqa: BLE001 - a default config the family itself rejects
+        raise shrink.CannotBuild(f"its default config does not validate: {shrink._first_line(exc)}") from None
+    return json.dumps(shrink._proven(model_type, tiny))
+
+
+def proven_tiny_config(model_type: str) -> dict:
+    """The tiny twin of a vision-language model type, once its image-text-to-text class has built it and run a
+    cached decode step with an image (``shrink._proven``); raises ``shrink.CannotBuild`` with why not."""
+    return json.loads(_proven_tiny_config(model_type))
 
 
 def image_text_class(model_type: str) -> str | None:

@@ -576,10 +576,9 @@ def _head_dim(text: Any) -> int | None:
     """One attention head's width: the config's ``head_dim`` where it sets one, else hidden size / heads. A config
     whose layers differ (transformers 5.25's per-layer configs: Gemma 4's sliding and full layers) refuses a global
     value: the widest width every layer's heads divide into (their greatest common divisor)."""
-    layers = getattr(text, "per_layer_config", None)  # a property of the per-layer configs (5.25) only
-    if layers is not None:
-        widths = [layer.head_dim for layer in layers]
-        return math.gcd(*widths) if widths and all(isinstance(w, int) and w > 0 for w in widths) else None
+    if getattr(text, "is_heterogeneous", False):  # transformers 5.25: layers of their own configs
+        widths = [_head_dim(layer) for layer in text.per_layer_config]
+        return math.gcd(*widths) if widths and all(isinstance(w, int) for w in widths) else None  # type: ignore[arg-type]
     explicit = getattr(text, "head_dim", None)
     if isinstance(explicit, int) and explicit > 0:
         return explicit
