@@ -20,6 +20,10 @@ try:
 except ImportError as error:
     print(f"cannot run: {error} (pip install torch 'transformers>=4.56')", file=sys.stderr)
     sys.exit(2)
+if tuple(int(part) for part in transformers.__version__.split(".")[:2]) < (4, 56):
+    print(f"cannot run: transformers {transformers.__version__}: this script builds its caches from a config, as the "
+          "layered caches of 4.56 and later are built", file=sys.stderr)
+    sys.exit(2)
 
 TOLERANCE = 1e-3  # float32 rounding between these paths is ~1e-6 here
 CONFIG = dict(langs=["en", "de"], src_vocab_size=64, tgt_vocab_size=64, d_model=32, encoder_layers=1,
