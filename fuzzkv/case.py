@@ -21,6 +21,11 @@ PADDING_MODE = "padding_mode"
 EXPLICIT_PADDING, INFERRED_PADDING = "explicit", "inferred"
 
 
+def wrapped_image(image: int, count: int, opening: int | None, closing: int | None) -> tuple[int, ...]:
+    """One image's tokens in a prompt: ``count`` of ``image`` between its wrapping tokens (where a model has them)."""
+    return (*(() if opening is None else (opening,)), *(image,) * count, *(() if closing is None else (closing,)))
+
+
 @dataclass(frozen=True)
 class Case:
     """One input to an oracle.

@@ -7,6 +7,7 @@ position off on cached steps. Loaded through the factory form
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from transformers import (
@@ -15,6 +16,7 @@ from transformers import (
     Gemma2ForCausalLM,
     LlavaForConditionalGeneration,
     MambaForCausalLM,
+    Qwen2VLForConditionalGeneration,
 )
 
 from fuzzkv import registry
@@ -89,6 +91,22 @@ class ImagePositionOffWhenCached(LlavaForConditionalGeneration):
         return super().forward(*args, **kwargs)
 
 
+class MRopeShiftDroppedAfterFirstStep(Qwen2VLForConditionalGeneration):
+    """After a cached call of text alone (a decode step), the model forgets the M-RoPE shift its prefill kept (how
+    far the images moved the text after them): from the next step on, text positions lose the images' extent. A
+    prompt without an image (no shift), or a single decode step, hides it."""
+
+    @functools.wraps(Qwen2VLForConditionalGeneration.forward)  # its signature: generate() checks keywords by it
+    def forward(self, *args, **kwargs):
+        cache, ids = _cache(kwargs), kwargs.get("input_ids")
+        stepping = cache is not None and int(cache.get_seq_length()) > 0 and ids is not None and \
+            not bool((ids == self.config.image_token_id).any())
+        out = super().forward(*args, **kwargs)
+        if stepping and self.model.rope_deltas is not None:
+            self.model.rope_deltas = torch.zeros_like(self.model.rope_deltas)
+        return out
+
+
 def _built(cls, config: dict):
     config = dict(config)
     cfg = AutoConfig.for_model(config.pop("model_type"), **config)
@@ -113,3 +131,7 @@ def cross_attention_from_wrong_row():
 
 def image_position_off_when_cached():
     return _built(ImagePositionOffWhenCached, twins.tiny_config("llava"))
+
+
+def mrope_shift_dropped_after_first_step():
+    return _built(MRopeShiftDroppedAfterFirstStep, twins.tiny_config("qwen2_vl"))

@@ -103,3 +103,53 @@ def test_image_tokens_that_attend_both_ways_do_so_in_every_path_a_later_chunk_in
 def test_a_config_whose_layers_differ_in_head_width_runs():
     """transformers 5.25's per-layer configs (Gemma 4) refuse a global head_dim: fuzzkv reads each layer's."""
     assert lane_of("gemma4_text", "hf", "hf").info.head_dim == 16
+
+
+MROPE_DROPPED = "tests.broken_architectures:mrope_shift_dropped_after_first_step"
+
+
+@settings(max_examples=100, deadline=None)
+@given(cases(CaseSpace(vocab_size=50, image_token=49, image_tokens=3, image_open=47, image_close=48)))
+def test_where_a_model_wraps_its_images_every_run_is_wrapped_and_the_wrapping_tokens_are_never_text(case):
+    for row in case.prompts:
+        runs = image_spans(row, 49)
+        assert all(row[start - 1] == 47 and row[end] == 48 for start, end in runs)
+        assert row.count(47) == row.count(48) == len(runs)
+    assert all(token not in (47, 48, 49) for row in case.continuation for token in row)
+
+
+@modern
+def test_an_mrope_model_knows_the_tokens_its_images_are_wrapped_in_and_runs_every_core_oracle_with_images():
+    info = lane_of("qwen2_vl", "hf", "hf").info
+    assert info.image_tokens == 4 and info.image_open_id is not None and info.image_close_id is not None
+    core = ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate", "beam")
+    finished, events, _ = fuzz("qwen2_vl", max_examples=10, oracles=core)
+    assert not finished.failures
+    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
+    assert all(ran[oracle] >= 10 for oracle in core), ran
+
+
+@modern
+def test_an_mrope_shift_dropped_after_the_first_decode_step_is_found_and_shrunk_to_one_image_and_three_tokens():
+    finished, _, _ = fuzz(MROPE_DROPPED, oracles=("decode",), max_examples=60)
+    assert finished.failures
+    found = finished.failures[0]
+    case = found.verdict.case
+    info = lane_of(MROPE_DROPPED, "hf", "hf").info
+    assert found.verdict.kind == "mismatch" and case.batch_size == 1
+    # a single decode step cannot show it: the step after it is the first with the shift lost
+    assert case.max_new_tokens == 3
+    layout = info.image_layout
+    row = case.prompts[0]
+    assert any(row[i:i + len(layout)] == layout for i in range(len(row)))
+
+
+@modern
+def test_a_dropped_mrope_shift_hides_without_an_image_and_its_script_reproduces(tmp_path):
+    lane = lane_of(MROPE_DROPPED, "hf", "hf")
+    info = lane.info
+    text = Case(prompts=((3, 4, 5),), max_new_tokens=3)
+    image = Case(prompts=((3, *info.image_layout),), max_new_tokens=3)
+    assert not check(ORACLES["decode"], lane, text, TOLERANCE).failed
+    assert check(ORACLES["decode"], lane, image, TOLERANCE).failed
+    assert_reproduces(lane, "decode", image, tmp_path)

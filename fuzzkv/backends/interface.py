@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from fuzzkv.case import DRAWN_CACHES, DTYPES, Case
+from fuzzkv.case import DRAWN_CACHES, DTYPES, Case, wrapped_image
 
 if TYPE_CHECKING:
     import torch
@@ -52,6 +52,21 @@ class ModelInfo:
     # (the path code feeds each run an image); None for a text model.
     image_token_id: int | None = None
     image_tokens: int = 0
+    # The tokens a model's processor wraps each image's run in, where its config declares them (Qwen2-VL's vision
+    # start and end, Gemma 3's start and end of image): never drawn as text.
+    image_open_id: int | None = None
+    image_close_id: int | None = None
+
+    @property
+    def image_layout(self) -> tuple[int, ...]:
+        """The tokens one image takes in a prompt: its run of image tokens, inside its wrapping tokens."""
+        assert self.image_token_id is not None  # only asked of a vision-language model
+        return wrapped_image(self.image_token_id, self.image_tokens, self.image_open_id, self.image_close_id)
+
+    @property
+    def image_ids(self) -> frozenset[int]:
+        """The ids that stand for an image or its edges: never text."""
+        return frozenset(t for t in (self.image_token_id, self.image_open_id, self.image_close_id) if t is not None)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from fuzzkv.backends.hf import paths as hf_paths
+from fuzzkv.case import wrapped_image
 
 transformers.logging.set_verbosity_error()
 
@@ -695,8 +696,11 @@ def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tu
     if image is None and getattr(model.config, "vision_config", None) is not None:
         raise CannotBuild(f"multimodal: {NO_IMAGE_TOKEN}")
     if image is not None:  # a vision-language model: one image after the prompt's first token
-        text = [t if t != image else (t + 1) % vocab for t in tokens]
-        prompt = text[:1] + [image] * hf_paths.tokens_per_image(model) + text[1:PROMPT]
+        opening, closing = hf_paths.image_edges(model)
+        edges = {image, opening, closing}
+        text = [t if t not in edges else next(u for u in range(vocab) if u not in edges) for t in tokens]
+        prompt = text[:1] + list(wrapped_image(image, hf_paths.tokens_per_image(model), opening, closing)) + \
+            text[1:PROMPT]
         case.update(prompts=[prompt], continuation=[text[PROMPT:]], prefill_chunks=[len(prompt)])
     sequence, mask, cached = hf_paths.cached(model, case, 0, "cpu")
     full = hf_paths.reference(model, sequence, mask, hf_paths.encoder_inputs(case, 0, "cpu"))

@@ -16,6 +16,7 @@ from typing import Any
 
 from transformers import AutoConfig
 from transformers.models.auto import modeling_auto
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from fuzzkv.models import shrink
 
@@ -107,16 +108,44 @@ def tiny_config(model_type: str) -> dict:
 
 
 def _text(text: dict) -> dict:
-    """A text sub-config: fuzzkv's proven tiny twin of its type, where its type is a causal LM that builds."""
+    """A text sub-config: fuzzkv's proven tiny twin of its type, where its type is a causal LM that builds; its
+    M-RoPE sections fitted to the tiny heads."""
     model_type = text.get("model_type")
     if model_type in shrink.causal_lm_types():
         try:
-            return {**text, **shrink.tiny_config(model_type)}
+            return _fit_mrope({**text, **shrink.tiny_config(model_type)})
         except shrink.CannotBuild:
             pass
     shrunk = shrink._shrink_scalars(text)
     layers = next((text[n] for n in shrink.LAYER_COUNTS if shrink._is_count(text.get(n))), None)
-    return shrink._select_layers(shrunk, text, list(range(min(2, layers))), layers) if layers else shrunk
+    return _fit_mrope(shrink._select_layers(shrunk, text, list(range(min(2, layers))), layers) if layers else shrunk)
+
+
+ROPE_HOLDERS = ("rope_parameters", "rope_scaling")
+RELEASED_MROPE_SECTIONS = (16, 24, 24)
+
+
+def _fit_mrope(text: dict) -> dict:
+    """M-RoPE splits each head's rotary half into (frame, row, column) sections: scaled, in proportion, to sum to
+    the tiny head's rotary half (the released sections sum to the released head's)."""
+    heads = text.get("num_attention_heads") or HEADS
+    head = text.get("head_dim") or text.get("hidden_size", HIDDEN) // heads
+    rope = next((text[k] for k in ROPE_HOLDERS if isinstance(text.get(k), dict)), None)
+    if rope is None:
+        rope = text["rope_parameters"] = {}
+    rotary = int(head * (text.get("partial_rotary_factor") or rope.get("partial_rotary_factor") or 1)) // 2
+    # A config class that declares the key and leaves it unset: its model falls back to the released sections
+    # (Qwen2-VL's [16, 24, 24], GLM-4V's [8, 12, 12]: one proportion), sized for the released head.
+    config_class = CONFIG_MAPPING[text["model_type"]] if text.get("model_type") in CONFIG_MAPPING else None
+    declared = getattr(config_class, "ignore_keys_at_rope_validation", None) or ()
+    if "mrope_section" in declared and not any(isinstance(v, dict) for v in rope.values()):
+        rope.setdefault("mrope_section", list(RELEASED_MROPE_SECTIONS))
+    sections = rope.get("mrope_section")
+    if isinstance(sections, list) and sections and sum(sections) != rotary:
+        fitted = [max(1, part * rotary // sum(sections)) for part in sections]
+        fitted[0] += rotary - sum(fitted)
+        rope["mrope_section"] = fitted
+    return text
 
 
 def _tower(tower: dict) -> dict:

@@ -29,7 +29,7 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
     info, capabilities = backend.info, backend.capabilities
     limit = (info.max_positions or 10**9) - max_new_tokens
     longest = max(2, min(max_prompt_len, limit))
-    tokens = [t for t in range(info.vocab_size) if t != info.image_token_id]  # an image token stands for an image
+    tokens = [t for t in range(info.vocab_size) if t not in info.image_ids]  # these stand for an image
     most = min(3, capabilities.max_batch or 3)
 
     def prompt(length: int) -> tuple[int, ...]:
@@ -38,7 +38,7 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
     short = prompt(1)
     # The special tokens of trained weights only: in random weights they are tokens like any other, and the cases
     # below already hold one-token prompts (a full-size vocabulary makes each case cost seconds on a CPU).
-    specials = () if info.random_weights else info.special_ids[:3]
+    specials = () if info.random_weights else tuple(t for t in info.special_ids if t not in info.image_ids)[:3]
     # Kernels are chosen by shape, and their rounding with them: short batches round differently.
     cases = [Case(prompts=(prompt(longest),), max_new_tokens=max_new_tokens, dtype=dtype),
             Case(prompts=tuple(prompt(longest - 3 * row) for row in range(most)), max_new_tokens=max_new_tokens,
@@ -58,7 +58,7 @@ def calibration_cases(backend: Backend, dtype: str, *, max_prompt_len: int = 16,
               for special in specials for rows in sorted({1, min(2, most)})),
             *(Case(prompts=((special, special),), max_new_tokens=2, dtype=dtype) for special in specials)]
     if info.image_token_id is not None:  # a vision-language model: the longest shapes again, with an image each
-        image = (info.image_token_id,) * info.image_tokens
+        image = info.image_layout
         cases += [replace(case, prompts=tuple(p[:1] + image + p[1:] for p in case.prompts), prefill_chunks=())
                   for case in cases[:2]]
     if not info.encoder_decoder:

@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from hypothesis import strategies as st
 
-from fuzzkv.case import DRAWN_CACHES, PADDING_MODE, PADDING_SIDES, Case
+from fuzzkv.case import DRAWN_CACHES, PADDING_MODE, PADDING_SIDES, Case, wrapped_image
 from fuzzkv.quantizers import QUANTIZER_OPTIONS
 
 P = ParamSpec("P")
@@ -52,10 +52,13 @@ class CaseSpace:
     # An encoder-decoder model: each case also draws its rows' encoder inputs, and decoder prompts of one length.
     encoder_decoder: bool = False
     decoder_start: int | None = None  # the token each decoder prompt starts with (generate() puts it first)
-    # A vision-language model: prompts may hold images, each a run of ``image_tokens`` of ``image_token`` (never
-    # drawn as text), up to ``max_images`` per row.
+    # A vision-language model: prompts may hold images, each a run of ``image_tokens`` of ``image_token`` inside
+    # ``image_open`` and ``image_close`` where the model wraps images (none of them drawn as text), up to
+    # ``max_images`` per row.
     image_token: int | None = None
     image_tokens: int = 0
+    image_open: int | None = None
+    image_close: int | None = None
     max_images: int = 2
     dtype: str = "float32"
     max_boundary_len: int = 128
@@ -105,12 +108,20 @@ def _reused(build: Callable[P, R]) -> Callable[P, R]:
 def token_ids(space: CaseSpace) -> st.SearchStrategy[int]:
     """Token ids: any id, biased toward special ids and the vocabulary's edges; shrinks to 0."""
     edges = {0, 1, space.vocab_size - 2, space.vocab_size - 1}
-    special = sorted({t for t in (*space.special_ids, *edges) if 0 <= t < space.vocab_size and t != space.image_token})
-    if space.image_token is None:
+    image = sorted({t for t in (space.image_token, space.image_open, space.image_close) if t is not None})
+    special = sorted({t for t in (*space.special_ids, *edges) if 0 <= t < space.vocab_size and t not in image})
+    if not image:
         return st.one_of(st.integers(0, space.vocab_size - 1), st.sampled_from(special))
-    # an image token stands for an image: text never holds one (ids above it move up by one to skip it)
-    image = space.image_token
-    return st.one_of(st.integers(0, space.vocab_size - 2).map(lambda t: t + (t >= image)), st.sampled_from(special))
+    # an image's tokens stand for an image: text never holds one (ids at or above each move up to skip it)
+    return st.one_of(st.integers(0, space.vocab_size - 1 - len(image)).map(lambda t: _skipping(t, image)),
+                     st.sampled_from(special))
+
+
+def _skipping(token: int, skipped: list[int]) -> int:
+    """The ``token``-th id that is not in ``skipped`` (sorted)."""
+    for taken in skipped:
+        token += token >= taken
+    return token
 
 
 @_reused
@@ -249,7 +260,7 @@ def with_images(draw: st.DrawFn, space: CaseSpace, text: tuple[int, ...]) -> tup
     of the model's image token, never two side by side. Shrinks to the text alone."""
     assert space.image_token is not None  # only drawn for a vision-language model
     places = sorted(draw(st.sets(st.integers(0, len(text)), max_size=space.max_images)))
-    image = (space.image_token,) * space.image_tokens
+    image = wrapped_image(space.image_token, space.image_tokens, space.image_open, space.image_close)
     row: tuple[int, ...] = ()
     last = 0
     for place in places:

@@ -559,7 +559,11 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
 def _images(model: Any) -> dict[str, Any]:
     """A vision-language model's image token and how many of them one image takes; nothing for a text model."""
     image = hf_paths.image_token(model)
-    return {} if image is None else {"image_token_id": image, "image_tokens": hf_paths.tokens_per_image(model)}
+    if image is None:
+        return {}
+    opening, closing = hf_paths.image_edges(model)
+    return {"image_token_id": image, "image_tokens": hf_paths.tokens_per_image(model), "image_open_id": opening,
+            "image_close_id": closing}
 
 
 def _decoder_start(model: Any) -> int | None:

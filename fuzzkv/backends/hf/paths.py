@@ -427,6 +427,27 @@ def image_token(model):
     return None
 
 
+# The tokens a processor wraps each image's run in, where a config declares them.
+IMAGE_OPEN_NAMES = ("vision_start_token_id", "image_start_token_id", "boi_token_id", "boi_token_index",
+                    "image_start_id")
+IMAGE_CLOSE_NAMES = ("vision_end_token_id", "image_end_token_id", "eoi_token_id", "eoi_token_index", "image_end_id")
+
+
+def image_edges(model):
+    """(opening, closing): the tokens ``model``'s processor wraps each image's run of image tokens in, each None
+    where its config declares none."""
+    config = model.config
+    levels = (config, config.get_text_config())
+    return tuple(next((value for level in levels for name in names
+                       if isinstance(value := getattr(level, name, None), int) and not isinstance(value, bool)), None)
+                 for names in (IMAGE_OPEN_NAMES, IMAGE_CLOSE_NAMES))
+
+
+def image_ids(model):
+    """The ids that stand for an image or its edges (never decoded: the path code gives a decoded one no image)."""
+    return [t for t in (image_token(model), *image_edges(model)) if t is not None]
+
+
 def image_runs(row, image_id):
     """(start, end) of each run of ``image_id`` in one row of token ids: one image each (a case never puts two
     images side by side)."""
@@ -441,21 +462,55 @@ def image_runs(row, image_id):
     return runs
 
 
+# A tower of flattened patches (Qwen2-VL and the families built on it) takes an image of any size as its patches
+# flattened, with each image's (frames, rows, columns) grid: one frame of 4 x 4 patches, the smallest image whose
+# 2 x 2 patch merges it takes whole. Its pixel values: patch count x (channels x frames per patch x patch area).
+PATCH_GRID = (1, 4, 4)
+PATCH_CHANNELS = ("in_channels", "num_channels", "in_chans")
+
+
+def takes_patches(model):
+    """Whether ``model``'s tower takes flattened patches with each image's grid (``image_grid_thw``)."""
+    return takes(model.get_image_features, "image_grid_thw")
+
+
 def image_pixels(model, preceding):
-    """One image's pixel values [C, H, W], drawn from a seed of the real tokens before it in its row: a row alone
-    and its place in a batch, the cached path and the uncached one, all see the same image."""
+    """One image's pixel values ([C, H, W], or a tower's flattened patches), drawn from a seed of the real tokens
+    before it in its row: a row alone and its place in a batch, the cached path and the uncached one, all see the
+    same image."""
     tower = model.config.vision_config
+    generator = torch.Generator().manual_seed(zlib.crc32(",".join(str(int(t)) for t in preceding).encode()))
+    if takes_patches(model):
+        channels = next(getattr(tower, name) for name in PATCH_CHANNELS if getattr(tower, name, None))
+        width = channels * getattr(tower, "temporal_patch_size", 1) * tower.patch_size ** 2
+        return torch.randn((PATCH_GRID[0] * PATCH_GRID[1] * PATCH_GRID[2], width), generator=generator)
     side = tower.image_size
     height, width = (side, side) if isinstance(side, int) else tuple(side)
-    seed = zlib.crc32(",".join(str(int(t)) for t in preceding).encode())
-    return torch.randn((getattr(tower, "num_channels", 3), height, width), generator=torch.Generator().manual_seed(seed))
+    return torch.randn((getattr(tower, "num_channels", 3), height, width), generator=generator)
+
+
+def image_batch(model, images, device):
+    """The forward keywords that feed ``images`` (each from :func:`image_pixels`, in the order the model scatters
+    their features over its image tokens): pixel values, and each image's grid or size where the tower takes it."""
+    if takes_patches(model):
+        patches = {"pixel_values": torch.cat(images).to(device=device, dtype=model.dtype),
+                   "image_grid_thw": torch.tensor([PATCH_GRID] * len(images), device=device)}
+        if accepts(model, "image_merge_sizes"):  # VideoLLaMA 3: each image's patch merge
+            merge = model.config.vision_config.spatial_merge_size
+            patches["image_merge_sizes"] = torch.tensor([merge] * len(images), device=device)
+        return patches
+    values = torch.stack(images).to(device=device, dtype=model.dtype)
+    if not takes(model.get_image_features, "image_sizes"):
+        return {"pixel_values": values}
+    sizes = torch.tensor([list(values.shape[-2:])] * len(values), device=device)  # a Pixtral tower: each image's own
+    return {"pixel_values": values, "image_sizes": sizes}
 
 
 def image_inputs(model, tokens, mask, start, end):
     """The forward keywords that feed the images whose runs lie in ``tokens[:, start:end]`` (rows in order, as the
-    model scatters their features over its image tokens), as generate() feeds a processor's: pixel values, each
-    image's size where the model's image features take it, and a token-type map (1 on image tokens) where the
-    forward takes one (of the whole sequence so far). Empty when the span holds no image."""
+    model scatters their features over its image tokens), as generate() feeds a processor's (:func:`image_batch`),
+    and a token-type map (1 on image tokens) where the forward takes one (of the whole sequence so far). Empty when
+    the span holds no image."""
     image_id = image_token(model)
     if image_id is None:
         return {}
@@ -467,28 +522,49 @@ def image_inputs(model, tokens, mask, start, end):
             if first >= start - offset:
                 pixels.append(image_pixels(model, kept[:first].tolist()))
     # The token-type map (1 on image tokens) from the start of the sequence: Gemma 3's and 4's bidirectional image
-    # masks read it by position (their prepare_inputs_for_generation gives a prefill chunk all of it).
-    types = "mm_token_type_ids" if takes(model.forward, "mm_token_type_ids") else \
+    # masks read it by position (their prepare_inputs_for_generation gives a prefill chunk all of it); M-RoPE
+    # models read it to place each image's 3-D positions.
+    types = "mm_token_type_ids" if accepts(model, "mm_token_type_ids") else \
         "token_type_ids" if model.config.model_type in IMAGE_TOKEN_TYPES else None
-    extra = {types: (tokens[:, :end] == image_id).long()} if types and takes(model.forward, types) else {}
-    if not pixels:
-        return extra
-    values = torch.stack(pixels).to(device=tokens.device, dtype=model.dtype)
-    extra["pixel_values"] = values
-    if takes(model.get_image_features, "image_sizes"):  # a Pixtral tower: each image's own size
-        extra["image_sizes"] = torch.tensor([list(values.shape[-2:])] * len(values), device=tokens.device)
-    return extra
+    extra = {types: (tokens[:, :end] == image_id).long()} if types and accepts(model, types) else {}
+    return {**extra, **image_batch(model, pixels, tokens.device)} if pixels else extra
 
 
 @torch.inference_mode()
 def tokens_per_image(model):
     """How many image tokens one image takes: the features the model's tower and projector give one image, in
     text-width vectors (the count the model checks its image tokens against)."""
-    pixels = image_pixels(model, [])[None].to(device=model.device, dtype=model.dtype)
-    extra = {"image_sizes": torch.tensor([list(pixels.shape[-2:])])} if \
-        takes(model.get_image_features, "image_sizes") else {}
-    features = model.get_image_features(pixel_values=pixels, **extra)
+    images = image_batch(model, [image_pixels(model, [])], model.device)
+    features = model.get_image_features(**images)
     return _feature_count(features) // model.config.get_text_config().hidden_size
+
+
+# ---- M-RoPE: Qwen2-VL and the families built on it give an image's tokens 3-D positions ------------------------
+
+
+def rope_index_keeper(model):
+    """The inner model of a Qwen2-VL-style model: it computes M-RoPE positions (``get_rope_index``: each image's
+    tokens take (frame, row, column) positions, the text after an image is shifted by the image's extent) and keeps
+    that shift between calls (``rope_deltas``); None for any other model."""
+    inner = getattr(model, "model", None)
+    return inner if hasattr(inner, "get_rope_index") and hasattr(inner, "rope_deltas") else None
+
+
+def mrope_positions(keeper, model, tokens, mask):
+    """The M-RoPE position ids of the whole sequence ``tokens`` ([3, B, T]: the frame, row and column axes; each
+    family takes these three), from the model's own ``get_rope_index`` (its shift kept on the model, as generate's
+    ``_prepare_position_ids_for_generation`` keeps it), and where the last image's run ends (0 without images).
+    A token's positions depend only on the tokens before it, so any prefix's are these."""
+    image_id = image_token(model)
+    text = positions_from_mask(mask)
+    runs = [run for row, real in zip(tokens, mask.bool()) for run in image_runs(row[real], image_id)]
+    if not runs:  # text alone: generate() gives it its text positions on every axis, and no shift
+        keeper.rope_deltas = torch.zeros_like(text[:, :1])
+        return text[None].expand(3, -1, -1), 0
+    spatial, keeper.rope_deltas = keeper.get_rope_index(
+        input_ids=tokens, mm_token_type_ids=(tokens == image_id).long(), attention_mask=mask,
+        image_grid_thw=torch.tensor([PATCH_GRID] * len(runs), device=tokens.device))
+    return spatial.to(text.device), int((tokens == image_id).nonzero()[:, 1].max()) + 1
 
 
 def _feature_count(features):
@@ -613,6 +689,8 @@ class CachedForward:
         self.keyword = cache_keyword(model)
         # MPT on transformers 4.x takes no position_ids (its ALiBi counts positions itself).
         self.with_positions = accepts(model, "position_ids")
+        self.rope_keeper = rope_index_keeper(model)
+        self.spatial, self.last_image_end = torch.empty(0, dtype=torch.long), 0  # M-RoPE: set by the first call
         self.current_tokens_mask = model.config.model_type in MASK_OF_CURRENT_TOKENS
         self.whole_sequence = model.config.model_type in WHOLE_SEQUENCE_WHEN_CACHED
         self.mask_to_cache_length = model.config.model_type in MASK_AS_LONG_AS_STATIC_CACHE
@@ -635,6 +713,8 @@ class CachedForward:
             # ALiBi models (bloom, falcon) need the 2-D mask as long as the static cache.
             attention = torch.nn.functional.pad(attention, (0, self.static_len - end))
         extra = {"position_ids": self.positions[:, start:end]} if self.with_positions else {}
+        if self.rope_keeper is not None:
+            extra["position_ids"] = self.mrope(tokens, start, end)
         extra.update(image_inputs(self.model, tokens, self.full_mask, start, end))
         if self.cache_positions:
             extra["cache_position"] = torch.arange(start, end, device=tokens.device)
@@ -642,6 +722,19 @@ class CachedForward:
                          **{self.keyword: self.cache}, **extra)
         self.cache = returned_cache(out)  # the same object in 5.x; new legacy tuples in some 4.x models
         return out.logits
+
+
+    def mrope(self, tokens, start, end):
+        """An M-RoPE model's positions for ``tokens[:, start:end]``: up to the last image, the sequence's own
+        (:func:`mrope_positions`, computed on the first call); after it, the text positions shifted by the shift the
+        model kept (as its forward shifts a cached step's). So a model that loses its shift between steps parts
+        from the one uncached pass."""
+        if start == 0:
+            self.spatial, self.last_image_end = mrope_positions(self.rope_keeper, self.model, tokens, self.full_mask)
+        if start < self.last_image_end:
+            return self.spatial[:, :, start:end]
+        text = self.positions[:, start:end]
+        return (text + self.rope_keeper.rope_deltas.to(text.device))[None].expand(3, -1, -1)
 
 
 def prefill_and_decode(ids, full_mask, chunks, forced, step, banned=None):
@@ -662,7 +755,7 @@ def prefill_and_decode(ids, full_mask, chunks, forced, step, banned=None):
     for pos in range(prompt_length, total):
         if forced is None:
             last = step_logits[-1][:, -1]
-            if banned is not None:  # an image token decoded would stand for an image no path was given
+            if banned:  # an image token decoded would stand for an image no path was given
                 last = last.clone()
                 last[:, banned] = float("-inf")
             tokens[:, pos] = last.argmax(-1)
@@ -684,7 +777,7 @@ def cached(model, case, pad_id, device, kind=None, chunks=None, forced=None, cac
     store = cache if cache is not None else new_cache(model, kind, total, case.get("settings"), len(ids))
     step = CachedForward(model, mask, store, total if kind == "static" else None)
     tokens, logits = prefill_and_decode(ids, mask, chunks or case["prefill_chunks"], fed(case, ids, forced), step,
-                                        image_token(model))
+                                        image_ids(model))
     return tokens, mask, logits
 
 
@@ -722,7 +815,9 @@ def reference(model, tokens, mask, encoder=None):
     encoder-decoder model's encoder ids and mask (see :func:`encoder_inputs`); ``tokens`` are then its decoder's."""
     model = over_encoder(model, encoder)
     inputs, attention = tokens[:, :-1], mask[:, :-1]
-    extra = {"position_ids": positions_from_mask(attention)} if accepts(model, "position_ids") else {}
+    # An M-RoPE model places its positions itself in one pass (from the token-type map and the images' grids).
+    with_positions = accepts(model, "position_ids") and rope_index_keeper(model) is None
+    extra = {"position_ids": positions_from_mask(attention)} if with_positions else {}
     extra.update(image_inputs(model, inputs, attention, 0, inputs.shape[1]))
     return model(input_ids=inputs, attention_mask=attention, use_cache=False, **extra).logits
 
@@ -811,7 +906,7 @@ def prompt_images(model, ids, mask):
     """generate()'s keywords for the images of the prompt ``ids`` (it feeds them on its first step), and the image
     token suppressed (its raw logits, which the paths compare, are unchanged)."""
     images = image_inputs(model, ids, mask[:, :ids.shape[1]], 0, ids.shape[1])
-    return {**images, "suppress_tokens": [image_token(model)]} if images else images
+    return {**images, "suppress_tokens": image_ids(model)} if images else images
 
 
 @torch.inference_mode()
