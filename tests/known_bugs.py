@@ -90,6 +90,8 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
     ("transformers-dynamiccache-reset-keeps-keys-4-57", "transformers", (4, 57)),
     ("transformers-mpt-static-cache-mask-4-57", "transformers", (4, 57)),
+    # Run on 5.23.0 and 5.25.0 (reproduced on each).
+    ("transformers-glm4v-beam-search-pairs-wrong-images", "transformers", (5, 23)),
     # Run on 5.23.0 and 5.25.0; the unset that causes it is in the source of 5.0.0 (and 5.0.0rc2) and 5.24.0.
     ("transformers-generate-hybrid-cache-ignored", "transformers", (5, 0)),
     ("transformerlens-generate-ignores-left-padding-2-13", "transformer-lens", (2, 13)),
@@ -124,6 +126,8 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
     "transformers-dynamiccache-reset-keeps-keys-4-57": ("transformers", (4, 56), None),
     # Its caches are built from a config (4.56's layered caches).
     "transformers-fsmt-cached-decoder-drops-causal-mask": ("transformers", (4, 56), None),
+    # It feeds the token-type map (mm_token_type_ids) 5.x places M-RoPE positions by.
+    "transformers-glm4v-beam-search-pairs-wrong-images": ("transformers", (5, 0), None),
     # generate() before 5.24 refuses assisted generation with a static cache.
     "transformers-prompt-lookup-static-cache-overflow": ("transformers", (5, 24), None),
     # HookedTransformer's 2.x cache (3.x has no past_key_value_caching module), and HookedTransformer (gone in 4.0).

@@ -153,3 +153,14 @@ def test_a_dropped_mrope_shift_hides_without_an_image_and_its_script_reproduces(
     assert not check(ORACLES["decode"], lane, text, TOLERANCE).failed
     assert check(ORACLES["decode"], lane, image, TOLERANCE).failed
     assert_reproduces(lane, "decode", image, tmp_path)
+
+
+@modern
+@pytest.mark.parametrize("model", ["llava_next", "idefics3"])
+def test_tiled_and_grouped_image_layouts_run_the_cached_oracles_clean(model):
+    # LLaVA-NeXT takes each image as its base image and tiles; Idefics 3 takes images grouped per row (padded with
+    # all-zero images), which beam search expands row by row
+    finished, events, _ = fuzz(model, max_examples=8, oracles=("decode", "batch", "chunked", "beam"))
+    assert not finished.failures
+    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
+    assert all(ran[oracle] >= 8 for oracle in ("decode", "batch", "chunked", "beam")), ran

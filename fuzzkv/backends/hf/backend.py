@@ -515,10 +515,12 @@ def _holds_keys_and_values(layer: type) -> bool:
 
 
 def _pad_id(config: Any) -> int:
+    # A composite config (a vision-language model's) names its vocabulary in its text config only.
+    text = config.get_text_config()
     for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
         value = getattr(config, key, None)
         value = value[0] if isinstance(value, (list, tuple)) and value else value
-        if isinstance(value, int) and 0 <= value < config.vocab_size:
+        if isinstance(value, int) and 0 <= value < text.vocab_size:
             return value
     return 0
 

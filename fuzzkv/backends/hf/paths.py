@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, EncoderDecoderCache, StaticCache
+from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # transformers 5.24 renamed the forward argument ``past_key_values`` to ``cache`` (and the
@@ -486,12 +487,31 @@ def image_pixels(model, preceding):
         return torch.randn((PATCH_GRID[0] * PATCH_GRID[1] * PATCH_GRID[2], width), generator=generator)
     side = tower.image_size
     height, width = (side, side) if isinstance(side, int) else tuple(side)
-    return torch.randn((getattr(tower, "num_channels", 3), height, width), generator=generator)
+    # a tiled model's image: the base image and its tiles, as many as the model's own split of this size makes
+    tiles = [image_size_to_num_patches((height, width), model.config.image_grid_pinpoints, height)] if tiled(model) \
+        else []
+    return torch.randn((*tiles, getattr(tower, "num_channels", 3), height, width), generator=generator)
 
 
-def image_batch(model, images, device):
-    """The forward keywords that feed ``images`` (each from :func:`image_pixels`, in the order the model scatters
-    their features over its image tokens): pixel values, and each image's grid or size where the tower takes it."""
+def tiled(model):
+    """Whether ``model`` (LLaVA-NeXT and the families built on it) takes each image as its base image and tiles
+    (its config's grid pinpoints: the resolutions it tiles an image at)."""
+    return getattr(model.config, "image_grid_pinpoints", None) is not None
+
+
+def nested(model):
+    """Whether ``model`` (Idefics 2 and 3, SmolVLM) takes its images grouped per row ([rows, images, C, H, W]); it
+    flattens them, dropping all-zero padding images, and scatters their features in order, so one group holds
+    them all."""
+    return takes(model.get_image_features, "pixel_attention_mask")
+
+
+def image_batch(model, rows, device):
+    """The forward keywords that feed the images of ``rows`` (each row's list of :func:`image_pixels`, in the order
+    the model scatters their features over its image tokens), as a processor lays them out: pixel values (every
+    image in order; per row, padded with all-zero images, where the model groups them), and each image's grid or
+    size where the tower takes it."""
+    images = [image for row in rows for image in row]
     if takes_patches(model):
         patches = {"pixel_values": torch.cat(images).to(device=device, dtype=model.dtype),
                    "image_grid_thw": torch.tensor([PATCH_GRID] * len(images), device=device)}
@@ -499,10 +519,15 @@ def image_batch(model, images, device):
             merge = model.config.vision_config.spatial_merge_size
             patches["image_merge_sizes"] = torch.tensor([merge] * len(images), device=device)
         return patches
+    if nested(model):
+        most = max(len(row) for row in rows)
+        blank = torch.zeros_like(images[0])
+        groups = [torch.stack(row + [blank] * (most - len(row))) for row in rows]
+        return {"pixel_values": torch.stack(groups).to(device=device, dtype=model.dtype)}
     values = torch.stack(images).to(device=device, dtype=model.dtype)
     if not takes(model.get_image_features, "image_sizes"):
         return {"pixel_values": values}
-    sizes = torch.tensor([list(values.shape[-2:])] * len(values), device=device)  # a Pixtral tower: each image's own
+    sizes = torch.tensor([list(values.shape[-2:])] * len(values), device=device)  # each image's own size
     return {"pixel_values": values, "image_sizes": sizes}
 
 
@@ -514,27 +539,26 @@ def image_inputs(model, tokens, mask, start, end):
     image_id = image_token(model)
     if image_id is None:
         return {}
-    pixels = []
+    rows = []
     for row, real in zip(tokens, mask.bool()):
         kept = row[:end][real[:end]]  # the row's real tokens up to the span's end, without padding
         offset = int((~real[:start]).sum())  # padding before the span: positions in ``kept`` shift by it
-        for first, _ in image_runs(kept, image_id):
-            if first >= start - offset:
-                pixels.append(image_pixels(model, kept[:first].tolist()))
+        rows.append([image_pixels(model, kept[:first].tolist()) for first, _ in image_runs(kept, image_id)
+                     if first >= start - offset])
     # The token-type map (1 on image tokens) from the start of the sequence: Gemma 3's and 4's bidirectional image
     # masks read it by position (their prepare_inputs_for_generation gives a prefill chunk all of it); M-RoPE
     # models read it to place each image's 3-D positions.
     types = "mm_token_type_ids" if accepts(model, "mm_token_type_ids") else \
         "token_type_ids" if model.config.model_type in IMAGE_TOKEN_TYPES else None
     extra = {types: (tokens[:, :end] == image_id).long()} if types and accepts(model, types) else {}
-    return {**extra, **image_batch(model, pixels, tokens.device)} if pixels else extra
+    return {**extra, **image_batch(model, rows, tokens.device)} if any(rows) else extra
 
 
 @torch.inference_mode()
 def tokens_per_image(model):
     """How many image tokens one image takes: the features the model's tower and projector give one image, in
     text-width vectors (the count the model checks its image tokens against)."""
-    images = image_batch(model, [image_pixels(model, [])], model.device)
+    images = image_batch(model, [[image_pixels(model, [])]], model.device)
     features = model.get_image_features(**images)
     return _feature_count(features) // model.config.get_text_config().hidden_size
 
