@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def _holds(case: dict[str, Any], token: int) -> bool:
+    return any(token in row for row in (*case["prompts"], *case.get("continuation", ())))
+
+
 def _padded(case: dict[str, Any]) -> bool:
     return len({len(p) for p in case["prompts"]}) > 1
 
@@ -26,6 +30,7 @@ CONDITIONS: dict[str, Callable[[dict[str, Any], Any], bool]] = {
     "min_rows": lambda case, want: len(case["prompts"]) >= want,
     "cache": lambda case, want: case["cache"] == want,
     "dtype": lambda case, want: case["dtype"] == want,
+    "holds_token": lambda case, want: _holds(case, want),  # a row's prompt or drawn continuation holds this id
 }
 
 
@@ -59,12 +64,25 @@ _TIE_ORDER = ("the paths differ only where torch.topk breaks an exact tie, whose
 _TOPK_DOCS = "torch.topk docstring (torch 2.13.0): the indices of tied elements are not guaranteed to be stable"
 _DSA_TYPES = ("deepseek_v32", "glm_moe_dsa", "deepseek_v4", "hy_v4", "axk2", "dots3_note_text")
 
+# fairseq-style positions: the padding id is no position wherever it stands. One pass counts the real tokens before
+# each; a cached step counts from the cache's length, pad ids included, so a pad id fed as text moves every later
+# position between the two. A tokenizer only pads with it; the condition keeps a divergence without one a finding.
+_PAD_POSITIONS = ("the decoder's positions skip its padding id wherever it stands (create_position_ids_from_input_ids: "
+                  "\"Padding symbols are ignored\", fairseq's make_positions), counted over the sequence in one pass "
+                  "and from the cache's length on a cached step: a pad id fed as text (never a real token) moves later "
+                  "positions between the two")
+_PAD_SOURCES = {"m2m_100": "models/m2m_100/modeling_m2m_100.py:168", "nllb-moe": "models/nllb_moe/modeling_nllb_moe.py:151",
+                "speech_to_text": "models/speech_to_text/modeling_speech_to_text.py:156"}
+
 # Filled only from triaged sweep findings, each with the library's own word for it.
 EXPECTED: tuple[Expected, ...] = (
     *(Expected("cpmant", oracle, _CPMANT_BIDIRECTIONAL, _CPMANT_SOURCE) for oracle in ("decode", "chunked", "generate")),
     *(Expected(model_type, "*", _TIE_ORDER.format("dsa-indexer"),
                f"{_TOPK_DOCS}; models/deepseek_v32/modeling_deepseek_v32.py:241 `index_scores.topk(...)` (5.25.0)")
       for model_type in _DSA_TYPES),
+    # their padding id is 1 (released configs and tiny twins alike)
+    *(Expected(model_type, "*", _PAD_POSITIONS, f"{source} `create_position_ids_from_input_ids` (5.25.0)",
+               when={"holds_token": 1}) for model_type, source in _PAD_SOURCES.items()),
     Expected("doge", "*", _TIE_ORDER.format("doge-dynamic-mask"),
              f"{_TOPK_DOCS}; models/doge/modeling_doge.py:358 `torch.topk(attn_mask, keep_window_size, ...)` (5.25.0)"),
 )

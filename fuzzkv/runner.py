@@ -71,6 +71,7 @@ def case_space(config: RunConfig, lane: Lane) -> CaseSpace:
                      reset_caches=capabilities.reset_caches, encoder_decoder=info.encoder_decoder,
                      decoder_start=info.decoder_start_id, image_token=info.image_token_id,
                      image_tokens=info.image_tokens, image_open=info.image_open_id, image_close=info.image_close_id,
+                     image_markers=info.image_marker_ids,
                      # an encoder-decoder batch pads its encoder inputs (on the right), never its decoder prompts
                      padding_sides=("left",) if info.encoder_decoder else PADDING_SIDES)
 

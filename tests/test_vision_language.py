@@ -111,10 +111,14 @@ MROPE_DROPPED = "tests.broken_architectures:mrope_shift_dropped_after_first_step
 @settings(max_examples=100, deadline=None)
 @given(cases(CaseSpace(vocab_size=50, image_token=49, image_tokens=3, image_open=47, image_close=48)))
 def test_where_a_model_wraps_its_images_every_run_is_wrapped_and_the_wrapping_tokens_are_never_text(case):
+    cuts = list(itertools.accumulate(case.prefill_chunks[:-1]))
     for row in case.prompts:
         runs = image_spans(row, 49)
         assert all(row[start - 1] == 47 and row[end] == 48 for start, end in runs)
         assert row.count(47) == row.count(48) == len(runs)
+        offset = case.padded_length - len(row) if case.padding_side == "left" else 0
+        # a chunk never cuts inside an image with its wrapping tokens (the model may count them with its pixels)
+        assert not any(offset + start - 1 < cut < offset + end + 1 for start, end in runs for cut in cuts)
     assert all(token not in (47, 48, 49) for row in case.continuation for token in row)
 
 

@@ -56,6 +56,7 @@ class ModelInfo:
     # start and end, Gemma 3's start and end of image): never drawn as text.
     image_open_id: int | None = None
     image_close_id: int | None = None
+    image_marker_ids: tuple[int, ...] = ()  # more ids the model embeds as part of an image (Ovis 2's indicators)
 
     @property
     def image_layout(self) -> tuple[int, ...]:
@@ -66,7 +67,8 @@ class ModelInfo:
     @property
     def image_ids(self) -> frozenset[int]:
         """The ids that stand for an image or its edges: never text."""
-        return frozenset(t for t in (self.image_token_id, self.image_open_id, self.image_close_id) if t is not None)
+        edges = (self.image_token_id, self.image_open_id, self.image_close_id, *self.image_marker_ids)
+        return frozenset(t for t in edges if t is not None)
 
 
 @dataclass(frozen=True)

@@ -212,11 +212,12 @@ NOT_IMAGE_TEXT = ("no image-text-to-text class over a vision_config (audio, a VQ
                   "encoder-decoder, ...): not fuzzed yet")
 NO_IMAGE_TOKEN = ("its config declares no image token (the image is placed otherwise: prepended, cross-attended, "
                   "queried): not fuzzed yet")
-# Encoder-decoder types are built as their seq2seq LM class (BART, not its decoder half BartForCausalLM), from
-# token ids: a speech seq2seq model's encoder takes audio features, which fuzzkv does not draw yet.
+# Encoder-decoder types are built as their seq2seq LM class (BART, not its decoder half BartForCausalLM), or their
+# speech seq2seq class (Whisper), fed audio features drawn from a case's encoder ids (``hf_paths.encoder_keywords``).
 SEQ2SEQ_TABLE = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
 IMAGE_TEXT_TABLE = "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"
-NOT_TEXT_ENCODER = "its encoder takes audio features (a speech seq2seq model): not fuzzed yet"
+# A speech encoder's positions: Whisper's window of 2 x 64 mel frames, Speech2Text's subsampled frames of up to 64.
+AUDIO_POSITIONS = 64
 # An encoder-decoder config's layer counts, per stack: each kept to one layer (both stacks are one kind).
 ENCODER_DECODER_LAYERS = ("encoder_layers", "decoder_layers", "num_layers", "num_decoder_layers", "encoder_num_layers")
 
@@ -615,11 +616,19 @@ def _tiny_config(model_type: str) -> str:
 
 
 def _encoder_decoder_tiny(model_type: str, shrunk: dict) -> dict:
-    """An encoder-decoder's tiny config: its scalars shrunk, one layer in each stack. Its seq2seq LM class only
-    (a speech seq2seq model's encoder takes audio features)."""
-    if model_type not in vars(modeling_auto).get(SEQ2SEQ_TABLE, {}):
-        raise CannotBuild(f"encoder-decoder: {NOT_TEXT_ENCODER}")
-    return {**shrunk, **{name: 1 for name in ENCODER_DECODER_LAYERS if _is_count(shrunk.get(name))}}
+    """An encoder-decoder's tiny config: its scalars shrunk, one layer in each stack, a speech encoder's position
+    table sized for the tiny audio the path code draws."""
+    tiny = {**shrunk, **{name: 1 for name in ENCODER_DECODER_LAYERS if _is_count(shrunk.get(name))}}
+    if tiny.get("decoder_start_token_id") is None:
+        # a config without one, as its released checkpoints set it: LongT5's (5.25) the pad token (its _shift_right:
+        # "In LongT5 it is usually set to the pad_token_id"); the generic EncoderDecoderModel's the decoder's first
+        # token (its documentation: set `decoder_start_token_id` to the tokenizer's cls or bos token)
+        decoder: dict = tiny["decoder"] if isinstance(tiny.get("decoder"), dict) else {}
+        tiny["decoder_start_token_id"] = next((value for value in (tiny.get("pad_token_id"), tiny.get("bos_token_id"),
+                                               decoder.get("bos_token_id")) if isinstance(value, int)), 0)
+    if model_type not in vars(modeling_auto).get(SEQ2SEQ_TABLE, {}) and _is_count(tiny.get("max_source_positions")):
+        tiny["max_source_positions"] = AUDIO_POSITIONS
+    return tiny
 
 
 def _proven(model_type: str, tiny: dict) -> dict:

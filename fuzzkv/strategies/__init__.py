@@ -59,6 +59,7 @@ class CaseSpace:
     image_tokens: int = 0
     image_open: int | None = None
     image_close: int | None = None
+    image_markers: tuple[int, ...] = ()  # more ids a model embeds as part of an image: never drawn as text
     max_images: int = 2
     dtype: str = "float32"
     max_boundary_len: int = 128
@@ -108,7 +109,8 @@ def _reused(build: Callable[P, R]) -> Callable[P, R]:
 def token_ids(space: CaseSpace) -> st.SearchStrategy[int]:
     """Token ids: any id, biased toward special ids and the vocabulary's edges; shrinks to 0."""
     edges = {0, 1, space.vocab_size - 2, space.vocab_size - 1}
-    image = sorted({t for t in (space.image_token, space.image_open, space.image_close) if t is not None})
+    image = sorted({t for t in (space.image_token, space.image_open, space.image_close, *space.image_markers)
+                    if t is not None})
     special = sorted({t for t in (*space.special_ids, *edges) if 0 <= t < space.vocab_size and t not in image})
     if not image:
         return st.one_of(st.integers(0, space.vocab_size - 1), st.sampled_from(special))
@@ -227,7 +229,8 @@ def cases(draw: st.DrawFn, space: CaseSpace, *, min_batch: int = 1, chunked: boo
     if len(chunks) < min_chunks:
         chunks = (length - 1, 1)  # an oracle that needs chunks gets the simplest split
     if space.image_token is not None:
-        chunks = whole_images(chunks, rows, side, space.image_token, min_chunks)
+        chunks = whole_images(chunks, rows, side, space.image_token, min_chunks,
+                              (space.image_open is not None, space.image_close is not None))
     cache = draw(_sampled_from(caches or space.caches))
     reuse_batch = 0
     if reuse:
@@ -283,14 +286,16 @@ def image_spans(row: tuple[int, ...], image_token: int, offset: int = 0) -> list
 
 
 def whole_images(chunks: tuple[int, ...], rows: list[tuple[int, ...]], side: str, image_token: int,
-                 min_chunks: int = 1) -> tuple[int, ...]:
-    """``chunks`` without the cuts that would split an image's run in any row of the padded batch: an image is fed
-    whole, in the chunk that holds its run, as a model's forward takes its pixel values. A cut at an image's edge
-    stays (an image first in a later chunk, after a cached prefix). Where that leaves fewer than ``min_chunks``
-    chunks, the last cut that splits no image is taken."""
+                 min_chunks: int = 1, wrapped: tuple[bool, bool] = (False, False)) -> tuple[int, ...]:
+    """``chunks`` without the cuts that would split an image in any row of the padded batch: its run, and the
+    tokens that wrap it where the model has them (``wrapped``: an opening, a closing token); an image is fed whole,
+    in the chunk that holds it, as a model's forward takes its pixel values (Ovis 2.5 counts an image's wrapping
+    tokens in the call that feeds it). A cut at an image's edge stays (an image first in a later chunk, after a
+    cached prefix). Where that leaves fewer than ``min_chunks`` chunks, the last cut that splits no image is
+    taken."""
     length = max(map(len, rows))
-    spans = [span for row in rows
-             for span in image_spans(row, image_token, length - len(row) if side == "left" else 0)]
+    spans = [(start - wrapped[0], end + wrapped[1]) for row in rows
+             for start, end in image_spans(row, image_token, length - len(row) if side == "left" else 0)]
 
     def whole(cut: int) -> bool:
         return not any(a < cut < b for a, b in spans)

@@ -38,3 +38,11 @@ def test_each_source_line_named_as_evidence_holds_in_the_release_it_names():
             checked += 1
     if checked == 0:
         pytest.skip(f"no evidence names transformers {installed}")
+
+
+def test_a_pad_id_fed_as_text_is_expected_only_for_fairseq_style_positions_and_only_where_a_row_holds_it():
+    with_pad = {"prompts": [[2, 1]], "continuation": []}
+    without = {"prompts": [[2, 0]], "continuation": [[3, 4]]}
+    in_continuation = {"prompts": [[2]], "continuation": [[1, 0, 0]]}
+    assert expected_reason("m2m_100", "decode", with_pad) and expected_reason("speech_to_text", "chunked", in_continuation)
+    assert expected_reason("m2m_100", "decode", without) is None and expected_reason("bart", "decode", with_pad) is None

@@ -339,6 +339,9 @@ def _capabilities(model: Any, unswitchable: dict[str, str]) -> Capabilities:
     positions_why = hf_paths.POSITIONS_FROM_CACHE_LENGTH.get(model.config.model_type)
     if positions_why:
         absent.append((PADDED_POSITIONS, positions_why))
+    beam_why = hf_paths.NO_BEAM_SCORES.get(model.config.model_type)
+    if beam_why:
+        absent.append((BEAM_SEARCH, beam_why))
     absent += _absent_cache_class_features(model)
     if MODERN:
         absent += _absent_cache_surfaces(model, unswitchable)
@@ -565,7 +568,7 @@ def _images(model: Any) -> dict[str, Any]:
         return {}
     opening, closing = hf_paths.image_edges(model)
     return {"image_token_id": image, "image_tokens": hf_paths.tokens_per_image(model), "image_open_id": opening,
-            "image_close_id": closing}
+            "image_close_id": closing, "image_marker_ids": hf_paths.image_markers(model)}
 
 
 def _decoder_start(model: Any) -> int | None:
@@ -574,7 +577,7 @@ def _decoder_start(model: Any) -> int | None:
     if not model.config.is_encoder_decoder:
         return None
     start = model.generation_config.decoder_start_token_id
-    start = model.config.decoder_start_token_id if start is None else start
+    start = getattr(model.config, "decoder_start_token_id", None) if start is None else start  # LongT5 has none
     return start if isinstance(start, int) else None
 
 

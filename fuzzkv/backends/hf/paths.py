@@ -174,9 +174,11 @@ def auto_class(cfg):
     """The auto class a config's model is built with: an encoder-decoder's seq2seq LM (BART's
     BartForConditionalGeneration, not its decoder half), else the causal LM."""
     if cfg.is_encoder_decoder:
-        from transformers import AutoModelForSeq2SeqLM
+        from transformers import AutoModelForSeq2SeqLM, AutoModelForSpeechSeq2Seq
 
-        return AutoModelForSeq2SeqLM
+        # a type both mappings list (SeamlessM4T) is built from text
+        text = transformers.models.auto.modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+        return AutoModelForSeq2SeqLM if cfg.model_type in text else AutoModelForSpeechSeq2Seq
     if getattr(cfg, "vision_config", None) is not None:  # a vision-language model: its image-text-to-text class
         from transformers import AutoModelForImageTextToText
 
@@ -356,6 +358,52 @@ def encoder_inputs(case, pad_id, device, repeat=1):
     return ids.to(device), mask.to(device)
 
 
+# A speech model's encoder input: audio drawn per row, seeded by the row's encoder ids (so a row alone and in a batch,
+# cached and uncached, hears the same audio). Feature frames per encoder id, where the audio's length follows the
+# row's (padded on the right with a frame mask, as a feature extractor pads); a Whisper-style encoder takes a fixed
+# window of mel frames (twice its position table: its convolutions halve it), whatever the row's length.
+# Raw audio (a waveform encoder's ``input_values``): 1,600 samples per encoder id, 0.1 s at 16 kHz, enough for any
+# of their convolution stacks to make a frame of it.
+AUDIO_FRAMES_PER_TOKEN = 4
+AUDIO_SAMPLES_PER_TOKEN = 1600
+
+
+def encoder_keywords(model, ids, mask):
+    """The keywords that feed an encoder-decoder model's encoder the batch of encoder rows ``ids`` (and ``mask``):
+    the ids themselves for a text encoder; audio seeded by each row's ids for a speech encoder (by its
+    ``main_input_name``: mel or filter-bank features, or a waveform)."""
+    rows = [row[real.bool()].tolist() for row, real in zip(ids, mask)]
+    config = model.config
+    place = {"device": ids.device, "dtype": model.dtype}
+    if model.main_input_name == "input_values":  # a waveform: [B, samples], a mask
+        return _padded_audio("input_values", rows, AUDIO_SAMPLES_PER_TOKEN, (), place)
+    if model.main_input_name != "input_features":
+        return {"input_ids": ids, "attention_mask": mask}
+    if getattr(config, "num_mel_bins", None):  # Whisper: [B, mel bins, a fixed window of frames], no mask
+        shape = (config.num_mel_bins, 2 * config.max_source_positions)
+        return {"input_features": torch.stack([_audio(row, shape) for row in rows]).to(**place)}
+    width = config.input_feat_per_channel * config.input_channels  # Speech2Text: [B, frames, features], a mask
+    return _padded_audio("input_features", rows, AUDIO_FRAMES_PER_TOKEN, (width,), place)
+
+
+def _padded_audio(keyword, rows, per_token, width, place):
+    """Each row's audio (``per_token`` steps of shape ``width`` per encoder id), padded on the right with zeros, and
+    the mask of its real steps, as a feature extractor pads a batch."""
+    steps = per_token * max(len(row) for row in rows)
+    audio = torch.zeros((len(rows), steps, *width))
+    real = torch.zeros((len(rows), steps), dtype=torch.long)
+    for index, row in enumerate(rows):
+        audio[index, :per_token * len(row)] = _audio(row, (per_token * len(row), *width))
+        real[index, :per_token * len(row)] = 1
+    return {keyword: audio.to(**place), "attention_mask": real.to(place["device"])}
+
+
+def _audio(row, shape):
+    """Audio features of ``shape`` drawn from a seed of one row's encoder ids."""
+    seed = zlib.crc32(("audio:" + ",".join(str(int(t)) for t in row)).encode())
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
 class DecoderView:
     """An encoder-decoder model seen as its decoder over one batch's encoder output, so that every path drives it
     as it drives a causal LM: a call's ``input_ids`` are decoder ids, fed through the cache (an
@@ -366,21 +414,24 @@ class DecoderView:
     def __init__(self, model, encoder):
         self.model, self.config = model, model.config
         self.encoder_ids, self.encoder_mask = encoder
+        self.fed = encoder_keywords(model, *encoder)  # the encoder's input: ids, or audio drawn from them
         self.keyword = cache_keyword(model)
         self._encoded = None
 
     def encoded(self):
         """The encoder's output for this view's batch (computed on first use)."""
         if self._encoded is None:
-            self._encoded = self.model.get_encoder()(input_ids=self.encoder_ids, attention_mask=self.encoder_mask)
+            self._encoded = self.model.get_encoder()(**self.fed)
         return self._encoded
 
     def forward(self, input_ids, attention_mask=None, cache=None, use_cache=False):
         """``attention_mask``: the decoder tokens' mask, of the tokens so far. A cached call is given the encoder's
-        output, as generate() gives it; an uncached call the encoder's ids, as the plain forward call takes them."""
-        encoder = {"encoder_outputs": self.encoded()} if use_cache else {"input_ids": self.encoder_ids}
-        return self.model(**encoder, attention_mask=self.encoder_mask, decoder_input_ids=input_ids,
-                          decoder_attention_mask=attention_mask, use_cache=use_cache, **{self.keyword: cache})
+        output (and its input's mask), as generate() gives it; an uncached call the encoder's input, as the plain
+        forward call takes it."""
+        mask = {"attention_mask": self.fed["attention_mask"]} if "attention_mask" in self.fed else {}
+        encoder = {"encoder_outputs": self.encoded(), **mask} if use_cache else self.fed
+        return self.model(**encoder, decoder_input_ids=input_ids, decoder_attention_mask=attention_mask,
+                          use_cache=use_cache, **{self.keyword: cache})
 
     __call__ = forward
 
@@ -388,9 +439,8 @@ class DecoderView:
         return self.model.parameters()
 
     def generate(self, input_ids, attention_mask=None, **options):
-        """The model's own generate(): the encoder ids as its input, ``input_ids`` as the decoder's prompt."""
-        return self.model.generate(input_ids=self.encoder_ids, attention_mask=self.encoder_mask,
-                                   decoder_input_ids=input_ids, **options)
+        """The model's own generate(): the encoder's input as its input, ``input_ids`` as the decoder's prompt."""
+        return self.model.generate(**self.fed, decoder_input_ids=input_ids, **options)
 
 
 def decoder_view(model, case, pad_id, device, repeat=1):
@@ -444,9 +494,18 @@ def image_edges(model):
                  for names in (IMAGE_OPEN_NAMES, IMAGE_CLOSE_NAMES))
 
 
+# Config keys listing more ids a model embeds as part of an image, not as text (Ovis 2's visual indicators).
+IMAGE_MARKER_LISTS = ("visual_indicator_token_ids",)
+
+
+def image_markers(model):
+    """The ids ``model`` embeds as part of an image rather than as text, besides its image token and edges."""
+    return tuple(t for name in IMAGE_MARKER_LISTS for t in getattr(model.config, name, None) or ())
+
+
 def image_ids(model):
     """The ids that stand for an image or its edges (never decoded: the path code gives a decoded one no image)."""
-    return [t for t in (image_token(model), *image_edges(model)) if t is not None]
+    return [t for t in (image_token(model), *image_edges(model), *image_markers(model)) if t is not None]
 
 
 def image_runs(row, image_id):
@@ -624,7 +683,7 @@ def new_cache(model, kind, max_len, settings=None, batch=None):
     as generate() builds them.
     """
     if isinstance(model, DecoderView):
-        length = model.encoder_ids.shape[1]
+        length = model.encoded().last_hidden_state.shape[1]  # an audio encoder's output is shorter than its input
         cross = StaticCache(config=model.config, max_cache_len=length) if kind == "static" else \
             DynamicCache(config=model.config)
         return EncoderDecoderCache(new_cache(model.model, kind, max_len, settings, batch), cross)
@@ -701,6 +760,14 @@ NO_STATIC_CACHE = {
     "cpmant": "CPM-Ant's forward handles a growing cache only: it prepends `prompt_length` tokens a static cache "
               "is not sized for and sizes its mask and position bias to the tokens so far (its generate() with "
               "cache_implementation='static' raises IndexError too; no static-cache support is declared)",
+}
+
+
+# Models whose generate() with beam search returns step scores the beam oracle cannot pair with a returned sequence,
+# with the reason fuzzkv reports for it.
+NO_BEAM_SCORES = {
+    "whisper": "Whisper's own generate() (WhisperGenerationMixin) returns each returned sequence's step logits, not "
+               "the running beams' that its beam_indices point into, so a returned sequence's scores cannot be found",
 }
 
 
