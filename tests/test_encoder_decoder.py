@@ -5,10 +5,13 @@ cross-attention bug is found, shrunk and reproduced by a standalone script. Real
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given, settings
 
+from fuzzkv.backends.hf import paths as hf_paths
 from fuzzkv.case import Case
 from fuzzkv.events import OracleFinished
+from fuzzkv.models import shrink
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check
 from fuzzkv.strategies import CaseSpace, cases
@@ -88,3 +91,18 @@ def test_a_planted_cross_attention_bug_needs_rows_of_different_encoder_inputs():
     same = Case(prompts=((2, 5), (2, 5)), max_new_tokens=3, encoder=((7, 8), (7, 8)))
     assert not check(ORACLES["decode"], lane, same, TOLERANCE).failed
     assert check(ORACLES["decode"], lane, TWO_ENCODERS, TOLERANCE).failed
+
+
+@modern
+def test_whisper_hears_audio_drawn_from_each_rows_encoder_ids_and_says_why_beam_search_is_not_applicable():
+    finished, events, _ = fuzz("whisper", max_examples=5, oracles=("decode", "batch", "cache-impl", "beam"))
+    assert not finished.failures
+    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
+    assert all(ran[oracle] >= 5 for oracle in ("decode", "batch", "cache-impl")), ran
+    assert "WhisperGenerationMixin" in finished.incomplete["beam"]
+    # a row's audio follows its encoder ids, wherever the row stands in a batch
+    model = shrink.build(shrink.tiny_config("whisper"))
+    ids, mask = torch.tensor([[3, 4], [5, 0], [3, 4]]), torch.tensor([[1, 1], [1, 0], [1, 1]])
+    audio = hf_paths.encoder_keywords(model, ids, mask)["input_features"]
+    alone = hf_paths.encoder_keywords(model, ids[1:2, :1], mask[1:2, :1])["input_features"]
+    assert torch.equal(audio[0], audio[2]) and not torch.equal(audio[0], audio[1]) and torch.equal(audio[1], alone[0])
