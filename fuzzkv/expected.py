@@ -71,8 +71,12 @@ _PAD_POSITIONS = ("the decoder's positions skip its padding id wherever it stand
                   "\"Padding symbols are ignored\", fairseq's make_positions), counted over the sequence in one pass "
                   "and from the cache's length on a cached step: a pad id fed as text (never a real token) moves later "
                   "positions between the two")
-_PAD_SOURCES = {"m2m_100": "models/m2m_100/modeling_m2m_100.py:168", "nllb-moe": "models/nllb_moe/modeling_nllb_moe.py:151",
-                "speech_to_text": "models/speech_to_text/modeling_speech_to_text.py:156"}
+# model type -> (the source line, its padding id: the same in released configs and tiny twins)
+_PAD_SOURCES = {"m2m_100": ("models/m2m_100/modeling_m2m_100.py:168", 1),
+                "nllb-moe": ("models/nllb_moe/modeling_nllb_moe.py:151", 1),
+                "speech_to_text": ("models/speech_to_text/modeling_speech_to_text.py:156", 1),
+                "seamless_m4t": ("models/seamless_m4t/modeling_seamless_m4t.py:977", 0),
+                "seamless_m4t_v2": ("models/seamless_m4t_v2/modeling_seamless_m4t_v2.py:861", 0)}
 
 # Filled only from triaged sweep findings, each with the library's own word for it.
 EXPECTED: tuple[Expected, ...] = (
@@ -80,9 +84,8 @@ EXPECTED: tuple[Expected, ...] = (
     *(Expected(model_type, "*", _TIE_ORDER.format("dsa-indexer"),
                f"{_TOPK_DOCS}; models/deepseek_v32/modeling_deepseek_v32.py:241 `index_scores.topk(...)` (5.25.0)")
       for model_type in _DSA_TYPES),
-    # their padding id is 1 (released configs and tiny twins alike)
     *(Expected(model_type, "*", _PAD_POSITIONS, f"{source} `create_position_ids_from_input_ids` (5.25.0)",
-               when={"holds_token": 1}) for model_type, source in _PAD_SOURCES.items()),
+               when={"holds_token": pad}) for model_type, (source, pad) in _PAD_SOURCES.items()),
     Expected("doge", "*", _TIE_ORDER.format("doge-dynamic-mask"),
              f"{_TOPK_DOCS}; models/doge/modeling_doge.py:358 `torch.topk(attn_mask, keep_window_size, ...)` (5.25.0)"),
 )

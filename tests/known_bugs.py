@@ -85,6 +85,7 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-recurrent-padding-mask-skipped-on-single-token-forward", "transformers", (5, 24)),
     # Run on 4.57.6, 5.23.0 and 5.25.0 (reproduced on each).
     ("transformers-fsmt-cached-decoder-drops-causal-mask", "transformers", (4, 57)),
+    ("transformers-led-nllb-moe-static-cache-decode-step", "transformers", (4, 57)),
     ("transformers-gemma2-static-cache-generate-mask-4-46", "transformers", (4, 46)),
     ("transformers-sliding-window-cache-long-prompt-4-46", "transformers", (4, 46)),
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
@@ -124,8 +125,9 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
         "zamba2-nemotronh-decode-skips-dt-clamp")},
     # DynamicCache.reset() came with the layered caches of 4.56 (4.46.3's DynamicCache has none).
     "transformers-dynamiccache-reset-keeps-keys-4-57": ("transformers", (4, 56), None),
-    # Its caches are built from a config (4.56's layered caches).
+    # Their caches are built from a config (4.56's layered caches).
     "transformers-fsmt-cached-decoder-drops-causal-mask": ("transformers", (4, 56), None),
+    "transformers-led-nllb-moe-static-cache-decode-step": ("transformers", (4, 56), None),
     # It feeds the token-type map (mm_token_type_ids) 5.x places M-RoPE positions by.
     "transformers-glm4v-beam-search-pairs-wrong-images": ("transformers", (5, 0), None),
     # generate() before 5.24 refuses assisted generation with a static cache.
