@@ -112,9 +112,10 @@ def test_every_generative_mapping_is_listed_with_what_each_type_is():
     assert [mapping for mapping, _ in types["t5"]] == ["seq2seq"] and hf_shrink.model_class("t5") == "T5ForConditionalGeneration"
     assert hf_shrink.kind("t5") == ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output")
     assert hf_shrink.fuzzed("t5") and hf_shrink.model_class("bart") == "BartForConditionalGeneration"
-    assert hf_shrink.kind("whisper")[0] == "encoder-decoder"
-    with pytest.raises(hf_shrink.CannotBuild, match="audio features"):
-        hf_shrink.tiny_config("whisper")
+    assert hf_shrink.kind("whisper")[0] == "encoder-decoder"  # a speech seq2seq model, fed audio features
+    assert hf_shrink.tiny_config("whisper")["max_source_positions"] == hf_shrink.AUDIO_POSITIONS
+    with pytest.raises(hf_shrink.CannotBuild, match="input_values"):  # its encoder's input is named otherwise
+        hf_shrink.tiny_config("speech-encoder-decoder")
     assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
     assert hf_shrink.fuzzed("llava") and hf_shrink.model_class("llava") == "LlavaForConditionalGeneration"
     with pytest.raises(hf_shrink.CannotBuild, match="not fuzzed yet"):
