@@ -106,3 +106,14 @@ def test_whisper_hears_audio_drawn_from_each_rows_encoder_ids_and_says_why_beam_
     audio = hf_paths.encoder_keywords(model, ids, mask)["input_features"]
     alone = hf_paths.encoder_keywords(model, ids[1:2, :1], mask[1:2, :1])["input_features"]
     assert torch.equal(audio[0], audio[2]) and not torch.equal(audio[0], audio[1]) and torch.equal(audio[1], alone[0])
+
+
+@modern
+def test_a_beam_without_an_index_is_paired_with_its_own_rows_scores_never_another_rows():
+    # transformers 5.25 gives an encoder-decoder model's second returned sequence after one new token the beam
+    # index -1; read as beam 0, the second row's sequence was compared with the first row's scores (a false alarm)
+    lane = lane_of("bart", "hf", "hf")
+    start = lane.info.decoder_start_id
+    case = Case(prompts=((start, 5, 6), (start, 7, 8)), encoder=((3, 4), (5, 6, 7, 8, 9)), max_new_tokens=1,
+                settings={"num_beams": 2, "num_return_sequences": 2})
+    assert not check(ORACLES["beam"], lane, case, TOLERANCE).failed

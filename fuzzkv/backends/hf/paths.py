@@ -1017,7 +1017,12 @@ def beam_search(model, case, pad_id, device, cache_implementation=None):
                          **prompt_images(model, ids, mask))
     static_cache_in_effect(cache_implementation, out)
     running = torch.stack(list(out.logits), 1)  # [B*beams, n, V]: every running beam's logits at every step
-    beams = out.beam_indices[:, :n].long().clamp(min=0)  # the running beam each returned sequence was at, per step
+    beams = out.beam_indices[:, :n].long()  # the running beam each returned sequence was at, per step
+    # -1: no index given. transformers 5.25 gives it to an encoder-decoder model's second returned sequence after
+    # one new token; its row's first running beam stands in (at the first step every beam of a row holds the prompt,
+    # so any has its scores). Never another row's beam (clamping to 0 paired it with the first row's: a false alarm).
+    first_of_row = (torch.arange(len(beams), device=beams.device) // returned * settings["num_beams"])[:, None]
+    beams = torch.where(beams >= 0, beams, first_of_row)
     per_sequence = running[beams, torch.arange(n, device=running.device)]
     return out.sequences, mask.repeat_interleave(returned, 0), list(per_sequence.unbind(1))
 
