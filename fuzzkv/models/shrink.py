@@ -706,7 +706,7 @@ def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tu
         raise CannotBuild(f"multimodal: {NO_IMAGE_TOKEN}")
     if image is not None:  # a vision-language model: one image after the prompt's first token
         opening, closing = hf_paths.image_edges(model)
-        edges = {image, opening, closing}
+        edges = set(hf_paths.image_ids(model))  # never text: the image token, its wrapping, its markers
         text = [t if t not in edges else next(u for u in range(vocab) if u not in edges) for t in tokens]
         prompt = text[:1] + list(wrapped_image(image, hf_paths.tokens_per_image(model), opening, closing)) + \
             text[1:PROMPT]

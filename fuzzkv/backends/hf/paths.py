@@ -372,13 +372,13 @@ def encoder_keywords(model, ids, mask):
     """The keywords that feed an encoder-decoder model's encoder the batch of encoder rows ``ids`` (and ``mask``):
     the ids themselves for a text encoder; audio seeded by each row's ids for a speech encoder (by its
     ``main_input_name``: mel or filter-bank features, or a waveform)."""
+    if model.main_input_name not in ("input_values", "input_features"):
+        return {"input_ids": ids, "attention_mask": mask}
     rows = [row[real.bool()].tolist() for row, real in zip(ids, mask)]
     config = model.config
     place = {"device": ids.device, "dtype": model.dtype}
     if model.main_input_name == "input_values":  # a waveform: [B, samples], a mask
         return _padded_audio("input_values", rows, AUDIO_SAMPLES_PER_TOKEN, (), place)
-    if model.main_input_name != "input_features":
-        return {"input_ids": ids, "attention_mask": mask}
     if getattr(config, "num_mel_bins", None):  # Whisper: [B, mel bins, a fixed window of frames], no mask
         shape = (config.num_mel_bins, 2 * config.max_source_positions)
         return {"input_features": torch.stack([_audio(row, shape) for row in rows]).to(**place)}
@@ -400,8 +400,12 @@ def _padded_audio(keyword, rows, per_token, width, place):
 
 def _audio(row, shape):
     """Audio features of ``shape`` drawn from a seed of one row's encoder ids."""
-    seed = zlib.crc32(("audio:" + ",".join(str(int(t)) for t in row)).encode())
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randn(shape, generator=seeded_by(row, "audio:"))
+
+
+def seeded_by(tokens, salt=""):
+    """A generator seeded by ``tokens`` (and ``salt``): the same tokens draw the same image or audio in every path."""
+    return torch.Generator().manual_seed(zlib.crc32((salt + ",".join(str(int(t)) for t in tokens)).encode()))
 
 
 class DecoderView:
@@ -413,7 +417,6 @@ class DecoderView:
 
     def __init__(self, model, encoder):
         self.model, self.config = model, model.config
-        self.encoder_ids, self.encoder_mask = encoder
         self.fed = encoder_keywords(model, *encoder)  # the encoder's input: ids, or audio drawn from them
         self.keyword = cache_keyword(model)
         self._encoded = None
@@ -539,7 +542,7 @@ def image_pixels(model, preceding):
     before it in its row: a row alone and its place in a batch, the cached path and the uncached one, all see the
     same image."""
     tower = model.config.vision_config
-    generator = torch.Generator().manual_seed(zlib.crc32(",".join(str(int(t)) for t in preceding).encode()))
+    generator = seeded_by(preceding)
     if takes_patches(model):
         channels = next(getattr(tower, name) for name in PATCH_CHANNELS if getattr(tower, name, None))
         width = channels * getattr(tower, "temporal_patch_size", 1) * tower.patch_size ** 2
@@ -683,9 +686,9 @@ def new_cache(model, kind, max_len, settings=None, batch=None):
     as generate() builds them.
     """
     if isinstance(model, DecoderView):
-        length = model.encoded().last_hidden_state.shape[1]  # an audio encoder's output is shorter than its input
-        cross = StaticCache(config=model.config, max_cache_len=length) if kind == "static" else \
-            DynamicCache(config=model.config)
+        # a static cross-attention cache holds the encoder's output (an audio encoder's is shorter than its input)
+        cross = StaticCache(config=model.config, max_cache_len=model.encoded().last_hidden_state.shape[1]) \
+            if kind == "static" else DynamicCache(config=model.config)
         return EncoderDecoderCache(new_cache(model.model, kind, max_len, settings, batch), cross)
     if kind == "static" and static_cache_sized_by_batch():
         rows = "batch_size" if takes(StaticCache.__init__, "batch_size") else "max_batch_size"
@@ -813,7 +816,6 @@ class CachedForward:
                          **{self.keyword: self.cache}, **extra)
         self.cache = returned_cache(out)  # the same object in 5.x; new legacy tuples in some 4.x models
         return out.logits
-
 
     def mrope(self, tokens, start, end):
         """An M-RoPE model's positions for ``tokens[:, start:end]``: up to the last image, the sequence's own
