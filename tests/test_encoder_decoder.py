@@ -109,6 +109,18 @@ def test_whisper_hears_audio_drawn_from_each_rows_encoder_ids_and_says_why_beam_
 
 
 @modern
+@pytest.mark.parametrize("model_type", ["canary", "cohere_asr"])
+def test_a_parakeet_encoder_hears_frames_of_its_mel_bins_padded_with_a_mask_as_its_feature_extractor_pads(model_type):
+    # ParakeetFeatureExtractor / CohereAsrFeatureExtractor: input_features [B, frames, feature_size], attention_mask
+    model = shrink.build(shrink.tiny_config(model_type))
+    ids, mask = torch.tensor([[3, 4], [5, 0]]), torch.tensor([[1, 1], [1, 0]])
+    fed = hf_paths.encoder_keywords(model, ids, mask)
+    frames = 2 * hf_paths.AUDIO_FRAMES_PER_TOKEN
+    assert fed["input_features"].shape == (2, frames, model.config.encoder_config.num_mel_bins)
+    assert fed["attention_mask"].sum(1).tolist() == [frames, frames // 2]
+
+
+@modern
 def test_a_beam_without_an_index_is_paired_with_its_own_rows_scores_never_another_rows():
     # transformers 5.25 gives an encoder-decoder model's second returned sequence after one new token the beam
     # index -1; read as beam 0, the second row's sequence was compared with the first row's scores (a false alarm)

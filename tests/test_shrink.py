@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 
+from fuzzkv.backends.hf import paths as hf_paths
 from fuzzkv.backends.hf.paths import sensitise
 from fuzzkv.models import shrink as hf_shrink
 from fuzzkv.models import twins
@@ -114,8 +115,9 @@ def test_every_generative_mapping_is_listed_with_what_each_type_is():
     assert hf_shrink.fuzzed("t5") and hf_shrink.model_class("bart") == "BartForConditionalGeneration"
     assert hf_shrink.kind("whisper")[0] == "encoder-decoder"  # a speech seq2seq model, fed audio features
     assert hf_shrink.tiny_config("whisper")["max_source_positions"] == hf_shrink.AUDIO_POSITIONS
-    with pytest.raises(hf_shrink.CannotBuild, match="input_values"):  # its encoder's input is named otherwise
-        hf_shrink.tiny_config("speech-encoder-decoder")
+    # its main input is ``inputs``: generate() feeds its Wav2Vec2 encoder's ``input_values``, and so does fuzzkv
+    assert "input_values" in hf_paths.encoder_keywords(hf_shrink.build(hf_shrink.tiny_config("speech-encoder-decoder")),
+                                                       torch.tensor([[3, 4]]), torch.tensor([[1, 1]]))
     assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
     assert hf_shrink.fuzzed("llava") and hf_shrink.model_class("llava") == "LlavaForConditionalGeneration"
     with pytest.raises(hf_shrink.CannotBuild, match="not fuzzed yet"):

@@ -47,12 +47,19 @@ def at_most(tiny: int) -> Callable[[int | None], int]:
     return lambda default: tiny if default is None else min(default, tiny)
 
 
+def same_parity(tiny: int) -> Callable[[int], int]:
+    """A kernel of the default's parity: an odd one is padded to keep the length ('same': a conformer's convolution
+    module pads (kernel - 1) // 2 each side), which an even kernel would shorten by one."""
+    return lambda default: tiny - (tiny - default) % 2
+
+
 # Attribute name -> tiny value, or a function of the default value. Only positive integer defaults are
 # shrunk: None and 0 switch a feature off, and it stays off.
 TINY: dict[str, int | Callable[[int], int]] = {
     # width
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "n_embed", "dim", "emb_dim", "embedding_dim", "word_embed_proj_dim",
-                     "attention_hidden_size", "lru_width", "backbone_hidden_size", "ple_embed_dim"), HIDDEN),
+                     "attention_hidden_size", "lru_width", "backbone_hidden_size", "ple_embed_dim",
+                     "conv_dim"), HIDDEN),  # conv_dim: a waveform encoder's convolution channels, per layer
     "hidden_size_per_layer_input": HEAD_DIM,
     # feed-forward
     **dict.fromkeys(("intermediate_size", "ffn_dim", "ffn_hidden_size", "n_inner", "dff", "dim_ff", "decoder_ffn_dim",
@@ -78,6 +85,7 @@ TINY: dict[str, int | Callable[[int], int]] = {
                      "mamba_chunk_size", "index_block_size", "index_topk", "floor_scale", "log_scaling_n_floor",
                      "rel_extent"), at_most(WINDOW)),
     "index_topk_blocks": at_most(2),
+    "index_kpool": at_most(4),  # GLM-5's indexer pools keys: index_topk (8) must be a multiple, 2 pools of 4 chosen
     # mixture of experts: routing on, with a dense layer first where the family has one
     **dict.fromkeys(("num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts"), EXPERTS),
     **dict.fromkeys(("num_experts_per_tok", "num_experts_per_token", "moe_k", "moe_topk", "moe_top_k", "top_k_experts"),
@@ -93,7 +101,8 @@ TINY: dict[str, int | Callable[[int], int]] = {
     # state-space and convolution state
     **dict.fromkeys(("state_size", "mamba_d_state", "ssm_state_size"), SSM_STATE),
     **dict.fromkeys(("conv_kernel", "mamba_d_conv", "conv1d_width", "linear_conv_kernel_dim", "short_conv_kernel_size",
-                     "conv_kernel_size", "ple_conv_kernel_size"), CONV_KERNEL),
+                     "ple_conv_kernel_size"), CONV_KERNEL),
+    "conv_kernel_size": same_parity(CONV_KERNEL),
     **dict.fromkeys(("n_groups", "mamba_n_groups", "mamba_ngroups"), 1),
     **dict.fromkeys(("time_step_rank", "mamba_dt_rank"), 8),
     **dict.fromkeys(("expand", "mamba_expand"), 2),
@@ -153,6 +162,10 @@ FAMILY_FIXES: dict[str, dict] = {
                        "indexer_compress_ratio": 4},  # its indexed attention has no default indexer
     "dots3_note_text": {"head_dim": 20},  # sliding layers: head_dim = their qk_nope (192 -> 12) + qk_rope (8)
     "hrm_text": {"num_layers_per_stack": None},  # derived again from the tiny num_hidden_layers
+    # its decoder reads num_key_value_heads, which the config class does not declare (released checkpoints and
+    # transformers' own tests set it), and views its queries by it: as many KV heads as query heads
+    "moonshine_streaming": {"num_key_value_heads": HEADS},
+    "step3p5": {"sliding_window": WINDOW},  # released: 128 tokens; its default None would leave the window unset
     # one input, one recurrent, one output layer, written as dory serialises them: (attention, mlp) pairs, doubled
     "dory": {"layer_types": ["sliding_attention", "mlp", "full_attention", "mlp", "sliding_attention", "mlp"],
              "num_hidden_layers": 6, "n_input_layers": 2, "n_recurrent_layers": 2, "n_output_layers": 2},
@@ -169,6 +182,10 @@ RELEASED_LAYOUTS: dict[str, dict] = {
     # LFM2: 10 short-convolution and 6 attention blocks in 16 (the default is attention only, so no conv state)
     "lfm2": {"num_hidden_layers": 16, "full_attn_idxs": [2, 5, 8, 10, 12, 14],
              "layer_types": ["full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16)]},
+    # Step 3.5 / 3.7's text model (Step3p7's text_config): 3 sliding-window layers to 1 global one (its window:
+    # FAMILY_FIXES). Its default is global only, with no window, which its forward cannot run (transformers 5.25's
+    # Step3p7TextModel always builds the sliding mask, and that raises without a window).
+    "step3p5": {"layer_types": ["full_attention" if i % 4 == 0 else "sliding_attention" for i in range(45)]},
 }
 
 # What the config class cannot tell: families whose causal-LM head is not a left-to-right decoder.
@@ -581,14 +598,20 @@ def _shrunk(model_type: str, defaults: dict) -> dict:
     special tokens inside the tiny vocabulary; the layers are still the default's."""
     shrunk = _shrink_scalars(_underived(model_type, defaults))
     shrunk.update({name: value for name, value in SWITCHES.items() if name in shrunk})
+    _constrain(shrunk, defaults)
+    shrunk.update(FAMILY_FIXES.get(model_type, {}))  # and again on each cut stack (_shrink_layers): a fix wins
+    return _remap_special_tokens(shrunk, shrunk.get("vocab_size") or VOCAB)
+
+
+def _constrain(shrunk: dict, defaults: dict) -> dict:
+    """``shrunk`` (the tiny values of ``defaults``) with the ties and the constraints its features force, in place."""
     for name, partner in TIES:
         if name in shrunk and partner in shrunk and defaults.get(name) == defaults.get(partner):
             shrunk[name] = shrunk[partner]
     for name, forced in WHEN.items():
         if _is_count(shrunk.get(name)):
             shrunk.update({key: value for key, value in forced.items() if key in shrunk})
-    shrunk.update(FAMILY_FIXES.get(model_type, {}))  # and again on each cut stack (_shrink_layers): a fix wins
-    return _remap_special_tokens(shrunk, shrunk.get("vocab_size") or VOCAB)
+    return shrunk
 
 
 @functools.cache
@@ -618,7 +641,7 @@ def _tiny_config(model_type: str) -> str:
 def _encoder_decoder_tiny(model_type: str, shrunk: dict) -> dict:
     """An encoder-decoder's tiny config: its scalars shrunk, one layer in each stack, a speech encoder's position
     table sized for the tiny audio the path code draws."""
-    tiny = {**shrunk, **{name: 1 for name in ENCODER_DECODER_LAYERS if _is_count(shrunk.get(name))}}
+    tiny = _one_layer_stacks(shrunk)
     if tiny.get("decoder_start_token_id") is None:
         # a config without one, as its released checkpoints set it: LongT5's (5.25) the pad token (its _shift_right:
         # "In LongT5 it is usually set to the pad_token_id"); the generic EncoderDecoderModel's the decoder's first
@@ -629,6 +652,18 @@ def _encoder_decoder_tiny(model_type: str, shrunk: dict) -> dict:
     if model_type not in vars(modeling_auto).get(SEQ2SEQ_TABLE, {}) and _is_count(tiny.get("max_source_positions")):
         tiny["max_source_positions"] = AUDIO_POSITIONS
     return tiny
+
+
+def _one_layer_stacks(config: dict) -> dict:
+    """``config`` with one layer in each stack it counts, and in each of its sub-configs' (Canary's encoder_config and
+    decoder_config, EncoderDecoderModel's encoder and decoder). A stack that lists something per layer (t5gemma's
+    layer_types, Moonshine Streaming's encoder's sliding windows) keeps its depth: one layer would lose its kinds."""
+    counts = [name for name in (*ENCODER_DECODER_LAYERS, *LAYER_COUNTS) if _is_count(config.get(name))]
+    depths = {config[name] for name in counts}
+    uniform = not any(isinstance(value, list) and len(value) in depths for value in config.values())
+    return {name: 1 if name in counts and uniform
+            else _one_layer_stacks(value) if isinstance(value, dict) and "model_type" in value else value
+            for name, value in config.items()}
 
 
 def _proven(model_type: str, tiny: dict) -> dict:

@@ -60,6 +60,15 @@ FAMILY_FIXES: dict[str, dict] = {
     "shieldgemma2": {"mm_tokens_per_image": 4},
     # Aria's projector looks its query count up by the tower's patch count (GRID x GRID)
     "aria": {"projector_patch_to_query_dict": {GRID * GRID: 4}},
+    # Qwen2.5-Omni's and Qwen3-Omni's thinker finds an image by the token after each vision start
+    # (get_rope_index), an id the thinker's config class does not declare: the ids the same family's talker config
+    # class declares (configuration_qwen2_5_omni.py, configuration_qwen3_omni_moe.py: one tokenizer)
+    **dict.fromkeys(("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker"),
+                    {"vision_start_token_id": 151652, "vision_end_token_id": 151653}),
+    # Kimi K2.5's projector normalises each patch before its 2 x 2 merge: projection_hidden_size is the tower's width
+    "kimi_k25": {"projection_hidden_size": HIDDEN},
+    # Muse's tower ends in a 2 x 2 pixel shuffle: its output (out_hidden_size) is 4 tower widths
+    **dict.fromkeys(("muse_glimmer", "muse_spark"), {"out_hidden_size": 4 * HIDDEN, "projector_hidden_size": HIDDEN}),
 }
 
 
@@ -102,34 +111,49 @@ def tiny_config(model_type: str) -> dict:
         side = tower.get("image_size") or config.get("image_size")
         side = side[0] if isinstance(side, list) else side
         config["image_grid_pinpoints"] = [[side, side]]
-    _remap_special_tokens(config)
     config.update(FAMILY_FIXES.get(model_type, {}))
+    _remap_special_tokens(config)  # a fix's token ids too
     return config
 
 
 def _text(text: dict) -> dict:
-    """A text sub-config: fuzzkv's proven tiny twin of its type, where its type is a causal LM that builds; its
-    M-RoPE sections fitted to the tiny heads."""
-    model_type = text.get("model_type")
+    """A text sub-config: fuzzkv's proven tiny twin of its type, where its type is a causal LM that builds; else
+    shrunk as the shrinker shrinks a causal LM's (its constraints applied, one layer of each kind kept: a hybrid
+    stack keeps its attention layers); its M-RoPE sections fitted to the tiny heads."""
+    model_type = str(text.get("model_type"))  # every text sub-config names its type
+    text = {**text, **shrink.RELEASED_LAYOUTS.get(model_type, {})}
     if model_type in shrink.causal_lm_types():
         try:
             return _fit_mrope({**text, **shrink.tiny_config(model_type)})
         except shrink.CannotBuild:
             pass
-    shrunk = shrink._shrink_scalars(text)
+    if model_type in CONFIG_MAPPING:  # fitted first: the layer search builds the config, which checks the sections
+        try:
+            return shrink._shrink_layers(model_type, text, _fit_mrope(shrink._shrunk(model_type, text)), 1)
+        except shrink.CannotBuild:  # no short stack keeps its kinds: its first two layers, as a stack of one kind
+            pass
+    shrunk = shrink._constrain(shrink._shrink_scalars(text), text)  # MLA's keys per query head, as any text model's
     layers = next((text[n] for n in shrink.LAYER_COUNTS if shrink._is_count(text.get(n))), None)
     return _fit_mrope(shrink._select_layers(shrunk, text, list(range(min(2, layers))), layers) if layers else shrunk)
 
 
 ROPE_HOLDERS = ("rope_parameters", "rope_scaling")
 RELEASED_MROPE_SECTIONS = (16, 24, 24)
+# A family whose model falls back to sections of another proportion: ERNIE 4.5-VL's (row, column, frame), its row
+# and column sections stacked pairwise, so equal (modeling_ernie4_5_vl_moe.py recomposition_frequencies).
+RELEASED_MROPE_SECTIONS_OF = {"ernie4_5_vl_moe_text": (22, 22, 20)}
+# Text types whose model falls back to the released sections where the config names none, though the config class
+# does not declare the key (PaddleOCR-VL: modeling_paddleocr_vl.py reads rope_parameters.get("mrope_section")).
+UNDECLARED_MROPE = ("paddleocr_vl_text",)
 
 
 def _fit_mrope(text: dict) -> dict:
     """M-RoPE splits each head's rotary half into (frame, row, column) sections: scaled, in proportion, to sum to
     the tiny head's rotary half (the released sections sum to the released head's)."""
+    text = {**text, **{k: dict(text[k]) for k in ROPE_HOLDERS if isinstance(text.get(k), dict)}}  # not the caller's
     heads = text.get("num_attention_heads") or HEADS
-    head = text.get("head_dim") or text.get("hidden_size", HIDDEN) // heads
+    # multi-head latent attention rotates only qk_rope_head_dim dimensions of each head
+    head = text.get("qk_rope_head_dim") or text.get("head_dim") or text.get("hidden_size", HIDDEN) // heads
     rope = next((text[k] for k in ROPE_HOLDERS if isinstance(text.get(k), dict)), None)
     if rope is None:
         rope = text["rope_parameters"] = {}
@@ -138,11 +162,14 @@ def _fit_mrope(text: dict) -> dict:
     # (Qwen2-VL's [16, 24, 24], GLM-4V's [8, 12, 12]: one proportion), sized for the released head.
     config_class = CONFIG_MAPPING[text["model_type"]] if text.get("model_type") in CONFIG_MAPPING else None
     declared = getattr(config_class, "ignore_keys_at_rope_validation", None) or ()
-    if "mrope_section" in declared and not any(isinstance(v, dict) for v in rope.values()):
-        rope.setdefault("mrope_section", list(RELEASED_MROPE_SECTIONS))
+    falls_back = "mrope_section" in declared or text.get("model_type") in UNDECLARED_MROPE
+    if falls_back and not any(isinstance(v, dict) for v in rope.values()):
+        rope.setdefault("mrope_section", list(RELEASED_MROPE_SECTIONS_OF.get(text["model_type"],
+                                                                         RELEASED_MROPE_SECTIONS)))
     sections = rope.get("mrope_section")
     if isinstance(sections, list) and sections and sum(sections) != rotary:
-        fitted = [max(1, part * rotary // sum(sections)) for part in sections]
+        # rounded, not floored: equal sections stay equal where the remainder would fall on the first alone
+        fitted = [max(1, round(part * rotary / sum(sections))) for part in sections]
         fitted[0] += rotary - sum(fitted)
         rope["mrope_section"] = fitted
     return text

@@ -12,6 +12,7 @@ pasted into the middle of a script). A case is passed as the dict of ``Case.to_d
 import copy
 import functools
 import inspect
+import math
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -363,27 +364,48 @@ def encoder_inputs(case, pad_id, device, repeat=1):
 # row's (padded on the right with a frame mask, as a feature extractor pads); a Whisper-style encoder takes a fixed
 # window of mel frames (twice its position table: its convolutions halve it), whatever the row's length.
 # Raw audio (a waveform encoder's ``input_values``): 1,600 samples per encoder id, 0.1 s at 16 kHz, enough for any
-# of their convolution stacks to make a frame of it.
+# of their convolution stacks to make a frame of it (and a whole number of Moonshine Streaming's 80-sample frames,
+# the multiple its processor pads to).
 AUDIO_FRAMES_PER_TOKEN = 4
 AUDIO_SAMPLES_PER_TOKEN = 1600
+# A feature frame's width (its feature extractor's ``feature_size``) as the encoder's config declares it: the
+# product of the first of these groups of attributes it has. Speech2Text: filter banks per channel x channels; a
+# Parakeet encoder (Canary's, Cohere ASR's, their ``encoder_config``): mel bins.
+FRAME_WIDTH_NAMES = (("input_feat_per_channel", "input_channels"), ("num_mel_bins",))
+
+
+def encoder_input_name(model):
+    """The keyword generate() feeds the encoder's input under: the model's ``main_input_name``, or its ``encoder``'s
+    where that names another (SpeechEncoderDecoderModel's ``inputs`` is its Wav2Vec2's ``input_values``), as
+    GenerationMixin._prepare_model_inputs picks it."""
+    encoder = getattr(model, "encoder", None)  # generate() asks hasattr(self, "encoder") too
+    return encoder.main_input_name if model.config.is_encoder_decoder and encoder is not None else model.main_input_name
 
 
 def encoder_keywords(model, ids, mask):
     """The keywords that feed an encoder-decoder model's encoder the batch of encoder rows ``ids`` (and ``mask``):
-    the ids themselves for a text encoder; audio seeded by each row's ids for a speech encoder (by its
-    ``main_input_name``: mel or filter-bank features, or a waveform)."""
-    if model.main_input_name not in ("input_values", "input_features"):
+    the ids themselves for a text encoder; audio seeded by each row's ids for a speech encoder (by its input's name,
+    :func:`encoder_input_name`: mel or filter-bank features, or a waveform)."""
+    name = encoder_input_name(model)
+    if name not in ("input_values", "input_features"):
         return {"input_ids": ids, "attention_mask": mask}
     rows = [row[real.bool()].tolist() for row, real in zip(ids, mask)]
     config = model.config
     place = {"device": ids.device, "dtype": model.dtype}
-    if model.main_input_name == "input_values":  # a waveform: [B, samples], a mask
+    if name == "input_values":  # a waveform: [B, samples], a mask
         return _padded_audio("input_values", rows, AUDIO_SAMPLES_PER_TOKEN, (), place)
     if getattr(config, "num_mel_bins", None):  # Whisper: [B, mel bins, a fixed window of frames], no mask
         shape = (config.num_mel_bins, 2 * config.max_source_positions)
         return {"input_features": torch.stack([_audio(row, shape) for row in rows]).to(**place)}
-    width = config.input_feat_per_channel * config.input_channels  # Speech2Text: [B, frames, features], a mask
-    return _padded_audio("input_features", rows, AUDIO_FRAMES_PER_TOKEN, (width,), place)
+    # Speech2Text, Parakeet: [B, frames, features], a mask
+    return _padded_audio("input_features", rows, AUDIO_FRAMES_PER_TOKEN, (_frame_width(model.get_encoder().config),),
+                         place)
+
+
+def _frame_width(config):
+    """A feature frame's width, as ``config`` (a speech encoder's) declares it (``FRAME_WIDTH_NAMES``)."""
+    names = next(group for group in FRAME_WIDTH_NAMES if all(hasattr(config, name) for name in group))
+    return math.prod(getattr(config, name) for name in names)
 
 
 def _padded_audio(keyword, rows, per_token, width, place):
@@ -530,11 +552,33 @@ def image_runs(row, image_id):
 # 2 x 2 patch merges it takes whole. Its pixel values: patch count x (channels x frames per patch x patch area).
 PATCH_GRID = (1, 4, 4)
 PATCH_CHANNELS = ("in_channels", "num_channels", "in_chans")
+RGB = 3  # the channels of a tower that declares none (Kimi K2.5, Muse: their patch embedding takes 3)
+TEMPORAL_PATCH_NAMES = ("temporal_patch_size", "patch_temporal")  # frames per patch (Muse: patch_temporal)
+# Towers whose processor keeps each flattened patch as a small image ([patches, C x frames, P, P]): Kimi K2.5's and
+# PaddleOCR-VL's image processors' patchify ("a 4D image instead of flattened 2D seq"), for a Conv2d patch embedding.
+PATCHES_AS_IMAGES = ("kimi_k25", "paddleocr_vl")
+# Towers whose grid counts image tokens, not patches: their processor cuts one cell of merge x merge patches per
+# token, its pixels channels last ([cells, side, side, C]; Inkling 2's image processor _preprocess).
+CELLS_PER_TOKEN = ("inkling2", "inkling2_loop")
+# VideoLLaMA 3's image processor merges no patches of a still image (its merge_size 1; its video processor's is 2)
+STILL_IMAGE_MERGE = 1
+
+
+def image_features(model):
+    """``model``'s own ``get_image_features`` (pixel values in, image features out), or its inner model's where the
+    outer class does not pass it on (DeepSeek-VL, Janus: their inner forward calls it on the pixel values)."""
+    return model.get_image_features if hasattr(model, "get_image_features") else model.model.get_image_features
 
 
 def takes_patches(model):
     """Whether ``model``'s tower takes flattened patches with each image's grid (``image_grid_thw``)."""
-    return takes(model.get_image_features, "image_grid_thw")
+    return takes(image_features(model), "image_grid_thw")
+
+
+def naflex(model):
+    """Whether ``model``'s tower is a NaFlex one (SigLIP 2's, in LFM2-VL): each image its flattened patches, padded
+    to a common count, with its (rows, columns) of patches (``spatial_shapes``) and a mask of its real patches."""
+    return takes(image_features(model), "spatial_shapes")
 
 
 def image_pixels(model, preceding):
@@ -543,10 +587,16 @@ def image_pixels(model, preceding):
     same image."""
     tower = model.config.vision_config
     generator = seeded_by(preceding)
-    if takes_patches(model):
-        channels = next(getattr(tower, name) for name in PATCH_CHANNELS if getattr(tower, name, None))
-        width = channels * getattr(tower, "temporal_patch_size", 1) * tower.patch_size ** 2
-        return torch.randn((PATCH_GRID[0] * PATCH_GRID[1] * PATCH_GRID[2], width), generator=generator)
+    if takes_patches(model) or naflex(model):
+        channels = next((getattr(tower, name) for name in PATCH_CHANNELS if getattr(tower, name, None)), RGB)
+        frames = next((getattr(tower, name) for name in TEMPORAL_PATCH_NAMES if getattr(tower, name, None)), 1)
+        count = PATCH_GRID[0] * PATCH_GRID[1] * PATCH_GRID[2]
+        if model.config.model_type in CELLS_PER_TOKEN:
+            side = tower.patch_size * tower.spatial_merge_size
+            return torch.randn((count, side, side, channels), generator=generator)
+        if model.config.model_type in PATCHES_AS_IMAGES:
+            return torch.randn((count, channels * frames, tower.patch_size, tower.patch_size), generator=generator)
+        return torch.randn((count, channels * frames * tower.patch_size ** 2), generator=generator)
     side = tower.image_size
     height, width = (side, side) if isinstance(side, int) else tuple(side)
     # a tiled model's image: the base image and its tiles, as many as the model's own split of this size makes
@@ -561,11 +611,16 @@ def tiled(model):
     return getattr(model.config, "image_grid_pinpoints", None) is not None
 
 
+# Grouped models whose processor marks each row's real images (tiles) in a [rows, images] mask, which the model
+# needs to drop the padding ones (Granite Docling's pixel_attention_mask; Idefics 3 finds all-zero ones itself).
+REAL_TILE_MASKS = ("granite_docling",)
+
+
 def nested(model):
     """Whether ``model`` (Idefics 2 and 3, SmolVLM) takes its images grouped per row ([rows, images, C, H, W]); it
     flattens them, dropping all-zero padding images, and scatters their features in order, so one group holds
     them all."""
-    return takes(model.get_image_features, "pixel_attention_mask")
+    return takes(image_features(model), "pixel_attention_mask")
 
 
 def image_batch(model, rows, device):
@@ -577,17 +632,25 @@ def image_batch(model, rows, device):
     if takes_patches(model):
         patches = {"pixel_values": torch.cat(images).to(device=device, dtype=model.dtype),
                    "image_grid_thw": torch.tensor([PATCH_GRID] * len(images), device=device)}
-        if accepts(model, "image_merge_sizes"):  # VideoLLaMA 3: each image's patch merge
-            merge = model.config.vision_config.spatial_merge_size
-            patches["image_merge_sizes"] = torch.tensor([merge] * len(images), device=device)
+        if accepts(model, "image_merge_sizes"):  # VideoLLaMA 3: each image's patch merge, as its processor gives it
+            patches["image_merge_sizes"] = torch.tensor([STILL_IMAGE_MERGE] * len(images), device=device)
         return patches
+    if naflex(model):  # one size for every image: none padded, every patch real
+        values = torch.stack(images).to(device=device, dtype=model.dtype)
+        return {"pixel_values": values,
+                "pixel_attention_mask": torch.ones(values.shape[:2], dtype=torch.int32, device=device),
+                "spatial_shapes": torch.tensor([PATCH_GRID[1:]] * len(images), device=device)}
     if nested(model):
         most = max(len(row) for row in rows)
         blank = torch.zeros_like(images[0])
         groups = [torch.stack(row + [blank] * (most - len(row))) for row in rows]
-        return {"pixel_values": torch.stack(groups).to(device=device, dtype=model.dtype)}
+        grouped = {"pixel_values": torch.stack(groups).to(device=device, dtype=model.dtype)}
+        if model.config.model_type in REAL_TILE_MASKS:
+            real = [[True] * len(row) + [False] * (most - len(row)) for row in rows]
+            grouped["pixel_attention_mask"] = torch.tensor(real, device=device)
+        return grouped
     values = torch.stack(images).to(device=device, dtype=model.dtype)
-    if not takes(model.get_image_features, "image_sizes"):
+    if not takes(image_features(model), "image_sizes"):
         return {"pixel_values": values}
     sizes = torch.tensor([list(values.shape[-2:])] * len(values), device=device)  # each image's own size
     return {"pixel_values": values, "image_sizes": sizes}
@@ -621,7 +684,7 @@ def tokens_per_image(model):
     """How many image tokens one image takes: the features the model's tower and projector give one image, in
     text-width vectors (the count the model checks its image tokens against)."""
     images = image_batch(model, [[image_pixels(model, [])]], model.device)
-    features = model.get_image_features(**images)
+    features = image_features(model)(**images)
     return _feature_count(features) // model.config.get_text_config().hidden_size
 
 
@@ -647,9 +710,13 @@ def mrope_positions(keeper, model, tokens, mask):
     if not runs:  # text alone: generate() gives it its text positions on every axis, and no shift
         keeper.rope_deltas = torch.zeros_like(text[:, :1])
         return text[None].expand(3, -1, -1), 0
+    # The token-type map where get_rope_index takes one; Qwen2.5-Omni's and Qwen3-Omni's find the image token in
+    # input_ids themselves (as their generate() calls them: ids, grids and mask only).
+    types = {"mm_token_type_ids": (tokens == image_id).long()} if takes(keeper.get_rope_index, "mm_token_type_ids") \
+        else {}
     spatial, keeper.rope_deltas = keeper.get_rope_index(
-        input_ids=tokens, mm_token_type_ids=(tokens == image_id).long(), attention_mask=mask,
-        image_grid_thw=torch.tensor([PATCH_GRID] * len(runs), device=tokens.device))
+        input_ids=tokens, attention_mask=mask, image_grid_thw=torch.tensor([PATCH_GRID] * len(runs), device=tokens.device),
+        **types)
     return spatial.to(text.device), int((tokens == image_id).nonzero()[:, 1].max()) + 1
 
 
