@@ -41,6 +41,17 @@ def fuzz(model: str, **options):
     return finished, recorder, store
 
 
+def assert_clean(model: str, oracles: tuple[str, ...], max_examples: int) -> None:
+    """Fuzz ``model`` with ``oracles``: no failure, and each oracle ran at least ``max_examples`` examples (a clean
+    run that tested nothing is not clean)."""
+    from fuzzkv.events import OracleFinished
+
+    finished, events, _ = fuzz(model, max_examples=max_examples, oracles=oracles)
+    assert not finished.failures
+    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
+    assert all(ran.get(oracle, 0) >= max_examples for oracle in oracles), ran
+
+
 @pytest.fixture
 def fuzz_run():
     return fuzz

@@ -121,7 +121,9 @@ def test_every_generative_mapping_is_listed_with_what_each_type_is():
     assert hf_shrink.kind("llava")[0] == "multimodal" and "image-text-to-text" in dict(types["llava"])
     assert hf_shrink.fuzzed("llava") and hf_shrink.model_class("llava") == "LlavaForConditionalGeneration"
     with pytest.raises(hf_shrink.CannotBuild, match="not fuzzed yet"):
-        twins.tiny_config("qwen2_audio")  # an audio LM: no image-text-to-text class
+        twins.tiny_config("chameleon")  # a VQ image tokenizer: no image-text-to-text class, no audio tower
+    # an audio LM the seq2seq mapping lists first is one decoder over text and audio, fuzzed as a multimodal model
+    assert hf_shrink.kind("audioflamingo3")[0] == "multimodal" and twins.tiny_config("audioflamingo3")
 
 
 @pytest.mark.parametrize("model_type", ["gemma2", "gpt2", "mamba", "qwen3_next", "deepseek_v3"])

@@ -15,7 +15,7 @@ from fuzzkv.events import OracleFinished
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check
 from fuzzkv.strategies import CaseSpace, cases, image_spans
-from tests.conftest import fuzz
+from tests.conftest import assert_clean, fuzz
 from tests.test_repro_scripts import TOLERANCE, assert_passes, assert_reproduces, lane_of
 
 modern = pytest.mark.skipif(__import__("transformers").__version__.startswith("4."),
@@ -126,11 +126,7 @@ def test_where_a_model_wraps_its_images_every_run_is_wrapped_and_the_wrapping_to
 def test_an_mrope_model_knows_the_tokens_its_images_are_wrapped_in_and_runs_every_core_oracle_with_images():
     info = lane_of("qwen2_vl", "hf", "hf").info
     assert info.image_tokens == 4 and info.image_open_id is not None and info.image_close_id is not None
-    core = ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate", "beam")
-    finished, events, _ = fuzz("qwen2_vl", max_examples=10, oracles=core)
-    assert not finished.failures
-    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
-    assert all(ran[oracle] >= 10 for oracle in core), ran
+    assert_clean("qwen2_vl", ("decode", "batch", "chunked", "cache-impl", "cache-reuse", "generate", "beam"), 10)
 
 
 @modern
@@ -164,7 +160,4 @@ def test_a_dropped_mrope_shift_hides_without_an_image_and_its_script_reproduces(
 def test_tiled_and_grouped_image_layouts_run_the_cached_oracles_clean(model):
     # LLaVA-NeXT takes each image as its base image and tiles; Idefics 3 takes images grouped per row (padded with
     # all-zero images), which beam search expands row by row
-    finished, events, _ = fuzz(model, max_examples=8, oracles=("decode", "batch", "chunked", "beam"))
-    assert not finished.failures
-    ran = {event.oracle: event.examples for event in events if isinstance(event, OracleFinished)}
-    assert all(ran[oracle] >= 8 for oracle in ("decode", "batch", "chunked", "beam")), ran
+    assert_clean(model, ("decode", "batch", "chunked", "beam"), 8)

@@ -218,17 +218,17 @@ GENERATIVE_MAPPINGS = (
 # it yet (a type of a kind in FUZZED_KINDS is fuzzed where it builds).
 NOT_CAUSAL = {
     "image-text-to-text": ("multimodal", "an image-text-to-text model: generates from pixel values and text"),
-    "multimodal-lm": ("multimodal", "a multimodal LM: generates from pixel or audio values and text; not fuzzed yet"),
+    "multimodal-lm": ("multimodal", "a multimodal LM: generates from pixel or audio values and text"),
     "seq2seq": ("encoder-decoder", "a seq2seq model: its decoder attends to an encoder's output"),
     "speech-seq2seq": ("encoder-decoder", "a speech seq2seq model: its decoder attends to an audio encoder's output"),
 }
 # The kinds fuzzkv fuzzes: a left-to-right decoder over token ids, alone, attending to a text encoder's output, or
 # over token ids and images (a vision-language model's image-text-to-text class).
 FUZZED_KINDS = ("decoder-only", "encoder-decoder", "multimodal")
-NOT_IMAGE_TEXT = ("no image-text-to-text class over a vision_config (audio, a VQ image tokenizer, a protein encoder, an "
-                  "encoder-decoder, ...): not fuzzed yet")
-NO_IMAGE_TOKEN = ("its config declares no image token (the image is placed otherwise: prepended, cross-attended, "
-                  "queried): not fuzzed yet")
+NOT_IMAGE_TEXT = ("no image-text-to-text class over a vision_config and no audio tower (a VQ image tokenizer, a protein "
+                  "encoder, an encoder-decoder, ...): not fuzzed yet")
+NO_IMAGE_TOKEN = ("its config declares no image (or audio) token (the image is placed otherwise: prepended, "
+                  "cross-attended, queried): not fuzzed yet")
 # Encoder-decoder types are built as their seq2seq LM class (BART, not its decoder half BartForCausalLM), or their
 # speech seq2seq class (Whisper), fed audio features drawn from a case's encoder ids (``hf_paths.encoder_keywords``).
 SEQ2SEQ_TABLE = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
@@ -281,7 +281,11 @@ def kind(model_type: str) -> tuple[str, str]:
     if model_type in KIND_TABLE:
         return KIND_TABLE[model_type]
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # listed by another generative mapping only
-        return NOT_CAUSAL[generative_types()[model_type][0][0]]
+        family = NOT_CAUSAL[generative_types()[model_type][0][0]]
+        # an audio LM the seq2seq mapping lists first (Audio Flamingo 3): one decoder over text and audio
+        audio = any(isinstance(_class_defaults(model_type).get(t), dict) for t in hf_paths.AUDIO.towers)
+        return NOT_CAUSAL["multimodal-lm"] if family[0] == "encoder-decoder" and audio and \
+            not _class_defaults(model_type).get("is_encoder_decoder") else family
     text = text_decoder_type(model_type)
     if text is not None:  # a composite config whose causal-LM class takes token ids alone: its text decoder
         return kind(text)
@@ -737,7 +741,7 @@ def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tu
     if model.config.is_encoder_decoder:  # its decoder attends to the encoder's output of these tokens
         case["encoder"] = [tokens[:PROMPT]]
     image = hf_paths.image_token(model)
-    if image is None and getattr(model.config, "vision_config", None) is not None:
+    if image is None and hf_paths.declares_tower(model):
         raise CannotBuild(f"multimodal: {NO_IMAGE_TOKEN}")
     if image is not None:  # a vision-language model: one image after the prompt's first token
         opening, closing = hf_paths.image_edges(model)

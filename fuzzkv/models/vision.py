@@ -18,6 +18,7 @@ from transformers import AutoConfig
 from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from fuzzkv.backends.hf import paths as hf_paths
 from fuzzkv.models import shrink
 
 HIDDEN, FFN, HEADS = shrink.HIDDEN, shrink.FFN, shrink.HEADS
@@ -33,13 +34,18 @@ VISION_TINY = {
                      "text_hidden_size", "encoder_hidden_size", "output_channels", "out_channels",
                      "projector_input_dim", "projector_output_dim", "projection_hidden_dim", "patch_embed_hidden_size",
                      "image_token_embed_dim", "decoder_hidden_size", "pooler_output_size", "adapter_in_dim",
-                     "adapter_out_dim", "d_model", "vision_hidden_size", "codebook_dim"), HIDDEN),
+                     "adapter_out_dim", "d_model", "vision_hidden_size", "codebook_dim", "audio_hidden_size",
+                     "output_dim"), HIDDEN),
     **dict.fromkeys(("intermediate_size", "mlp_dim", "d_ff", "projection_intermediate_size",
-                     "moe_intermediate_size"), FFN),
+                     "moe_intermediate_size", "encoder_ffn_dim"), FFN),
     **dict.fromkeys(("num_attention_heads", "num_heads", "attention_heads", "encoder_attention_heads"), HEADS),
     "num_key_value_heads": 2,
     **dict.fromkeys(("head_dim", "d_kv", "resampler_head_dim"), HIDDEN // HEADS),
     "num_global_layers": 1, "resampler_depth": 1, "resampler_n_heads": HEADS, "resampler_n_latents": 8,
+    # a Whisper-style audio tower's window: 32 mel frames a clip (16 positions), a few audio tokens, where the
+    # released window makes hundreds. (Qwen3-ASR's chunk of 2 x n_window frames stays: its length formula
+    # hard-codes the released chunk's 13 tokens.)
+    "max_source_positions": 16,
     "num_local_experts": 2, "num_experts_per_tok": 1,
 }
 # Per-layer index lists of a tower: kept inside the tiny stack.
@@ -50,6 +56,7 @@ POSITION_TABLES = ("num_position_embeddings", "max_num_patches")
 # Top-level settings naming a tower's layer: clipped into the tiny tower.
 FEATURE_LAYERS = ("vision_feature_layer", "vision_feature_layers", "spatial_vision_layer")
 TEXT_KEYS = ("text_config", "decoder", "vlm_config")
+PROJECTOR_OUTPUTS = ("projection_dim",)  # top-level widths a projector maps image features to
 TOWER_KEYS = ("vision_config", "high_res_vision_config", "vq_config", "qformer_config", "perceiver_config",
               "adapter_config")
 
@@ -65,6 +72,8 @@ FAMILY_FIXES: dict[str, dict] = {
     # class declares (configuration_qwen2_5_omni.py, configuration_qwen3_omni_moe.py: one tokenizer)
     **dict.fromkeys(("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker"),
                     {"vision_start_token_id": 151652, "vision_end_token_id": 151653}),
+    # Voxtral's audio token: its processor's (processing_voxtral.py sets audio_token_id = 24), its config's default None
+    "voxtral": {"audio_token_id": 24},
     # Kimi K2.5's projector normalises each patch before its 2 x 2 merge: projection_hidden_size is the tower's width
     "kimi_k25": {"projection_hidden_size": HIDDEN},
     # Muse's tower ends in a 2 x 2 pixel shuffle: its output (out_hidden_size) is 4 tower widths
@@ -74,7 +83,7 @@ FAMILY_FIXES: dict[str, dict] = {
 
 @functools.cache
 def _proven_tiny_config(model_type: str) -> str:
-    if image_text_class(model_type) is None or "vision_config" not in shrink._class_defaults(model_type):
+    if not takes_media(model_type):
         raise shrink.CannotBuild(f"multimodal: {shrink.NOT_IMAGE_TEXT}")
     try:
         tiny = tiny_config(model_type)
@@ -87,6 +96,14 @@ def proven_tiny_config(model_type: str) -> dict:
     """The tiny twin of a vision-language model type, once its image-text-to-text class has built it and run a
     cached decode step with an image (``shrink._proven``); raises ``shrink.CannotBuild`` with why not."""
     return json.loads(_proven_tiny_config(model_type))
+
+
+def takes_media(model_type: str) -> bool:
+    """Whether ``model_type`` is a model fuzzkv feeds images or audio clips: an image-text-to-text class over a
+    vision tower, or a config with an audio tower (an audio LM: Voxtral, Qwen3-ASR; ``hf_paths.AUDIO``)."""
+    defaults = shrink._class_defaults(model_type)
+    return (image_text_class(model_type) is not None and "vision_config" in defaults) or \
+        any(isinstance(defaults.get(tower), dict) for tower in hf_paths.AUDIO.towers)
 
 
 def image_text_class(model_type: str) -> str | None:
@@ -102,6 +119,8 @@ def tiny_config(model_type: str) -> dict:
             config[key] = _text(value) if key in TEXT_KEYS else _tower(value)
     config.update(shrink._shrink_scalars({k: v for k, v in config.items()
                                           if not (isinstance(v, dict) and "model_type" in v)}))
+    # the projector's output is a text embedding: PaliGemma's projection_dim is its text width (2048 released)
+    config.update({name: HIDDEN for name in PROJECTOR_OUTPUTS if shrink._is_count(config.get(name))})
     tower: dict[str, Any] = next((config[k] for k in TOWER_KEYS if isinstance(config.get(k), dict)), {})
     if shrink._is_count(config.get("image_size")) and "image_size" in tower:
         config["image_size"] = tower["image_size"]

@@ -15,6 +15,7 @@ import inspect
 import math
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import torch
 import transformers
@@ -184,7 +185,16 @@ def auto_class(cfg):
         from transformers import AutoModelForImageTextToText
 
         return AutoModelForImageTextToText
+    if any(getattr(cfg, tower, None) is not None for tower in AUDIO.towers):  # an audio LM: its mapping's class
+        names = vars(transformers.models.auto.modeling_auto)
+        return next(getattr(transformers, auto) for table, auto in AUDIO_LM_CLASSES if cfg.model_type in names.get(table, {}))
     return AutoModelForCausalLM
+
+
+# The auto class an audio LM is built with: the first whose mapping lists its type.
+AUDIO_LM_CLASSES = (("MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES", "AutoModelForMultimodalLM"),
+                    ("MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES", "AutoModelForSeq2SeqLM"),
+                    ("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM"))
 
 
 def _empty_model(cfg, attn, dtype, device):
@@ -484,39 +494,74 @@ def over_encoder(model, encoder):
     return DecoderView(model, encoder)
 
 
-# ---- images: a vision-language model's prompts hold a run of its image token where each image goes ----------
+# ---- media: a multimodal model's prompts hold a run of one token where each image (or audio clip) goes ----------
+# A model takes one medium: images (a vision-language model) or audio clips (an audio LM: Voxtral, Qwen3-ASR).
+# Each is fed the same way: a run of the medium's token per item in the prompt, the items' features on the first
+# call only, scattered over those runs in order. fuzzkv's cases call every item an "image"; for an audio LM it is a
+# clip. Each medium: the config keys of its encoder, of its token and of the tokens a processor wraps an item in,
+# and the model's method that encodes a batch of items.
 
-IMAGE_TOKEN_NAMES = ("image_token_id", "image_token_index")
+
+class Medium(NamedTuple):
+    name: str
+    towers: tuple
+    tokens: tuple
+    opens: tuple
+    closes: tuple
+    encode: str
+
+
+IMAGE = Medium("image", towers=("vision_config",), tokens=("image_token_id", "image_token_index"),
+               opens=("vision_start_token_id", "image_start_token_id", "boi_token_id", "boi_token_index",
+                      "image_start_id"),
+               closes=("vision_end_token_id", "image_end_token_id", "eoi_token_id", "eoi_token_index", "image_end_id"),
+               encode="get_image_features")
+AUDIO = Medium("audio", towers=("audio_config", "encoder_config"), tokens=("audio_token_id", "audio_token_index"),
+               opens=("audio_bos_token_id", "audio_start_token_id", "boa_token_id"),
+               closes=("audio_eos_token_id", "audio_end_token_id", "eoa_token_id"), encode="get_audio_features")
+MEDIA = (IMAGE, AUDIO)
+
+
+def _declared_id(config, names):
+    """The first of ``names`` set to a token id on ``config`` or its text config; None where none is."""
+    return next((value for level in (config, config.get_text_config()) for name in names
+                 if isinstance(value := getattr(level, name, None), int) and not isinstance(value, bool)), None)
+
+
+def medium(model):
+    """The medium ``model``'s prompts hold (its config declares the medium's encoder and token), the first of
+    MEDIA; None for a text model."""
+    config = getattr(model, "config", None)
+    if config is None or config.is_encoder_decoder:
+        return None
+    return next((m for m in MEDIA if any(getattr(config, t, None) is not None for t in m.towers)
+                 and _declared_id(config, m.tokens) is not None), None)
+
+
+def declares_tower(model):
+    """Whether ``model``'s config declares an encoder of a medium (a vision or audio tower), token or not, for its
+    decoder's prompts (an encoder-decoder's encoder is not one)."""
+    towers = [tower for kind in MEDIA for tower in kind.towers]
+    return not model.config.is_encoder_decoder and any(getattr(model.config, t, None) is not None for t in towers)
+
+
+def tower_config(model):
+    """The config of ``model``'s encoder of its medium."""
+    return next(t for name in medium(model).towers if (t := getattr(model.config, name, None)) is not None)
 
 
 def image_token(model):
-    """The id a vision-language model's prompts hold where an image's features go (its config declares a vision
-    tower and the id); None for any other model."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "vision_config", None) is None:
-        return None
-    for level in (config, config.get_text_config()):
-        for name in IMAGE_TOKEN_NAMES:
-            value = getattr(level, name, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    return None
-
-
-# The tokens a processor wraps each image's run in, where a config declares them.
-IMAGE_OPEN_NAMES = ("vision_start_token_id", "image_start_token_id", "boi_token_id", "boi_token_index",
-                    "image_start_id")
-IMAGE_CLOSE_NAMES = ("vision_end_token_id", "image_end_token_id", "eoi_token_id", "eoi_token_index", "image_end_id")
+    """The id a multimodal model's prompts hold where an image's (or audio clip's) features go; None for any other
+    model. A vision-language model whose config declares a tower and no token has none either."""
+    kind = medium(model)
+    return None if kind is None else _declared_id(model.config, kind.tokens)
 
 
 def image_edges(model):
-    """(opening, closing): the tokens ``model``'s processor wraps each image's run of image tokens in, each None
+    """(opening, closing): the tokens ``model``'s processor wraps each image's (clip's) run of tokens in, each None
     where its config declares none."""
-    config = model.config
-    levels = (config, config.get_text_config())
-    return tuple(next((value for level in levels for name in names
-                       if isinstance(value := getattr(level, name, None), int) and not isinstance(value, bool)), None)
-                 for names in (IMAGE_OPEN_NAMES, IMAGE_CLOSE_NAMES))
+    kind = medium(model)
+    return (None, None) if kind is None else tuple(_declared_id(model.config, names) for names in (kind.opens, kind.closes))
 
 
 # Config keys listing more ids a model embeds as part of an image, not as text (Ovis 2's visual indicators).
@@ -565,9 +610,11 @@ STILL_IMAGE_MERGE = 1
 
 
 def image_features(model):
-    """``model``'s own ``get_image_features`` (pixel values in, image features out), or its inner model's where the
-    outer class does not pass it on (DeepSeek-VL, Janus: their inner forward calls it on the pixel values)."""
-    return model.get_image_features if hasattr(model, "get_image_features") else model.model.get_image_features
+    """``model``'s own method that encodes its images (``get_image_features``; an audio LM's clips:
+    ``get_audio_features``), or its inner model's where the outer class does not pass it on (DeepSeek-VL, Janus:
+    their inner forward calls it on the pixel values)."""
+    name = (medium(model) or IMAGE).encode
+    return getattr(model, name) if hasattr(model, name) else getattr(model.model, name)
 
 
 def takes_patches(model):
@@ -584,7 +631,9 @@ def naflex(model):
 def image_pixels(model, preceding):
     """One image's pixel values ([C, H, W], or a tower's flattened patches), drawn from a seed of the real tokens
     before it in its row: a row alone and its place in a batch, the cached path and the uncached one, all see the
-    same image."""
+    same image. An audio LM's item is an audio clip (:func:`audio_clip`)."""
+    if medium(model) is AUDIO:
+        return audio_clip(model, preceding)
     tower = model.config.vision_config
     generator = seeded_by(preceding)
     if takes_patches(model) or naflex(model):
@@ -603,6 +652,34 @@ def image_pixels(model, preceding):
     tiles = [image_size_to_num_patches((height, width), model.config.image_grid_pinpoints, height)] if tiled(model) \
         else []
     return torch.randn((*tiles, getattr(tower, "num_channels", 3), height, width), generator=generator)
+
+
+# An audio clip: log-mel features [mel bins, frames], every clip the same length and all of it real (a feature
+# extractor's clip of that duration), the length its encoder requires: a Whisper-style encoder's fixed window
+# (twice its position table: its convolutions halve it), Qwen3-ASR's windows of twice ``n_window`` frames; else
+# AUDIO_CLIP_FRAMES. Fed with the mask of its real frames where the forward takes one.
+CLIP_FRAMES = (("max_source_positions", 2), ("n_window", 2))
+AUDIO_CLIP_FRAMES = 32
+AUDIO_BINS = ("num_mel_bins", "feature_size")
+AUDIO_MASKS = ("input_features_mask", "feature_attention_mask")
+
+
+def audio_clip(model, preceding):
+    """One audio clip's features, drawn from a seed of the real tokens before it in its row (as an image's)."""
+    tower = tower_config(model)
+    bins = next(getattr(tower, name) for name in AUDIO_BINS if getattr(tower, name, None))
+    frames = next((factor * getattr(tower, name) for name, factor in CLIP_FRAMES if getattr(tower, name, None)),
+                  AUDIO_CLIP_FRAMES)
+    return torch.randn((bins, frames), generator=seeded_by(preceding, "audio:"))
+
+
+def audio_batch(model, clips, device):
+    """The forward keywords that feed ``clips`` (in the order the model scatters their features): their features
+    stacked, and the mask of their real frames (all) where the forward takes one."""
+    features = torch.stack(clips).to(device=device, dtype=model.dtype)
+    masks = [name for name in AUDIO_MASKS if accepts(model, name)][:1]
+    real = torch.ones(features.shape[0], features.shape[-1], dtype=torch.long, device=device)
+    return {"input_features": features, **dict.fromkeys(masks, real)}
 
 
 def tiled(model):
@@ -629,6 +706,8 @@ def image_batch(model, rows, device):
     image in order; per row, padded with all-zero images, where the model groups them), and each image's grid or
     size where the tower takes it."""
     images = [image for row in rows for image in row]
+    if medium(model) is AUDIO:
+        return audio_batch(model, images, device)
     if takes_patches(model):
         patches = {"pixel_values": torch.cat(images).to(device=device, dtype=model.dtype),
                    "image_grid_thw": torch.tensor([PATCH_GRID] * len(images), device=device)}
@@ -685,7 +764,10 @@ def tokens_per_image(model):
     text-width vectors (the count the model checks its image tokens against)."""
     images = image_batch(model, [[image_pixels(model, [])]], model.device)
     features = image_features(model)(**images)
-    return _feature_count(features) // model.config.get_text_config().hidden_size
+    width = model.config.get_text_config().hidden_size
+    if _feature_width(features) != width:  # the model scatters by value count: a layout no processor makes
+        raise ValueError(f"its {medium(model).name} features are {_feature_width(features)} wide, its text {width}")
+    return _feature_count(features) // width
 
 
 # ---- M-RoPE: Qwen2-VL and the families built on it give an image's tokens 3-D positions ------------------------
@@ -718,6 +800,16 @@ def mrope_positions(keeper, model, tokens, mask):
         input_ids=tokens, attention_mask=mask, image_grid_thw=torch.tensor([PATCH_GRID] * len(runs), device=tokens.device),
         **types)
     return spatial.to(text.device), int((tokens == image_id).nonzero()[:, 1].max()) + 1
+
+
+def _feature_width(features):
+    """The width of the vectors get_image_features returns (a tensor's last dimension, a list's first part's)."""
+    if isinstance(features, torch.Tensor):
+        return features.shape[-1]
+    if isinstance(features, (list, tuple)):
+        return _feature_width(features[0])
+    pooled = getattr(features, "pooler_output", None)
+    return _feature_width(pooled if pooled is not None else features.last_hidden_state)
 
 
 def _feature_count(features):
