@@ -87,6 +87,7 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-fsmt-cached-decoder-drops-causal-mask", "transformers", (4, 57)),
     ("transformers-led-nllb-moe-static-cache-decode-step", "transformers", (4, 57)),
     ("transformers-audio-lm-beam-search-pairs-wrong-audio", "transformers", (4, 57)),
+    ("transformers-moonshine-group-norm-sees-padding", "transformers", (4, 57)),
     ("transformers-gemma2-static-cache-generate-mask-4-46", "transformers", (4, 46)),
     ("transformers-sliding-window-cache-long-prompt-4-46", "transformers", (4, 46)),
     ("transformers-gpt-neox-static-cache-generate-4-46", "transformers", (4, 46)),
@@ -129,6 +130,8 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
     # Their caches are built from a config (4.56's layered caches).
     "transformers-fsmt-cached-decoder-drops-causal-mask": ("transformers", (4, 56), None),
     "transformers-led-nllb-moe-static-cache-decode-step": ("transformers", (4, 56), None),
+    # Moonshine came with transformers 4.48 (earlier releases cannot import MoonshineConfig).
+    "transformers-moonshine-group-norm-sees-padding": ("transformers", (4, 48), None),
     # Voxtral, its model, came with transformers 4.54 (earlier releases cannot import VoxtralConfig).
     "transformers-audio-lm-beam-search-pairs-wrong-audio": ("transformers", (4, 54), None),
     # It feeds the token-type map (mm_token_type_ids) 5.x places M-RoPE positions by.

@@ -503,6 +503,8 @@ def over_encoder(model, encoder):
 
 
 class Medium(NamedTuple):
+    """One medium a multimodal model's prompts hold: its config keys and the method that encodes it."""
+
     name: str
     towers: tuple
     tokens: tuple
