@@ -95,6 +95,7 @@ SCRIPTED: list[tuple[str, str, tuple[int, ...]]] = [
     ("transformers-mpt-static-cache-mask-4-57", "transformers", (4, 57)),
     # Run on 5.23.0 and 5.25.0 (reproduced on each).
     ("transformers-glm4v-beam-search-pairs-wrong-images", "transformers", (5, 23)),
+    ("transformers-hunyuan-vl-image-index-counts-across-batch", "transformers", (5, 23)),
     # Run on 5.23.0 and 5.25.0; the unset that causes it is in the source of 5.0.0 (and 5.0.0rc2) and 5.24.0.
     ("transformers-generate-hybrid-cache-ignored", "transformers", (5, 0)),
     ("transformerlens-generate-ignores-left-padding-2-13", "transformer-lens", (2, 13)),
@@ -132,6 +133,8 @@ DRIVES: dict[str, tuple[str, tuple[int, ...], tuple[int, ...] | None]] = {
     "transformers-led-nllb-moe-static-cache-decode-step": ("transformers", (4, 56), None),
     # Moonshine came with transformers 4.48 (earlier releases cannot import MoonshineConfig).
     "transformers-moonshine-group-norm-sees-padding": ("transformers", (4, 48), None),
+    # HunYuan-VL: 5.23.0 is the oldest release checked that has it (4.57.6 has none).
+    "transformers-hunyuan-vl-image-index-counts-across-batch": ("transformers", (5, 23), None),
     # Voxtral, its model, came with transformers 4.54 (earlier releases cannot import VoxtralConfig).
     "transformers-audio-lm-beam-search-pairs-wrong-audio": ("transformers", (4, 54), None),
     # It feeds the token-type map (mm_token_type_ids) 5.x places M-RoPE positions by.
