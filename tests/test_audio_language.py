@@ -54,3 +54,34 @@ def test_beam_search_over_two_audio_chunks_in_one_prompt_is_found_and_one_chunk_
     beams = {"num_beams": 2, "num_return_sequences": 1}
     assert not check(ORACLES["beam"], lane, Case(prompts=one, max_new_tokens=1, settings=beams), TOLERANCE).failed
     assert check(ORACLES["beam"], lane, Case(prompts=two, max_new_tokens=1, settings=beams), TOLERANCE).failed
+
+
+@modern
+@pytest.mark.parametrize(("model_type", "fed", "per_clip"), [
+    # Qwen2-Audio encodes inline in its forward: its processor's count (processing_qwen2_audio.py), 32 frames -> 8
+    ("qwen2_audio", ["input_features", "feature_attention_mask"], 8),
+    # MusicFlamingo times its features by each clip's run in input_ids: counted as its processor counts
+    ("musicflamingo", ["input_features", "input_features_mask"], 8),
+    # MOSS: the raw-sample mask its feature extractor reports, 160 samples a frame; 16 frames merged 4 a token
+    ("moss_transcribe_diarize", ["input_features", "input_features_mask", "padding_mask"], 4),
+    # Fun-ASR-Nano: low-frame-rate stacks, frames first ([frames, 80 x 7]), a token each
+    ("fun_asr_nano", ["input_features", "input_features_mask"], 6),
+])
+def test_each_audio_lm_is_fed_its_processors_layout_and_counts_its_processors_tokens(model_type, fed, per_clip):
+    model = shrink.build(twins.tiny_config(model_type))
+    clip = hf_paths.image_pixels(model, [3])
+    batch = hf_paths.image_batch(model, [[clip], [clip, clip]], "cpu")
+    assert sorted(batch) == sorted(fed) and batch["input_features"].shape == (3, *clip.shape)
+    frames = hf_paths.clip_frames(hf_paths.tower_config(model))
+    assert all(mask.shape[0] == 3 and bool(mask.all()) for name, mask in batch.items() if name != "input_features")
+    if "padding_mask" in batch:  # a clip's raw samples, not its frames
+        assert batch["padding_mask"].shape[-1] == frames * hf_paths.HOP_LENGTH
+    if model_type == "fun_asr_nano":
+        assert clip.shape == (frames, 80 * 7)
+    assert hf_paths.tokens_per_image(model) == per_clip
+
+
+@modern
+@pytest.mark.parametrize("model_type", ["qwen2_audio", "fun_asr_nano"])
+def test_more_audio_lms_run_the_decode_and_batch_oracles_clean_with_audio(model_type):
+    assert_clean(model_type, ("decode", "batch"), 4)

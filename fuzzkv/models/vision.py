@@ -47,6 +47,9 @@ VISION_TINY = {
     # hard-codes the released chunk's 13 tokens.)
     "max_source_positions": 16,
     "num_local_experts": 2, "num_experts_per_tok": 1,
+    # Fun-ASR-Nano's tower: its last layers predict timestamps, the one before them ends the transcription, each
+    # normalised (modeling_fun_asr_nano.py FunAsrNanoEncoder): one of two tiny layers
+    "num_timestamp_prediction_layers": 1,
 }
 # Per-layer index lists of a tower: kept inside the tiny stack.
 TOWER_INDEX_LISTS = ("deepstack_visual_indexes", "global_attn_indexes", "fullatt_block_indexes",
@@ -78,6 +81,9 @@ FAMILY_FIXES: dict[str, dict] = {
     "kimi_k25": {"projection_hidden_size": HIDDEN},
     # Muse's tower ends in a 2 x 2 pixel shuffle: its output (out_hidden_size) is 4 tower widths
     **dict.fromkeys(("muse_glimmer", "muse_spark"), {"out_hidden_size": 4 * HIDDEN, "projector_hidden_size": HIDDEN}),
+    # Fun-ASR-Nano's adaptor's feed-forward is a quarter of the text width (configuration_fun_asr_nano.py
+    # validate_architecture); a fix of a sub-config is merged into it
+    "fun_asr_nano": {"adaptor_config": {"intermediate_size": HIDDEN // 4, "projector_hidden_size": FFN}},
 }
 
 
@@ -130,9 +136,14 @@ def tiny_config(model_type: str) -> dict:
         side = tower.get("image_size") or config.get("image_size")
         side = side[0] if isinstance(side, list) else side
         config["image_grid_pinpoints"] = [[side, side]]
-    config.update(FAMILY_FIXES.get(model_type, {}))
+    for key, fix in FAMILY_FIXES.get(model_type, {}).items():
+        config[key] = {**config[key], **fix} if _is_sub_config(config.get(key)) else fix
     _remap_special_tokens(config)  # a fix's token ids too
     return config
+
+
+def _is_sub_config(value: Any) -> bool:
+    return isinstance(value, dict) and "model_type" in value
 
 
 def _text(text: dict) -> dict:

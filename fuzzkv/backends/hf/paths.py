@@ -614,9 +614,10 @@ STILL_IMAGE_MERGE = 1
 def image_features(model):
     """``model``'s own method that encodes its images (``get_image_features``; an audio LM's clips:
     ``get_audio_features``), or its inner model's where the outer class does not pass it on (DeepSeek-VL, Janus:
-    their inner forward calls it on the pixel values)."""
+    their inner forward calls it on the pixel values); None where the forward encodes them inline (Qwen2-Audio:
+    modeling_qwen2_audio.py runs its audio tower and projector in its forward)."""
     name = (medium(model) or IMAGE).encode
-    return getattr(model, name) if hasattr(model, name) else getattr(model.model, name)
+    return getattr(model, name) if hasattr(model, name) else getattr(model.model, name, None)
 
 
 def takes_patches(model):
@@ -664,15 +665,50 @@ CLIP_FRAMES = (("max_source_positions", 2), ("n_window", 2))
 AUDIO_CLIP_FRAMES = 32
 AUDIO_BINS = ("num_mel_bins", "feature_size")
 AUDIO_MASKS = ("input_features_mask", "feature_attention_mask")
+# Masks of each clip's raw samples ([clips, samples]) that a forward also takes for its features (MOSS
+# Transcribe-Diarize's padding_mask: its feature extractor reports each clip's raw length so), at the feature
+# extractor's hop of HOP_LENGTH samples a frame (feature_extraction_moss_transcribe_diarize.py: hop_length=160).
+SAMPLE_MASKS = ("padding_mask",)
+HOP_LENGTH = 160
+
+
+# Towers whose feature extractor stacks consecutive mel frames into one vector and keeps every LFR_STRIDE-th
+# stack ("low frame rate"), its clips frames first ([frames, bins x stacked]): Fun-ASR-Nano's
+# (feature_extraction_fun_asr_nano.py _apply_lfr, stride_lfr=6). Its clip: AUDIO_CLIP_FRAMES mel frames, so stacked.
+STACKED_FRAMES = ("num_stacked_frames",)
+LFR_STRIDE = 6
+
+
+def stacked_frames(tower):
+    """The mel frames a tower of config ``tower`` takes stacked in one vector, frames first; None for mel bins by
+    frames."""
+    return next((getattr(tower, name) for name in STACKED_FRAMES if getattr(tower, name, None)), None)
+
+
+def clip_frames(tower):
+    """The frames of one clip fed to an audio tower of config ``tower``."""
+    if stacked_frames(tower):
+        return -(-AUDIO_CLIP_FRAMES // LFR_STRIDE)
+    return next((factor * getattr(tower, name) for name, factor in CLIP_FRAMES if getattr(tower, name, None)),
+                AUDIO_CLIP_FRAMES)
 
 
 def audio_clip(model, preceding):
     """One audio clip's features, drawn from a seed of the real tokens before it in its row (as an image's)."""
     tower = tower_config(model)
     bins = next(getattr(tower, name) for name in AUDIO_BINS if getattr(tower, name, None))
-    frames = next((factor * getattr(tower, name) for name, factor in CLIP_FRAMES if getattr(tower, name, None)),
-                  AUDIO_CLIP_FRAMES)
-    return torch.randn((bins, frames), generator=seeded_by(preceding, "audio:"))
+    stacked = stacked_frames(tower)
+    shape = (clip_frames(tower), bins * stacked) if stacked else (bins, clip_frames(tower))
+    return torch.randn(shape, generator=seeded_by(preceding, "audio:"))
+
+
+def clip_tokens(model):
+    """The audio tokens one clip takes as its processor counts them: the audio tower's own output length for the
+    clip's real frames (``_get_feat_extract_output_lengths``; its last where it returns the lengths after the
+    convolutions and after the pooling: processing_qwen2_audio.py and processing_musicflamingo.py count so)."""
+    tower = next(module for name, module in model.named_modules() if name.rsplit(".", 1)[-1] == "audio_tower")
+    lengths = tower._get_feat_extract_output_lengths(torch.tensor([clip_frames(tower_config(model))]))
+    return int((lengths[-1] if isinstance(lengths, tuple) else lengths)[0])
 
 
 def audio_batch(model, clips, device):
@@ -680,8 +716,10 @@ def audio_batch(model, clips, device):
     stacked, and the mask of their real frames (all) where the forward takes one."""
     features = torch.stack(clips).to(device=device, dtype=model.dtype)
     masks = [name for name in AUDIO_MASKS if accepts(model, name)][:1]
-    real = torch.ones(features.shape[0], features.shape[-1], dtype=torch.long, device=device)
-    return {"input_features": features, **dict.fromkeys(masks, real)}
+    samples = [name for name in SAMPLE_MASKS if accepts(model, name)][:1]
+    real = torch.ones(features.shape[0], clip_frames(tower_config(model)), dtype=torch.long, device=device)
+    return {"input_features": features, **dict.fromkeys(masks, real),
+            **dict.fromkeys(samples, real.repeat_interleave(HOP_LENGTH, dim=-1))}
 
 
 def tiled(model):
@@ -765,7 +803,12 @@ def tokens_per_image(model):
     """How many image tokens one image takes: the features the model's tower and projector give one image, in
     text-width vectors (the count the model checks its image tokens against)."""
     images = image_batch(model, [[image_pixels(model, [])]], model.device)
-    features = image_features(model)(**images)
+    encode = image_features(model)
+    if encode is None:  # a forward that encodes its clips inline checks them against the processor's count
+        return clip_tokens(model)
+    if takes(encode, "input_ids"):  # MusicFlamingo times a clip's features by its run of tokens in the prompt
+        images["input_ids"] = torch.full((1, clip_tokens(model)), image_token(model), device=model.device)
+    features = encode(**images)
     width = model.config.get_text_config().hidden_size
     if _feature_width(features) != width:  # the model scatters by value count: a layout no processor makes
         raise ValueError(f"its {medium(model).name} features are {_feature_width(features)} wide, its text {width}")
@@ -1158,9 +1201,11 @@ def compiled_in_effect(model):
 
 def prompt_images(model, ids, mask):
     """generate()'s keywords for the images of the prompt ``ids`` (it feeds them on its first step), and the image
-    token suppressed (its raw logits, which the paths compare, are unchanged)."""
+    token suppressed (its raw logits, which the paths compare, are unchanged), as the cached path bans it: in a
+    prompt without images too, where one decoded would be given an image by the uncached reference."""
     images = image_inputs(model, ids, mask[:, :ids.shape[1]], 0, ids.shape[1])
-    return {**images, "suppress_tokens": image_ids(model)} if images else images
+    banned = image_ids(model)
+    return {**images, "suppress_tokens": banned} if banned else images
 
 
 @torch.inference_mode()
