@@ -161,3 +161,15 @@ def test_tiled_and_grouped_image_layouts_run_the_cached_oracles_clean(model):
     # LLaVA-NeXT takes each image as its base image and tiles; Idefics 3 takes images grouped per row (padded with
     # all-zero images), which beam search expands row by row
     assert_clean(model, ("decode", "batch", "chunked", "beam"), 8)
+
+
+@modern
+@pytest.mark.parametrize(("model", "per_image"), [("minicpm_ocr", 4), ("minicpmv4_7", 1), ("nemotron_h_omni", 4)])
+def test_packed_and_row_column_image_layouts_take_their_image_tokens_and_run_the_cached_oracles_clean(model, per_image):
+    # MiniCPM-o OCR and MiniCPM-V 4.7 take every image's patches side by side in one row, with each image's (rows,
+    # columns) (target_sizes; 4.7 also places an image's tokens by a canvas M-RoPE anchored on its <image> markers);
+    # Nemotron-H Omni its flattened patches with each image's (rows, columns) (image_grid_hw). None of their config
+    # classes names an image token: the tiny twin has one, and 4 x 4 patches merge into per_image tokens
+    info = lane_of(model, "hf", "hf").info
+    assert info.image_token_id is not None and info.image_tokens == per_image
+    assert_clean(model, ("decode", "batch", "chunked"), 5)

@@ -394,7 +394,9 @@ def _shrink_scalars(config: dict) -> dict:
 
 
 SPECIAL_TOKEN_SUFFIXES = ("token_id", "token_ids", "token_index")
-SPECIAL_TOKEN_NAMES = ("mask_index", "unk_index")
+# ids under names of no such ending: MiniCPM-V 4.7's image markers (configuration_minicpmv4_7.py)
+SPECIAL_TOKEN_NAMES = ("mask_index", "unk_index", "image_start_id", "image_end_id", "slice_start_id", "slice_end_id",
+                       "newline_id")
 
 
 def _special_token_names(config: dict) -> list[str]:

@@ -58,10 +58,19 @@ IMAGE_SIZES = ("image_size", "max_image_size", "resolution", "max_img_size", "fo
 POSITION_TABLES = ("num_position_embeddings", "max_num_patches")
 # Top-level settings naming a tower's layer: clipped into the tiny tower.
 FEATURE_LAYERS = ("vision_feature_layer", "vision_feature_layers", "spatial_vision_layer")
+# Settings naming a tower layer itself (a dotted name: a sub-config's): MiniCPM-V 4.6's window-attention merger
+# runs after the layer it names (modeling_minicpmv4_6.py: layer_index == insert_layer_id; named past the stack it
+# never runs, though the merger after the tower still halves the grid); Molmo 2's adapter pools the outputs of the
+# layers it names (configuration_molmo2.py validates that each indexes a layer).
+TOWER_LAYER_INDEXES = ("insert_layer_id", "adapter_config.vision_feature_layer")
 TEXT_KEYS = ("text_config", "decoder", "vlm_config")
 PROJECTOR_OUTPUTS = ("projection_dim",)  # top-level widths a projector maps image features to
 TOWER_KEYS = ("vision_config", "high_res_vision_config", "vq_config", "qformer_config", "perceiver_config",
               "adapter_config")
+
+# An id standing for a token whose released id only the family's tokenizer holds (not in the library): outside the
+# tiny vocabulary, so _remap_special_tokens gives it a free id inside it.
+TOKENIZERS_ID = 1 << 20
 
 # What one family's config cannot tell, each with why.
 FAMILY_FIXES: dict[str, dict] = {
@@ -75,6 +84,19 @@ FAMILY_FIXES: dict[str, dict] = {
     # class declares (configuration_qwen2_5_omni.py, configuration_qwen3_omni_moe.py: one tokenizer)
     **dict.fromkeys(("qwen2_5_omni_thinker", "qwen3_omni_moe_thinker"),
                     {"vision_start_token_id": 151652, "vision_end_token_id": 151653}),
+    # MiniCPM-V 4.6's and MiniCPM-o OCR's image token: their processor's (the tokenizer's image_token_id,
+    # processing_minicpmv4_6.py), which the released config.json holds; the config class defaults it to None, and
+    # the forward then takes no image
+    **dict.fromkeys(("minicpmv4_6", "minicpm_ocr"), {"image_token_id": TOKENIZERS_ID}),
+    # MiniCPM-V 4.7's canvas M-RoPE also anchors each image on the markers its processor wraps it in (<image>,
+    # </image>; <slice>, </slice> and the newline between slice rows), ids its config class leaves None
+    # ("resolved from the tokenizer ... required for image or video inputs", configuration_minicpmv4_7.py)
+    "minicpmv4_7": {name: TOKENIZERS_ID + i for i, name in enumerate(
+        ("image_token_id", "image_start_id", "image_end_id", "slice_start_id", "slice_end_id", "newline_id"))},
+    # Nemotron-H Omni: its image token is its processor's (the tokenizer's <image>, processing_nemotron_h_omni.py),
+    # which the released config.json holds (img_context_token_id) and the config class defaults to None; its
+    # projector takes the tower's width (vision_hidden_size)
+    "nemotron_h_omni": {"image_token_id": TOKENIZERS_ID, "vision_hidden_size": HIDDEN, "projector_hidden_size": HIDDEN},
     # Voxtral's audio token: its processor's (processing_voxtral.py sets audio_token_id = 24), its config's default None
     "voxtral": {"audio_token_id": 24},
     # Kimi K2.5's projector normalises each patch before its 2 x 2 merge: projection_hidden_size is the tower's width
@@ -239,15 +261,22 @@ def _scale_images(tower: dict) -> None:
 
 
 def _clip_feature_layers(config: dict, layers: int) -> None:
-    def clip(index: int) -> int:
-        return max(index, -(layers + 1)) if index < 0 else min(index, layers)
+    """Settings naming a tower's layers, kept inside the tiny tower of ``layers`` layers: a hidden state's index
+    (FEATURE_LAYERS: the embeddings' output, then each layer's) or a layer's own (TOWER_LAYER_INDEXES)."""
+    for names, count in ((FEATURE_LAYERS, layers + 1), (TOWER_LAYER_INDEXES, layers)):
+        for path in names:
+            *parents, name = path.split(".")
+            holder = functools.reduce(lambda level, key: level.get(key) or {}, parents, config)
+            value = holder.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                holder[name] = _clip_index(value, count)
+            elif isinstance(value, list):
+                holder[name] = [_clip_index(i, count) for i in value if isinstance(i, int)]
 
-    for name in FEATURE_LAYERS:
-        value = config.get(name)
-        if isinstance(value, int) and not isinstance(value, bool):
-            config[name] = clip(value)
-        elif isinstance(value, list):
-            config[name] = [clip(i) for i in value if isinstance(i, int)]
+
+def _clip_index(index: int, count: int) -> int:
+    """``index`` into ``count`` items, clipped inside them (a negative one counts from the end)."""
+    return max(index, -count) if index < 0 else min(index, count - 1)
 
 
 def _remap_special_tokens(config: dict) -> None:

@@ -621,14 +621,35 @@ def image_features(model):
 
 
 def takes_patches(model):
-    """Whether ``model``'s tower takes flattened patches with each image's grid (``image_grid_thw``)."""
-    return takes(image_features(model), "image_grid_thw")
+    """Whether ``model``'s tower takes flattened patches with each image's grid (``image_grid_thw``, or
+    ``image_grid_hw``: Nemotron-H Omni's)."""
+    return any(takes(image_features(model), name) for name in ("image_grid_thw", "image_grid_hw"))
 
 
 def naflex(model):
     """Whether ``model``'s tower is a NaFlex one (SigLIP 2's, in LFM2-VL): each image its flattened patches, padded
     to a common count, with its (rows, columns) of patches (``spatial_shapes``) and a mask of its real patches."""
     return takes(image_features(model), "spatial_shapes")
+
+
+def packed(model):
+    """Whether ``model`` (MiniCPM-V 4.6 and 4.7, MiniCPM-o OCR: its forward takes ``target_sizes``) takes every
+    image's patches packed side by side in one row ([1, C, P, P x all patches]) with each image's (rows, columns)
+    of patches, as its image processor packs them (image_processing_minicpmv4_6.py: reshape_by_patch, one cat)."""
+    return accepts(model, "target_sizes")
+
+
+# The keywords under which a model takes each image's grid of patches, with the axes and dtype its processor
+# gives: (frames, rows, columns) (Qwen2-VL and the families built on it), (rows, columns) (Nemotron-H Omni's
+# image_grid_hw; MiniCPM-V's target_sizes, int32 as image_processing_minicpmv4_6.py makes them).
+GRID_KEYWORDS = (("image_grid_thw", PATCH_GRID, torch.long), ("image_grid_hw", PATCH_GRID[1:], torch.long),
+                 ("target_sizes", PATCH_GRID[1:], torch.int32))
+
+
+def image_grids(model, count, device):
+    """The keyword giving each of ``count`` images' grid of patches, under the name ``model``'s forward takes."""
+    name, grid, dtype = next(keyword for keyword in GRID_KEYWORDS if accepts(model, keyword[0]))
+    return {name: torch.tensor([grid] * count, dtype=dtype, device=device)}
 
 
 def image_pixels(model, preceding):
@@ -649,6 +670,9 @@ def image_pixels(model, preceding):
         if model.config.model_type in PATCHES_AS_IMAGES:
             return torch.randn((count, channels * frames, tower.patch_size, tower.patch_size), generator=generator)
         return torch.randn((count, channels * frames * tower.patch_size ** 2), generator=generator)
+    if packed(model):  # one image's patches side by side: [C, P, P x patches]
+        return torch.randn((tower.num_channels, tower.patch_size, tower.patch_size * PATCH_GRID[1] * PATCH_GRID[2]),
+                           generator=generator)
     side = tower.image_size
     height, width = (side, side) if isinstance(side, int) else tuple(side)
     # a tiled model's image: the base image and its tiles, as many as the model's own split of this size makes
@@ -750,10 +774,13 @@ def image_batch(model, rows, device):
         return audio_batch(model, images, device)
     if takes_patches(model):
         patches = {"pixel_values": torch.cat(images).to(device=device, dtype=model.dtype),
-                   "image_grid_thw": torch.tensor([PATCH_GRID] * len(images), device=device)}
+                   **image_grids(model, len(images), device)}
         if accepts(model, "image_merge_sizes"):  # VideoLLaMA 3: each image's patch merge, as its processor gives it
             patches["image_merge_sizes"] = torch.tensor([STILL_IMAGE_MERGE] * len(images), device=device)
         return patches
+    if packed(model):
+        return {"pixel_values": torch.cat(images, dim=-1)[None].to(device=device, dtype=model.dtype),
+                **image_grids(model, len(images), device)}
     if naflex(model):  # one size for every image: none padded, every patch real
         values = torch.stack(images).to(device=device, dtype=model.dtype)
         return {"pixel_values": values,
@@ -842,8 +869,7 @@ def mrope_positions(keeper, model, tokens, mask):
     types = {"mm_token_type_ids": (tokens == image_id).long()} if takes(keeper.get_rope_index, "mm_token_type_ids") \
         else {}
     spatial, keeper.rope_deltas = keeper.get_rope_index(
-        input_ids=tokens, attention_mask=mask, image_grid_thw=torch.tensor([PATCH_GRID] * len(runs), device=tokens.device),
-        **types)
+        input_ids=tokens, attention_mask=mask, **image_grids(model, len(runs), tokens.device), **types)
     return spatial.to(text.device), int((tokens == image_id).nonzero()[:, 1].max()) + 1
 
 
