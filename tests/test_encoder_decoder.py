@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from fuzzkv.backends.hf import paths as hf_paths
 from fuzzkv.case import Case
 from fuzzkv.events import OracleFinished
-from fuzzkv.models import shrink
+from fuzzkv.models import shrink, twins
 from fuzzkv.oracles import ORACLES
 from fuzzkv.oracles.check import check
 from fuzzkv.strategies import CaseSpace, cases
@@ -129,3 +129,46 @@ def test_a_beam_without_an_index_is_paired_with_its_own_rows_scores_never_anothe
     case = Case(prompts=((start, 5, 6), (start, 7, 8)), encoder=((3, 4), (5, 6, 7, 8, 9)), max_new_tokens=1,
                 settings={"num_beams": 2, "num_return_sequences": 2})
     assert not check(ORACLES["beam"], lane, case, TOLERANCE).failed
+
+
+IMAGE_KEYS = {"florence2": {"input_ids", "attention_mask", "pixel_values"}, "pix2struct": {"flattened_patches",
+              "attention_mask"}, "pp_formulanet": {"pixel_values"}, "vision-encoder-decoder": {"pixel_values"}}
+
+
+@modern
+@pytest.mark.parametrize("model_type", sorted(IMAGE_KEYS))
+def test_an_image_encoder_sees_an_image_drawn_from_each_rows_encoder_ids_as_its_processor_lays_it_out(model_type):
+    model = shrink.build(twins.tiny_config(model_type))
+    assert type(model).__name__ == shrink.model_class(model_type)  # its image-text-to-text class, not a speech one
+    ids, mask = torch.tensor([[3, 4], [5, 0], [3, 4]]), torch.tensor([[1, 1], [1, 0], [1, 1]])
+    fed = hf_paths.encoder_keywords(model, ids, mask)
+    assert set(fed) == IMAGE_KEYS[model_type]
+    image = fed.get("pixel_values", fed.get("flattened_patches"))
+    alone = hf_paths.encoder_keywords(model, ids[1:2, :1], mask[1:2, :1])
+    assert torch.equal(image[0], image[2]) and not torch.equal(image[0], image[1])
+    assert torch.equal(image[1], alone.get("pixel_values", alone.get("flattened_patches"))[0])
+    if model_type == "florence2":  # processing_florence2.py: the image's tokens, then the text, padded on the right
+        count = fed["input_ids"].shape[1] - ids.shape[1]
+        assert count > 1 and (fed["input_ids"][:, :count] == model.config.image_token_id).all()
+        assert torch.equal(fed["input_ids"][:, count:], ids) and fed["attention_mask"].sum(1).tolist() == [
+            count + 2, count + 1, count + 2]
+    # the cached decode step over the image's encoding matches one uncached pass, and (weights drawn as fuzzkv
+    # draws them) another image changes the decoder's logits
+    step, full = shrink.decode_step_logits(model)
+    assert (step - full).abs().max() < 1e-4
+    model = hf_paths.random_model(twins.tiny_config(model_type), 0, 0.02, "eager").eval()
+    other = hf_paths.encoder_keywords(model, ids + 7, mask)
+    decoder = torch.tensor([[model.generation_config.decoder_start_token_id or 0]] * 3)
+    with torch.no_grad():
+        seen, changed = (model(**{**fed, **{key: value for key, value in images.items() if key != "input_ids"}},
+                               decoder_input_ids=decoder).logits for images in (fed, other))
+    assert not torch.equal(seen, changed)
+
+
+@modern
+def test_an_image_text_encoder_decoder_whose_image_the_path_code_cannot_place_is_never_proven_on_text_alone(
+        monkeypatch):
+    model = shrink.build(twins.tiny_config("pix2struct"))
+    monkeypatch.setattr(hf_paths, "encoder_tower", lambda model: None)  # as T5Gemma 2's encoder config would read
+    with pytest.raises(shrink.CannotBuild, match="not fuzzed yet"):
+        shrink.decode_step_logits(model)

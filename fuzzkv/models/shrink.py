@@ -165,6 +165,9 @@ FAMILY_FIXES: dict[str, dict] = {
     # its decoder reads num_key_value_heads, which the config class does not declare (released checkpoints and
     # transformers' own tests set it), and views its queries by it: as many KV heads as query heads
     "moonshine_streaming": {"num_key_value_heads": HEADS},
+    # Pix2Struct's text attention projects its heads back with Linear(hidden, hidden) (modeling_pix2struct.py
+    # Pix2StructTextAttention.output): heads x d_kv must be the width, as released (12 x 64 = 768)
+    "pix2struct_text_model": {"d_kv": HIDDEN // HEADS},
     "step3p5": {"sliding_window": WINDOW},  # released: 128 tokens; its default None would leave the window unset
     # one input, one recurrent, one output layer, written as dory serialises them: (attention, mlp) pairs, doubled
     "dory": {"layer_types": ["sliding_attention", "mlp", "full_attention", "mlp", "sliding_attention", "mlp"],
@@ -229,6 +232,9 @@ NOT_IMAGE_TEXT = ("no image-text-to-text class over a vision_config and no audio
                   "encoder, an encoder-decoder, ...): not fuzzed yet")
 NO_IMAGE_TOKEN = ("its config declares no image (or audio) token (the image is placed otherwise: prepended, "
                   "cross-attended, queried): not fuzzed yet")
+NO_ENCODER_IMAGE = ("an image-text-to-text encoder-decoder whose encoder takes its image otherwise than as pixel "
+                    "values or patches beside a vision_config (T5Gemma 2's encoder config, UDOP's layout boxes): not "
+                    "fuzzed yet")
 # Encoder-decoder types are built as their seq2seq LM class (BART, not its decoder half BartForCausalLM), or their
 # speech seq2seq class (Whisper), fed audio features drawn from a case's encoder ids (``hf_paths.encoder_keywords``).
 SEQ2SEQ_TABLE = "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"
@@ -741,7 +747,10 @@ def decode_step_logits(model: transformers.PreTrainedModel, seed: int = 0) -> tu
     case = {"prompts": [tokens[:PROMPT]], "padding_side": "left", "max_new_tokens": 2, "prefill_chunks": [PROMPT],
             "cache": "dynamic", "continuation": [tokens[PROMPT:]]}
     if model.config.is_encoder_decoder:  # its decoder attends to the encoder's output of these tokens
-        case["encoder"] = [tokens[:PROMPT]]
+        case["encoder"] = [tokens[:PROMPT]]  # (an image encoder's: an image drawn from them, hf_paths.encoder_keywords)
+        if model.config.model_type in vars(modeling_auto).get(IMAGE_TEXT_TABLE, {}) and \
+                hf_paths.encoder_tower(model) is None:  # its image would go where the path code puts none
+            raise CannotBuild(f"multimodal: {NO_ENCODER_IMAGE}")
     image = hf_paths.image_token(model)
     if image is None and hf_paths.declares_tower(model):
         raise CannotBuild(f"multimodal: {NO_IMAGE_TOKEN}")

@@ -33,6 +33,7 @@ VISION_TINY = {
     **dict.fromkeys(("hidden_size", "embed_dim", "out_hidden_size", "width", "projection_dim", "vision_output_dim",
                      "text_hidden_size", "encoder_hidden_size", "output_channels", "out_channels",
                      "projector_input_dim", "projector_output_dim", "projection_hidden_dim", "patch_embed_hidden_size",
+                     "post_conv_in_channels", "post_conv_mid_channels", "post_conv_out_channels",
                      "image_token_embed_dim", "decoder_hidden_size", "pooler_output_size", "adapter_in_dim",
                      "adapter_out_dim", "d_model", "vision_hidden_size", "codebook_dim", "audio_hidden_size",
                      "output_dim"), HIDDEN),
@@ -106,6 +107,15 @@ FAMILY_FIXES: dict[str, dict] = {
     # Fun-ASR-Nano's adaptor's feed-forward is a quarter of the text width (configuration_fun_asr_nano.py
     # validate_architecture); a fix of a sub-config is merged into it
     "fun_asr_nano": {"adaptor_config": {"intermediate_size": HIDDEN // 4, "projector_hidden_size": FFN}},
+    # Florence-2's DaViT tower: four stages (strides 4, 2, 2, 2: one cell per 32 x 32 pixels) whose per-stage lists
+    # no count names; one block each, widths up to HIDDEN (heads and channel groups dividing them), and the image
+    # of GRID x GRID final cells its config cannot tell (it declares no image size; its processor's is 768)
+    "florence2": {"vision_config": {"depths": [1, 1, 1, 1], "embed_dim": [8, 16, 32, HIDDEN], "num_heads": [1, 1, 2, 4],
+                                    "num_groups": [1, 1, 2, 4], "image_size": 32 * GRID}},
+    # PP-FormulaNet's projector halves each side twice (two stride-2 convolutions): GRID x GRID patches would make
+    # one encoder position; twice the side (patches of 16 pixels) makes 2 x 2, so its decoder's cross-attention
+    # has positions to weigh
+    "pp_formulanet": {"vision_config": {"image_size": 2 * GRID * 16}},
 }
 
 
@@ -128,10 +138,15 @@ def proven_tiny_config(model_type: str) -> dict:
 
 def takes_media(model_type: str) -> bool:
     """Whether ``model_type`` is a model fuzzkv feeds images or audio clips: an image-text-to-text class over a
-    vision tower, or a config with an audio tower (an audio LM: Voxtral, Qwen3-ASR; ``hf_paths.AUDIO``)."""
+    vision tower or an encoder, or a config with an audio tower (an audio LM: Voxtral, Qwen3-ASR; ``hf_paths.AUDIO``)."""
     defaults = shrink._class_defaults(model_type)
-    return (image_text_class(model_type) is not None and "vision_config" in defaults) or \
+    return (image_text_class(model_type) is not None and any(key in defaults for key in IMAGE_ENCODERS)) or \
         any(isinstance(defaults.get(tower), dict) for tower in hf_paths.AUDIO.towers)
+
+
+# Where an image-text-to-text config declares the tower its images go through: a vision tower, or an
+# encoder-decoder's encoder (VisionEncoderDecoderModel's; the path code checks that it takes an image).
+IMAGE_ENCODERS = ("vision_config", "encoder")
 
 
 def image_text_class(model_type: str) -> str | None:
@@ -142,9 +157,10 @@ def image_text_class(model_type: str) -> str | None:
 def tiny_config(model_type: str) -> dict:
     """The tiny twin of ``model_type``'s default composite config, as a config.json dict (not yet proven)."""
     config = shrink._plain(AutoConfig.for_model(model_type).to_dict(), model_type)
+    text = _seq2seq_text if config.get("is_encoder_decoder") is True else _text
     for key, value in list(config.items()):
         if isinstance(value, dict) and "model_type" in value:
-            config[key] = _text(value) if key in TEXT_KEYS else _tower(value)
+            config[key] = text(value) if key in TEXT_KEYS else _tower(value)
     config.update(shrink._shrink_scalars({k: v for k, v in config.items()
                                           if not (isinstance(v, dict) and "model_type" in v)}))
     # the projector's output is a text embedding: PaliGemma's projection_dim is its text width (2048 released)
@@ -158,7 +174,7 @@ def tiny_config(model_type: str) -> dict:
         side = tower.get("image_size") or config.get("image_size")
         side = side[0] if isinstance(side, list) else side
         config["image_grid_pinpoints"] = [[side, side]]
-    for key, fix in FAMILY_FIXES.get(model_type, {}).items():
+    for key, fix in FAMILY_FIXES.get(model_type, {}).items():  # a fix to a sub-config sets its keys only
         config[key] = {**config[key], **fix} if _is_sub_config(config.get(key)) else fix
     _remap_special_tokens(config)  # a fix's token ids too
     return config
@@ -187,6 +203,12 @@ def _text(text: dict) -> dict:
     shrunk = shrink._constrain(shrink._shrink_scalars(text), text)  # MLA's keys per query head, as any text model's
     layers = next((text[n] for n in shrink.LAYER_COUNTS if shrink._is_count(text.get(n))), None)
     return _fit_mrope(shrink._select_layers(shrunk, text, list(range(min(2, layers))), layers) if layers else shrunk)
+
+
+def _seq2seq_text(text: dict) -> dict:
+    """An image encoder-decoder's text sub-config (its decoder, and its text encoder where it has one): shrunk as
+    the shrinker shrinks an encoder-decoder's, one layer in each stack."""
+    return shrink._one_layer_stacks(shrink._shrunk(str(text.get("model_type")), text))
 
 
 ROPE_HOLDERS = ("rope_parameters", "rope_scaling")

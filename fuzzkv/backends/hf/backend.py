@@ -550,6 +550,8 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
                           if isinstance(getattr(text, k, None), int)), None)
     if getattr(text, "alibi", False) or text.model_type == "bloom":
         max_positions = None  # ALiBi has no learned table to run past
+    if max_positions:  # an encoder's image run (Florence-2's) takes its positions before an encoder row's text
+        max_positions -= hf_paths.encoder_image_positions(loaded.model)
     window = getattr(text, "sliding_window", None)
     windows = (window,) if isinstance(window, int) and window > 0 else ()
     name = loaded.spec.name if loaded.spec else (loaded.name or loaded.factory or config.name_or_path or text.model_type)
@@ -562,10 +564,12 @@ def _model_info(loaded: hf_loading.LoadedModel, config: Any) -> ModelInfo:
 
 
 def _images(model: Any) -> dict[str, Any]:
-    """A vision-language model's image token and how many of them one image takes; nothing for a text model."""
+    """A vision-language model's image token and how many of them one image takes; an image encoder-decoder's
+    encoder image token, as a marker; nothing for a text model."""
     image = hf_paths.image_token(model)
-    if image is None:
-        return {}
+    if image is None:  # an encoder's image token (Florence-2's) is drawn in no text, as a marker is
+        encoder = hf_paths.encoder_image_token(model)
+        return {} if encoder is None else {"image_marker_ids": (encoder,)}
     opening, closing = hf_paths.image_edges(model)
     return {"image_token_id": image, "image_tokens": hf_paths.tokens_per_image(model), "image_open_id": opening,
             "image_close_id": closing, "image_marker_ids": hf_paths.image_markers(model)}

@@ -176,11 +176,15 @@ def auto_class(cfg):
     """The auto class a config's model is built with: an encoder-decoder's seq2seq LM (BART's
     BartForConditionalGeneration, not its decoder half), else the causal LM."""
     if cfg.is_encoder_decoder:
-        from transformers import AutoModelForSeq2SeqLM, AutoModelForSpeechSeq2Seq
+        from transformers import AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForSpeechSeq2Seq
 
-        # a type both mappings list (SeamlessM4T) is built from text
-        text = transformers.models.auto.modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
-        return AutoModelForSeq2SeqLM if cfg.model_type in text else AutoModelForSpeechSeq2Seq
+        # a type both mappings list (SeamlessM4T) is built from text; one the image-text-to-text mapping lists
+        # (Florence-2, Pix2Struct, VisionEncoderDecoderModel: an image for the encoder) as its class there
+        names = vars(transformers.models.auto.modeling_auto)
+        if cfg.model_type in names["MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"]:
+            return AutoModelForSeq2SeqLM
+        images = names.get("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {})
+        return AutoModelForImageTextToText if cfg.model_type in images else AutoModelForSpeechSeq2Seq
     if getattr(cfg, "vision_config", None) is not None:  # a vision-language model: its image-text-to-text class
         from transformers import AutoModelForImageTextToText
 
@@ -397,6 +401,8 @@ def encoder_keywords(model, ids, mask):
     the ids themselves for a text encoder; audio seeded by each row's ids for a speech encoder (by its input's name,
     :func:`encoder_input_name`: mel or filter-bank features, or a waveform)."""
     name = encoder_input_name(model)
+    if encoder_tower(model) is not None:
+        return _image_encoder_keywords(model, ids, mask)
     if name not in ("input_values", "input_features"):
         return {"input_ids": ids, "attention_mask": mask}
     rows = [row[real.bool()].tolist() for row, real in zip(ids, mask)]
@@ -410,6 +416,67 @@ def encoder_keywords(model, ids, mask):
     # Speech2Text, Parakeet: [B, frames, features], a mask
     return _padded_audio("input_features", rows, AUDIO_FRAMES_PER_TOKEN, (_frame_width(model.get_encoder().config),),
                          place)
+
+
+# An image encoder's input: pixels, or Pix2Struct's flattened patches.
+IMAGE_INPUTS = ("pixel_values", "flattened_patches")
+
+
+def encoder_tower(model):
+    """The config of the vision tower an encoder-decoder model's encoder sees an image with: its ``vision_config``
+    (Florence-2, Pix2Struct, PP-FormulaNet), or its encoder's own where that takes an image
+    (VisionEncoderDecoderModel's ViT); None for a text or speech encoder, and for any other model."""
+    config = model.config
+    if not config.is_encoder_decoder:
+        return None
+    tower = getattr(config, "vision_config", None)
+    return tower if tower is not None else config.encoder if encoder_input_name(model) in IMAGE_INPUTS else None
+
+
+def _image_encoder_keywords(model, ids, mask):
+    """An image encoder's keywords: one image per row, seeded by the row's encoder ids (as a speech encoder's
+    audio is), as its processor lays the batch out: ``pixel_values`` [B, C, H, W], or Pix2Struct's flattened
+    patches and their mask. An encoder that reads text as well (Florence-2: its input is ``input_ids``) takes the
+    row's ids after a run of its image token as long as an image's features, the layout its processor makes
+    (processing_florence2.py: the image's tokens, then the text), padded on the right."""
+    rows = [row[real.bool()].tolist() for row, real in zip(ids, mask)]
+    name, tower = encoder_input_name(model), encoder_tower(model)
+    place = {"device": ids.device, "dtype": model.dtype}
+    if name == "flattened_patches":
+        patches = torch.stack([_flattened_patches(tower, seeded_by(row)) for row in rows]).to(**place)
+        return {name: patches, "attention_mask": torch.ones(patches.shape[:2], dtype=torch.long, device=ids.device)}
+    pixels = torch.stack([_still_image(tower, seeded_by(row)) for row in rows]).to(**place)
+    if name in IMAGE_INPUTS:
+        return {name: pixels}
+    image = torch.full((len(rows), encoder_image_positions(model)), encoder_image_token(model), dtype=ids.dtype,
+                       device=ids.device)
+    return {"input_ids": torch.cat([image, ids], 1), "attention_mask": torch.cat([torch.ones_like(image), mask], 1),
+            "pixel_values": pixels}
+
+
+def encoder_image_token(model):
+    """The id an encoder that reads text as well as an image (Florence-2) holds where its image's features go: never
+    text, in its encoder rows either; None for any other model."""
+    reads_text = encoder_tower(model) is not None and encoder_input_name(model) not in IMAGE_INPUTS
+    return _declared_id(model.config, IMAGE.tokens) if reads_text else None
+
+
+def encoder_image_positions(model):
+    """The encoder positions an image's run of tokens takes before the text (Florence-2's: as many as its image's
+    features; the text has the rest of the position table); 0 for any other model."""
+    if encoder_image_token(model) is None:
+        return 0
+    pixels = _still_image(encoder_tower(model), seeded_by([]))[None].to(device=model.device, dtype=model.dtype)
+    return tokens_per_image(model, {"pixel_values": pixels})
+
+
+def _flattened_patches(tower, generator):
+    """One image as Pix2Struct's image processor flattens it (image_processing_pix2struct.py): PATCH_GRID's rows x
+    columns of patches, each its (1-based) row, its column, then its pixels (``patch_embed_hidden_size`` values)."""
+    rows, columns = PATCH_GRID[1:]
+    row, column = torch.meshgrid(torch.arange(rows) + 1, torch.arange(columns) + 1, indexing="ij")
+    pixels = torch.randn((rows * columns, tower.patch_embed_hidden_size), generator=generator)
+    return torch.cat([row.reshape(-1, 1), column.reshape(-1, 1), pixels], 1)
 
 
 def _frame_width(config):
@@ -440,6 +507,10 @@ def seeded_by(tokens, salt=""):
     return torch.Generator().manual_seed(zlib.crc32((salt + ",".join(str(int(t)) for t in tokens)).encode()))
 
 
+# generate()'s step that runs an encoder-decoder's encoder on its inputs: transformers 5's, then 4's name for it.
+ENCODER_STEPS = ("_maybe_prepare_encoder_kwargs_for_generation", "_prepare_encoder_decoder_kwargs_for_generation")
+
+
 class DecoderView:
     """An encoder-decoder model seen as its decoder over one batch's encoder output, so that every path drives it
     as it drives a causal LM: a call's ``input_ids`` are decoder ids, fed through the cache (an
@@ -454,9 +525,14 @@ class DecoderView:
         self._encoded = None
 
     def encoded(self):
-        """The encoder's output for this view's batch (computed on first use)."""
+        """The encoder's output for this view's batch (computed on first use), as generate() computes it: by the
+        model's own encoding step (Florence-2's scatters its image's features into the text its encoder reads,
+        which ``get_encoder()`` alone, a text encoder, would not see)."""
         if self._encoded is None:
-            self._encoded = self.model.get_encoder()(**self.fed)
+            name = encoder_input_name(self.model)
+            rest = {key: value for key, value in self.fed.items() if key != name}
+            prepare = next(getattr(self.model, step) for step in ENCODER_STEPS if hasattr(self.model, step))
+            self._encoded = prepare(self.fed[name], rest, name, self.model.generation_config)["encoder_outputs"]
         return self._encoded
 
     def forward(self, input_ids, attention_mask=None, cache=None, use_cache=False):
@@ -673,12 +749,22 @@ def image_pixels(model, preceding):
     if packed(model):  # one image's patches side by side: [C, P, P x patches]
         return torch.randn((tower.num_channels, tower.patch_size, tower.patch_size * PATCH_GRID[1] * PATCH_GRID[2]),
                            generator=generator)
-    side = tower.image_size
-    height, width = (side, side) if isinstance(side, int) else tuple(side)
     # a tiled model's image: the base image and its tiles, as many as the model's own split of this size makes
-    tiles = [image_size_to_num_patches((height, width), model.config.image_grid_pinpoints, height)] if tiled(model) \
-        else []
-    return torch.randn((*tiles, getattr(tower, "num_channels", 3), height, width), generator=generator)
+    tiles = image_size_to_num_patches(_image_side(tower), model.config.image_grid_pinpoints,
+                                      _image_side(tower)[0]) if tiled(model) else None
+    return _still_image(tower, generator, tiles)
+
+
+def _image_side(tower):
+    """(height, width) of the images ``tower`` takes."""
+    side = tower.image_size
+    return (side, side) if isinstance(side, int) else tuple(side)
+
+
+def _still_image(tower, generator, tiles=None):
+    """One image of the size ``tower`` takes ([C, H, W]; [tiles, C, H, W] where it is cut in ``tiles``)."""
+    return torch.randn((*([tiles] if tiles else []), getattr(tower, "num_channels", 3), *_image_side(tower)),
+                       generator=generator)
 
 
 # An audio clip: log-mel features [mel bins, frames], every clip the same length and all of it real (a feature
@@ -826,10 +912,11 @@ def image_inputs(model, tokens, mask, start, end):
 
 
 @torch.inference_mode()
-def tokens_per_image(model):
-    """How many image tokens one image takes: the features the model's tower and projector give one image, in
-    text-width vectors (the count the model checks its image tokens against)."""
-    images = image_batch(model, [[image_pixels(model, [])]], model.device)
+def tokens_per_image(model, images=None):
+    """How many image tokens one image takes: the features the model's tower and projector give one image
+    (``images``' keywords, else one :func:`image_pixels`), in text-width vectors (the count the model checks its
+    image tokens against)."""
+    images = images or image_batch(model, [[image_pixels(model, [])]], model.device)
     encode = image_features(model)
     if encode is None:  # a forward that encodes its clips inline checks them against the processor's count
         return clip_tokens(model)
