@@ -17,6 +17,7 @@ import inspect
 import itertools
 import json
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import transformers
@@ -289,9 +290,9 @@ def kind(model_type: str) -> tuple[str, str]:
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # listed by another generative mapping only
         family = NOT_CAUSAL[generative_types()[model_type][0][0]]
         # an audio LM the seq2seq mapping lists first (Audio Flamingo 3): one decoder over text and audio
-        audio = any(isinstance(_class_defaults(model_type).get(t), dict) for t in hf_paths.AUDIO.towers)
-        return NOT_CAUSAL["multimodal-lm"] if family[0] == "encoder-decoder" and audio and \
-            not _class_defaults(model_type).get("is_encoder_decoder") else family
+        defaults = _class_defaults(model_type)
+        return NOT_CAUSAL["multimodal-lm"] if family[0] == "encoder-decoder" and has_audio_tower(defaults) and \
+            not defaults.get("is_encoder_decoder") else family
     text = text_decoder_type(model_type)
     if text is not None:  # a composite config whose causal-LM class takes token ids alone: its text decoder
         return kind(text)
@@ -386,11 +387,21 @@ def _tiny_value(name: str, value):
     return rule(value) if callable(rule) else rule
 
 
+def is_sub_config(value: Any) -> bool:
+    """Whether a config dict's ``value`` is a sub-config (a dict naming its model type), not a plain setting."""
+    return isinstance(value, dict) and "model_type" in value
+
+
+def has_audio_tower(defaults: dict) -> bool:
+    """Whether a config class's ``defaults`` declare an audio tower (``hf_paths.AUDIO``'s keys): an audio LM."""
+    return any(isinstance(defaults.get(tower), dict) for tower in hf_paths.AUDIO.towers)
+
+
 def _shrink_scalars(config: dict) -> dict:
     """Every attribute TINY names, at its tiny value; sub-config dicts (a decoder's parts) shrunk alike."""
     shrunk: dict = {}
     for name, value in config.items():
-        if isinstance(value, dict) and "model_type" in value:
+        if is_sub_config(value):
             shrunk[name] = _shrink_scalars(value)
         elif isinstance(value, list) and name in TINY:
             shrunk[name] = [_tiny_value(name, item) for item in value]
@@ -674,7 +685,7 @@ def _one_layer_stacks(config: dict) -> dict:
     depths = {config[name] for name in counts}
     uniform = not any(isinstance(value, list) and len(value) in depths for value in config.values())
     return {name: 1 if name in counts and uniform
-            else _one_layer_stacks(value) if isinstance(value, dict) and "model_type" in value else value
+            else _one_layer_stacks(value) if is_sub_config(value) else value
             for name, value in config.items()}
 
 

@@ -18,7 +18,6 @@ from transformers import AutoConfig
 from transformers.models.auto import modeling_auto
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-from fuzzkv.backends.hf import paths as hf_paths
 from fuzzkv.models import shrink
 
 HIDDEN, FFN, HEADS = shrink.HIDDEN, shrink.FFN, shrink.HEADS
@@ -138,10 +137,10 @@ def proven_tiny_config(model_type: str) -> dict:
 
 def takes_media(model_type: str) -> bool:
     """Whether ``model_type`` is a model fuzzkv feeds images or audio clips: an image-text-to-text class over a
-    vision tower or an encoder, or a config with an audio tower (an audio LM: Voxtral, Qwen3-ASR; ``hf_paths.AUDIO``)."""
+    vision tower or an encoder, or a config with an audio tower (an audio LM: Voxtral, Qwen3-ASR; ``shrink.has_audio_tower``)."""
     defaults = shrink._class_defaults(model_type)
     return (image_text_class(model_type) is not None and any(key in defaults for key in IMAGE_ENCODERS)) or \
-        any(isinstance(defaults.get(tower), dict) for tower in hf_paths.AUDIO.towers)
+        shrink.has_audio_tower(defaults)
 
 
 # Where an image-text-to-text config declares the tower its images go through: a vision tower, or an
@@ -159,10 +158,9 @@ def tiny_config(model_type: str) -> dict:
     config = shrink._plain(AutoConfig.for_model(model_type).to_dict(), model_type)
     text = _seq2seq_text if config.get("is_encoder_decoder") is True else _text
     for key, value in list(config.items()):
-        if isinstance(value, dict) and "model_type" in value:
+        if shrink.is_sub_config(value):
             config[key] = text(value) if key in TEXT_KEYS else _tower(value)
-    config.update(shrink._shrink_scalars({k: v for k, v in config.items()
-                                          if not (isinstance(v, dict) and "model_type" in v)}))
+    config.update(shrink._shrink_scalars({k: v for k, v in config.items() if not shrink.is_sub_config(v)}))
     # the projector's output is a text embedding: PaliGemma's projection_dim is its text width (2048 released)
     config.update({name: HIDDEN for name in PROJECTOR_OUTPUTS if shrink._is_count(config.get(name))})
     tower: dict[str, Any] = next((config[k] for k in TOWER_KEYS if isinstance(config.get(k), dict)), {})
@@ -175,13 +173,9 @@ def tiny_config(model_type: str) -> dict:
         side = side[0] if isinstance(side, list) else side
         config["image_grid_pinpoints"] = [[side, side]]
     for key, fix in FAMILY_FIXES.get(model_type, {}).items():  # a fix to a sub-config sets its keys only
-        config[key] = {**config[key], **fix} if _is_sub_config(config.get(key)) else fix
+        config[key] = {**config[key], **fix} if shrink.is_sub_config(config.get(key)) else fix
     _remap_special_tokens(config)  # a fix's token ids too
     return config
-
-
-def _is_sub_config(value: Any) -> bool:
-    return isinstance(value, dict) and "model_type" in value
 
 
 def _text(text: dict) -> dict:
@@ -251,7 +245,7 @@ def _fit_mrope(text: dict) -> dict:
 
 def _tower(tower: dict) -> dict:
     """A vision tower (or a projector's, a Q-Former's) sub-config: two layers, tiny widths, GRID x GRID patches."""
-    shrunk: dict[str, Any] = {name: _tower(value) if isinstance(value, dict) and "model_type" in value
+    shrunk: dict[str, Any] = {name: _tower(value) if shrink.is_sub_config(value)
               else VISION_TINY[name] if name in VISION_TINY and shrink._is_count(value)
               else value for name, value in tower.items()}
     layers: Any = next((shrunk[n] for n in TOWER_LAYERS if shrink._is_count(shrunk.get(n))), None)

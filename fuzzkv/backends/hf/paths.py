@@ -13,6 +13,7 @@ import copy
 import functools
 import inspect
 import math
+import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -175,22 +176,21 @@ def random_model(config, seed, init_std, attn, dtype="float32", device="cpu"):
 def auto_class(cfg):
     """The auto class a config's model is built with: an encoder-decoder's seq2seq LM (BART's
     BartForConditionalGeneration, not its decoder half), else the causal LM."""
+    names = vars(transformers.models.auto.modeling_auto)
     if cfg.is_encoder_decoder:
         from transformers import AutoModelForImageTextToText, AutoModelForSeq2SeqLM, AutoModelForSpeechSeq2Seq
 
         # a type both mappings list (SeamlessM4T) is built from text; one the image-text-to-text mapping lists
         # (Florence-2, Pix2Struct, VisionEncoderDecoderModel: an image for the encoder) as its class there
-        names = vars(transformers.models.auto.modeling_auto)
         if cfg.model_type in names["MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"]:
             return AutoModelForSeq2SeqLM
         images = names.get("MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {})
         return AutoModelForImageTextToText if cfg.model_type in images else AutoModelForSpeechSeq2Seq
-    if getattr(cfg, "vision_config", None) is not None:  # a vision-language model: its image-text-to-text class
+    if _has_tower(cfg, IMAGE):  # a vision-language model: its image-text-to-text class
         from transformers import AutoModelForImageTextToText
 
         return AutoModelForImageTextToText
-    if any(getattr(cfg, tower, None) is not None for tower in AUDIO.towers):  # an audio LM: its mapping's class
-        names = vars(transformers.models.auto.modeling_auto)
+    if _has_tower(cfg, AUDIO):  # an audio LM: its mapping's class
         return next(getattr(transformers, auto) for table, auto in AUDIO_LM_CLASSES if cfg.model_type in names.get(table, {}))
     return AutoModelForCausalLM
 
@@ -461,13 +461,19 @@ def encoder_image_token(model):
     return _declared_id(model.config, IMAGE.tokens) if reads_text else None
 
 
+# Each model's count, once: every batch's encoder rows are laid out with it, and counting runs the vision tower.
+_ENCODER_IMAGE_POSITIONS: "weakref.WeakKeyDictionary[object, int]" = weakref.WeakKeyDictionary()
+
+
 def encoder_image_positions(model):
     """The encoder positions an image's run of tokens takes before the text (Florence-2's: as many as its image's
     features; the text has the rest of the position table); 0 for any other model."""
     if encoder_image_token(model) is None:
         return 0
-    pixels = _still_image(encoder_tower(model), seeded_by([]))[None].to(device=model.device, dtype=model.dtype)
-    return tokens_per_image(model, {"pixel_values": pixels})
+    if model not in _ENCODER_IMAGE_POSITIONS:
+        pixels = _still_image(encoder_tower(model), seeded_by([]))[None].to(device=model.device, dtype=model.dtype)
+        _ENCODER_IMAGE_POSITIONS[model] = tokens_per_image(model, {"pixel_values": pixels})
+    return _ENCODER_IMAGE_POSITIONS[model]
 
 
 def _flattened_patches(tower, generator):
@@ -600,6 +606,11 @@ AUDIO = Medium("audio", towers=("audio_config", "encoder_config"), tokens=("audi
 MEDIA = (IMAGE, AUDIO)
 
 
+def _has_tower(config, kind):
+    """Whether ``config`` declares an encoder of the medium ``kind`` (any of its tower keys set)."""
+    return any(getattr(config, tower, None) is not None for tower in kind.towers)
+
+
 def _declared_id(config, names):
     """The first of ``names`` set to a token id on ``config`` or its text config; None where none is."""
     return next((value for level in (config, config.get_text_config()) for name in names
@@ -612,15 +623,13 @@ def medium(model):
     config = getattr(model, "config", None)
     if config is None or config.is_encoder_decoder:
         return None
-    return next((m for m in MEDIA if any(getattr(config, t, None) is not None for t in m.towers)
-                 and _declared_id(config, m.tokens) is not None), None)
+    return next((m for m in MEDIA if _has_tower(config, m) and _declared_id(config, m.tokens) is not None), None)
 
 
 def declares_tower(model):
     """Whether ``model``'s config declares an encoder of a medium (a vision or audio tower), token or not, for its
     decoder's prompts (an encoder-decoder's encoder is not one)."""
-    towers = [tower for kind in MEDIA for tower in kind.towers]
-    return not model.config.is_encoder_decoder and any(getattr(model.config, t, None) is not None for t in towers)
+    return not model.config.is_encoder_decoder and any(_has_tower(model.config, kind) for kind in MEDIA)
 
 
 def tower_config(model):
